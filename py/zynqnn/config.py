@@ -1,0 +1,264 @@
+"""The hardware configuration: the single source of truth for the accelerator's shape.
+
+Every consumer reads one :class:`HwConfig`: the Amaranth generator in ``rtl/``, the golden model,
+the compiler, the driver (which checks the config readback of the hardware it talks to) and the
+Vivado scripts (through a generated parameter file). No size is written anywhere else.
+
+Example::
+
+    from zynqnn.config import get_config
+    cfg = get_config("pynq_z2")
+    cfg.config_id          # '16x16i8-…', used in artifact names
+    cfg.replace(cols=8)    # a validated variant
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["ConfigError", "HwConfig", "PRESETS", "get_config", "XC7Z020"]
+
+
+class ConfigError(ValueError):
+    """A hardware configuration field has a value the hardware cannot be built with."""
+
+
+@dataclass(frozen=True)
+class DeviceBudget:
+    """Resources of the target FPGA, the limits every fit check compares against."""
+
+    part: str
+    lut: int
+    ff: int
+    dsp: int
+    bram36: int
+
+
+#: xc7z020clg400-1 (Pynq-Z2). Numbers from the Zynq-7000 product table.
+XC7Z020 = DeviceBudget(part="xc7z020clg400-1", lut=53_200, ff=106_400, dsp=220, bram36=140)
+
+
+def _pow2(v: int) -> bool:
+    return v > 0 and (v & (v - 1)) == 0
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """One build of the accelerator.
+
+    The PE array is ``rows x cols``: each cycle it reduces ``rows`` input-channel operands against
+    a ``rows x cols`` stationary weight tile and emits ``cols`` output-channel sums.
+
+    Parameters
+    ----------
+    rows, cols:
+        PE array size. ``rows`` is the reduction width (input channels per step), ``cols`` the
+        number of output channels computed in parallel.
+    operand_bits:
+        Operand width of activations and weights: 8 (int8/uint8 models) or 16 (16-bit fixed point).
+    acc_bits:
+        Accumulator width: 32 for the int8 build (PyTorch/ORT/TFLite accumulate in int32), 48 for
+        the int16 build (the DSP48E1 P register).
+    requant_lanes:
+        Parallel post-processing (bias, requantization, activation) lanes; divides ``cols``.
+    act_buffer_depth:
+        Words of the on-chip activation buffer, one word = ``rows`` operands (one pixel's
+        input-channel slice).
+    weight_buffer_depth:
+        Words of the on-chip weight buffer, one word = one row of ``cols`` weights.
+    acc_buffer_depth:
+        Output pixels held by the accumulator buffer (each ``cols`` x ``acc_bits``).
+    max_width:
+        Widest feature-map row the line buffers hold (pixels).
+    max_kernel:
+        Largest square kernel the window generator supports.
+    axi_data_bits, axi_addr_bits:
+        Width of the DDR manager port (64 for a Zynq HP port) and of its addresses.
+    clock_mhz:
+        Target clock of the programmable-logic design (FCLK_CLK0).
+    dsp_packing:
+        Pack two int8 products sharing an activation into one DSP48E1 (int8 builds only).
+    name:
+        A label (the preset's name); not part of :attr:`config_id`.
+    """
+
+    rows: int = 16
+    cols: int = 16
+    operand_bits: int = 8
+    acc_bits: int = 32
+    requant_lanes: int = 4
+    act_buffer_depth: int = 4096
+    weight_buffer_depth: int = 2048
+    acc_buffer_depth: int = 1024
+    max_width: int = 512
+    max_kernel: int = 7
+    axi_data_bits: int = 64
+    axi_addr_bits: int = 32
+    clock_mhz: float = 150.0
+    dsp_packing: bool = True
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        self._validate()
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def _fail(self, fname: str, why: str):
+        raise ConfigError(f"HwConfig.{fname} = {getattr(self, fname)!r}: {why}")
+
+    def _validate(self):
+        for fname in (
+            "rows",
+            "cols",
+            "operand_bits",
+            "acc_bits",
+            "requant_lanes",
+            "act_buffer_depth",
+            "weight_buffer_depth",
+            "acc_buffer_depth",
+            "max_width",
+            "max_kernel",
+            "axi_data_bits",
+            "axi_addr_bits",
+        ):
+            v = getattr(self, fname)
+            if not isinstance(v, int) or isinstance(v, bool):
+                self._fail(fname, f"must be an int, not {type(v).__name__}")
+        if not isinstance(self.dsp_packing, bool):
+            self._fail("dsp_packing", "must be a bool")
+        if not 1 <= self.rows <= 64:
+            self._fail("rows", "must be between 1 and 64")
+        if not 1 <= self.cols <= 64:
+            self._fail("cols", "must be between 1 and 64")
+        if self.operand_bits not in (8, 16):
+            self._fail("operand_bits", "must be one of 8, 16")
+        # An operand is sign-extended by one bit so uint8 and int8 activations share the array.
+        product_bits = 2 * self.operand_bits + 1
+        need = product_bits + max(self.rows - 1, 0).bit_length()
+        if self.acc_bits not in (32, 48):
+            self._fail("acc_bits", "must be one of 32, 48")
+        if self.acc_bits < need:
+            self._fail("acc_bits", f"must be at least {need} for {self.operand_bits}-bit operands")
+        if self.operand_bits == 16 and self.acc_bits != 48:
+            self._fail("acc_bits", "must be 48 for the 16-bit build (the DSP48E1 P register)")
+        if self.requant_lanes < 1 or self.cols % self.requant_lanes:
+            self._fail("requant_lanes", f"must be >= 1 and divide cols ({self.cols})")
+        for fname in ("act_buffer_depth", "weight_buffer_depth", "acc_buffer_depth"):
+            v = getattr(self, fname)
+            if not _pow2(v) or v < 16:
+                self._fail(fname, "must be a power of two >= 16")
+        if self.weight_buffer_depth < self.rows:
+            self._fail("weight_buffer_depth",
+                       f"must hold at least one weight tile ({self.rows} rows)")
+        if self.max_kernel not in (1, 3, 5, 7):
+            self._fail("max_kernel", "must be one of 1, 3, 5, 7")
+        if not self.max_kernel <= self.max_width <= 4096:
+            self._fail("max_width", f"must be between max_kernel ({self.max_kernel}) and 4096")
+        if self.axi_data_bits not in (32, 64):
+            self._fail("axi_data_bits", "must be one of 32, 64 (Zynq HP port widths)")
+        if self.axi_addr_bits != 32:
+            self._fail("axi_addr_bits", "must be 32 (the Zynq PS address map)")
+        if not isinstance(self.clock_mhz, (int, float)) or not 10 <= self.clock_mhz <= 250:
+            self._fail("clock_mhz", "must be a number between 10 and 250")
+        if self.dsp_packing and self.operand_bits != 8:
+            self._fail("dsp_packing", "only applies to the 8-bit build")
+
+    # -- derived quantities ----------------------------------------------------------------------
+
+    @property
+    def signed_operand_bits(self) -> int:
+        """Width of an operand inside the array: one extra bit so uint8 and int8 both fit."""
+        return self.operand_bits + 1
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def config_id(self) -> str:
+        """Stable id of the parameter set (not of the label), used in every artifact name."""
+        digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:8]
+        return f"{self.rows}x{self.cols}i{self.operand_bits}-{digest}"
+
+    @property
+    def config_hash32(self) -> int:
+        """The id's digest as a 32-bit number: what the hardware's config readback reports."""
+        return int(self.config_id.rsplit("-", 1)[1], 16)
+
+    # -- serialization ---------------------------------------------------------------------------
+
+    def params(self) -> dict:
+        """Every hardware parameter (not the label), in declaration order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+
+    def canonical_json(self) -> str:
+        p = self.params()
+        p["clock_mhz"] = float(p["clock_mhz"])
+        return json.dumps(p, sort_keys=True, separators=(",", ":"))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **self.params()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HwConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"HwConfig: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> HwConfig:
+        return dataclasses.replace(self, **changes)
+
+
+#: Named builds. ``pynq_z2`` is the board build; ``tiny`` and ``tiny16`` keep simulations fast.
+PRESETS: dict[str, HwConfig] = {
+    "pynq_z2": HwConfig(name="pynq_z2"),
+    "pynq_z2_int16": HwConfig(
+        name="pynq_z2_int16",
+        rows=12,
+        cols=12,
+        operand_bits=16,
+        acc_bits=48,
+        requant_lanes=4,
+        dsp_packing=False,
+    ),
+    "tiny": HwConfig(
+        name="tiny",
+        rows=4,
+        cols=4,
+        requant_lanes=2,
+        act_buffer_depth=1024,
+        weight_buffer_depth=256,
+        acc_buffer_depth=256,
+        max_width=64,
+    ),
+    "tiny16": HwConfig(
+        name="tiny16",
+        rows=4,
+        cols=4,
+        operand_bits=16,
+        acc_bits=48,
+        requant_lanes=2,
+        act_buffer_depth=1024,
+        weight_buffer_depth=256,
+        acc_buffer_depth=256,
+        max_width=64,
+        dsp_packing=False,
+    ),
+}
+
+
+def get_config(name_or_cfg: str | HwConfig) -> HwConfig:
+    """Return a preset by name (or pass a :class:`HwConfig` through)."""
+    if isinstance(name_or_cfg, HwConfig):
+        return name_or_cfg
+    try:
+        return PRESETS[name_or_cfg]
+    except KeyError:
+        raise ConfigError(
+            f"unknown hardware config {name_or_cfg!r}; presets: {', '.join(PRESETS)}"
+        ) from None

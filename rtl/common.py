@@ -1,0 +1,63 @@
+"""Building blocks shared by the accelerator's pipelines."""
+
+from amaranth import Elaboratable, Module, Shape, Signal
+from amaranth.lib import fifo
+
+__all__ = ["CreditBuffer"]
+
+
+class CreditBuffer(Elaboratable):
+    """Output FIFO for a pipeline that never stalls.
+
+    Long pipelines (the PE array, the requantizer) run without a clock enable: stalling a few
+    hundred registers on a ``ready`` that arrives late in the cycle would not close timing at
+    150 MHz. Instead every accepted input reserves a FIFO slot ("credit") and the input is only
+    ready while a slot is free, so a result always has room when it leaves the pipeline.
+
+    Parameters
+    ----------
+    shape:
+        Shape of one result.
+    depth:
+        FIFO depth; full throughput needs ``depth >= latency + 2``.
+
+    Members
+    -------
+    accept: in
+        The pipeline accepted an input this cycle (reserves a credit).
+    can_accept: out
+        A credit is free: the pipeline may accept an input.
+    w_data, w_en: in
+        The pipeline's result and its valid, ``latency`` cycles after ``accept``.
+    r_data, r_valid, r_ready:
+        The output stream.
+    """
+
+    def __init__(self, shape, depth):
+        self.shape = shape
+        self.depth = depth
+        self.accept = Signal()
+        self.can_accept = Signal()
+        self.w_data = Signal(shape)
+        self.w_en = Signal()
+        self.r_data = Signal(shape)
+        self.r_valid = Signal()
+        self.r_ready = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self.shape).width
+        m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=width, depth=self.depth)
+        outstanding = Signal(range(self.depth + 1))
+        pop = Signal()
+        m.d.comb += [
+            buf.w_data.eq(self.w_data),
+            buf.w_en.eq(self.w_en),
+            self.r_data.eq(buf.r_data),
+            self.r_valid.eq(buf.r_rdy),
+            buf.r_en.eq(self.r_ready),
+            pop.eq(buf.r_rdy & self.r_ready),
+            self.can_accept.eq(outstanding < self.depth),
+        ]
+        m.d.sync += outstanding.eq(outstanding + self.accept - pop)
+        return m

