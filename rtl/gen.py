@@ -21,12 +21,14 @@ os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
 def components(cfg: HwConfig) -> dict:
     """The top-level components of a build, by Verilog module name."""
+    from .engine import Engine
     from .pe_array import PEArray
     from .requant import TfliteRequant
 
     return {
         "zynqnn_pe_array": lambda: PEArray(cfg),
         "zynqnn_requant_tflite": lambda: TfliteRequant(cfg),
+        "zynqnn_engine": lambda: Engine(cfg),
     }
 
 

@@ -35,7 +35,9 @@ def weight_row_layout(cfg: HwConfig) -> data.ArrayLayout:
 
 def act_layout(cfg: HwConfig) -> data.StructLayout:
     """One activation vector: ``rows`` operands, one bit wider than the operand width so that
-    uint8 (PyTorch, ONNX Runtime) and int8 (TFLite, pow2) activations share the same array."""
+    uint8 (PyTorch, ONNX Runtime) and int8 (TFLite, pow2) activations share the same array.
+    Operands lie in ``[-(2^B - 1), 2^B - 1]`` (the bit pattern ``-2^B`` is never sent: with DSP
+    packing it would overflow a product's 16-bit field)."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(cfg.signed_operand_bits), cfg.rows),
         "swap": unsigned(1),
@@ -75,9 +77,14 @@ class PEArray(wiring.Component):
         return self._cfg
 
     @property
+    def pack(self) -> int:
+        """Columns per PE: 2 when two int8 products share a DSP48E1, else 1."""
+        return 2 if self._cfg.dsp_packing else 1
+
+    @property
     def latency(self) -> int:
         """Cycles from an accepted activation vector to its sums entering the output buffer."""
-        return self._cfg.rows + self._cfg.cols + 2
+        return self._cfg.rows + self._cfg.cols // self.pack + 2
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -88,7 +95,8 @@ class PEArray(wiring.Component):
 
         # -- control: tile loading and swap ordering -------------------------------------------
         loaded = Signal(range(R + 1))  # rows shifted into the shadow tile since the last swap
-        # A PE reads its shadow weight R + C - 1 cycles after the swap is accepted at the latest.
+        # A PE reads its shadow weight R + C/pack - 1 cycles after the swap is accepted at the
+        # latest.
         lockout = Signal(range(R + C))
         swap_ok = Signal()
         m.d.comb += [
@@ -106,7 +114,7 @@ class PEArray(wiring.Component):
         w_shift = Signal()
         m.d.comb += w_shift.eq(self.weights.valid & self.weights.ready)
         with m.If(accept_swap):
-            m.d.sync += [loaded.eq(0), lockout.eq(R + C - 1)]
+            m.d.sync += [loaded.eq(0), lockout.eq(R + C // self.pack - 1)]
         with m.Else():
             with m.If(w_shift):
                 m.d.sync += loaded.eq(loaded + 1)
@@ -127,47 +135,71 @@ class PEArray(wiring.Component):
             a_west.append((a, s))
 
         # -- the PEs -----------------------------------------------------------------------------
-        shadow = [[Signal(signed(w_bits), name=f"pe_r{r}_c{c}_wshadow") for c in range(C)]
+        # With DSP packing a PE serves two adjacent columns sharing its activation: the weights
+        # are stored pre-packed as w_hi * 2^16 + w_lo (25 bits, the DSP48E1's A/D width), one
+        # 9x25 multiply gives a*w_hi * 2^16 + a*w_lo, and the two products are split in fabric:
+        # lo = the low 16 bits sign-extended, hi = the upper bits plus the borrow lo took
+        # (bit 15). |a*w| <= 255*128 < 2^15, so each product fits its 16-bit field exactly.
+        P = self.pack
+        J = C // P
+        if P == 2:
+            pw_bits = 25
+            packed_in = [(self.weights.payload[2 * j + 1] << 16) + self.weights.payload[2 * j]
+                         for j in range(J)]
+        else:
+            pw_bits = w_bits
+            packed_in = [self.weights.payload[j] for j in range(J)]
+        shadow = [[Signal(signed(pw_bits), name=f"pe_r{r}_j{j}_wshadow") for j in range(J)]
                   for r in range(R)]
         with m.If(w_shift):
-            for c in range(C):
+            for j in range(J):
                 for r in range(R - 1):
-                    m.d.sync += shadow[r][c].eq(shadow[r + 1][c])
-                m.d.sync += shadow[R - 1][c].eq(self.weights.payload[c])
+                    m.d.sync += shadow[r][j].eq(shadow[r + 1][j])
+                m.d.sync += shadow[R - 1][j].eq(packed_in[j])
 
-        psum_north = [None] * C
+        prod_bits = a_bits + pw_bits
+        field_bits = 16 if P == 2 else prod_bits  # one product's exact width
+        north = [None] * J    # per position: list of P partial sums from the row above
         bottom = []
         for r in range(R):
             a_in, s_in = a_west[r]
-            for c in range(C):
-                pfx = f"pe_r{r}_c{c}"
+            # Partial sums of r + 1 products; the packed build sums in fabric at minimal width,
+            # the unpacked one at accumulator width (the DSP48E1's P cascade).
+            sum_bits = field_bits + r.bit_length() if P == 2 else cfg.acc_bits
+            for j in range(J):
+                pfx = f"pe_r{r}_j{j}"
                 a_reg = Signal(signed(a_bits), name=f"{pfx}_a")        # A/B register
                 s_reg = Signal(name=f"{pfx}_swap")
-                w_act = Signal(signed(w_bits), name=f"{pfx}_w")
-                prod = Signal(signed(a_bits + w_bits), name=f"{pfx}_m")   # M register
-                psum = Signal(signed(cfg.acc_bits), name=f"{pfx}_p")      # P register
+                w_act = Signal(signed(pw_bits), name=f"{pfx}_w")
+                prod = Signal(signed(prod_bits), name=f"{pfx}_m")      # M register
                 m.d.sync += [a_reg.eq(a_in), s_reg.eq(s_in)]
                 with m.If(s_in):
-                    m.d.sync += w_act.eq(shadow[r][c])
+                    m.d.sync += w_act.eq(shadow[r][j])
                 m.d.sync += prod.eq(a_reg * w_act)
-                if psum_north[c] is None:
-                    m.d.sync += psum.eq(prod)
+                if P == 2:
+                    terms = [prod[:16].as_signed(), prod[16:32].as_signed() + prod[15]]
                 else:
-                    m.d.sync += psum.eq(psum_north[c] + prod)
-                psum_north[c] = psum
+                    terms = [prod]
+                sums = []
+                for k, term in enumerate(terms):
+                    psum = Signal(signed(sum_bits), name=f"{pfx}_p{k}")   # P register
+                    m.d.sync += psum.eq(term if north[j] is None else north[j][k] + term)
+                    sums.append(psum)
+                north[j] = sums
                 a_in, s_in = a_reg, s_reg
                 if r == R - 1:
-                    bottom.append(psum)
+                    bottom.append(sums)
 
-        # -- output deskew: column c leaves c cycles after column 0 ------------------------------
+        # -- output deskew: position j leaves j cycles after position 0 --------------------------
         out = Signal(sum_layout(cfg))
-        for c in range(C):
-            v = bottom[c]
-            for k in range(C - 1 - c):
-                v_d = Signal(signed(cfg.acc_bits), name=f"deskew_c{c}_{k}")
-                m.d.sync += v_d.eq(v)
-                v = v_d
-            m.d.comb += out[c].eq(v)
+        for j in range(J):
+            for k in range(P):
+                v = bottom[j][k]
+                for d in range(J - 1 - j):
+                    v_d = Signal(signed(len(v)), name=f"deskew_c{j * P + k}_{d}")
+                    m.d.sync += v_d.eq(v)
+                    v = v_d
+                m.d.comb += out[j * P + k].eq(v)
 
         # The valid bit of an accepted vector, delayed by the array's latency.
         valid = accept

@@ -70,7 +70,10 @@ class HwConfig:
     weight_buffer_depth:
         Words of the on-chip weight buffer, one word = one row of ``cols`` weights.
     acc_buffer_depth:
-        Output pixels held by the accumulator buffer (each ``cols`` x ``acc_bits``).
+        Output pixels held by the accumulator buffer (each ``cols`` x ``acc_bits``) and by the
+        output buffer (each ``cols`` codes).
+    param_buffer_depth:
+        Output channels whose post-processing constants the parameter buffer holds.
     max_width:
         Widest feature-map row the line buffers hold (pixels).
     max_kernel:
@@ -93,6 +96,7 @@ class HwConfig:
     act_buffer_depth: int = 4096
     weight_buffer_depth: int = 2048
     acc_buffer_depth: int = 1024
+    param_buffer_depth: int = 1024
     max_width: int = 512
     max_kernel: int = 7
     axi_data_bits: int = 64
@@ -119,6 +123,7 @@ class HwConfig:
             "act_buffer_depth",
             "weight_buffer_depth",
             "acc_buffer_depth",
+            "param_buffer_depth",
             "max_width",
             "max_kernel",
             "axi_data_bits",
@@ -146,7 +151,8 @@ class HwConfig:
             self._fail("acc_bits", "must be 48 for the 16-bit build (the DSP48E1 P register)")
         if self.requant_lanes < 1 or self.cols % self.requant_lanes:
             self._fail("requant_lanes", f"must be >= 1 and divide cols ({self.cols})")
-        for fname in ("act_buffer_depth", "weight_buffer_depth", "acc_buffer_depth"):
+        for fname in ("act_buffer_depth", "weight_buffer_depth", "acc_buffer_depth",
+                      "param_buffer_depth"):
             v = getattr(self, fname)
             if not _pow2(v) or v < 16:
                 self._fail(fname, "must be a power of two >= 16")
@@ -165,6 +171,14 @@ class HwConfig:
             self._fail("clock_mhz", "must be a number between 10 and 250")
         if self.dsp_packing and self.operand_bits != 8:
             self._fail("dsp_packing", "only applies to the 8-bit build")
+        if self.dsp_packing and self.cols % 2:
+            self._fail("cols", "must be even with dsp_packing (two columns share a DSP48E1)")
+        # Buffer words move over the AXI bus whole: a word must pack into beats or beats into it.
+        for fname in ("rows", "cols"):
+            bits = getattr(self, fname) * self.operand_bits
+            if bits % self.axi_data_bits and self.axi_data_bits % bits:
+                self._fail(fname, f"{fname} x operand_bits = {bits} bits must divide or be a "
+                                  f"multiple of axi_data_bits ({self.axi_data_bits})")
 
     # -- derived quantities ----------------------------------------------------------------------
 
@@ -172,6 +186,16 @@ class HwConfig:
     def signed_operand_bits(self) -> int:
         """Width of an operand inside the array: one extra bit so uint8 and int8 both fit."""
         return self.operand_bits + 1
+
+    @property
+    def act_word_bits(self) -> int:
+        """Bits of one activation word (``rows`` operands: one pixel's channel block)."""
+        return self.rows * self.operand_bits
+
+    @property
+    def out_word_bits(self) -> int:
+        """Bits of one weight row or output word (``cols`` operands)."""
+        return self.cols * self.operand_bits
 
     @property
     def macs_per_cycle(self) -> int:
@@ -234,6 +258,7 @@ PRESETS: dict[str, HwConfig] = {
         act_buffer_depth=1024,
         weight_buffer_depth=256,
         acc_buffer_depth=256,
+        param_buffer_depth=256,
         max_width=64,
     ),
     "tiny16": HwConfig(
@@ -246,6 +271,7 @@ PRESETS: dict[str, HwConfig] = {
         act_buffer_depth=1024,
         weight_buffer_depth=256,
         acc_buffer_depth=256,
+        param_buffer_depth=256,
         max_width=64,
         dsp_packing=False,
     ),

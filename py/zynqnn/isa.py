@@ -1,0 +1,200 @@
+"""The accelerator's command set: layouts shared by the compiler's encoder and the RTL decoder.
+
+A program is a sequence of fixed-size commands (:data:`COMMAND_BITS` bits, little-endian in DDR)
+that the command processor fetches with the DMA. Every command starts with a 4-bit opcode.
+Commands go to three in-order units:
+
+* the **load** unit (``LOAD``): DDR -> an on-chip buffer bank;
+* the **compute** unit (``CONV``, ``ELTWISE``): reads input banks, writes an output bank;
+* the **store** unit (``STORE``): an output bank -> DDR.
+
+They run concurrently and synchronise through one *full* flag per buffer bank: a ``LOAD`` waits
+until its bank is empty and marks it full; a compute command waits until every bank in its
+``needs`` mask is full and its output bank is empty, clears the banks in its ``releases`` mask
+when it finishes, and marks its output bank full; a ``STORE`` waits until its bank is full and
+clears it. ``END`` waits until all units are idle, then reports done. So the compiler
+double-buffers by alternating banks, and a load of the next tile overlaps the current compute.
+
+The layouts are ``amaranth.lib.data`` layouts so that the RTL decodes fields by name and the
+encoder packs them with ``layout.const({...}).as_bits()``; no bit offset is written twice.
+"""
+
+from __future__ import annotations
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, enum
+
+__all__ = [
+    "COMMAND_BITS",
+    "COMMAND_BYTES",
+    "Opcode",
+    "Buffer",
+    "BANKS",
+    "ErrorCause",
+    "Header",
+    "LoadStore",
+    "ComputeHeader",
+    "Scheme",
+    "Pool",
+    "ConvOp",
+    "ConvCommand",
+    "bank_bit",
+    "encode",
+    "decode_opcode",
+]
+
+COMMAND_BITS = 256
+COMMAND_BYTES = COMMAND_BITS // 8
+#: Banks per buffer (double buffering).
+BANKS = 2
+
+
+class Opcode(enum.IntEnum, shape=4):
+    NOP = 0
+    LOAD = 1
+    STORE = 2
+    CONV = 3
+    ELTWISE = 4
+    END = 15
+
+
+class Buffer(enum.IntEnum, shape=2):
+    """On-chip buffers. ``IBUF`` words hold ``rows`` activations, ``WBUF`` words one weight-tile
+    row of ``cols`` weights, ``PBUF`` words one output channel's post-processing constants,
+    ``OBUF`` words ``cols`` output codes."""
+
+    IBUF = 0
+    WBUF = 1
+    PBUF = 2
+    OBUF = 3
+
+
+class ErrorCause(enum.IntEnum, shape=8):
+    """Why the accelerator stopped with an error (STATUS register, error cause field)."""
+
+    NONE = 0
+    BAD_OPCODE = 1          # unknown opcode
+    BAD_BUFFER = 2          # LOAD into OBUF, STORE from a buffer other than OBUF
+    SRAM_RANGE = 3          # a transfer beyond the end of the on-chip buffer
+    DDR_WINDOW = 4          # an address outside the DDR window [base, limit)
+    BAD_ALIGN = 5           # a DDR address or stride not aligned to the AXI beat
+    AXI_SLVERR = 6          # the interconnect answered SLVERR
+    AXI_DECERR = 7          # the interconnect answered DECERR
+    WATCHDOG = 8            # a bus wait exceeded the watchdog bound
+    BAD_COMPUTE = 9         # a compute command's geometry does not fit the hardware
+    EMPTY_PROGRAM = 10      # command-stream length of zero, or no END before its end
+
+
+def bank_bit(buffer: Buffer, bank: int) -> int:
+    """Bit of (buffer, bank) in a compute command's ``needs`` / ``releases`` masks."""
+    if buffer == Buffer.OBUF:
+        raise ValueError("OBUF banks are not in the needs/releases masks")
+    if bank not in range(BANKS):
+        raise ValueError(f"bank must be 0..{BANKS - 1}, not {bank}")
+    return 1 << (int(buffer) * BANKS + bank)
+
+
+#: The first byte of every command.
+Header = data.StructLayout({"opcode": Opcode, "_rest": unsigned(COMMAND_BITS - 4)})
+
+#: ``LOAD`` / ``STORE``: ``lines`` lines of ``line_words`` buffer words each. Line ``i`` is at
+#: ``ddr_addr + i * ddr_stride`` in DDR and at word ``sram_addr + i * line_words`` of the bank.
+LoadStore = data.StructLayout({
+    "opcode": Opcode,
+    "buffer": Buffer,
+    "bank": unsigned(1),
+    "_pad0": unsigned(1),
+    "sram_addr": unsigned(16),
+    "line_words": unsigned(16),
+    "lines": unsigned(16),
+    "ddr_addr": unsigned(32),
+    "ddr_stride": unsigned(32),
+    "_pad1": unsigned(COMMAND_BITS - 4 - 2 - 1 - 1 - 16 - 16 - 16 - 32 - 32),
+})
+
+#: The part of ``CONV`` / ``ELTWISE`` the command processor reads; ``op`` is the engine's.
+ComputeHeader = data.StructLayout({
+    "opcode": Opcode,
+    "needs": unsigned(3 * BANKS),      # bank_bit() mask over IBUF, WBUF, PBUF banks
+    "releases": unsigned(3 * BANKS),
+    "obuf_bank": unsigned(1),
+    "_pad0": unsigned(3),
+    "op": unsigned(COMMAND_BITS - 4 - 2 * 3 * BANKS - 1 - 3),
+})
+
+
+
+class Scheme(enum.IntEnum, shape=3):
+    """Requantization scheme of a layer (``zynqnn.numerics.schemes``)."""
+
+    TFLITE = 0
+    TFLITE_SINGLE_ROUNDING = 1
+    TORCH_FBGEMM = 2
+    TORCH_QNNPACK = 3
+    ONNXRUNTIME = 4
+    POW2 = 5
+    FIXED16 = 6
+
+
+class Pool(enum.IntEnum, shape=2):
+    NONE = 0
+    MAX2_S2 = 1        # 2x2 max pool, stride 2
+    MAX2_S1_PAD = 2    # 2x2 max pool, stride 1, bottom/right padding (YOLOv3-tiny)
+    GLOBAL_AVG = 3
+
+
+#: The engine's part of a ``CONV`` command: one output tile of ``out_h x out_w`` pixels for one
+#: block of ``cols`` output channels, reduced over ``kernel x kernel`` taps and ``cin_blocks``
+#: input-channel blocks. The input tile occupies ``cin_blocks x in_h x in_w`` IBUF words from
+#: ``ibuf_addr`` (block-major, then rows, then columns); output pixel ``(oy, ox)`` reads input
+#: ``(oy*stride + ky + y_off, ox*stride + kx + x_off)`` of the tile, or the input zero point
+#: outside it (``y_off``/``x_off`` are minus the padding the tile still needs). Weights: one
+#: IBUF-block x ``cols`` tile per (ky, kx, cin block), ``rows`` WBUF words each, in that order from
+#: ``wbuf_addr``. Post-processing constants: ``cols`` PBUF words from ``pbuf_addr``. Outputs:
+#: ``out_h x out_w`` OBUF words from ``obuf_addr`` (fewer after pooling).
+ConvOp = data.StructLayout({
+    "in_signed": unsigned(1),          # input codes are int8 (else uint8)
+    "ibuf_bank": unsigned(1),
+    "wbuf_bank": unsigned(1),
+    "pbuf_bank": unsigned(1),
+    "kernel": unsigned(3),
+    "stride": unsigned(2),
+    "pool": Pool,
+    "scheme": Scheme,
+    "y_off": signed(4),
+    "x_off": signed(4),
+    "cin_blocks": unsigned(8),
+    "in_h": unsigned(12),
+    "in_w": unsigned(12),
+    "out_h": unsigned(12),
+    "out_w": unsigned(12),
+    "ibuf_addr": unsigned(16),
+    "wbuf_addr": unsigned(16),
+    "pbuf_addr": unsigned(16),
+    "obuf_addr": unsigned(16),
+    "zp_in": signed(17),
+    "zp_out": signed(17),
+    "clamp_min": signed(17),
+    "clamp_max": signed(17),
+})
+
+ConvCommand = data.StructLayout({
+    "opcode": Opcode,
+    "needs": unsigned(3 * BANKS),
+    "releases": unsigned(3 * BANKS),
+    "obuf_bank": unsigned(1),
+    "_pad0": unsigned(3),
+    "op": ConvOp,
+    "_pad1": unsigned(COMMAND_BITS - 4 - 2 * 3 * BANKS - 1 - 3 - ConvOp.size),
+})
+
+assert Header.size == LoadStore.size == ComputeHeader.size == ConvCommand.size == COMMAND_BITS
+
+
+def encode(layout: data.Layout, **fields) -> bytes:
+    """Pack one command into its :data:`COMMAND_BYTES` little-endian bytes."""
+    return layout.const(fields).as_bits().to_bytes(COMMAND_BYTES, "little")
+
+
+def decode_opcode(raw: bytes) -> int:
+    return int.from_bytes(raw[:COMMAND_BYTES], "little") & 0xF

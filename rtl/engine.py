@@ -1,0 +1,418 @@
+"""The compute engine: on-chip buffers, window generation, PE array, accumulators, post-processing.
+
+A ``CONV`` command runs in two stages that overlap across commands:
+
+* **MAC stage.** The weight feeder streams the command's weight tiles (one per kernel tap and
+  input-channel block, ``rows`` WBUF words each) into the PE array. The window generator walks
+  the same passes: for every output pixel it reads the input word at the tapped position of the
+  IBUF tile (the tile is a line buffer of ``in_h`` lines), or substitutes the zero point outside
+  the tile, and subtracts the input zero point so that padding contributes exactly zero. The
+  accumulator adds each pass's column sums into the ABUF bank (the first pass writes).
+* **Post stage.** Once all passes are in, the ABUF bank is handed over: each pixel's ``cols``
+  accumulators go through ``requant_lanes`` requantizers with their channels' PBUF constants, and
+  the output word is written to OBUF. Meanwhile the MAC stage runs the next command into the
+  other ABUF bank.
+
+Commands are checked before they start: a geometry the buffers cannot hold ends the command with
+``error`` and ``ErrorCause.BAD_COMPUTE`` instead of reading or writing out of range.
+"""
+
+from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from zynqnn import isa
+from zynqnn.config import HwConfig
+
+from .buffers import BankedBuffer, MemoryReader, ReadPort, WritePort
+from .pe_array import PEArray, act_layout
+from .requant import TfliteRequant, lane_params_layout, requant_in_layout
+
+__all__ = ["Engine", "PBUF_WORD_BITS", "pbuf_word_layout"]
+
+#: Bits of one output channel's post-processing constants in PBUF.
+PBUF_WORD_BITS = 128
+
+#: PBUF word of the TFLite schemes (the post-processing issue extends it to every scheme).
+pbuf_word_layout = data.StructLayout({
+    "tflite": lane_params_layout,
+    "_pad": unsigned(PBUF_WORD_BITS - lane_params_layout.size),
+})
+
+
+def _abits(depth):
+    return Shape.cast(range(depth)).width
+
+
+class Engine(wiring.Component):
+    """The compute unit behind the command processor.
+
+    Members
+    -------
+    cmd: In(stream)
+        ``CONV`` commands (:data:`zynqnn.isa.ConvCommand`).
+    done: Out(1)
+        Pulses once per command, in command order, when its outputs are in OBUF.
+    error, error_cause: Out
+        Pulses (instead of ``done``) for a command the hardware cannot run.
+    ibuf_w, wbuf_w, pbuf_w: In(WritePort)
+        Buffer fill ports (the DMA's). PBUF is addressed by output channel.
+    obuf_r: In(ReadPort)
+        Output drain port (the DMA's).
+    array_busy: Out(1)
+        The PE array accepted an activation vector this cycle (performance counter).
+    """
+
+    def __init__(self, cfg: HwConfig):
+        self._cfg = cfg
+        lanes = cfg.requant_lanes
+        if lanes & (lanes - 1):
+            raise ValueError(f"Engine: requant_lanes = {lanes} must be a power of two")
+        super().__init__({
+            "cmd": In(stream.Signature(isa.ConvCommand)),
+            "done": Out(1),
+            "error": Out(1),
+            "error_cause": Out(isa.ErrorCause),
+            "ibuf_w": In(WritePort(_abits(cfg.act_buffer_depth), cfg.act_word_bits)),
+            "wbuf_w": In(WritePort(_abits(cfg.weight_buffer_depth), cfg.out_word_bits)),
+            "pbuf_w": In(WritePort(_abits(cfg.param_buffer_depth), PBUF_WORD_BITS)),
+            "obuf_r": In(ReadPort(_abits(cfg.acc_buffer_depth), cfg.out_word_bits)),
+            "array_busy": Out(1),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
+        LANES = cfg.requant_lanes
+        GROUPS = C // LANES
+        m = Module()
+
+        # -- buffers -----------------------------------------------------------------------------
+        m.submodules.ibuf = ibuf = BankedBuffer(cfg.act_buffer_depth, cfg.act_word_bits)
+        m.submodules.wbuf = wbuf = BankedBuffer(cfg.weight_buffer_depth, cfg.out_word_bits)
+        # PBUF rows hold LANES channels so a requantizer group reads its constants at once; the
+        # DMA writes one channel (one granule) at a time.
+        pdepth = cfg.param_buffer_depth // LANES
+        m.submodules.pbuf = pbuf = BankedBuffer(pdepth, LANES * PBUF_WORD_BITS, PBUF_WORD_BITS)
+        m.submodules.obuf = obuf = BankedBuffer(cfg.acc_buffer_depth, cfg.out_word_bits)
+        acc_word = data.ArrayLayout(signed(cfg.acc_bits), C)
+        abuf = []
+        for k in range(2):
+            m.submodules[f"abuf{k}"] = b = BankedBuffer(cfg.acc_buffer_depth, acc_word.size,
+                                                        banks=1)
+            abuf.append(b)
+
+        lane_shift = (LANES - 1).bit_length()
+        wiring.connect(m, wiring.flipped(self.ibuf_w), ibuf.w)
+        wiring.connect(m, wiring.flipped(self.wbuf_w), wbuf.w)
+        wiring.connect(m, wiring.flipped(self.obuf_r), obuf.r)
+        m.d.comb += [
+            pbuf.w.en.eq(self.pbuf_w.en),
+            pbuf.w.bank.eq(self.pbuf_w.bank),
+            pbuf.w.addr.eq(self.pbuf_w.addr >> lane_shift),
+            pbuf.w.data.eq(self.pbuf_w.data.replicate(LANES)),
+            pbuf.w.mask.eq(Const(1, LANES) << self.pbuf_w.addr[:lane_shift]
+                           if LANES > 1 else 1),
+        ]
+
+        m.submodules.array = array = PEArray(cfg)
+        m.d.comb += self.array_busy.eq(array.acts.valid & array.acts.ready)
+
+        # -- command setup and checks ------------------------------------------------------------
+        cmd = Signal(isa.ConvCommand)     # the command in the MAC stage
+        op = cmd.op
+        mac_bank = Signal()               # ABUF bank the MAC stage fills
+        abuf_full = Signal(2)             # bank k waits for (or is in) the post stage
+        kk = Signal(range(64))
+        passes = Signal(16)
+        pixels = Signal(24)
+        ihw = Signal(24)
+        yoff_iw = Signal(signed(18))
+        ispan = Signal(32)
+        bad = Signal()
+        mac_go = Signal()                 # pulse: start the feeders
+        mac_done = Signal()               # pulse: the accumulator wrote the last pass
+        post_cmd = Signal(isa.ConvCommand)  # the command waiting for the post stage
+        post_pending = Signal()
+        post_pixels = Signal(24)
+        post_src = Signal()                 # its ABUF bank
+
+        def depth_ok(end, depth):
+            return end <= depth
+
+        with m.FSM(name="mac"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    m.d.sync += cmd.eq(self.cmd.payload)
+                    m.next = "SIZE1"
+            with m.State("SIZE1"):
+                m.d.sync += [
+                    kk.eq(op.kernel * op.kernel),
+                    pixels.eq(op.out_h * op.out_w),
+                    ihw.eq(op.in_h * op.in_w),
+                    yoff_iw.eq(op.y_off * op.in_w),
+                ]
+                m.next = "SIZE2"
+            with m.State("SIZE2"):
+                m.d.sync += [
+                    passes.eq(kk * op.cin_blocks),
+                    ispan.eq(op.cin_blocks * ihw),
+                ]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                k = op.kernel
+                m.d.comb += bad.eq(
+                    ~((k == 1) | (k == 3) | (k == 5) | (k == 7))
+                    | ((k > cfg.max_kernel) if cfg.max_kernel < 7 else 0)
+                    | ~((op.stride == 1) | (op.stride == 2))
+                    | (op.cin_blocks == 0) | (op.in_h == 0) | (op.in_w == 0)
+                    | (op.in_w > cfg.max_width) | (op.out_h == 0) | (op.out_w == 0)
+                    | ~depth_ok(op.ibuf_addr + ispan, cfg.act_buffer_depth)
+                    | ~depth_ok(op.wbuf_addr + passes * R, cfg.weight_buffer_depth)
+                    | ~depth_ok(op.pbuf_addr + C, cfg.param_buffer_depth)
+                    | (op.pbuf_addr[:lane_shift] != 0 if LANES > 1 else 0)
+                    | ~depth_ok(pixels, cfg.acc_buffer_depth)
+                    | ~depth_ok(op.obuf_addr + pixels, cfg.acc_buffer_depth)
+                    | (op.pool != isa.Pool.NONE)
+                    | ~((op.scheme == isa.Scheme.TFLITE)
+                        | (op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING))
+                )
+                with m.If(bad):
+                    m.d.comb += [self.error.eq(1),
+                                 self.error_cause.eq(isa.ErrorCause.BAD_COMPUTE)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += mac_go.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(mac_done):
+                    m.d.sync += mac_bank.eq(~mac_bank)
+                    m.next = "IDLE"
+
+        # -- weight feeder: passes x rows WBUF words in order ----------------------------------
+        w_rd = MemoryReader(m, "w_reader", array.weights.payload.shape(), depth=4)
+        w_addr = Signal(_abits(cfg.weight_buffer_depth) + 1)
+        w_left = Signal(24)
+        with m.If(mac_go):
+            m.d.sync += [w_addr.eq(op.wbuf_addr), w_left.eq(passes * R)]
+        with m.Elif(w_rd.issue):
+            m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+        m.d.comb += [
+            w_rd.issue.eq((w_left != 0) & w_rd.can_issue),
+            wbuf.r.en.eq(1),
+            wbuf.r.bank.eq(op.wbuf_bank),
+            wbuf.r.addr.eq(w_addr),
+            w_rd.buf.w_data.eq(wbuf.r.data),
+            array.weights.payload.eq(w_rd.buf.r_data),
+            array.weights.valid.eq(w_rd.buf.r_valid),
+            w_rd.buf.r_ready.eq(array.weights.ready),
+        ]
+
+        # -- window generator ----------------------------------------------------------------------
+        # Pass order ky, kx, cin block; pixel order oy, ox. Addresses are kept incrementally.
+        ky = Signal(3)
+        kx = Signal(3)
+        cb = Signal(8)
+        oy = Signal(12)
+        ox = Signal(12)
+        iy = Signal(signed(16))
+        ix = Signal(signed(16))
+        row_addr = Signal(signed(24))     # IBUF address of (cb, iy, 0)
+        cb_base = Signal(24)              # cb * in_h * in_w
+        ky_iw = Signal(24)                # ky * in_w
+        first = Signal()                  # next pixel is the first of its pass
+        a_running = Signal()
+        s_iw = Signal(16)
+
+        a_layout = act_layout(cfg)
+        a_rd = MemoryReader(m, "a_reader", a_layout, depth=4)
+        a_pad = Signal()                  # the issued pixel lies outside the tile
+        a_first = Signal()
+        m.d.sync += [a_pad.eq(
+            (iy < 0) | (iy >= op.in_h) | (ix < 0) | (ix >= op.in_w)), a_first.eq(first)]
+
+        def start_pass(n_ky, n_kx, n_cb_base, n_ky_iw):
+            return [
+                oy.eq(0), ox.eq(0),
+                iy.eq(n_ky + op.y_off), ix.eq(n_kx + op.x_off),
+                row_addr.eq(op.ibuf_addr + n_cb_base + n_ky_iw + yoff_iw),
+                first.eq(1),
+            ]
+
+        with m.If(mac_go):
+            m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0),
+                         a_running.eq(1), s_iw.eq(Mux(op.stride == 2, op.in_w << 1, op.in_w))]
+            m.d.sync += start_pass(0, 0, 0, 0)
+        with m.Elif(a_rd.issue):
+            m.d.sync += first.eq(0)
+            with m.If(ox + 1 != op.out_w):
+                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + op.stride)]
+            with m.Elif(oy + 1 != op.out_h):
+                m.d.sync += [ox.eq(0), ix.eq(kx + op.x_off), oy.eq(oy + 1),
+                             iy.eq(iy + op.stride), row_addr.eq(row_addr + s_iw)]
+            with m.Elif(cb + 1 != op.cin_blocks):
+                m.d.sync += [cb.eq(cb + 1), cb_base.eq(cb_base + ihw)]
+                m.d.sync += start_pass(ky, kx, cb_base + ihw, ky_iw)
+            with m.Elif(kx + 1 != op.kernel):
+                m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(kx + 1)]
+                m.d.sync += start_pass(ky, kx + 1, 0, ky_iw)
+            with m.Elif(ky + 1 != op.kernel):
+                m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(0), ky.eq(ky + 1),
+                             ky_iw.eq(ky_iw + op.in_w)]
+                m.d.sync += start_pass(ky + 1, 0, 0, ky_iw + op.in_w)
+            with m.Else():
+                m.d.sync += a_running.eq(0)
+
+        # Input codes are unsigned or signed B-bit; the array gets (q - zp_in), zero outside.
+        act_word = data.ArrayLayout(unsigned(B), R)
+        raw = act_word(ibuf.r.data)
+        vec = Signal(a_layout)
+        for r in range(R):
+            q = Mux(op.in_signed, raw[r].as_signed(), raw[r].as_unsigned())
+            m.d.comb += vec.data[r].eq(Mux(a_pad, 0, q - op.zp_in))
+        m.d.comb += [
+            vec.swap.eq(a_first),
+            a_rd.issue.eq(a_running & a_rd.can_issue),
+            ibuf.r.en.eq(1),
+            ibuf.r.bank.eq(op.ibuf_bank),
+            ibuf.r.addr.eq((row_addr + ix)[:_abits(cfg.act_buffer_depth)]),
+            a_rd.buf.w_data.eq(vec),
+            array.acts.payload.eq(a_rd.buf.r_data),
+            array.acts.valid.eq(a_rd.buf.r_valid),
+            a_rd.buf.r_ready.eq(array.acts.ready),
+        ]
+
+        # -- accumulator ---------------------------------------------------------------------------
+        acc_p = Signal(24)
+        acc_n = Signal(16)
+        s1_valid = Signal()
+        s1_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1_p = Signal(24)
+        s1_first = Signal()
+        s1_last = Signal()
+        with m.If(mac_go):
+            m.d.sync += [acc_p.eq(0), acc_n.eq(0)]
+        m.d.comb += array.sums.ready.eq(1)
+        take = array.sums.valid
+        m.d.sync += [s1_valid.eq(take), s1_sum.eq(array.sums.payload), s1_p.eq(acc_p),
+                     s1_first.eq(acc_n == 0),
+                     s1_last.eq((acc_n + 1 == passes) & (acc_p + 1 == pixels))]
+        with m.If(take):
+            with m.If(acc_p + 1 == pixels):
+                m.d.sync += [acc_p.eq(0), acc_n.eq(acc_n + 1)]
+            with m.Else():
+                m.d.sync += acc_p.eq(acc_p + 1)
+
+        post_bank = Signal()
+        post_run = Signal()
+        post_rd_addr = Signal(24)
+        post_rd_en = Signal()
+        old = Signal(acc_word)
+        new = Signal(acc_word)
+        for k in range(2):
+            fill = mac_bank == k
+            # The post stage owns its bank until it is done, even after the MAC stage has
+            # finished the next command and moved on to this bank number.
+            drain = post_run & (post_bank == k)
+            m.d.comb += [
+                abuf[k].r.en.eq(1),
+                abuf[k].r.bank.eq(0),
+                abuf[k].r.addr.eq(Mux(drain, post_rd_addr, acc_p)),
+                abuf[k].w.bank.eq(0),
+                abuf[k].w.addr.eq(s1_p),
+                abuf[k].w.data.eq(new),
+                abuf[k].w.en.eq(fill & s1_valid),
+            ]
+        m.d.comb += old.eq(Mux(mac_bank, abuf[1].r.data, abuf[0].r.data))
+        for c in range(C):
+            m.d.comb += new[c].eq(Mux(s1_first, s1_sum[c], old[c] + s1_sum[c]))
+        m.d.comb += mac_done.eq(s1_valid & s1_last)
+
+        with m.If(mac_done):
+            m.d.sync += abuf_full.bit_select(mac_bank, 1).eq(1)
+
+        # -- post stage ----------------------------------------------------------------------------
+        m.submodules.requant = rq = TfliteRequant(cfg)
+        pp = Signal(24)                   # pixel being read
+        pg = Signal(range(GROUPS + 1))    # lane group being read
+        p_rd = MemoryReader(m, "p_reader", requant_in_layout(LANES), depth=TfliteRequant.LATENCY)
+        out_g = Signal(range(GROUPS + 1))
+        out_p = Signal(24)
+        out_word = Signal(data.ArrayLayout(unsigned(B), C))
+        q_cmd = Signal(isa.ConvCommand)   # the command in the post stage
+        q_op = q_cmd.op
+        q_pixels = Signal(24)
+
+        # The MAC stage hands a full bank over; the post stage takes it when it is free.
+        with m.If(mac_done):
+            m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(pixels),
+                         post_src.eq(mac_bank)]
+        with m.If(~post_run & post_pending & ~mac_done):
+            m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd),
+                         q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
+                         out_g.eq(0), out_p.eq(0)]
+
+        more = post_run & (pp != q_pixels)
+        m.d.comb += p_rd.issue.eq(more & p_rd.can_issue)
+        with m.If(p_rd.issue):
+            with m.If(pg + 1 == GROUPS):
+                m.d.sync += [pg.eq(0), pp.eq(pp + 1)]
+            with m.Else():
+                m.d.sync += pg.eq(pg + 1)
+        m.d.comb += [
+            post_rd_addr.eq(pp),
+            post_rd_en.eq(p_rd.issue),
+            pbuf.r.en.eq(1),
+            pbuf.r.bank.eq(q_op.pbuf_bank),
+            pbuf.r.addr.eq((q_op.pbuf_addr >> lane_shift) + pg),
+        ]
+        # Words read this cycle belong to the group issued last cycle.
+        rd_g = Signal.like(pg)
+        m.d.sync += rd_g.eq(pg)
+        acc_now = acc_word(Mux(post_bank, abuf[1].r.data, abuf[0].r.data))
+        prm_now = data.ArrayLayout(pbuf_word_layout, LANES)(pbuf.r.data)
+        rq_in = Signal(requant_in_layout(LANES))
+        for n in range(LANES):
+            m.d.comb += [
+                rq_in.acc[n].eq(acc_now.as_value().word_select(
+                    rd_g * LANES + n, cfg.acc_bits)[:32]),
+                rq_in.params[n].eq(prm_now[n].tflite),
+            ]
+        m.d.comb += [
+            p_rd.buf.w_data.eq(rq_in),
+            rq.i.payload.eq(p_rd.buf.r_data),
+            rq.i.valid.eq(p_rd.buf.r_valid),
+            p_rd.buf.r_ready.eq(rq.i.ready),
+            rq.zero_point.eq(q_op.zp_out),
+            rq.clamp_min.eq(q_op.clamp_min),
+            rq.clamp_max.eq(q_op.clamp_max),
+            rq.single_rounding.eq(q_op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING),
+            rq.o.ready.eq(1),
+        ]
+        # Assemble the output word group by group; write it when complete.
+        with m.If(rq.o.valid):
+            for g in range(GROUPS):
+                with m.If(out_g == g):
+                    for n in range(LANES):
+                        m.d.sync += out_word[g * LANES + n].eq(rq.o.payload[n][:B])
+            m.d.sync += out_g.eq(Mux(out_g + 1 == GROUPS, 0, out_g + 1))
+        w_now = Signal()
+        m.d.sync += w_now.eq(rq.o.valid & (out_g + 1 == GROUPS))
+        m.d.comb += [
+            obuf.w.en.eq(w_now),
+            obuf.w.bank.eq(q_cmd.obuf_bank),
+            obuf.w.addr.eq(q_op.obuf_addr + out_p),
+            obuf.w.data.eq(out_word),
+        ]
+        with m.If(w_now):
+            m.d.sync += out_p.eq(out_p + 1)
+            with m.If(out_p + 1 == q_pixels):
+                m.d.sync += [post_run.eq(0), abuf_full.bit_select(post_bank, 1).eq(0)]
+                m.d.comb += self.done.eq(1)
+
+        return m

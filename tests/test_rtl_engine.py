@@ -1,0 +1,14 @@
+"""The compute engine on both simulators: whole conv layers, bit for bit against numpy."""
+
+import pytest
+
+from zynqnn.config import get_config
+from zynqnn.rtl.engine import Engine
+from zynqnn.sim.runner import SIMULATORS, run
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_engine_conv(sim):
+    cfg = get_config("tiny")
+    tests, failures = run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", sim, cfg)
+    assert (tests, failures) == (3, 0)
