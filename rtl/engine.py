@@ -129,7 +129,10 @@ class Engine(wiring.Component):
         abuf_full = Signal(2)             # bank k waits for (or is in) the post stage
         kk = Signal(range(64))
         passes = Signal(16)
-        pixels = Signal(24)
+        pixels = Signal(24)               # pixels the window generator walks
+        out_pixels = Signal(24)           # accumulators / outputs (1 when summing all pixels)
+        bypass = Signal()                 # the command skips the PE array
+        sumpool = Signal()
         ihw = Signal(24)
         yoff_iw = Signal(signed(18))
         ispan = Signal(32)
@@ -149,6 +152,9 @@ class Engine(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += cmd.eq(self.cmd.payload)
+                    mode = self.cmd.payload.op.mode
+                    m.d.sync += [bypass.eq(mode != isa.Mode.CONV),
+                                 sumpool.eq(mode == isa.Mode.SUMPOOL)]
                     m.next = "SIZE1"
             with m.State("SIZE1"):
                 m.d.sync += [
@@ -162,25 +168,31 @@ class Engine(wiring.Component):
                 m.d.sync += [
                     passes.eq(kk * op.cin_blocks),
                     ispan.eq(op.cin_blocks * ihw),
+                    out_pixels.eq(Mux(sumpool, 1, pixels)),
                 ]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 k = op.kernel
                 m.d.comb += bad.eq(
-                    ~((k == 1) | (k == 3) | (k == 5) | (k == 7))
-                    | ((k > cfg.max_kernel) if cfg.max_kernel < 7 else 0)
+                    (k == 0) | ((k > cfg.max_kernel) if cfg.max_kernel < 7 else 0)
                     | ~((op.stride == 1) | (op.stride == 2))
                     | (op.cin_blocks == 0) | (op.in_h == 0) | (op.in_w == 0)
                     | (op.in_w > cfg.max_width) | (op.out_h == 0) | (op.out_w == 0)
                     | ~depth_ok(op.ibuf_addr + ispan, cfg.act_buffer_depth)
-                    | ~depth_ok(op.wbuf_addr + passes * R, cfg.weight_buffer_depth)
+                    | (~bypass & ~depth_ok(op.wbuf_addr + passes * R, cfg.weight_buffer_depth))
                     | ~depth_ok(op.pbuf_addr + C, cfg.param_buffer_depth)
                     | (op.pbuf_addr[:lane_shift] != 0 if LANES > 1 else 0)
-                    | ~depth_ok(pixels, cfg.acc_buffer_depth)
-                    | ~depth_ok(op.obuf_addr + pixels, cfg.acc_buffer_depth)
+                    | ~depth_ok(out_pixels, cfg.acc_buffer_depth)
+                    | ~depth_ok(op.obuf_addr + out_pixels, cfg.acc_buffer_depth)
                     | (op.pool != isa.Pool.NONE)
                     | ~((op.scheme == isa.Scheme.TFLITE)
-                        | (op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING))
+                        | (op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING)
+                        | (op.scheme == isa.Scheme.COPY))
+                    | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
+                        | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
+                    # The bypass modes feed input channels straight to output channels.
+                    | (bypass & ((op.cin_blocks != 1) if R == C else 1))
+                    | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
                 )
                 with m.If(bad):
                     m.d.comb += [self.error.eq(1),
@@ -199,7 +211,7 @@ class Engine(wiring.Component):
         w_addr = Signal(_abits(cfg.weight_buffer_depth) + 1)
         w_left = Signal(24)
         with m.If(mac_go):
-            m.d.sync += [w_addr.eq(op.wbuf_addr), w_left.eq(passes * R)]
+            m.d.sync += [w_addr.eq(op.wbuf_addr), w_left.eq(Mux(bypass, 0, passes * R))]
         with m.Elif(w_rd.issue):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
         m.d.comb += [
@@ -250,11 +262,15 @@ class Engine(wiring.Component):
             m.d.sync += start_pass(0, 0, 0, 0)
         with m.Elif(a_rd.issue):
             m.d.sync += first.eq(0)
+            # Upsampling repeats every input pixel and row twice.
             with m.If(ox + 1 != op.out_w):
-                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + op.stride)]
+                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], op.stride))]
             with m.Elif(oy + 1 != op.out_h):
-                m.d.sync += [ox.eq(0), ix.eq(kx + op.x_off), oy.eq(oy + 1),
-                             iy.eq(iy + op.stride), row_addr.eq(row_addr + s_iw)]
+                m.d.sync += [ox.eq(0), ix.eq(kx + op.x_off), oy.eq(oy + 1)]
+                with m.If(~op.upsample):
+                    m.d.sync += [iy.eq(iy + op.stride), row_addr.eq(row_addr + s_iw)]
+                with m.Elif(oy[0]):
+                    m.d.sync += [iy.eq(iy + 1), row_addr.eq(row_addr + op.in_w)]
             with m.Elif(cb + 1 != op.cin_blocks):
                 m.d.sync += [cb.eq(cb + 1), cb_base.eq(cb_base + ihw)]
                 m.d.sync += start_pass(ky, kx, cb_base + ihw, ky_iw)
@@ -272,9 +288,12 @@ class Engine(wiring.Component):
         act_word = data.ArrayLayout(unsigned(B), R)
         raw = act_word(ibuf.r.data)
         vec = Signal(a_layout)
+        # Max pooling ignores padding (-infinity, below any q - zp); convolution pads with the
+        # zero point, which is 0 after the subtraction.
+        pad_value = Mux(op.pad_min, -(2 ** B), 0)
         for r in range(R):
             q = Mux(op.in_signed, raw[r].as_signed(), raw[r].as_unsigned())
-            m.d.comb += vec.data[r].eq(Mux(a_pad, 0, q - op.zp_in))
+            m.d.comb += vec.data[r].eq(Mux(a_pad, pad_value, q - op.zp_in))
         m.d.comb += [
             vec.swap.eq(a_first),
             a_rd.issue.eq(a_running & a_rd.can_issue),
@@ -283,8 +302,8 @@ class Engine(wiring.Component):
             ibuf.r.addr.eq((row_addr + ix)[:_abits(cfg.act_buffer_depth)]),
             a_rd.buf.w_data.eq(vec),
             array.acts.payload.eq(a_rd.buf.r_data),
-            array.acts.valid.eq(a_rd.buf.r_valid),
-            a_rd.buf.r_ready.eq(array.acts.ready),
+            array.acts.valid.eq(a_rd.buf.r_valid & ~bypass),
+            a_rd.buf.r_ready.eq(Mux(bypass, 1, array.acts.ready)),
         ]
 
         # -- accumulator ---------------------------------------------------------------------------
@@ -297,10 +316,17 @@ class Engine(wiring.Component):
         s1_last = Signal()
         with m.If(mac_go):
             m.d.sync += [acc_p.eq(0), acc_n.eq(0)]
+        # The accumulator takes the array's sums, or in the bypass modes the window vectors.
         m.d.comb += array.sums.ready.eq(1)
-        take = array.sums.valid
-        m.d.sync += [s1_valid.eq(take), s1_sum.eq(array.sums.payload), s1_p.eq(acc_p),
-                     s1_first.eq(acc_n == 0),
+        take = Signal()
+        m.d.comb += take.eq(Mux(bypass, a_rd.buf.r_valid, array.sums.valid))
+        bypass_sum = Signal.like(s1_sum)
+        if R == C:
+            for c in range(C):
+                m.d.comb += bypass_sum[c].eq(a_rd.buf.r_data.data[c])
+        m.d.sync += [s1_valid.eq(take), s1_sum.eq(Mux(bypass, bypass_sum, array.sums.payload)),
+                     s1_p.eq(Mux(sumpool, 0, acc_p)),
+                     s1_first.eq((acc_n == 0) & (~sumpool | (acc_p == 0))),
                      s1_last.eq((acc_n + 1 == passes) & (acc_p + 1 == pixels))]
         with m.If(take):
             with m.If(acc_p + 1 == pixels):
@@ -322,15 +348,26 @@ class Engine(wiring.Component):
             m.d.comb += [
                 abuf[k].r.en.eq(1),
                 abuf[k].r.bank.eq(0),
-                abuf[k].r.addr.eq(Mux(drain, post_rd_addr, acc_p)),
+                abuf[k].r.addr.eq(Mux(drain, post_rd_addr, Mux(sumpool, 0, acc_p))),
                 abuf[k].w.bank.eq(0),
                 abuf[k].w.addr.eq(s1_p),
                 abuf[k].w.data.eq(new),
                 abuf[k].w.en.eq(fill & s1_valid),
             ]
-        m.d.comb += old.eq(Mux(mac_bank, abuf[1].r.data, abuf[0].r.data))
+        # A read sees the memory before the previous cycle's write: forward that write when it
+        # hit the same address (summing every pixel into one accumulator does that each cycle).
+        fw_valid = Signal()
+        fw_p = Signal.like(s1_p)
+        fw_data = Signal(acc_word)
+        m.d.sync += [fw_valid.eq(s1_valid), fw_p.eq(s1_p), fw_data.eq(new)]
+        mem_old = Mux(mac_bank, abuf[1].r.data, abuf[0].r.data)
+        m.d.comb += old.eq(Mux(fw_valid & (fw_p == s1_p), fw_data, mem_old))
+        maxpool = Signal()
+        m.d.comb += maxpool.eq(op.mode == isa.Mode.MAXPOOL)
         for c in range(C):
-            m.d.comb += new[c].eq(Mux(s1_first, s1_sum[c], old[c] + s1_sum[c]))
+            m.d.comb += new[c].eq(Mux(s1_first, s1_sum[c],
+                                      Mux(maxpool, Mux(s1_sum[c] > old[c], s1_sum[c], old[c]),
+                                          old[c] + s1_sum[c])))
         m.d.comb += mac_done.eq(s1_valid & s1_last)
 
         with m.If(mac_done):
@@ -350,7 +387,7 @@ class Engine(wiring.Component):
 
         # The MAC stage hands a full bank over; the post stage takes it when it is free.
         with m.If(mac_done):
-            m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(pixels),
+            m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(out_pixels),
                          post_src.eq(mac_bank)]
         with m.If(~post_run & post_pending & ~mac_done):
             m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd),
@@ -377,12 +414,19 @@ class Engine(wiring.Component):
         acc_now = acc_word(Mux(post_bank, abuf[1].r.data, abuf[0].r.data))
         prm_now = data.ArrayLayout(pbuf_word_layout, LANES)(pbuf.r.data)
         rq_in = Signal(requant_in_layout(LANES))
+        # COPY passes the accumulator through: bias 0, multiplier 0.5 in Q31 with a left shift
+        # of one is exactly x (then + zero point and clamp).
+        copy = q_op.scheme == isa.Scheme.COPY
         for n in range(LANES):
             m.d.comb += [
                 rq_in.acc[n].eq(acc_now.as_value().word_select(
                     rd_g * LANES + n, cfg.acc_bits)[:32]),
                 rq_in.params[n].eq(prm_now[n].tflite),
             ]
+            with m.If(copy):
+                m.d.comb += [rq_in.params[n].bias.eq(0),
+                             rq_in.params[n].multiplier.eq(1 << 30),
+                             rq_in.params[n].shift.eq(1)]
         m.d.comb += [
             p_rd.buf.w_data.eq(rq_in),
             rq.i.payload.eq(p_rd.buf.r_data),

@@ -101,6 +101,7 @@ class Layer:
     def command(self, ibuf_addr=0, wbuf_addr=0, pbuf_addr=0, obuf_addr=0, ibuf_bank=0,
                 wbuf_bank=0, pbuf_bank=0, obuf_bank=0):
         op = {
+            "mode": isa.Mode.CONV,
             "in_signed": int(self.signed_in), "ibuf_bank": ibuf_bank, "wbuf_bank": wbuf_bank,
             "pbuf_bank": pbuf_bank, "kernel": self.k, "stride": self.stride,
             "pool": isa.Pool.NONE,
@@ -111,6 +112,65 @@ class Layer:
             "obuf_addr": obuf_addr, "zp_in": self.zp_in, "zp_out": self.zp_out,
             "clamp_min": self.qmin, "clamp_max": self.qmax,
         }
+        return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": obuf_bank,
+                                      "op": op})
+
+
+class BypassLayer(Layer):
+    """Max pooling, global sum pooling or nearest upsampling of one channel block."""
+
+    def __init__(self, cfg, rng, mode, k=1, stride=1, pad=0, h=6, w=6, pad_min=False,
+                 extra=(0, 0), upsample=False):
+        R, B = cfg.rows, cfg.operand_bits
+        self.mode, self.k, self.stride, self.pad, self.h, self.w = mode, k, stride, pad, h, w
+        self.pad_min, self.upsample, self.cb, self.signed_in = pad_min, upsample, 1, False
+        self.zp_in = int(rng.integers(0, 2**B))
+        self.x = rng.integers(0, 2**B, size=(R, h, w))
+        self.single = False
+        self.bias = np.zeros(cfg.cols, dtype=np.int64)
+        d = self.x - self.zp_in
+        if mode == isa.Mode.MAXPOOL:
+            # (pad, pad) before, (pad + extra) after: extra pads the bottom/right only.
+            fill = -(2**B) if pad_min else 0
+            dp = np.pad(d, ((0, 0), (pad, pad + extra[0]), (pad, pad + extra[1])),
+                        constant_values=fill)
+            self.oh = (h + 2 * pad + extra[0] - k) // stride + 1
+            self.ow = (w + 2 * pad + extra[1] - k) // stride + 1
+            acc = np.full((R, self.oh, self.ow), -(2**40))
+            for ky in range(k):
+                for kx in range(k):
+                    acc = np.maximum(acc, dp[:, ky:ky + stride * self.oh:stride,
+                                             kx:kx + stride * self.ow:stride])
+            self.scheme = isa.Scheme.COPY
+            self.zp_out, self.qmin, self.qmax = self.zp_in, 0, 2**B - 1
+            self.mult, self.shift = [1 << 30] * R, [1] * R
+        elif mode == isa.Mode.SUMPOOL:
+            self.oh, self.ow = h, w  # walked pixels; one output
+            acc = d.sum(axis=(1, 2)).reshape(R, 1, 1)
+            self.scheme = isa.Scheme.TFLITE
+            self.zp_out, self.qmin, self.qmax = int(rng.integers(0, 2**B)), 0, 2**B - 1
+            self.mult, self.shift = zip(*(gemmlowp.quantize_multiplier(
+                rng.uniform(0.5, 2) / (h * w)) for _ in range(R)), strict=True)
+        else:  # COPY, upsampling
+            self.oh, self.ow = (2 * h, 2 * w) if upsample else (h, w)
+            acc = np.repeat(np.repeat(d, 2, axis=1), 2, axis=2) if upsample else d
+            self.scheme = isa.Scheme.COPY
+            self.zp_out, self.qmin, self.qmax = self.zp_in, 0, 2**B - 1
+            self.mult, self.shift = [1 << 30] * R, [1] * R
+        q = gemmlowp.requantize(acc, 0, np.array(self.mult)[:, None, None],
+                                np.array(self.shift)[:, None, None], self.zp_out, self.qmin,
+                                self.qmax)
+        self.expected = q.reshape(R, -1).T
+        self.outputs = self.expected.shape[0]
+
+    def command(self, obuf_bank=0, **kw):
+        raw = Layer.command(self, obuf_bank=obuf_bank, **kw)
+        c = isa.ConvCommand.from_bits(raw)
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(mode=self.mode, pad_min=int(self.pad_min), upsample=int(self.upsample),
+                  scheme=self.scheme, y_off=-self.pad, x_off=-self.pad,
+                  out_h=self.oh if not self.upsample else self.oh,
+                  out_w=self.ow if not self.upsample else self.ow)
         return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": obuf_bank,
                                       "op": op})
 
@@ -186,7 +246,8 @@ class EngineTB:
 
 async def load(tb, layer, ibuf_bank=0, wbuf_bank=0, pbuf_bank=0):
     await tb.write("ibuf_w", ibuf_bank, 0, layer.ibuf_words(tb.cfg))
-    await tb.write("wbuf_w", wbuf_bank, 0, layer.wbuf_words(tb.cfg))
+    if not isinstance(layer, BypassLayer):
+        await tb.write("wbuf_w", wbuf_bank, 0, layer.wbuf_words(tb.cfg))
     await tb.write("pbuf_w", pbuf_bank, 0, layer.pbuf_words())
 
 
@@ -233,6 +294,35 @@ async def random_layers(dut):
 
 
 @cocotb.test()
+async def bypass_modes(dut):
+    """Max pooling (ResNet 3x3/2 with -inf padding, 2x2/2, YOLO's zero-pad + 2x2/1), global
+    sum pooling with requantization, nearest upsampling x2."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(5)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    M = isa.Mode
+    cases = [
+        ("maxpool 3x3/2 pad1", BypassLayer(cfg, rng, M.MAXPOOL, 3, 2, 1, 7, 7, pad_min=True)),
+        ("maxpool 2x2/2", BypassLayer(cfg, rng, M.MAXPOOL, 2, 2, 0, 8, 6)),
+        ("zeropad+maxpool 2x2/1", BypassLayer(cfg, rng, M.MAXPOOL, 2, 1, 0, 5, 5,
+                                              extra=(1, 1))),
+        ("global sum pool", BypassLayer(cfg, rng, M.SUMPOOL, 1, 1, 0, 5, 7)),
+        ("upsample x2", BypassLayer(cfg, rng, M.COPY, 1, 1, 0, 4, 5, upsample=True)),
+    ]
+    for i, (name, layer) in enumerate(cases):
+        await load(tb, layer)
+        await tb.send(layer.command())
+        await tb.wait_done(i + 1, 50_000)
+        got = tb.decode(await tb.read_obuf(0, 0, layer.outputs))
+        bad = int(np.sum(got != layer.expected))
+        dut._log.info("%s: %d outputs, %d mismatches", name, got.size, bad)
+        assert not tb.errors, f"{name}: error {tb.errors}"
+        assert bad == 0, f"{name}: {bad} of {got.size} differ"
+
+
+@cocotb.test()
 async def overlapped_commands(dut):
     """Two commands back to back (the second's MAC overlaps the first's post stage)."""
     cfg = config_from_env()
@@ -272,3 +362,43 @@ async def bad_geometry(dut):
     await tb.wait_done(3, 50_000)
     got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
     assert np.array_equal(got, layer.expected)
+
+
+@cocotb.test()
+async def bench_layers(dut):
+    """Cycles of representative layers (``TB_BENCH``: JSON list of layer dicts) for the
+    utilization benchmark; writes ``TB_REPORT``. Does nothing unless ``TB_BENCH`` is set."""
+    import json
+
+    from cocotb.utils import get_sim_time
+
+    from zynqnn.sim.clocking import CLOCK_NS
+
+    spec = os.environ.get("TB_BENCH")
+    if not spec:
+        return
+    repeat = int(os.environ.get("TB_REPEAT", 4))
+    cfg = config_from_env()
+    rng = np.random.default_rng(0)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    results = []
+    for i, s in enumerate(json.loads(spec)):
+        layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"])
+        await load(tb, layer)
+        # One command per block of output channels, back to back as the compiler emits them,
+        # so each one's post-processing overlaps the next one's MAC stage.
+        t0 = get_sim_time("ns")
+        for n in range(repeat):
+            await tb.send(layer.command(obuf_bank=n % 2))
+        await tb.wait_done((i + 1) * repeat, 10_000_000)
+        cycles = (get_sim_time("ns") - t0) // CLOCK_NS
+        for bank in range(min(repeat, 2)):
+            got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
+            assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
+        macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * s["cin"] * cfg.cols
+        results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
+                        "macs": int(macs)})
+    with open(os.environ["TB_REPORT"], "w") as f:
+        json.dump(results, f)

@@ -34,6 +34,7 @@ __all__ = [
     "Header",
     "LoadStore",
     "ComputeHeader",
+    "Mode",
     "Scheme",
     "Pool",
     "ConvOp",
@@ -134,6 +135,22 @@ class Scheme(enum.IntEnum, shape=3):
     ONNXRUNTIME = 4
     POW2 = 5
     FIXED16 = 6
+    COPY = 7            # no requantization: clamp(acc + zp_out) (pooling, copies)
+
+
+class Mode(enum.IntEnum, shape=3):
+    """What a ``CONV`` command computes over its windows.
+
+    ``CONV`` multiplies in the PE array. The others bypass it (they need ``rows == cols``): the
+    accumulator takes the window generator's ``q - zp_in`` vectors directly and keeps their
+    maximum (``MAXPOOL``), their sum over every pixel into one output (``SUMPOOL``, global
+    average pooling), or copies them (``COPY``: with ``upsample``, nearest-neighbour x2).
+    """
+
+    CONV = 0
+    MAXPOOL = 2
+    SUMPOOL = 3
+    COPY = 4
 
 
 class Pool(enum.IntEnum, shape=2):
@@ -153,6 +170,9 @@ class Pool(enum.IntEnum, shape=2):
 #: ``wbuf_addr``. Post-processing constants: ``cols`` PBUF words from ``pbuf_addr``. Outputs:
 #: ``out_h x out_w`` OBUF words from ``obuf_addr`` (fewer after pooling).
 ConvOp = data.StructLayout({
+    "mode": Mode,
+    "pad_min": unsigned(1),            # padding is -infinity (max pooling), not the zero point
+    "upsample": unsigned(1),           # read input (oy // 2, ox // 2): nearest upsampling x2
     "in_signed": unsigned(1),          # input codes are int8 (else uint8)
     "ibuf_bank": unsigned(1),
     "wbuf_bank": unsigned(1),

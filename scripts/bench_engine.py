@@ -1,0 +1,57 @@
+"""Utilization of the compute engine on representative layers, measured in RTL simulation.
+
+    python scripts/bench_engine.py [--config pynq_z2] [--sim verilator]
+
+Each layer runs as four back-to-back CONV commands, one per block of ``cols`` output channels
+(64 output channels on the 16x16 array), as the compiler emits them. Cycles run from the first
+command's acceptance to the last one's final output in OBUF (fill, drain and the last
+post-processing included); utilization = useful MACs / (cycles x rows x cols). Outputs are
+checked against numpy on the way.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from zynqnn.config import get_config
+from zynqnn.rtl.engine import Engine
+from zynqnn.sim.runner import run
+
+LAYERS = [
+    ("conv3x3 c64 16x16", dict(k=3, stride=1, pad=1, cin=64, h=16, w=16)),
+    ("conv3x3 c128 14x14", dict(k=3, stride=1, pad=1, cin=128, h=14, w=14)),
+    ("conv3x3 c64 s2 28x28", dict(k=3, stride=2, pad=1, cin=64, h=28, w=28)),
+    ("conv3x3 c128 7x7", dict(k=3, stride=1, pad=1, cin=128, h=7, w=7)),
+    ("conv1x1 c256 14x14", dict(k=1, stride=1, pad=0, cin=256, h=14, w=14)),
+    ("conv1x1 c64 28x28", dict(k=1, stride=1, pad=0, cin=64, h=28, w=28)),
+    ("conv1x1 c16 28x28", dict(k=1, stride=1, pad=0, cin=16, h=28, w=28)),
+    ("stem7x7 s2 c3 32x32", dict(k=7, stride=2, pad=3, cin=3, h=32, w=32)),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="pynq_z2")
+    ap.add_argument("--sim", default="verilator")
+    args = ap.parse_args()
+    cfg = get_config(args.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "bench.json"
+        env = {"TB_BENCH": json.dumps([s for _, s in LAYERS]), "TB_REPORT": str(report)}
+        run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", args.sim, cfg,
+            extra_env=env, testcase="bench_layers")
+        results = json.loads(report.read_text())
+    peak = cfg.rows * cfg.cols
+    print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak")
+    print(f"{'layer':<24} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
+    for (name, _), r in zip(LAYERS, results, strict=True):
+        rate = r["macs"] / r["cycles"]
+        print(f"{name:<24} {r['oh']:>3}x{r['ow']:<3} {r['macs']:>9} {r['cycles']:>8} "
+              f"{rate:>8.1f} {rate / peak:>6.1%}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    main()
