@@ -1,0 +1,112 @@
+"""Bad parameters raise ValueError subclasses that name the operation, parameter and reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zynqnn.numerics import (
+    NumericsError,
+    RangeError,
+    ScaleError,
+    ShapeError,
+    ShiftError,
+    ZeroPointError,
+    make_requant,
+    ops,
+    quant,
+)
+
+X = np.zeros((1, 3, 5, 5), dtype=np.int64)
+
+
+@pytest.mark.parametrize("call,exc,message", [
+    (lambda: make_requant("torch-fbgemm", 0.0, 0.1, 0.1), ScaleError,
+     "torch-fbgemm: s_in must be finite and > 0, not 0.0"),
+    (lambda: make_requant("onnxruntime", 0.1, [0.1, -2.0], 0.1), ScaleError,
+     "onnxruntime: s_w must be finite and > 0, not -2.0"),
+    (lambda: make_requant("tflite", 0.1, 0.1, float("nan")), ScaleError,
+     "tflite: s_out must be finite and > 0, not nan"),
+    (lambda: make_requant("torch-qnnpack", 0.1, 0.1, float("inf")), ScaleError,
+     "s_out must be finite and > 0, not inf"),
+    (lambda: make_requant("pow2", 0.1, 2**-7, 2**-4), ScaleError,
+     "pow2: s_in must be a power of two, not 0.1"),
+    (lambda: make_requant("torch-fbgemm", 0.1, 0.1, 0.1, zp_out=256), ZeroPointError,
+     "torch-fbgemm: zp_out 256 is outside the quantized range 0..255"),
+    (lambda: make_requant("tflite", 0.1, 0.1, 0.1, zp_out=-129), ZeroPointError,
+     "tflite: zp_out -129 is outside the quantized range -128..127"),
+    (lambda: make_requant("tflite", None, None, None, multiplier=2**30, shift=31), ShiftError,
+     "tflite: shift 31 is outside the supported range -31..30"),
+    (lambda: make_requant("pow2", 2**-4, 2**-4, 2**-8, bias=[1], s_bias=2**-9), ShiftError,
+     "pow2: bias shift (fp_in + fp_w - fp_b) -1 is outside the supported range 0..31"),
+    (lambda: make_requant("pow2", 2**-20, 2**-20, 2**-1), ShiftError,
+     "pow2: shift (fp_in + fp_w - fp_out) 39 is outside the supported range -31..31"),
+    (lambda: make_requant("fixed16", 2**-8, 2**-8, 2**-8, bits=1), ShiftError,
+     "fixed16: bits 1 is outside the supported range 2..32"),
+    (lambda: make_requant("torch-fbgemm", 0.1, [0.1, 0.2], 0.1, bias=[1.0, 2.0, 3.0]), ShapeError,
+     "torch-fbgemm: bias has 3 channels, s_w has 2"),
+    (lambda: make_requant("torch-fbgemm", 0.1, [[0.1]], 0.1), ScaleError,
+     "s_w must be a scalar or 1-D"),
+    (lambda: make_requant("caffe2", 0.1, 0.1, 0.1), RangeError,
+     "make_requant: scheme must be one of"),
+    (lambda: make_requant("onnxruntime", 0.1, 0.1, 0.1, rounding="half_up"), RangeError,
+     "unknown option(s) rounding"),
+    (lambda: make_requant("onnxruntime", 0.1, 0.1, 0.1, bias=[0.5]), RangeError,
+     "onnxruntime: bias must hold integers"),
+    (lambda: make_requant("fixed16", 2**-8, 2**-8, 2**-8, rounding="nearest"), RangeError,
+     "fixed16: rounding must be one of floor"),
+    (lambda: make_requant("fixed16", 2**-8, 2**-8, 2**-8, overflow="clip"), RangeError,
+     "fixed16: overflow must be 'saturate' or 'wrap', not 'clip'"),
+    (lambda: ops.conv2d_acc(X, np.zeros((8, 4, 3, 3), np.int64)), ShapeError,
+     "conv2d: weight has 4 input channels per group, input has 3"),
+    (lambda: ops.conv2d_acc(X, np.zeros((8, 3, 3, 3), np.int64), groups=2), ShapeError,
+     "conv2d: input has 3 channels, not divisible by groups=2"),
+    (lambda: ops.conv2d_acc(X, np.zeros((8, 3, 7, 7), np.int64)), ShapeError,
+     "conv2d: kernel extent 7 is larger than the padded input 5"),
+    (lambda: ops.conv2d_acc(X, np.zeros((8, 3, 3, 3), np.int64), stride=0), ShiftError,
+     "conv2d: stride 0 is outside the supported range"),
+    (lambda: ops.conv2d_acc(X.astype(float), np.zeros((8, 3, 3, 3), np.int64)), RangeError,
+     "conv2d: x must be an integer array of codes"),
+    (lambda: ops.conv2d_acc(X, np.zeros((8, 3, 3, 3), np.int64), zp_w=[1, 2]), ShapeError,
+     "conv2d: zp_w must be a scalar or have 8 entries"),
+    (lambda: ops.linear_acc(np.zeros((2, 5), np.int64), np.zeros((3, 4), np.int64)), ShapeError,
+     "linear: weight has 4 input features, input has 5"),
+    (lambda: make_requant("torch-fbgemm", 0.1, np.full(4, 0.1), 0.1).apply(np.zeros((1, 3))),
+     RangeError, "acc must be an integer array"),
+    (lambda: make_requant("torch-fbgemm", 0.1, np.full(4, 0.1), 0.1).apply(
+        np.zeros((1, 3), np.int64)), ShapeError,
+     "acc has 3 channels on axis 1, the constants have 4"),
+    (lambda: make_requant("tflite", 0.1, 0.1, 0.1).apply(np.array([2**31])), RangeError,
+     "tflite: acc holds values outside int32"),
+    (lambda: ops.add_qnnpack(X, 1.0, 0, X, 0.0001, 0, 1e-6, 0), ScaleError,
+     "add_qnnpack: s_a/s_out"),
+    (lambda: ops.add_torch(X, 0.1, 0, np.zeros((2, 2)), 0.1, 0, 0.1, 0), RangeError,
+     "add_torch: b must be an integer array"),
+    (lambda: ops.add_torch(X, 0.1, 0, np.zeros((1, 2, 5, 5), np.int64), 0.1, 0, 0.1, 0),
+     ShapeError, "add_torch: shapes (1, 3, 5, 5) and (1, 2, 5, 5) do not broadcast"),
+    (lambda: ops.add_tflite(X, 1.0, 0, X, 1e-5, 0, 1e-7, 0), ScaleError,
+     "add_tflite: rescale multiplier"),
+    (lambda: ops.avg_pool2d_torch(X, 2, 300), ZeroPointError,
+     "avg_pool2d_torch: zero_point 300 is outside the quantized range 0..255"),
+    (lambda: ops.max_pool2d(X, 2, padding=(1, 2, 3)), ShapeError,
+     "max_pool2d: padding must be an int, (ph, pw) or (top, bottom, left, right)"),
+    (lambda: ops.concat_torch([X], [0.1, 0.2], [0], 0.1, 0), ShapeError,
+     "concat_torch: need one scale and zero point per input"),
+    (lambda: ops.leaky_relu_fixed(X, 0, 26, 40), ShiftError,
+     "leaky_relu_fixed: shift 40 is outside the supported range 0..30"),
+    (lambda: quant.quantize_torch(np.zeros(3, np.float32), 0.1, 0, "uint4"), RangeError,
+     "qrange: dtype must be one of"),
+    (lambda: quant.quantize_onnxruntime(np.zeros(3, np.float32), -0.1, 0), ScaleError,
+     "quantize_onnxruntime: scale must be finite and > 0, not -0.1"),
+    (lambda: quant.quantize_tflite(np.zeros(3, np.float32), 0.1, 200), ZeroPointError,
+     "quantize_tflite: zero_point 200 is outside the quantized range -128..127"),
+    (lambda: quant.quantize_torch(np.array([1, 2]), 0.1, 0), RangeError,
+     "quantize_torch: x must be a float array"),
+    (lambda: quant.quantize_pow2(np.zeros(2, np.float32), 0, rounding="up"), RangeError,
+     "quantize_pow2: rounding must be one of"),
+])
+def test_bad_parameters(call, exc, message):
+    with pytest.raises(exc) as info:
+        call()
+    assert isinstance(info.value, NumericsError) and isinstance(info.value, ValueError)
+    assert message in str(info.value), str(info.value)
