@@ -15,9 +15,15 @@ A ``CONV`` command runs in two stages that overlap across commands:
 
 Commands are checked before they start: a geometry the buffers cannot hold ends the command with
 ``error`` and ``ErrorCause.BAD_COMPUTE`` instead of reading or writing out of range.
+
+Answers (``done`` / ``error``) leave in command order whichever stage a command ends in: each
+accepted command takes a sequence slot, stages mark their command's slot finished, and the
+oldest finished slot is answered. ``cancel`` (soft reset, or an error elsewhere) returns every
+register to its reset state.
 """
 
 from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import ResetInserter
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -78,6 +84,7 @@ class Engine(wiring.Component):
             "pbuf_w": In(WritePort(_abits(cfg.param_buffer_depth), PBUF_WORD_BITS)),
             "obuf_r": In(ReadPort(_abits(cfg.acc_buffer_depth), cfg.out_word_bits)),
             "array_busy": Out(1),
+            "cancel": In(1),
         })
 
     @property
@@ -120,6 +127,28 @@ class Engine(wiring.Component):
         ]
 
         m.submodules.array = array = PEArray(cfg)
+
+        # -- in-order answers ------------------------------------------------------------------
+        SLOTS = 4                         # > commands the engine holds (MAC + pending + post)
+        seq_in = Signal(range(SLOTS))     # slot of the next accepted command
+        seq_out = Signal(range(SLOTS))    # slot of the oldest unanswered command
+        fin = Signal(SLOTS)               # slot finished
+        fin_err = Signal(SLOTS)           # ... with an error
+        mac_seq = Signal(range(SLOTS))    # slot of the command in the MAC stage
+        fin_set = Signal(SLOTS)
+        fin_err_set = Signal(SLOTS)
+        head = fin.bit_select(seq_out, 1)
+        m.d.comb += [
+            self.done.eq(head & ~fin_err.bit_select(seq_out, 1)),
+            self.error.eq(head & fin_err.bit_select(seq_out, 1)),
+            self.error_cause.eq(Mux(self.error, isa.ErrorCause.BAD_COMPUTE,
+                                    isa.ErrorCause.NONE)),
+        ]
+        fin_clr = Mux(head, Const(1, SLOTS) << seq_out, 0)
+        m.d.sync += [fin.eq((fin | fin_set) & ~fin_clr), fin_err.eq(fin_err | fin_err_set)]
+        with m.If(head):
+            m.d.sync += [seq_out.eq(seq_out + 1),
+                         fin_err.bit_select(seq_out, 1).eq(0)]
         m.d.comb += self.array_busy.eq(array.acts.valid & array.acts.ready)
 
         # -- command setup and checks ------------------------------------------------------------
@@ -151,7 +180,8 @@ class Engine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += cmd.eq(self.cmd.payload)
+                    m.d.sync += [cmd.eq(self.cmd.payload), mac_seq.eq(seq_in),
+                                 seq_in.eq(seq_in + 1)]
                     mode = self.cmd.payload.op.mode
                     m.d.sync += [bypass.eq(mode != isa.Mode.CONV),
                                  sumpool.eq(mode == isa.Mode.SUMPOOL)]
@@ -195,15 +225,17 @@ class Engine(wiring.Component):
                     | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
                 )
                 with m.If(bad):
-                    m.d.comb += [self.error.eq(1),
-                                 self.error_cause.eq(isa.ErrorCause.BAD_COMPUTE)]
+                    m.d.comb += [fin_set.eq(Const(1, SLOTS) << mac_seq),
+                                 fin_err_set.eq(Const(1, SLOTS) << mac_seq)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += mac_go.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(mac_done):
-                    m.d.sync += mac_bank.eq(~mac_bank)
+                    # A partial command leaves its sums in the bank for the next part.
+                    with m.If(~op.acc_keep):
+                        m.d.sync += mac_bank.eq(~mac_bank)
                     m.next = "IDLE"
 
         # -- weight feeder: passes x rows WBUF words in order ----------------------------------
@@ -326,7 +358,7 @@ class Engine(wiring.Component):
                 m.d.comb += bypass_sum[c].eq(a_rd.buf.r_data.data[c])
         m.d.sync += [s1_valid.eq(take), s1_sum.eq(Mux(bypass, bypass_sum, array.sums.payload)),
                      s1_p.eq(Mux(sumpool, 0, acc_p)),
-                     s1_first.eq((acc_n == 0) & (~sumpool | (acc_p == 0))),
+                     s1_first.eq((acc_n == 0) & (~sumpool | (acc_p == 0)) & ~op.acc_cont),
                      s1_last.eq((acc_n + 1 == passes) & (acc_p + 1 == pixels))]
         with m.If(take):
             with m.If(acc_p + 1 == pixels):
@@ -370,7 +402,11 @@ class Engine(wiring.Component):
                                           old[c] + s1_sum[c])))
         m.d.comb += mac_done.eq(s1_valid & s1_last)
 
-        with m.If(mac_done):
+        keep_done = Signal()
+        m.d.comb += keep_done.eq(mac_done & op.acc_keep)
+        with m.If(keep_done):
+            m.d.comb += fin_set.eq(Const(1, SLOTS) << mac_seq)
+        with m.If(mac_done & ~op.acc_keep):
             m.d.sync += abuf_full.bit_select(mac_bank, 1).eq(1)
 
         # -- post stage ----------------------------------------------------------------------------
@@ -386,11 +422,13 @@ class Engine(wiring.Component):
         q_pixels = Signal(24)
 
         # The MAC stage hands a full bank over; the post stage takes it when it is free.
-        with m.If(mac_done):
+        post_seq = Signal.like(mac_seq)
+        q_seq = Signal.like(mac_seq)
+        with m.If(mac_done & ~op.acc_keep):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(out_pixels),
-                         post_src.eq(mac_bank)]
+                         post_src.eq(mac_bank), post_seq.eq(mac_seq)]
         with m.If(~post_run & post_pending & ~mac_done):
-            m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd),
+            m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
                          q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
                          out_g.eq(0), out_p.eq(0)]
 
@@ -457,6 +495,7 @@ class Engine(wiring.Component):
             m.d.sync += out_p.eq(out_p + 1)
             with m.If(out_p + 1 == q_pixels):
                 m.d.sync += [post_run.eq(0), abuf_full.bit_select(post_bank, 1).eq(0)]
-                m.d.comb += self.done.eq(1)
+                m.d.comb += fin_set.eq(Const(1, SLOTS) << q_seq)
 
-        return m
+        # Soft reset / error: every register (FSMs, flags, FIFOs) back to its reset value.
+        return ResetInserter({"sync": self.cancel})(m)

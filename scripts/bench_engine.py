@@ -40,8 +40,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "bench.json"
         env = {"TB_BENCH": json.dumps([s for _, s in LAYERS]), "TB_REPORT": str(report)}
-        run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", args.sim, cfg,
-            extra_env=env, testcase="bench_layers")
+        run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.bench_engine", args.sim, cfg,
+            extra_env=env)
         results = json.loads(report.read_text())
     peak = cfg.rows * cfg.cols
     print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak")

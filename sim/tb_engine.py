@@ -39,6 +39,7 @@ class Layer:
 
     def __init__(self, cfg, rng, k, stride, pad, cin, h, w, signed_in=False):
         R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
+        self.cfg_rows = R
         self.k, self.stride, self.pad, self.h, self.w = k, stride, pad, h, w
         self.cb = -(-cin // R)
         self.signed_in = signed_in
@@ -98,10 +99,21 @@ class Layer:
                                                    "shift": int(s)}})
                 for b, m, s in zip(self.bias, self.mult, self.shift, strict=True)]
 
+    def part(self, cb_lo, cb_hi):
+        """The same layer restricted to input-channel blocks [cb_lo, cb_hi) (its expected output
+        stays the whole layer's: parts are accumulated)."""
+        R = self.cfg_rows
+        p = object.__new__(type(self))
+        p.__dict__.update(self.__dict__)
+        p.x = self.x[cb_lo * R:cb_hi * R]
+        p.wt = self.wt[:, cb_lo * R:cb_hi * R]
+        p.cb = cb_hi - cb_lo
+        return p
+
     def command(self, ibuf_addr=0, wbuf_addr=0, pbuf_addr=0, obuf_addr=0, ibuf_bank=0,
-                wbuf_bank=0, pbuf_bank=0, obuf_bank=0):
+                wbuf_bank=0, pbuf_bank=0, obuf_bank=0, acc_cont=0, acc_keep=0):
         op = {
-            "mode": isa.Mode.CONV,
+            "mode": isa.Mode.CONV, "acc_cont": acc_cont, "acc_keep": acc_keep,
             "in_signed": int(self.signed_in), "ibuf_bank": ibuf_bank, "wbuf_bank": wbuf_bank,
             "pbuf_bank": pbuf_bank, "kernel": self.k, "stride": self.stride,
             "pool": isa.Pool.NONE,
@@ -181,10 +193,12 @@ class EngineTB:
         for port in ("ibuf_w", "wbuf_w", "pbuf_w"):
             getattr(dut, f"{port}__en").value = 0
         dut.obuf_r__en.value = 0
+        dut.cancel.value = 0
         dut.cmd__valid.value = 0
         dut.cmd__payload.value = 0
         self.done = 0
         self.errors = []
+        self.events = []  # "done" / "error" in the order the engine answered
 
     async def monitor(self):
         while True:
@@ -192,8 +206,10 @@ class EngineTB:
             await ReadOnly()
             if int(self.dut.done.value):
                 self.done += 1
+                self.events.append("done")
             if int(self.dut.error.value):
                 self.errors.append(int(self.dut.error_cause.value))
+                self.events.append("error")
 
     async def write(self, port, bank, base, words):
         d = self.dut
@@ -323,6 +339,64 @@ async def bypass_modes(dut):
 
 
 @cocotb.test()
+async def split_reduction(dut):
+    """A layer split over input-channel blocks into keep / cont+keep / cont parts equals the
+    whole layer."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(21)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    layer = Layer(cfg, rng, 3, 1, 1, 3 * cfg.rows, 5, 6)
+    parts = [layer.part(0, 1), layer.part(1, 2), layer.part(2, 3)]
+    ioff = woff = 0
+    cmds = []
+    for i, p in enumerate(parts):
+        iw, ww = p.ibuf_words(cfg), p.wbuf_words(cfg)
+        await tb.write("ibuf_w", 0, ioff, iw)
+        await tb.write("wbuf_w", 0, woff, ww)
+        cmds.append(p.command(ibuf_addr=ioff, wbuf_addr=woff, acc_cont=int(i > 0),
+                              acc_keep=int(i < len(parts) - 1)))
+        ioff, woff = ioff + len(iw), woff + len(ww)
+    await tb.write("pbuf_w", 0, 0, layer.pbuf_words())
+    for c in cmds:
+        await tb.send(c)
+    await tb.wait_done(3, 50_000)
+    got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
+    assert tb.events == ["done"] * 3, tb.events
+    assert np.array_equal(got, layer.expected)
+
+
+@cocotb.test()
+async def answers_in_order_and_cancel(dut):
+    """A bad command right behind a good one is answered after it; ``cancel`` drops a running
+    command without an answer and the engine works afterwards."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(8)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    layer = Layer(cfg, rng, 3, 1, 1, cfg.rows, 6, 6)
+    await load(tb, layer)
+    bad = layer.command(wbuf_addr=cfg.weight_buffer_depth - 1)
+    await tb.send(layer.command())
+    await tb.send(bad)
+    await tb.wait_done(2, 50_000)
+    assert tb.events == ["done", "error"], tb.events
+    await tb.send(layer.command())
+    await ClockCycles(dut.clk, 30)
+    dut.cancel.value = 1
+    await RisingEdge(dut.clk)
+    dut.cancel.value = 0
+    await ClockCycles(dut.clk, 500)
+    assert tb.events == ["done", "error"], tb.events
+    await tb.send(layer.command(obuf_bank=1))
+    await tb.wait_done(3, 50_000)
+    got = tb.decode(await tb.read_obuf(1, 0, layer.oh * layer.ow))
+    assert np.array_equal(got, layer.expected)
+
+
+@cocotb.test()
 async def overlapped_commands(dut):
     """Two commands back to back (the second's MAC overlaps the first's post stage)."""
     cfg = config_from_env()
@@ -362,43 +436,3 @@ async def bad_geometry(dut):
     await tb.wait_done(3, 50_000)
     got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
     assert np.array_equal(got, layer.expected)
-
-
-@cocotb.test()
-async def bench_layers(dut):
-    """Cycles of representative layers (``TB_BENCH``: JSON list of layer dicts) for the
-    utilization benchmark; writes ``TB_REPORT``. Does nothing unless ``TB_BENCH`` is set."""
-    import json
-
-    from cocotb.utils import get_sim_time
-
-    from zynqnn.sim.clocking import CLOCK_NS
-
-    spec = os.environ.get("TB_BENCH")
-    if not spec:
-        return
-    repeat = int(os.environ.get("TB_REPEAT", 4))
-    cfg = config_from_env()
-    rng = np.random.default_rng(0)
-    tb = EngineTB(dut, cfg)
-    await start(dut)
-    cocotb.start_soon(tb.monitor())
-    results = []
-    for i, s in enumerate(json.loads(spec)):
-        layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"])
-        await load(tb, layer)
-        # One command per block of output channels, back to back as the compiler emits them,
-        # so each one's post-processing overlaps the next one's MAC stage.
-        t0 = get_sim_time("ns")
-        for n in range(repeat):
-            await tb.send(layer.command(obuf_bank=n % 2))
-        await tb.wait_done((i + 1) * repeat, 10_000_000)
-        cycles = (get_sim_time("ns") - t0) // CLOCK_NS
-        for bank in range(min(repeat, 2)):
-            got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
-            assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
-        macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * s["cin"] * cfg.cols
-        results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
-                        "macs": int(macs)})
-    with open(os.environ["TB_REPORT"], "w") as f:
-        json.dump(results, f)

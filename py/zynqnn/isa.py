@@ -174,6 +174,11 @@ ConvOp = data.StructLayout({
     "pad_min": unsigned(1),            # padding is -infinity (max pooling), not the zero point
     "upsample": unsigned(1),           # read input (oy // 2, ox // 2): nearest upsampling x2
     "in_signed": unsigned(1),          # input codes are int8 (else uint8)
+    # A layer whose reduction does not fit one command is split: every part but the last sets
+    # acc_keep (results stay in the accumulators, no post-processing), every part but the first
+    # sets acc_cont (its first pass adds to them). The parts must run back to back.
+    "acc_cont": unsigned(1),
+    "acc_keep": unsigned(1),
     "ibuf_bank": unsigned(1),
     "wbuf_bank": unsigned(1),
     "pbuf_bank": unsigned(1),
