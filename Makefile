@@ -11,7 +11,7 @@ JOBS   ?= 2
 # An old Yosys on PATH must never be picked over Amaranth's bundled, pinned one.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup iverilog test test-slow verilog lint clean
+.PHONY: help setup iverilog tclsh test test-slow verilog lint clean synth tcl-lint bitstream
 
 help:
 	@echo "make setup      create $(VENV) with pinned tools; install Icarus Verilog if missing"
@@ -19,12 +19,16 @@ help:
 	@echo "make test-slow  the long RTL simulations too"
 	@echo "make verilog    write the generated Verilog to build/<config id>/ (CONFIG=$(CONFIG))"
 	@echo "make lint       ruff, and verilator --lint-only on the generated Verilog"
+	@echo "make synth      Yosys resource estimate vs the xc7z020 budget (CONFIG=, TARGET=<module>)"
+	@echo "make tcl-lint   write build/<config id>/params.tcl and check the Vivado TCL under tclsh"
+	@echo "                with stubbed Vivado commands (a lint, not a Vivado run)"
+	@echo "make bitstream  Vivado build of build/<config id>/zynqnn_<config id>.bit + .hwh (needs vivado)"
 	@echo "make clean      remove build outputs"
 
 # The stamp depends on pyproject.toml, so a second `make setup` with nothing changed is a no-op.
 STAMP := $(VENV)/.zynqnn-installed
 
-setup: $(STAMP) iverilog
+setup: $(STAMP) iverilog tclsh
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +44,16 @@ iverilog:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq iverilog; }
 	@iverilog -V 2>/dev/null | head -n 1
 
+# tclsh runs the Vivado scripts against recording stubs (the TCL lint); Debian's tcl package.
+tclsh:
+	@command -v tclsh >/dev/null 2>&1 || { \
+	  echo "installing tclsh (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tcl; }
+
+# Tests marked slow (long RTL simulations, full-size synthesis) run with `make test-slow`.
 test: setup
-	$(VENV)/bin/pytest -n $(JOBS)
+	$(VENV)/bin/pytest -n $(JOBS) -m "not slow"
 
 test-slow: setup
 	$(VENV)/bin/pytest -n $(JOBS) -m slow
@@ -55,3 +67,27 @@ lint: setup
 
 clean:
 	rm -rf build
+
+# Yosys synth_xilinx estimate; fails when the component does not fit the xc7z020.
+synth: setup
+	$(PY) scripts/synth.py --config $(CONFIG) $(if $(TARGET),--target $(TARGET))
+
+# The Vivado scripts under tclsh with recording stubs of every Vivado command (needs tclsh).
+tcl-lint: setup
+	$(PY) -m zynqnn.vivado lint --config $(CONFIG)
+
+# Checks for Vivado before anything else, so a machine without it stops at once.
+bitstream:
+	@command -v vivado >/dev/null 2>&1 || { \
+	  echo "make bitstream: Vivado is not on PATH (no 'vivado' command). The scripts target Vivado 2022.2."; \
+	  echo "  Either source <Vivado install>/settings64.sh and run 'make bitstream' again, or build elsewhere:"; \
+	  echo "  1. here:  make tcl-lint CONFIG=$(CONFIG)   (writes build/<config id>/: Verilog, XDC, params.tcl)"; \
+	  echo "  2. copy build/<config id>/ and scripts/vivado/ to the Vivado machine, same relative layout"; \
+	  echo "  3. there: vivado -mode batch -source scripts/vivado/build_bitstream.tcl -tclargs build/<config id>/params.tcl"; \
+	  exit 1; }
+	@$(MAKE) --no-print-directory setup
+	@params=$$($(PY) -m zynqnn.vivado params --config $(CONFIG) --out build) && \
+	  dir=$$(dirname "$$params") && \
+	  echo "vivado: building $$dir (log: $$dir/vivado.log)" && \
+	  vivado -mode batch -nojournal -log "$$dir/vivado.log" \
+	    -source scripts/vivado/build_bitstream.tcl -tclargs "$$params"
