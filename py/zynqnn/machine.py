@@ -1,0 +1,264 @@
+"""A command-level model of the accelerator: executes a command stream on DDR bytes, in numpy.
+
+This is the ``"golden"`` backend of a compiled program: it runs the *compiled command stream*
+(not the graph) with the same buffers, word layouts and arithmetic as the RTL, so a compiler
+bug shows up here without a simulator, and an RTL run can be compared against it word for word.
+
+Word layouts (shared with the DMA and the engine): a buffer word holds its operands
+little-endian, operand ``i`` in bits ``[i*B, (i+1)*B)``; word ``i`` of a transfer line is DDR
+bytes ``[i*word_bytes, (i+1)*word_bytes)``. PBUF words hold one output channel's constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zynqnn import isa
+from zynqnn.config import HwConfig
+from zynqnn.numerics import gemmlowp
+
+__all__ = ["Machine", "MachineError", "PARAM_WORD_BITS", "pack_words", "unpack_words"]
+
+#: Bits of a PBUF word (one output channel's post-processing constants).
+PARAM_WORD_BITS = 128
+
+
+class MachineError(RuntimeError):
+    """The program stopped with an error, as the hardware would (cause and command index)."""
+
+    def __init__(self, cause: isa.ErrorCause, index: int, detail: str):
+        self.cause, self.index = isa.ErrorCause(cause), index
+        super().__init__(f"command {index}: {self.cause.name}: {detail}")
+
+
+def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``(..., n)`` integer operands into little-endian words of ``n*bits`` bits, returned
+    as ``(..., n*bits/8)`` bytes."""
+    v = np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)
+    n = v.shape[-1]
+    if bits % 8:
+        raise ValueError(f"operand width {bits} is not a whole number of bytes")
+    nb = bits // 8
+    out = np.zeros(v.shape[:-1] + (n * nb,), dtype=np.uint8)
+    for b in range(nb):
+        out[..., b::nb] = (v >> (8 * b)) & 0xFF
+    return out
+
+
+def unpack_words(raw: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Inverse of :func:`pack_words`: ``(..., n*bits/8)`` bytes to ``(..., n)`` operands."""
+    raw = np.asarray(raw, dtype=np.int64)
+    nb = bits // 8
+    v = np.zeros(raw.shape[:-1] + (raw.shape[-1] // nb,), dtype=np.int64)
+    for b in range(nb):
+        v |= raw[..., b::nb] << (8 * b)
+    if signed:
+        v = np.where(v >= (1 << (bits - 1)), v - (1 << bits), v)
+    return v
+
+
+@dataclass
+class _Buffer:
+    word_bytes: int
+    depth: int
+    data: np.ndarray  # (banks, depth, word_bytes) uint8
+
+
+class Machine:
+    """The accelerator of ``cfg`` with ``ddr_bytes`` of DDR at address ``ddr_base``.
+
+    ``run(cmd_base, count)`` executes ``count`` commands from DDR; performance is not modelled
+    (see the performance model for cycles). Errors raise :class:`MachineError` with the cause the
+    hardware reports.
+    """
+
+    def __init__(self, cfg: HwConfig, ddr_bytes: int = 1 << 24, ddr_base: int = 0):
+        self.cfg = cfg
+        self.ddr_base = ddr_base
+        self.ddr = np.zeros(ddr_bytes, dtype=np.uint8)
+        self.window = (ddr_base, ddr_base + ddr_bytes)
+        B = cfg.operand_bits
+        self.buffers = {
+            isa.Buffer.IBUF: self._buffer(cfg.rows * B // 8, cfg.act_buffer_depth),
+            isa.Buffer.WBUF: self._buffer(cfg.cols * B // 8, cfg.weight_buffer_depth),
+            isa.Buffer.PBUF: self._buffer(PARAM_WORD_BITS // 8, cfg.param_buffer_depth),
+            isa.Buffer.OBUF: self._buffer(cfg.cols * B // 8, cfg.acc_buffer_depth),
+        }
+        self.acc = None  # accumulators kept by an acc_keep command
+
+    @staticmethod
+    def _buffer(word_bytes, depth):
+        return _Buffer(word_bytes, depth, np.zeros((isa.BANKS, depth, word_bytes), np.uint8))
+
+    # -- DDR -----------------------------------------------------------------------------------
+
+    def write(self, addr: int, data: bytes | np.ndarray):
+        data = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(
+            data, np.ndarray) else data.astype(np.uint8).reshape(-1)
+        off = addr - self.ddr_base
+        self.ddr[off:off + data.size] = data
+
+    def read(self, addr: int, n: int) -> np.ndarray:
+        off = addr - self.ddr_base
+        return self.ddr[off:off + n].copy()
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def run(self, cmd_base: int, count: int):
+        if count == 0:
+            raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, 0, "no commands")
+        for i in range(count):
+            raw = bytes(self._ddr_slice(i, cmd_base + i * isa.COMMAND_BYTES, isa.COMMAND_BYTES))
+            bits = int.from_bytes(raw, "little")
+            op = bits & 0xF
+            if op == isa.Opcode.END:
+                return i + 1
+            if op == isa.Opcode.NOP:
+                continue
+            if op in (isa.Opcode.LOAD, isa.Opcode.STORE):
+                self._load_store(i, isa.LoadStore.from_bits(bits))
+            elif op == isa.Opcode.CONV:
+                self._conv(i, isa.ConvCommand.from_bits(bits))
+            else:
+                raise MachineError(isa.ErrorCause.BAD_OPCODE, i, f"opcode {op}")
+        raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, count - 1, "no END command")
+
+    def _ddr_slice(self, index, addr, n):
+        lo, hi = self.window
+        if addr < lo or addr + n > hi:
+            raise MachineError(isa.ErrorCause.DDR_WINDOW, index,
+                               f"bytes [{addr:#x}, {addr + n:#x}) outside [{lo:#x}, {hi:#x})")
+        off = addr - self.ddr_base
+        return self.ddr[off:off + n]
+
+    def _load_store(self, index, c):
+        load = c.opcode == isa.Opcode.LOAD
+        buf_id = isa.Buffer(int(c.buffer))
+        if load == (buf_id == isa.Buffer.OBUF):
+            raise MachineError(isa.ErrorCause.BAD_BUFFER, index,
+                               f"{'LOAD into' if load else 'STORE from'} {buf_id.name}")
+        buf = self.buffers[buf_id]
+        beat = self.cfg.axi_data_bits // 8
+        if c.ddr_addr % beat or (c.lines > 1 and c.ddr_stride % beat):
+            raise MachineError(isa.ErrorCause.BAD_ALIGN, index, "DDR address or stride")
+        if c.sram_addr + c.lines * c.line_words > buf.depth:
+            raise MachineError(isa.ErrorCause.SRAM_RANGE, index,
+                               f"{buf_id.name} words up to {c.sram_addr + c.lines * c.line_words}"
+                               f" of {buf.depth}")
+        n = c.line_words * buf.word_bytes
+        for line in range(c.lines):
+            addr = c.ddr_addr + line * c.ddr_stride
+            first = c.sram_addr + line * c.line_words
+            words = buf.data[c.bank, first:first + c.line_words]
+            if load:
+                words[:] = self._ddr_slice(index, addr, n).reshape(c.line_words, buf.word_bytes)
+            else:
+                self._ddr_slice(index, addr, n)[:] = words.reshape(-1)
+
+    # -- the engine ----------------------------------------------------------------------------
+
+    def _conv(self, index, c):
+        cfg = self.cfg
+        R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
+        op = c.op
+        mode = isa.Mode(int(op.mode))
+        k, s = int(op.kernel), int(op.stride)
+        cb_n, ih, iw = int(op.cin_blocks), int(op.in_h), int(op.in_w)
+        oh, ow = int(op.out_h), int(op.out_w)
+        pixels = oh * ow
+        out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
+        bypass = mode != isa.Mode.CONV
+
+        def bad(why):
+            raise MachineError(isa.ErrorCause.BAD_COMPUTE, index, why)
+
+        if not 1 <= k <= cfg.max_kernel:
+            bad(f"kernel {k} not in 1..{cfg.max_kernel}")
+        if s not in (1, 2):
+            bad(f"stride {s}")
+        if min(cb_n, ih, iw, oh, ow) == 0 or iw > cfg.max_width:
+            bad("empty geometry or input wider than max_width")
+        if op.ibuf_addr + cb_n * ih * iw > cfg.act_buffer_depth:
+            bad("input tile beyond IBUF")
+        if not bypass and op.wbuf_addr + k * k * cb_n * R > cfg.weight_buffer_depth:
+            bad("weights beyond WBUF")
+        lanes = cfg.requant_lanes
+        if op.pbuf_addr + C > cfg.param_buffer_depth or op.pbuf_addr % lanes:
+            bad("constants beyond PBUF or not lane-aligned")
+        if out_pixels > cfg.acc_buffer_depth or op.obuf_addr + out_pixels > cfg.acc_buffer_depth:
+            bad("outputs beyond the accumulator/output buffer")
+        if int(op.pool) != isa.Pool.NONE:
+            bad("fused pooling")
+        scheme = isa.Scheme(int(op.scheme))
+        if scheme not in (isa.Scheme.TFLITE, isa.Scheme.TFLITE_SINGLE_ROUNDING, isa.Scheme.COPY):
+            bad(f"scheme {scheme.name} not in this engine")
+        if bypass and (R != C or cb_n != 1):
+            bad("bypass modes need rows == cols and one channel block")
+        if op.upsample and (k != 1 or s != 1):
+            bad("upsampling needs kernel 1, stride 1")
+
+        # Input tile (cb, y, x, r) as q - zp_in, padded outside the tile.
+        ibuf = self.buffers[isa.Buffer.IBUF].data[op.ibuf_bank]
+        words = ibuf[op.ibuf_addr:op.ibuf_addr + cb_n * ih * iw]
+        x = unpack_words(words, B, bool(op.in_signed)).reshape(cb_n, ih, iw, R) - int(op.zp_in)
+        pad_value = -(2 ** B) if op.pad_min else 0
+        oy = np.arange(oh)[:, None]
+        ox = np.arange(ow)[None, :]
+        if op.upsample:
+            base_y, base_x = oy // 2, ox // 2
+        else:
+            base_y, base_x = oy * s, ox * s
+        taps = []
+        for ky in range(k):
+            for kx in range(k):
+                iy = base_y + ky + int(op.y_off)
+                ix = base_x + kx + int(op.x_off)
+                inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
+                v = x[:, np.clip(iy, 0, ih - 1), np.clip(ix, 0, iw - 1), :]  # (cb, oh, ow, R)
+                taps.append(np.where(inside[None, :, :, None], v, pad_value))
+        tap = np.stack(taps)  # (k*k, cb, oh, ow, R)
+
+        if mode == isa.Mode.CONV:
+            wbuf = self.buffers[isa.Buffer.WBUF].data[op.wbuf_bank]
+            wn = k * k * cb_n * R
+            w = unpack_words(wbuf[op.wbuf_addr:op.wbuf_addr + wn], B, True)
+            w = w.reshape(k * k, cb_n, R, C)
+            acc = np.einsum("tbhwr,tbrc->hwc", tap, w, optimize=True).reshape(pixels, C)
+        elif mode == isa.Mode.MAXPOOL:
+            acc = tap[:, 0].max(axis=0).reshape(pixels, C)
+        elif mode == isa.Mode.SUMPOOL:
+            acc = tap[:, 0].sum(axis=(0, 1, 2)).reshape(1, C)
+        else:
+            acc = tap[0, 0].reshape(pixels, C)
+        if op.acc_cont and mode == isa.Mode.CONV:
+            if self.acc is None or self.acc.shape != acc.shape:
+                bad("acc_cont without a matching acc_keep command before it")
+            acc = acc + self.acc
+        acc = gemmlowp.wrap_int32(acc) if cfg.acc_bits == 32 else acc
+        if op.acc_keep:
+            self.acc = acc
+            return
+        self.acc = None
+
+        # Post-processing: TFLite requantization (or COPY) per output channel.
+        if scheme == isa.Scheme.COPY:
+            bias = np.zeros(C, np.int64)
+            mult = np.full(C, 1 << 30, np.int64)
+            shift = np.ones(C, np.int64)
+        else:
+            from zynqnn.rtl.engine import pbuf_word_layout
+
+            pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
+            prm = [pbuf_word_layout.from_bits(int.from_bytes(bytes(w), "little")).tflite
+                   for w in pbuf[op.pbuf_addr:op.pbuf_addr + C]]
+            bias = np.array([p.bias for p in prm], np.int64)
+            mult = np.array([p.multiplier for p in prm], np.int64)
+            shift = np.array([p.shift for p in prm], np.int64)
+        q = gemmlowp.requantize(acc[:, :], bias, mult, shift, int(op.zp_out), int(op.clamp_min),
+                                int(op.clamp_max),
+                                single_rounding=scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING)
+        obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
+        obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
+

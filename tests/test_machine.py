@@ -1,0 +1,123 @@
+"""The command-level model executes command streams exactly like the golden ops."""
+
+import numpy as np
+import pytest
+
+from zynqnn import isa
+from zynqnn.config import get_config
+from zynqnn.machine import Machine, MachineError, pack_words
+from zynqnn.numerics import gemmlowp, ops
+from zynqnn.rtl.engine import pbuf_word_layout
+
+CFG = get_config("tiny")
+R, C, B = CFG.rows, CFG.cols, CFG.operand_bits
+
+
+def nhwc_blocks(x, zp):
+    """(Cin, H, W) codes -> IBUF words (cb, y, x) as bytes, channels padded with zp."""
+    cin, h, w = x.shape
+    cb = -(-cin // R)
+    xp = np.full((cb * R, h, w), zp)
+    xp[:cin] = x
+    return pack_words(xp.reshape(cb, R, h, w).transpose(0, 2, 3, 1), B).reshape(-1), cb
+
+
+def weight_words(wt, k, cb):
+    """(C, Cin, k, k) -> WBUF words in (ky, kx, cb, r) order."""
+    cin = wt.shape[1]
+    wp = np.zeros((C, cb * R, k, k), np.int64)
+    wp[:, :cin] = wt
+    w = wp.reshape(C, cb, R, k, k).transpose(3, 4, 1, 2, 0)  # ky, kx, cb, r, c
+    return pack_words(w, B).reshape(-1)
+
+
+def load(buf, bank, addr, data, word_bytes):
+    return isa.encode(isa.LoadStore, opcode=isa.Opcode.LOAD, buffer=buf, bank=bank,
+                      sram_addr=0, line_words=len(data) // word_bytes, lines=1, ddr_addr=addr,
+                      ddr_stride=0)
+
+
+def conv_program(rng, k, stride, pad, cin, h, w, split=False):
+    m = Machine(CFG, ddr_bytes=1 << 16)
+    zp_in = int(rng.integers(0, 256))
+    x = rng.integers(0, 256, size=(cin, h, w))
+    wt = rng.integers(-127, 128, size=(C, cin, k, k))
+    bias = rng.integers(-5000, 5000, size=C)
+    mq = [gemmlowp.quantize_multiplier(10 ** rng.uniform(-4, -1)) for _ in range(C)]
+    zp_out = int(rng.integers(0, 256))
+    acc = ops.conv2d_acc(x[None], wt, zp_x=zp_in, zp_w=0, stride=stride, padding=pad)[0]
+    mult = np.array([q for q, _ in mq])[:, None, None]
+    shift = np.array([s for _, s in mq])[:, None, None]
+    want = gemmlowp.requantize(acc, bias[:, None, None], mult, shift, zp_out, 0, 255)
+    oh, ow = want.shape[1:]
+    prm = b"".join(
+        pbuf_word_layout.const({"tflite": {"bias": int(b), "multiplier": q, "shift": s}})
+        .as_bits().to_bytes(16, "little") for b, (q, s) in zip(bias, mq, strict=True))
+    cmds = []
+    addr = 0x1000
+    m.write(addr, prm)
+    cmds.append(load(isa.Buffer.PBUF, 0, addr, prm, 16))
+    parts = [(0, 1), (1, -(-cin // R))] if split else [(0, -(-cin // R))]
+    iaddr = waddr = 0
+    for i, (lo, hi) in enumerate(parts):
+        xi, cb = nhwc_blocks(x[lo * R:hi * R], zp_in)
+        wi = weight_words(wt[:, lo * R:hi * R], k, cb)
+        a1, a2 = 0x2000 + 0x4000 * i, 0x3000 + 0x4000 * i
+        m.write(a1, xi)
+        m.write(a2, wi)
+        cmds.append(isa.encode(isa.LoadStore, opcode=isa.Opcode.LOAD, buffer=isa.Buffer.IBUF,
+                               bank=0, sram_addr=iaddr, line_words=xi.size // (R * B // 8),
+                               lines=1, ddr_addr=a1, ddr_stride=0))
+        cmds.append(isa.encode(isa.LoadStore, opcode=isa.Opcode.LOAD, buffer=isa.Buffer.WBUF,
+                               bank=0, sram_addr=waddr, line_words=wi.size // (C * B // 8),
+                               lines=1, ddr_addr=a2, ddr_stride=0))
+        op = dict(mode=isa.Mode.CONV, kernel=k, stride=stride, y_off=-pad, x_off=-pad,
+                  cin_blocks=cb, in_h=h, in_w=w, out_h=oh, out_w=ow, ibuf_addr=iaddr,
+                  wbuf_addr=waddr, zp_in=zp_in, zp_out=zp_out, clamp_min=0, clamp_max=255,
+                  scheme=isa.Scheme.TFLITE, acc_cont=int(i > 0),
+                  acc_keep=int(i < len(parts) - 1))
+        cmds.append(isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, op=op))
+        iaddr += xi.size // (R * B // 8)
+        waddr += wi.size // (C * B // 8)
+    cmds.append(isa.encode(isa.LoadStore, opcode=isa.Opcode.STORE, buffer=isa.Buffer.OBUF,
+                           bank=0, sram_addr=0, line_words=oh * ow, lines=1, ddr_addr=0x8000,
+                           ddr_stride=0))
+    cmds.append(isa.encode(isa.Header, opcode=isa.Opcode.END))
+    m.write(0, b"".join(cmds))
+    return m, len(cmds), want.reshape(C, -1).T
+
+
+@pytest.mark.parametrize("k, stride, pad, cin, split", [
+    (3, 1, 1, 2 * R + 1, False), (1, 1, 0, 2 * R + 1, False), (5, 2, 2, R, False),
+    (3, 2, 1, 2 * R + 1, True), (7, 1, 3, R - 1, False)])
+def test_conv_programs_match_golden_ops(k, stride, pad, cin, split):
+    rng = np.random.default_rng(k * 10 + stride)
+    m, n, want = conv_program(rng, k, stride, pad, cin, 9, 7, split)
+    assert m.run(0, n) == n
+    got = m.read(0x8000, want.size).reshape(want.shape)
+    assert np.array_equal(got, want)
+
+
+def test_errors_name_cause_and_command():
+    rng = np.random.default_rng(0)
+    m, n, _ = conv_program(rng, 3, 1, 1, R, 4, 4, False)
+    with pytest.raises(MachineError, match="command 0: EMPTY_PROGRAM"):
+        m.run(0, 0)
+    m.write(2 * isa.COMMAND_BYTES, bytes([0x0E]) + bytes(31))
+    with pytest.raises(MachineError, match=r"command 2: BAD_OPCODE: opcode 14"):
+        m.run(0, n)
+    bad_store = isa.encode(isa.LoadStore, opcode=isa.Opcode.STORE, buffer=isa.Buffer.IBUF,
+                           line_words=1, lines=1, ddr_addr=0)
+    m.write(0, bad_store)
+    with pytest.raises(MachineError, match="command 0: BAD_BUFFER"):
+        m.run(0, 1)
+    far = isa.encode(isa.LoadStore, opcode=isa.Opcode.LOAD, buffer=isa.Buffer.IBUF,
+                     line_words=1, lines=1, ddr_addr=1 << 20)
+    m.write(0, far)
+    with pytest.raises(MachineError, match="command 0: DDR_WINDOW"):
+        m.run(0, 1)
+    big = isa.encode(isa.LoadStore, opcode=isa.Opcode.LOAD, buffer=isa.Buffer.WBUF,
+                     sram_addr=CFG.weight_buffer_depth - 1, line_words=2, lines=1, ddr_addr=0)
+    m.write(0, big)
+    with pytest.raises(MachineError, match="command 0: SRAM_RANGE"):
+        m.run(0, 1)
