@@ -1,0 +1,36 @@
+"""The compiler: hardware layers -> command stream + DDR image, and its performance model.
+
+Example::
+
+    from zynqnn.compiler import Tensor, HwConv, Network, compile_network
+    prog = compile_network(Network(x, [conv]), "tiny")
+    y = prog.run_golden(x_codes)          # executes the commands on zynqnn.machine.Machine
+"""
+
+from .compile import Program, Step, compile_network
+from .layers import (
+    CompileError,
+    HwConcat,
+    HwConv,
+    HwGlobalSumPool,
+    HwMaxPool,
+    HwUpsample2x,
+    Network,
+    Tensor,
+)
+from .reference import run_reference
+
+__all__ = [
+    "CompileError",
+    "HwConcat",
+    "HwConv",
+    "HwGlobalSumPool",
+    "HwMaxPool",
+    "HwUpsample2x",
+    "Network",
+    "Program",
+    "Step",
+    "Tensor",
+    "compile_network",
+    "run_reference",
+]

@@ -1,0 +1,592 @@
+"""Hardware layers -> command stream + DDR image: memory planning, tiling, emission.
+
+``compile_network(net, cfg)`` returns a :class:`Program`. The passes:
+
+1. **Views and planning.** :class:`HwConcat` makes its inputs channel-block views of its output.
+   Every root tensor gets a DDR buffer (aligned to the AXI beat); an activation buffer whose last
+   consumer has run is reused by tensors produced later (first fit over lifetimes).
+2. **Tiling** (from the config's buffer depths only): output-channel blocks of ``cols``, spatial
+   tiles of full-width output rows with their input halo, the reduction split over commands
+   (``acc_keep`` / ``acc_cont``) when the weights or the input tile do not fit one bank.
+3. **Emission.** Each buffer (IBUF, WBUF, PBUF) alternates between its two banks; a tile's data
+   stays in its bank while consecutive commands use it (weights across spatial tiles, an input
+   tile across output-channel blocks) and the last user releases it. The LOADs of the next
+   command are emitted before the current ``CONV`` so the load unit fills the other bank while
+   the engine computes. OBUF banks alternate; each ``CONV`` is followed by the ``STORE`` of its
+   bank. Layers are separated by a *barrier* (see :func:`_barrier`) so a layer never loads an
+   activation the store unit has not yet written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zynqnn import isa
+from zynqnn.config import HwConfig, get_config
+from zynqnn.machine import Machine
+
+from .layers import (
+    CompileError,
+    HwConcat,
+    HwConv,
+    HwGlobalSumPool,
+    HwMaxPool,
+    HwUpsample2x,
+    Network,
+    Tensor,
+    code_range,
+    norm_padding,
+)
+from .layout import act_bytes, act_codes, cblocks, param_bytes, weight_bytes
+
+__all__ = ["Program", "compile_network", "Step"]
+
+_BUFS = (isa.Buffer.IBUF, isa.Buffer.WBUF, isa.Buffer.PBUF)
+# Field ranges of isa.ConvOp that tiling must respect.
+_OFF_MIN, _OFF_MAX = -8, 7
+_CB_MAX = 255
+_DIM_MAX = 4095
+
+
+def _align(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+@dataclass
+class Load:
+    """One LOAD: ``lines`` x ``line_words`` words at ``ddr_addr`` (line stride in bytes)."""
+
+    key: object
+    ddr_addr: int
+    line_words: int
+    lines: int = 1
+    stride: int = 0
+
+
+@dataclass
+class Step:
+    """One compute command with the data it needs and where its output goes."""
+
+    layer: str
+    op: dict
+    loads: dict  # Buffer -> Load
+    store: tuple | None  # (ddr_addr, line_words, lines, stride); None: acc_keep part
+    macs: int = 0
+    barrier: bool = False
+
+
+@dataclass
+class _Storage:
+    root: Tensor
+    cb_offset: int
+
+
+@dataclass
+class Program:
+    """A compiled network: commands, constants and tensor addresses in one DDR image."""
+
+    cfg: HwConfig
+    net: Network
+    commands: bytes
+    cmd_addr: int
+    image: dict  # address -> bytes (commands and constants)
+    addrs: dict  # root tensor name -> DDR address
+    ddr_bytes: int
+    steps: list
+    stats: dict = field(default_factory=dict)
+    storage: dict = field(default_factory=dict, repr=False)
+    labels: list = field(default_factory=list, repr=False)  # layer of every command
+    scratch: tuple = (0, 0)  # DDR bytes of the dummy transfers
+
+    def perf(self, dma=None, check: bool = True):
+        """Cycle estimate and protocol check (:func:`zynqnn.compiler.perf.simulate`)."""
+        from .perf import simulate
+
+        return simulate(self.cfg, self.commands, self.labels, dma, check, self.scratch)
+
+    @property
+    def command_count(self) -> int:
+        return len(self.commands) // isa.COMMAND_BYTES
+
+    def tensor_addr(self, t: Tensor) -> int:
+        s = self.storage[id(t)]
+        return self.addrs[s.root.name] + s.cb_offset * _block_bytes(self.cfg, s.root)
+
+    def run_golden(self, x_codes: np.ndarray, machine: Machine | None = None) -> np.ndarray:
+        """Execute on :class:`zynqnn.machine.Machine`; returns the output codes (C, H, W)."""
+        m = machine or Machine(self.cfg, ddr_bytes=self.ddr_bytes)
+        for addr, data in self.image.items():
+            m.write(addr, data)
+        x = np.asarray(x_codes, dtype=np.int64).reshape(self.net.input.shape)
+        m.write(self.tensor_addr(self.net.input), act_bytes(self.cfg, x, self.net.input.zero_point))
+        m.run(self.cmd_addr, self.command_count)
+        out = self.net.output
+        n = cblocks(out.channels, self.cfg.rows) * _block_bytes(self.cfg, out)
+        raw = m.read(self.tensor_addr(out), n)
+        return act_codes(self.cfg, raw, out.shape, out.signed)
+
+
+def _word_bytes(cfg):
+    return cfg.rows * cfg.operand_bits // 8
+
+
+def _block_bytes(cfg, t: Tensor):
+    return t.height * t.width * _word_bytes(cfg)
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+
+def _check_tensor(cfg, layer, t: Tensor):
+    beat = cfg.axi_data_bits // 8
+    if t.width > cfg.max_width:
+        raise CompileError(f"{layer}: tensor {t.name!r} is {t.width} pixels wide, above "
+                           f"max_width = {cfg.max_width}")
+    if (t.width * _word_bytes(cfg)) % beat:
+        raise CompileError(f"{layer}: a row of tensor {t.name!r} ({t.width} words of "
+                           f"{_word_bytes(cfg)} bytes) is not a whole number of {beat}-byte AXI "
+                           f"beats")
+    lo, hi = code_range(t.signed, cfg.operand_bits)
+    if not lo <= t.zero_point <= hi:
+        raise CompileError(f"{layer}: zero point {t.zero_point} of {t.name!r} outside [{lo}, {hi}]")
+
+
+def _check_shape(layer):
+    want = tuple(layer.out_shape())
+    if tuple(layer.output.shape) != want:
+        raise CompileError(f"{layer.name}: output {layer.output!r} should be "
+                           f"{want[0]}x{want[1]}x{want[2]}")
+
+
+def _check_geometry(cfg, name, k, stride, pad):
+    if k > cfg.max_kernel:
+        raise CompileError(f"{name}: kernel {k} above max_kernel = {cfg.max_kernel}")
+    if stride not in (1, 2):
+        raise CompileError(f"{name}: stride {stride} not supported (1 or 2)")
+    if max(pad) > -_OFF_MIN or min(pad) < 0 or max(pad) >= k:
+        raise CompileError(f"{name}: padding {pad} must be in 0..kernel-1 ({k - 1})")
+
+
+# -- compilation -----------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self, net: Network, cfg: HwConfig):
+        self.net, self.cfg = net, cfg
+        if cfg.rows != cfg.cols:
+            raise CompileError(f"config {cfg.name}: the compiler needs rows == cols (an OBUF word "
+                               f"is one activation word); rows = {cfg.rows}, cols = {cfg.cols}")
+        self.beat = cfg.axi_data_bits // 8
+        self.wb = _word_bytes(cfg)
+        self.const = bytearray()
+        self.storage: dict[int, _Storage] = {}
+        self.addrs: dict[str, int] = {}
+        self.steps: list[Step] = []
+
+    # constants -----------------------------------------------------------------------------------
+    def add_const(self, data) -> int:
+        """Append bytes to the constants region; returns the offset (fixed up later)."""
+        off = len(self.const)
+        self.const += bytes(np.asarray(data, np.uint8).tobytes() if isinstance(data, np.ndarray)
+                            else data)
+        self.const += bytes(_align(len(self.const), self.beat) - len(self.const))
+        return off
+
+    # views and planning --------------------------------------------------------------------------
+    def resolve_views(self):
+        R = self.cfg.rows
+        for layer in self.net.layers:
+            if isinstance(layer, HwConcat):
+                _check_shape(layer)
+                off = 0
+                for i, t in enumerate(layer.inputs):
+                    o = layer.output
+                    if (t.height, t.width, t.zero_point, t.signed) != (
+                            o.height, o.width, o.zero_point, o.signed):
+                        raise CompileError(f"{layer.name}: input {t.name!r} differs from the "
+                                           f"output in size, zero point or signedness")
+                    if i < len(layer.inputs) - 1 and t.channels % R:
+                        raise CompileError(f"{layer.name}: input {t.name!r} has {t.channels} "
+                                           f"channels, not a multiple of rows = {R}")
+                    self.storage[id(t)] = _Storage(layer.output, off // R)
+                    off += t.channels
+
+    def store_of(self, t: Tensor) -> _Storage:
+        s = self.storage.get(id(t))
+        if s is None:
+            return _Storage(t, 0)
+        inner = self.store_of(s.root)
+        return _Storage(inner.root, inner.cb_offset + s.cb_offset)
+
+    def plan(self, arena_base: int):
+        """First-fit DDR planning over tensor lifetimes (layer indices)."""
+        layers = [la for la in self.net.layers if not isinstance(la, HwConcat)]
+        life: dict[int, list] = {}
+        roots: dict[int, Tensor] = {}
+
+        def touch(t, i):
+            r = self.store_of(t).root
+            roots[id(r)] = r
+            lo, hi = life.get(id(r), [i, i])
+            life[id(r)] = [min(lo, i), max(hi, i)]
+
+        touch(self.net.input, -1)
+        for i, la in enumerate(layers):
+            for t in la.inputs:
+                touch(t, i)
+            touch(la.output, i)
+        touch(self.net.output, len(layers))
+        placed = []  # (start, end, lo, hi)
+        total = 0
+        top = 0
+        for key in sorted(life, key=lambda k: life[k][0]):
+            r = roots[key]
+            size = _align(cblocks(r.channels, self.cfg.rows) * _block_bytes(self.cfg, r),
+                          self.beat)
+            total += size
+            lo, hi = life[key]
+            busy = sorted((a, b) for (s, e, a, b) in placed if not (e < lo or s > hi))
+            addr = 0
+            for a, b in busy:
+                if addr + size <= a:
+                    break
+                addr = max(addr, b)
+            placed.append((lo, hi, addr, addr + size))
+            top = max(top, addr + size)
+            self.addrs[r.name] = arena_base + addr
+        if len(set(self.addrs)) != len(roots):
+            raise CompileError("tensor names must be unique")
+        return total, top
+
+    def addr(self, t: Tensor, cb: int = 0) -> int:
+        s = self.store_of(t)
+        return self.addrs[s.root.name] + (s.cb_offset + cb) * _block_bytes(self.cfg, s.root)
+
+    # tiling --------------------------------------------------------------------------------------
+    def rows_per_tile(self, name, out_h, out_w, in_rows, words_per_in_row):
+        """Most output rows such that the outputs fit the accumulators and the input rows
+        (``in_rows(th)``) the activation bank."""
+        cfg = self.cfg
+        th = min(out_h, cfg.acc_buffer_depth // out_w, _DIM_MAX)
+        while th > 0 and in_rows(th) * words_per_in_row > cfg.act_buffer_depth:
+            th -= 1
+        if th == 0:
+            raise CompileError(f"{name}: one output row ({out_w} pixels, {in_rows(1)} input rows "
+                               f"of {words_per_in_row} words) does not fit acc_buffer_depth = "
+                               f"{cfg.acc_buffer_depth} / act_buffer_depth = "
+                               f"{cfg.act_buffer_depth}")
+        return th
+
+    def conv(self, la: HwConv):
+        cfg, R, C = self.cfg, self.cfg.rows, self.cfg.cols
+        k, s = la.kernel, la.stride
+        pt, pb, pl, pr = norm_padding(la.padding)
+        _check_geometry(cfg, la.name, k, s, (pt, pb, pl, pr))
+        x, y = la.input, la.output
+        cout, cin = la.weights.shape[:2]
+        if cin != x.channels:
+            raise CompileError(f"{la.name}: weights have {cin} input channels, input has "
+                               f"{x.channels}")
+        H, W = x.height, x.width
+        OH, OW = y.height, y.width
+        cb_total = cblocks(cin, R)
+        if k * k * R > cfg.weight_buffer_depth:
+            raise CompileError(f"{la.name}: one input-channel block of a {k}x{k} kernel needs "
+                               f"{k * k * R} weight words, above weight_buffer_depth = "
+                               f"{cfg.weight_buffer_depth}")
+        if OW > cfg.acc_buffer_depth:
+            raise CompileError(f"{la.name}: an output row of {OW} pixels exceeds "
+                               f"acc_buffer_depth = {cfg.acc_buffer_depth}")
+
+        one = min(H, k) * W
+        cbp = min(cb_total, cfg.weight_buffer_depth // (k * k * R),
+                  cfg.act_buffer_depth // one, _CB_MAX)
+        if cbp == 0:
+            raise CompileError(f"{la.name}: {min(H, k)} input rows of {W} words exceed "
+                               f"act_buffer_depth = {cfg.act_buffer_depth}")
+        parts = cblocks(cb_total, cbp)
+        cbp = cblocks(cb_total, parts)
+        th = self.rows_per_tile(la.name, OH, OW, lambda t: min(H, (t - 1) * s + k), cbp * W)
+        tiles = [(oy, min(th, OH - oy)) for oy in range(0, OH, th)]
+        coblocks = cblocks(cout, C)
+        clo, chi = la.clamp or code_range(y.signed, cfg.operand_bits)
+        scheme = isa.Scheme.TFLITE_SINGLE_ROUNDING if la.single_rounding else isa.Scheme.TFLITE
+
+        # Constants: weights per (cout block, part), parameters per cout block.
+        waddr, paddr = {}, {}
+        for j in range(coblocks):
+            c0, c1 = j * C, min(cout, (j + 1) * C)
+            for p in range(parts):
+                i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
+                waddr[j, p] = (self.add_const(weight_bytes(cfg, la.weights[c0:c1, i0:i1])),
+                               cblocks(i1 - i0, R))
+            paddr[j] = self.add_const(param_bytes(la.bias[c0:c1], la.multiplier[c0:c1],
+                                                  la.shift[c0:c1], C))
+        # Loop order: the one moving fewer bytes.
+        in_bytes = cb_total * H * W * self.wb
+        w_bytes = coblocks * cb_total * k * k * R * C * cfg.operand_bits // 8
+        cout_outer = (w_bytes * (1 if parts == 1 else len(tiles)) + in_bytes * coblocks
+                      <= w_bytes * len(tiles) + in_bytes * (1 if parts == 1 else coblocks))
+        order = ([(j, t) for j in range(coblocks) for t in range(len(tiles))] if cout_outer
+                 else [(j, t) for t in range(len(tiles)) for j in range(coblocks)])
+        for j, t in order:
+            oy0, oh = tiles[t]
+            iy_lo = oy0 * s - pt
+            iy_hi = (oy0 + oh - 1) * s - pt + k - 1
+            y_lo, y_hi = max(0, iy_lo), min(H - 1, iy_hi)
+            ih = y_hi - y_lo + 1
+            for p in range(parts):
+                wa, ncb = waddr[j, p]
+                macs = oh * OW * k * k * min(cin - p * cbp * R, ncb * R) * (
+                    min(cout, (j + 1) * C) - j * C)
+                op = dict(mode=isa.Mode.CONV, kernel=k, stride=s, y_off=iy_lo - y_lo,
+                          x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,
+                          in_signed=int(x.signed), zp_in=x.zero_point, zp_out=y.zero_point,
+                          clamp_min=clo, clamp_max=chi, scheme=scheme,
+                          acc_cont=int(p > 0), acc_keep=int(p < parts - 1))
+                loads = {
+                    isa.Buffer.IBUF: Load((la.name, "in", t, p),
+                                          self.addr(x, p * cbp) + y_lo * W * self.wb,
+                                          ih * W, ncb, H * W * self.wb),
+                    isa.Buffer.WBUF: Load((la.name, "w", j, p), wa, k * k * ncb * R),
+                }
+                store = None
+                if p == parts - 1:
+                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr[j], C)
+                    store = (self.addr(y, j) + oy0 * OW * self.wb, oh * OW, 1, 0)
+                self.steps.append(Step(la.name, op, loads, store, macs))
+
+    def bypass(self, la):
+        cfg, R = self.cfg, self.cfg.rows
+        x, y = la.input, la.output
+        H, W, OH, OW = x.height, x.width, y.height, y.width
+        clo, chi = getattr(la, "clamp", None) or code_range(y.signed, cfg.operand_bits)
+        common = dict(in_signed=int(x.signed), zp_in=x.zero_point, zp_out=y.zero_point,
+                      clamp_min=clo, clamp_max=chi, cin_blocks=1, in_w=W, x_off=0,
+                      scheme=isa.Scheme.COPY)
+        if isinstance(la, HwMaxPool):
+            k, s = la.kernel, la.stride
+            pt, pb, pl, pr = norm_padding(la.padding)
+            _check_geometry(cfg, la.name, k, s, (pt, pb, pl, pr))
+            th = self.rows_per_tile(la.name, OH, OW, lambda t: min(H, (t - 1) * s + k), W)
+            tiles = [(oy, min(th, OH - oy)) for oy in range(0, OH, th)]
+            common.update(mode=isa.Mode.MAXPOOL, kernel=k, stride=s, x_off=-pl,
+                          pad_min=int(la.pad_min))
+        elif isinstance(la, HwUpsample2x):
+            th = self.rows_per_tile(la.name, OH, OW, lambda t: -(-t // 2), W)
+            if th < OH:
+                th -= th % 2  # a tile starts at an even output row
+            if th == 0:
+                raise CompileError(f"{la.name}: two output rows of {OW} pixels exceed "
+                                   f"acc_buffer_depth = {cfg.acc_buffer_depth}")
+            tiles = [(oy, min(th, OH - oy)) for oy in range(0, OH, th)]
+            common.update(mode=isa.Mode.COPY, kernel=1, stride=1, upsample=1)
+            pt, k, s = 0, 1, 1
+        else:  # HwGlobalSumPool
+            if H * W > cfg.act_buffer_depth:
+                raise CompileError(f"{la.name}: global pooling over {H}x{W} pixels needs the "
+                                   f"whole map in IBUF, above act_buffer_depth = "
+                                   f"{cfg.act_buffer_depth}")
+            tiles = [(0, H)]
+            common.update(mode=isa.Mode.SUMPOOL, kernel=1, stride=1, scheme=isa.Scheme.TFLITE)
+            pt, k, s = 0, 1, 1
+        sumpool = isinstance(la, HwGlobalSumPool)
+        for j in range(cblocks(x.channels, R)):
+            paddr = None
+            if sumpool:
+                c0, c1 = j * R, min(x.channels, (j + 1) * R)
+                paddr = self.add_const(param_bytes(la.bias[c0:c1], la.multiplier[c0:c1],
+                                                   la.shift[c0:c1], R))
+            for t, (oy0, oh) in enumerate(tiles):
+                if isinstance(la, HwUpsample2x):
+                    y_lo, ih, y_off = oy0 // 2, -(-oh // 2), 0
+                else:
+                    iy_lo = oy0 * s - pt
+                    y_lo = max(0, iy_lo)
+                    y_hi = H - 1 if sumpool else min(H - 1, (oy0 + oh - 1) * s - pt + k - 1)
+                    ih, y_off = y_hi - y_lo + 1, iy_lo - y_lo
+                op = dict(common, in_h=ih, y_off=y_off, out_h=oh if not sumpool else H,
+                          out_w=OW if not sumpool else W)
+                loads = {isa.Buffer.IBUF: Load((la.name, "in", j, t),
+                                               self.addr(x, j) + y_lo * W * self.wb, ih * W)}
+                if sumpool:
+                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr, R)
+                n = 1 if sumpool else oh * OW
+                store = (self.addr(y, j) + oy0 * OW * self.wb, n, 1, 0)
+                self.steps.append(Step(la.name, op, loads, store, 0))
+
+    def compile(self) -> Program:
+        cfg = self.cfg
+        self.resolve_views()
+        # Barrier dummies read and write one scratch word of the constants region.
+        self.scratch = self.add_const(bytes(self.beat))
+        for la in self.net.layers:
+            if not isinstance(la, HwConcat):
+                _check_shape(la)
+                for t in (*la.inputs, la.output):
+                    _check_tensor(cfg, la.name, t)
+        total, used = self.plan(0)  # arena-relative; the arena's base is known at the end
+        first = True
+        for la in self.net.layers:
+            if isinstance(la, HwConcat):
+                continue
+            if not first:
+                self.steps.append(Step("barrier", {}, {}, None, barrier=True))
+            first = False
+            if isinstance(la, HwConv):
+                self.conv(la)
+            elif isinstance(la, (HwMaxPool, HwUpsample2x, HwGlobalSumPool)):
+                self.bypass(la)
+            else:
+                raise CompileError(f"{getattr(la, 'name', la)}: unknown layer type "
+                                   f"{type(la).__name__}")
+        # DDR: commands, constants, activations.
+        n_cmds = _count_commands(self.steps)
+        cmd_bytes = _align(n_cmds * isa.COMMAND_BYTES, 4096)
+        const_base = cmd_bytes
+        arena = _align(const_base + len(self.const), 4096)
+        cmds, labels = _emit(cfg, self.steps, const_base, arena, const_base + self.scratch)
+        self.addrs = {k: v + arena for k, v in self.addrs.items()}
+        assert len(cmds) == n_cmds
+        commands = b"".join(cmds)
+        ddr = _align(arena + used, 4096)
+        stats = dict(commands=n_cmds, const_bytes=len(self.const), activation_bytes=used,
+                     activation_bytes_unplanned=total, bytes_saved=total - used,
+                     ddr_bytes=ddr)
+        prog = Program(cfg, self.net, commands, 0, {0: commands, const_base: bytes(self.const)},
+                       dict(self.addrs), ddr, self.steps, stats)
+        prog.labels = labels
+        prog.scratch = (const_base + self.scratch, const_base + self.scratch + self.beat)
+        prog.storage = {}
+        for t in _all_tensors(self.net):
+            prog.storage[id(t)] = self.store_of(t)
+        return prog
+
+
+def _all_tensors(net):
+    ts = [net.input, net.output]
+    for la in net.layers:
+        ts += [*la.inputs, la.output]
+    return ts
+
+
+# -- emission --------------------------------------------------------------------------------------
+
+
+def _assign_banks(steps):
+    """Bank of every (step, buffer), which steps load, which release."""
+    cur = {b: 1 for b in _BUFS}
+    content = {}
+    plan = []  # per step: {buf: (bank, load_needed)}
+    for i, st in enumerate(steps):
+        use = {}
+        if st.barrier:
+            for bank in range(isa.BANKS):
+                content[isa.Buffer.IBUF, bank] = ("barrier", i, bank)
+            use[isa.Buffer.IBUF] = (None, True)
+        for buf, ld in st.loads.items():
+            if content.get((buf, cur[buf])) == ld.key:
+                use[buf] = (cur[buf], False)
+            else:
+                cur[buf] = 1 - cur[buf]
+                content[buf, cur[buf]] = ld.key
+                use[buf] = (cur[buf], True)
+        plan.append(use)
+    releases = []
+    for i, use in enumerate(plan):
+        rel = 0
+        for buf, (bank, _) in use.items():
+            nxt = next((p[buf] for p in plan[i + 1:] if buf in p), None)
+            banks = range(isa.BANKS) if bank is None else [bank]
+            for b in banks:
+                if nxt is None or nxt[1] or nxt[0] != b:
+                    rel |= isa.bank_bit(buf, b)
+        releases.append(rel)
+    return plan, releases
+
+
+def _count_commands(steps):
+    plan, _ = _assign_banks(steps)
+    n = 1  # END
+    for st, use in zip(steps, plan, strict=True):
+        n += 2 + (isa.BANKS if st.barrier else sum(1 for _, ld in use.values() if ld))
+    return n
+
+
+def _ls(opcode, buf, bank, sram, line_words, lines, addr, stride):
+    return isa.encode(isa.LoadStore, opcode=opcode, buffer=buf, bank=bank, sram_addr=sram,
+                      line_words=line_words, lines=lines, ddr_addr=addr, ddr_stride=stride)
+
+
+def _emit(cfg, steps, const_base, arena, scratch):
+    plan, releases = _assign_banks(steps)
+
+    def loads_of(i):
+        st, use = steps[i], plan[i]
+        out = []
+        if st.barrier:
+            for bank in range(isa.BANKS):
+                out.append(_ls(isa.Opcode.LOAD, isa.Buffer.IBUF, bank, 0, 1, 1, scratch, 0))
+        for buf, ld in st.loads.items():
+            bank, need = use[buf]
+            if need:
+                addr = ld.ddr_addr + (const_base if buf != isa.Buffer.IBUF else arena)
+                out.append(_ls(isa.Opcode.LOAD, buf, bank, 0, ld.line_words, ld.lines, addr,
+                               ld.stride))
+        return out
+
+    # IBUF loads and stores address the activation arena, the others the constants region.
+    cmds, labels = [], []
+
+    def put(cmd_list, layer):
+        cmds.extend(cmd_list)
+        labels.extend([layer] * len(cmd_list))
+
+    emitted = set()
+    obuf = 1
+    for i, st in enumerate(steps):
+        if i not in emitted:
+            put(loads_of(i), st.layer)
+            emitted.add(i)
+        j = i + 1
+        if j < len(steps) and not st.barrier and not steps[j].barrier:
+            put(loads_of(j), steps[j].layer)
+            emitted.add(j)
+        use = plan[i]
+        if st.barrier:
+            # Waits for the last STORE (same OBUF bank), and holds both IBUF banks so no later
+            # LOAD starts before it: a layer's input is in DDR before the layer reads it.
+            needs = isa.bank_bit(isa.Buffer.IBUF, 0) | isa.bank_bit(isa.Buffer.IBUF, 1)
+            op = dict(mode=isa.Mode.CONV, kernel=1, stride=1, cin_blocks=1, in_h=1, in_w=1,
+                      out_h=1, out_w=1, scheme=isa.Scheme.COPY, clamp_min=-(1 << 16),
+                      clamp_max=(1 << 16) - 1)
+        else:
+            obuf = 1 - obuf
+            needs = 0
+            for buf, (bank, _) in use.items():
+                needs |= isa.bank_bit(buf, bank)
+            op = dict(st.op, ibuf_bank=use[isa.Buffer.IBUF][0])
+            if isa.Buffer.WBUF in use:
+                op["wbuf_bank"] = use[isa.Buffer.WBUF][0]
+            if isa.Buffer.PBUF in use:
+                op["pbuf_bank"] = use[isa.Buffer.PBUF][0]
+        conv = isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, needs=needs,
+                          releases=releases[i], obuf_bank=obuf, op=op)
+        if st.store is None:
+            # acc_keep parts and barriers still mark their OBUF bank full: drain one word.
+            store = _ls(isa.Opcode.STORE, isa.Buffer.OBUF, obuf, 0, 1, 1, scratch, 0)
+        else:
+            addr, words, lines, stride = st.store
+            store = _ls(isa.Opcode.STORE, isa.Buffer.OBUF, obuf, 0, words, lines, addr + arena,
+                        stride)
+        put([conv, store], st.layer)
+    put([isa.encode(isa.Header, opcode=isa.Opcode.END)], "end")
+    return cmds, labels
+
+
+def compile_network(net: Network, cfg: HwConfig | str = "pynq_z2") -> Program:
+    """Compile ``net`` for ``cfg``; raises :class:`CompileError` for layers that cannot run."""
+    return _Compiler(net, get_config(cfg)).compile()
+

@@ -1,0 +1,207 @@
+"""The compiler's input: hardware layers over tensors of integer codes.
+
+This description is deliberately small and explicit (an importer from a model IR lowers to it):
+every layer maps onto the engine's ``CONV`` command in one of its modes, with the requantization
+constants already computed (TFLite form: per output channel int32 bias, Q31 multiplier, shift).
+
+A :class:`Network` is an input tensor, a list of layers in execution order and an output tensor.
+Channel concatenation costs nothing: :class:`HwConcat` makes its inputs views of channel-block
+ranges of its output, so their producers store straight into the concatenated tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "CompileError",
+    "Tensor",
+    "HwConv",
+    "HwMaxPool",
+    "HwGlobalSumPool",
+    "HwUpsample2x",
+    "HwConcat",
+    "Network",
+    "code_range",
+    "norm_padding",
+]
+
+
+class CompileError(ValueError):
+    """A layer the hardware cannot run (the message names the layer and the limit)."""
+
+
+def code_range(signed: bool, bits: int) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def norm_padding(p) -> tuple[int, int, int, int]:
+    """``int``, ``(ph, pw)`` or ``(top, bottom, left, right)`` -> (top, bottom, left, right)."""
+    if isinstance(p, int):
+        return (p, p, p, p)
+    p = tuple(int(v) for v in p)
+    if len(p) == 2:
+        return (p[0], p[0], p[1], p[1])
+    if len(p) == 4:
+        return p
+    raise ValueError(f"padding {p!r}: an int, (ph, pw) or (top, bottom, left, right)")
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A feature map of codes: ``channels x height x width``, zero point and signedness."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    zero_point: int = 0
+    signed: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def __repr__(self):
+        return f"Tensor({self.name!r}, {self.channels}x{self.height}x{self.width})"
+
+
+def _out_size(n, k, s, lo, hi):
+    return (n + lo + hi - k) // s + 1
+
+
+@dataclass(eq=False)
+class HwConv:
+    """Convolution + TFLite requantization: ``clamp(MBQM(acc + bias) + zp_out, lo, hi)``.
+
+    ``weights``: (cout, cin, k, k) signed codes (weight zero point 0). ``bias``, ``multiplier``,
+    ``shift``: per output channel. ``clamp`` defaults to the output's code range (ReLU is a clamp
+    at the output zero point). ``single_rounding`` selects TFLite's single-rounding variant.
+    """
+
+    name: str
+    input: Tensor
+    output: Tensor
+    weights: np.ndarray
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    stride: int = 1
+    padding: object = 0
+    clamp: tuple[int, int] | None = None
+    single_rounding: bool = False
+
+    def __post_init__(self):
+        self.weights = np.asarray(self.weights, dtype=np.int64)
+        cout = self.weights.shape[0]
+        for f in ("bias", "multiplier", "shift"):
+            v = np.broadcast_to(np.asarray(getattr(self, f), dtype=np.int64), (cout,)).copy()
+            setattr(self, f, v)
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weights.shape[2])
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        k, (t, b, left, r) = self.kernel, norm_padding(self.padding)
+        return (self.weights.shape[0], _out_size(self.input.height, k, self.stride, t, b),
+                _out_size(self.input.width, k, self.stride, left, r))
+
+
+@dataclass(eq=False)
+class HwMaxPool:
+    """Max pooling; padding is -infinity (``pad_min``) or the input zero point. The output may
+    have another zero point: ``clamp(max - zp_in + zp_out)``."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    kernel: int = 2
+    stride: int = 2
+    padding: object = 0
+    pad_min: bool = True
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        t, b, left, r = norm_padding(self.padding)
+        return (self.input.channels,
+                _out_size(self.input.height, self.kernel, self.stride, t, b),
+                _out_size(self.input.width, self.kernel, self.stride, left, r))
+
+
+@dataclass(eq=False)
+class HwGlobalSumPool:
+    """Global pooling: per channel ``requantize(sum over pixels (q - zp_in))`` (TFLite form; an
+    average is a multiplier of ``1 / (H W)``). Output is ``channels x 1 x 1``."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    multiplier: np.ndarray
+    shift: np.ndarray
+    bias: np.ndarray | int = 0
+    clamp: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        n = self.input.channels
+        for f in ("bias", "multiplier", "shift"):
+            v = np.broadcast_to(np.asarray(getattr(self, f), dtype=np.int64), (n,)).copy()
+            setattr(self, f, v)
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        return (self.input.channels, 1, 1)
+
+
+@dataclass(eq=False)
+class HwUpsample2x:
+    """Nearest-neighbour upsampling x2 (codes copied; output zero point may differ)."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        return (self.input.channels, 2 * self.input.height, 2 * self.input.width)
+
+
+@dataclass(eq=False)
+class HwConcat:
+    """Channel concatenation by addressing: every input becomes a view of its channel range of
+    ``output`` (all but the last input need a multiple of ``rows`` channels; same size, zero
+    point and signedness). Emits no command."""
+
+    name: str
+    inputs: list[Tensor]
+    output: Tensor
+
+    def out_shape(self):
+        return (sum(t.channels for t in self.inputs), self.inputs[0].height,
+                self.inputs[0].width)
+
+
+@dataclass(eq=False)
+class Network:
+    input: Tensor
+    layers: list = field(default_factory=list)
+    output: Tensor | None = None
+
+    def __post_init__(self):
+        if self.output is None:
+            self.output = self.layers[-1].output

@@ -1,0 +1,56 @@
+"""The performance model against RTL-measured cycles, and its network figures."""
+
+import numpy as np
+import pytest
+from helpers import conv, tensor
+
+from zynqnn.compiler import Network, compile_network
+from zynqnn.compiler.perf import DmaModel, network_report
+from zynqnn.config import get_config
+
+PYNQ = get_config("pynq_z2")
+
+#: scripts/bench_engine.py on the pynq_z2 build: four back-to-back CONV commands (64 output
+#: channels), data preloaded. (name, kernel, stride, pad, cin, input size, RTL cycles)
+RTL = [
+    ("conv3x3 c64 16x16", 3, 1, 1, 64, 16, 38110),
+    ("conv3x3 c128 14x14", 3, 1, 1, 128, 14, 57454),
+    ("conv3x3 s2 c64 28x28", 3, 2, 1, 64, 28, 29230),
+    ("conv3x3 c128 7x7", 3, 1, 1, 128, 7, 14530),
+    ("conv1x1 c256 14x14", 1, 1, 0, 256, 14, 13550),
+    ("conv1x1 c64 28x28", 1, 1, 0, 64, 28, 15902),
+    ("conv1x1 c16 28x28", 1, 1, 0, 16, 28, 13436),
+    ("stem 7x7/2 c3 32x32", 7, 2, 3, 3, 32, 51422),
+]
+
+
+def model_cycles(k, s, pad, cin, size):
+    rng = np.random.default_rng(0)
+    x = tensor(rng, "x", cin, size, size)
+    prog = compile_network(Network(x, [conv(rng, "conv", x, 64, k, s, pad)]), PYNQ)
+    return prog, prog.perf(DmaModel(enabled=False))
+
+
+@pytest.mark.parametrize("name, k, s, pad, cin, size, rtl", RTL, ids=[r[0] for r in RTL])
+def test_compute_model_within_5_percent_of_rtl(name, k, s, pad, cin, size, rtl):
+    prog, rep = model_cycles(k, s, pad, cin, size)
+    # one input LOAD, 4 x (weights, constants, CONV, STORE), END: no split, one spatial tile
+    assert prog.stats["commands"] == 1 + 4 * 4 + 1
+    assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
+
+
+def test_network_report_bounds_and_overlap():
+    rng = np.random.default_rng(1)
+    x = tensor(rng, "x", 64, 28, 28)
+    c1 = conv(rng, "c1", x, 16, 3, 1, 1)
+    c2 = conv(rng, "c2", c1.output, 64, 1, 1, 0)  # 16 input channels: post-stage bound
+    prog = compile_network(Network(x, [c1, c2]), PYNQ)
+    fast = network_report(prog, DmaModel(ddr_gbps=4.0))
+    slow = network_report(prog, DmaModel(ddr_gbps=0.2))
+    assert fast["c1"]["bound"] == "compute" and slow["c2"]["bound"] == "memory"
+    assert network_report(prog, DmaModel(enabled=False))["c2"]["bound"] == "post"
+    assert slow["total"]["cycles"] > fast["total"]["cycles"]
+    assert 0.4 < fast["c1"]["utilization"] < network_report(prog, DmaModel(enabled=False))[
+        "c1"]["utilization"] <= 1.0
+    t = fast["total"]
+    assert t["cycles"] < t["mac"] + t["post"] + t["load"] + t["store"]  # units overlap
