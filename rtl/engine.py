@@ -24,20 +24,20 @@ register to its reset state.
 
 from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.hdl import ResetInserter
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
 from zynqnn import isa
 from zynqnn.config import HwConfig
 
-from .buffers import BankedBuffer, MemoryReader, ReadPort, WritePort
+from .buffers import BankedBuffer, MemoryReader
+from .compute import PARAM_WORD_BITS, ComputeSignature
 from .pe_array import PEArray, act_layout
 from .requant import TfliteRequant, lane_params_layout, requant_in_layout
 
 __all__ = ["Engine", "PBUF_WORD_BITS", "pbuf_word_layout"]
 
 #: Bits of one output channel's post-processing constants in PBUF.
-PBUF_WORD_BITS = 128
+PBUF_WORD_BITS = PARAM_WORD_BITS
 
 #: PBUF word of the TFLite schemes (the post-processing issue extends it to every scheme).
 pbuf_word_layout = data.StructLayout({
@@ -56,14 +56,14 @@ class Engine(wiring.Component):
     Members
     -------
     cmd: In(stream)
-        ``CONV`` commands (:data:`zynqnn.isa.ConvCommand`).
+        ``CONV`` commands (viewed as :data:`zynqnn.isa.ConvCommand`).
     done: Out(1)
         Pulses once per command, in command order, when its outputs are in OBUF.
     error, error_cause: Out
         Pulses (instead of ``done``) for a command the hardware cannot run.
-    ibuf_w, wbuf_w, pbuf_w: In(WritePort)
+    ibuf_w, wbuf_w, pbuf_w: In(BufferWriteSignature)
         Buffer fill ports (the DMA's). PBUF is addressed by output channel.
-    obuf_r: In(ReadPort)
+    obuf_r: In(BufferReadSignature)
         Output drain port (the DMA's).
     array_busy: Out(1)
         The PE array accepted an activation vector this cycle (performance counter).
@@ -74,18 +74,9 @@ class Engine(wiring.Component):
         lanes = cfg.requant_lanes
         if lanes & (lanes - 1):
             raise ValueError(f"Engine: requant_lanes = {lanes} must be a power of two")
-        super().__init__({
-            "cmd": In(stream.Signature(isa.ConvCommand)),
-            "done": Out(1),
-            "error": Out(1),
-            "error_cause": Out(isa.ErrorCause),
-            "ibuf_w": In(WritePort(_abits(cfg.act_buffer_depth), cfg.act_word_bits)),
-            "wbuf_w": In(WritePort(_abits(cfg.weight_buffer_depth), cfg.out_word_bits)),
-            "pbuf_w": In(WritePort(_abits(cfg.param_buffer_depth), PBUF_WORD_BITS)),
-            "obuf_r": In(ReadPort(_abits(cfg.acc_buffer_depth), cfg.out_word_bits)),
-            "array_busy": Out(1),
-            "cancel": In(1),
-        })
+        # The engine is the compute unit of the SoC shell: its signature is the shell's
+        # compute interface, flipped (see zynqnn.rtl.compute for the protocol).
+        super().__init__(ComputeSignature(cfg).flip())
 
     @property
     def cfg(self):
@@ -182,7 +173,7 @@ class Engine(wiring.Component):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cmd.eq(self.cmd.payload), mac_seq.eq(seq_in),
                                  seq_in.eq(seq_in + 1)]
-                    mode = self.cmd.payload.op.mode
+                    mode = isa.ConvCommand(self.cmd.payload.as_value()).op.mode
                     m.d.sync += [bypass.eq(mode != isa.Mode.CONV),
                                  sumpool.eq(mode == isa.Mode.SUMPOOL)]
                     m.next = "SIZE1"

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers import codes, conv, tensor
 
 from zynqnn import isa
 from zynqnn.compiler import (
@@ -17,6 +16,7 @@ from zynqnn.compiler import (
     run_reference,
 )
 from zynqnn.compiler.perf import DmaModel, ProtocolError, simulate
+from zynqnn.compiler.testing import codes, conv, tensor
 from zynqnn.config import get_config
 from zynqnn.numerics import gemmlowp
 

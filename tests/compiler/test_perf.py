@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from helpers import conv, tensor
 
 from zynqnn.compiler import Network, compile_network
 from zynqnn.compiler.perf import DmaModel, network_report
+from zynqnn.compiler.testing import conv, tensor
 from zynqnn.config import get_config
 
 PYNQ = get_config("pynq_z2")

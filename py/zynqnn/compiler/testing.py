@@ -1,4 +1,5 @@
-"""Random hardware layers for the compiler tests."""
+"""Random hardware layers with realistic constants, for tests of the compiler and of the RTL
+running compiled programs."""
 
 
 from zynqnn.compiler import HwConv, Tensor

@@ -1,0 +1,739 @@
+"""DMA between DDR (an AXI4 manager port) and the on-chip buffers.
+
+The port is built for a Zynq HP port behind an AXI3 converter: INCR bursts of at most
+:data:`MAX_BURST` beats of the full bus width, never crossing a :data:`PAGE_BYTES` boundary,
+one transaction id (data returns in order). Pieces:
+
+* :class:`BurstGen` splits a 2-D transfer (``lines`` lines of ``line_beats`` beats, line ``i`` at
+  ``addr + i * stride``) into such bursts;
+* :class:`AxiReadPort` issues read bursts (up to ``max_outstanding`` in flight) and returns the
+  beats tagged with the requester; :class:`ReadArbiter` shares it between requesters;
+* :class:`AxiWritePort` issues a write burst only once all of its data is queued, so the write
+  data of an accepted address always follows without gaps and an abort can always complete it;
+* :class:`Unpacker` and :class:`Packer` are the gearboxes between bus beats and buffer words (a
+  word is a multiple or a divisor of the beat).
+
+Addresses and strides reaching this module are already checked (beat-aligned, inside the DDR
+window): the command processor validates every transfer before it starts one.
+
+Both ports have an ``abort`` input: they stop taking requests, complete what the bus already
+accepted (read data is accepted and dropped, committed write bursts are sent) and raise ``idle``
+when nothing is outstanding.
+"""
+
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from .axi import AxiReadSignature, AxiWriteSignature, Burst, Resp
+from .compute import BufferReadSignature, BufferWriteSignature
+
+__all__ = [
+    "MAX_BURST",
+    "PAGE_BYTES",
+    "LINE_BEATS_BITS",
+    "xfer_layout",
+    "burst_layout",
+    "BurstGen",
+    "AxiReadPort",
+    "ReadArbiter",
+    "AxiWritePort",
+    "Unpacker",
+    "Packer",
+]
+
+#: Longest burst (AXI3, the Zynq HP ports).
+MAX_BURST = 16
+#: No burst crosses a boundary of this many bytes.
+PAGE_BYTES = 4096
+#: Width of a transfer's beats-per-line count.
+LINE_BEATS_BITS = 24
+#: AxCACHE for the HP ports: normal, non-cacheable, bufferable.
+AXI_CACHE = 0b0011
+
+
+def xfer_layout(addr_bits: int = 32) -> data.StructLayout:
+    """A 2-D transfer: ``lines`` lines of ``line_beats`` beats, line ``i`` at
+    ``addr + i * stride``."""
+    return data.StructLayout({
+        "addr": unsigned(addr_bits),
+        "stride": unsigned(addr_bits),
+        "lines": unsigned(16),
+        "line_beats": unsigned(LINE_BEATS_BITS),
+    })
+
+
+def burst_layout(addr_bits: int = 32, tag_bits: int = 0) -> data.StructLayout:
+    """One burst: ``len + 1`` beats from ``addr`` (AXI's AxLEN)."""
+    members = {"addr": unsigned(addr_bits), "len": unsigned(4)}
+    if tag_bits:
+        members["tag"] = unsigned(tag_bits)
+    return data.StructLayout(members)
+
+
+def rbeat_layout(data_bits: int, tag_bits: int = 0) -> data.StructLayout:
+    members = {"data": unsigned(data_bits), "resp": Resp, "last": unsigned(1)}
+    if tag_bits:
+        members["tag"] = unsigned(tag_bits)
+    return data.StructLayout(members)
+
+
+def wbeat_layout(data_bits: int) -> data.StructLayout:
+    return data.StructLayout({"data": unsigned(data_bits), "strb": unsigned(data_bits // 8)})
+
+
+class BurstGen(wiring.Component):
+    """Splits 2-D transfers into bursts of at most :data:`MAX_BURST` beats that never cross a
+    :data:`PAGE_BYTES` boundary, one burst per cycle.
+
+    Members
+    -------
+    req: In(stream.Signature(xfer_layout))
+        A transfer; ``addr`` and ``stride`` are multiples of the beat. An empty transfer (no
+        lines or no beats) is accepted and produces nothing.
+    bursts: Out(stream.Signature(burst_layout))
+    idle: Out(1)
+        No transfer in progress.
+    """
+
+    def __init__(self, beat_bytes: int, addr_bits: int = 32):
+        self._beat_bytes = beat_bytes
+        self._addr_bits = addr_bits
+        super().__init__({
+            "req": In(stream.Signature(xfer_layout(addr_bits))),
+            "bursts": Out(stream.Signature(burst_layout(addr_bits))),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bb_log = exact_log2(self._beat_bytes)
+        aw = self._addr_bits
+
+        busy = Signal()
+        addr = Signal(aw)
+        line_addr = Signal(aw)
+        stride = Signal(aw)
+        beats_left = Signal(LINE_BEATS_BITS)
+        line_beats = Signal(LINE_BEATS_BITS)
+        lines_left = Signal(16)
+
+        page_off = exact_log2(PAGE_BYTES)
+        to_page = Signal(range(PAGE_BYTES // self._beat_bytes + 1))
+        n_cap = Signal(range(MAX_BURST + 1))
+        n = Signal(range(MAX_BURST + 1))
+        m.d.comb += [
+            to_page.eq((PAGE_BYTES - addr[:page_off]) >> bb_log),
+            n_cap.eq(Mux(beats_left < MAX_BURST, beats_left, MAX_BURST)),
+            n.eq(Mux(to_page < n_cap, to_page, n_cap)),
+            self.bursts.valid.eq(busy),
+            self.bursts.payload.addr.eq(addr),
+            self.bursts.payload.len.eq(n - 1),
+            self.req.ready.eq(~busy),
+            self.idle.eq(~busy),
+        ]
+        req = self.req.payload
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [
+                busy.eq((req.lines != 0) & (req.line_beats != 0)),
+                addr.eq(req.addr),
+                line_addr.eq(req.addr),
+                stride.eq(req.stride),
+                beats_left.eq(req.line_beats),
+                line_beats.eq(req.line_beats),
+                lines_left.eq(req.lines),
+            ]
+        with m.If(self.bursts.valid & self.bursts.ready):
+            with m.If(beats_left == n):
+                with m.If(lines_left == 1):
+                    m.d.sync += busy.eq(0)
+                m.d.sync += [
+                    lines_left.eq(lines_left - 1),
+                    line_addr.eq(line_addr + stride),
+                    addr.eq(line_addr + stride),
+                    beats_left.eq(line_beats),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    beats_left.eq(beats_left - n),
+                    addr.eq(addr + (n << bb_log)),
+                ]
+        return m
+
+
+class AxiReadPort(wiring.Component):
+    """Read half of the DDR manager port.
+
+    Members
+    -------
+    req: In(stream.Signature(burst_layout with tag))
+        A read burst and the requester's tag.
+    beats: Out(stream.Signature(rbeat_layout with tag))
+        Read data in request order, with the response and the tag of its burst. Back-pressure
+        stalls the R channel.
+    axi: Out(AxiReadSignature)
+    abort: In(1)
+        Stop taking requests; accept and drop the outstanding data.
+    idle: Out(1)
+        No burst requested or outstanding.
+    beat, stall, waiting, progress: Out(1)
+        Statistics and watchdog: an R beat transferred; a valid without ready or data awaited; a
+        burst outstanding; a handshake on AR or R.
+    """
+
+    def __init__(self, addr_bits, data_bits, id_bits=1, tag_bits=1, max_outstanding=4):
+        self._aw, self._dw, self._iw = addr_bits, data_bits, id_bits
+        self._tag_bits = tag_bits
+        self._max_outstanding = max_outstanding
+        super().__init__({
+            "req": In(stream.Signature(burst_layout(addr_bits, tag_bits))),
+            "beats": Out(stream.Signature(rbeat_layout(data_bits, tag_bits))),
+            "axi": Out(AxiReadSignature(addr_bits, data_bits, id_bits)),
+            "abort": In(1),
+            "idle": Out(1),
+            "beat": Out(1),
+            "stall": Out(1),
+            "waiting": Out(1),
+            "progress": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+        # Tags of the bursts requested and not yet completed (their last beat), in order.
+        m.submodules.tags = tags = fifo.SyncFIFO(width=self._tag_bits,
+                                                 depth=self._max_outstanding)
+        draining = Signal()
+        ar_valid = Signal()
+        ar_addr = Signal(self._aw)
+        ar_len = Signal(4)
+        m.d.comb += [
+            axi.arid.eq(0),
+            axi.araddr.eq(ar_addr),
+            axi.arlen.eq(ar_len),
+            axi.arsize.eq(exact_log2(self._dw // 8)),
+            axi.arburst.eq(Burst.INCR),
+            axi.arlock.eq(0),
+            axi.arcache.eq(AXI_CACHE),
+            axi.arprot.eq(0),
+            axi.arvalid.eq(ar_valid),
+        ]
+        ar_done = Signal()
+        m.d.comb += [
+            ar_done.eq(ar_valid & axi.arready),
+            self.req.ready.eq((~ar_valid | axi.arready) & tags.w_rdy & ~draining),
+            tags.w_data.eq(self.req.payload.tag),
+            tags.w_en.eq(self.req.valid & self.req.ready),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [
+                ar_valid.eq(1),
+                ar_addr.eq(self.req.payload.addr),
+                ar_len.eq(self.req.payload.len),
+            ]
+        with m.Elif(ar_done):
+            m.d.sync += ar_valid.eq(0)
+
+        # Only the registered state gates the data: a request or beat taken in the abort cycle is
+        # completed (or dropped) like the others, and no path runs from abort back to a source.
+        dropping = Signal()
+        m.d.comb += [
+            dropping.eq(draining),
+            self.beats.valid.eq(axi.rvalid & ~dropping),
+            self.beats.payload.data.eq(axi.rdata),
+            self.beats.payload.resp.eq(axi.rresp),
+            self.beats.payload.last.eq(axi.rlast),
+            self.beats.payload.tag.eq(tags.r_data),
+            axi.rready.eq(self.beats.ready | dropping),
+            tags.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
+        ]
+        idle = Signal()
+        m.d.comb += [
+            idle.eq(~ar_valid & ~tags.r_rdy),
+            self.idle.eq(idle),
+            self.beat.eq(axi.rvalid & axi.rready),
+            self.stall.eq((ar_valid & ~axi.arready) | (tags.r_rdy & ~axi.rvalid)),
+            self.waiting.eq(~idle),
+            self.progress.eq(ar_done | (axi.rvalid & axi.rready)),
+        ]
+        with m.If(self.abort):
+            m.d.sync += draining.eq(1)
+        with m.Elif(idle):
+            m.d.sync += draining.eq(0)
+        return m
+
+
+class ReadArbiter(wiring.Component):
+    """Round-robin between ``n`` burst requesters of one :class:`AxiReadPort`; requester ``i``'s
+    bursts carry tag ``i`` and its data comes back on ``beats_<i>``.
+
+    Members
+    -------
+    req_<i>: In(stream.Signature(burst_layout))
+    beats_<i>: Out(stream.Signature(rbeat_layout))
+    port_req: Out(stream.Signature(burst_layout with tag))
+    port_beats: In(stream.Signature(rbeat_layout with tag))
+    """
+
+    def __init__(self, n, addr_bits, data_bits):
+        self._n = n
+        self._tag_bits = max(1, ceil_log2(n))
+        members = {}
+        for i in range(n):
+            members[f"req_{i}"] = In(stream.Signature(burst_layout(addr_bits)))
+            members[f"beats_{i}"] = Out(stream.Signature(rbeat_layout(data_bits)))
+        members["port_req"] = Out(stream.Signature(burst_layout(addr_bits, self._tag_bits)))
+        members["port_beats"] = In(stream.Signature(rbeat_layout(data_bits, self._tag_bits)))
+        super().__init__(members)
+
+    @property
+    def tag_bits(self):
+        return self._tag_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._n
+        reqs = [getattr(self, f"req_{i}") for i in range(n)]
+        beats = [getattr(self, f"beats_{i}") for i in range(n)]
+        # `last` is the requester served last; the search starts after it.
+        last = Signal(range(n))
+        grant = Signal(range(n))
+        found = Signal()
+        for offset in reversed(range(1, n + 1)):
+            for i in range(n):
+                with m.If(((last + offset) % n == i) & reqs[i].valid):
+                    m.d.comb += [grant.eq(i), found.eq(1)]
+        out = self.port_req
+        with m.Switch(grant):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += [
+                        out.payload.addr.eq(reqs[i].payload.addr),
+                        out.payload.len.eq(reqs[i].payload.len),
+                        out.payload.tag.eq(i),
+                        reqs[i].ready.eq(out.ready),
+                    ]
+        m.d.comb += out.valid.eq(found)
+        with m.If(out.valid & out.ready):
+            m.d.sync += last.eq(grant)
+
+        pb = self.port_beats
+        for i in range(n):
+            sel = pb.payload.tag == i
+            m.d.comb += [
+                beats[i].valid.eq(pb.valid & sel),
+                beats[i].payload.data.eq(pb.payload.data),
+                beats[i].payload.resp.eq(pb.payload.resp),
+                beats[i].payload.last.eq(pb.payload.last),
+            ]
+            with m.If(sel):
+                m.d.comb += pb.ready.eq(beats[i].ready)
+        return m
+
+
+class AxiWritePort(wiring.Component):
+    """Write half of the DDR manager port.
+
+    A burst's address is issued only once all of its beats are queued, so the W channel never
+    waits for data after an accepted address; write responses are checked.
+
+    Members
+    -------
+    req: In(stream.Signature(burst_layout))
+    data: In(stream.Signature(wbeat_layout))
+        The beats of the requested bursts, in order.
+    axi: Out(AxiWriteSignature)
+    abort: In(1)
+        Stop taking requests; send the data of the bursts already issued, take their responses,
+        then drop any other queued data.
+    idle: Out(1)
+        Nothing queued, issued or awaiting a response.
+    error, error_resp: Out
+        A write response other than OKAY (one cycle).
+    beat, stall, waiting, progress: Out(1)
+        Statistics and watchdog, as :class:`AxiReadPort`'s.
+    """
+
+    def __init__(self, addr_bits, data_bits, id_bits=1, max_outstanding=8, data_depth=32):
+        self._aw, self._dw, self._iw = addr_bits, data_bits, id_bits
+        self._max_outstanding = max_outstanding
+        self._data_depth = data_depth
+        super().__init__({
+            "req": In(stream.Signature(burst_layout(addr_bits))),
+            "data": In(stream.Signature(wbeat_layout(data_bits))),
+            "axi": Out(AxiWriteSignature(addr_bits, data_bits, id_bits)),
+            "abort": In(1),
+            "idle": Out(1),
+            "error": Out(1),
+            "error_resp": Out(Resp),
+            "beat": Out(1),
+            "stall": Out(1),
+            "waiting": Out(1),
+            "progress": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+        dw = self._dw
+        depth = self._data_depth
+        clear = Signal()
+        m.submodules.data_q = data_q = ResetInserter(clear)(
+            fifo.SyncFIFOBuffered(width=dw + dw // 8, depth=depth))
+        # AxLEN of the issued bursts whose data is not yet all sent.
+        m.submodules.lens = lens = fifo.SyncFIFO(width=4, depth=self._max_outstanding)
+
+        draining = Signal()
+        stopping = Signal()
+        m.d.comb += stopping.eq(draining)  # registered only, as in AxiReadPort
+
+        m.d.comb += [
+            data_q.w_data.eq(Cat(self.data.payload.data, self.data.payload.strb)),
+            data_q.w_en.eq(self.data.valid & ~stopping),
+            self.data.ready.eq(data_q.w_rdy & ~stopping),
+        ]
+
+        # Beats queued and not yet committed to an issued burst.
+        committed = Signal(range(depth + 1))
+        avail = Signal(range(depth + 1))
+        m.d.comb += avail.eq(data_q.level - committed)
+
+        aw_valid = Signal()
+        aw_addr = Signal(self._aw)
+        aw_len = Signal(4)
+        b_pending = Signal(range(self._max_outstanding + 1))
+        m.d.comb += [
+            axi.awid.eq(0),
+            axi.awaddr.eq(aw_addr),
+            axi.awlen.eq(aw_len),
+            axi.awsize.eq(exact_log2(dw // 8)),
+            axi.awburst.eq(Burst.INCR),
+            axi.awlock.eq(0),
+            axi.awcache.eq(AXI_CACHE),
+            axi.awprot.eq(0),
+            axi.awvalid.eq(aw_valid),
+        ]
+        issue = Signal()
+        aw_done = Signal()
+        m.d.comb += [
+            aw_done.eq(aw_valid & axi.awready),
+            self.req.ready.eq((~aw_valid | axi.awready) & lens.w_rdy & ~stopping
+                              & (avail > self.req.payload.len)
+                              & (b_pending < self._max_outstanding)),
+            issue.eq(self.req.valid & self.req.ready),
+            lens.w_en.eq(issue),
+            lens.w_data.eq(self.req.payload.len),
+        ]
+        with m.If(issue):
+            m.d.sync += [
+                aw_valid.eq(1),
+                aw_addr.eq(self.req.payload.addr),
+                aw_len.eq(self.req.payload.len),
+            ]
+        with m.Elif(aw_done):
+            m.d.sync += aw_valid.eq(0)
+
+        # W: the beats of issued bursts, straight from the queue.
+        w_beat = Signal(4)
+        w_go = Signal()
+        m.d.comb += [
+            axi.wvalid.eq(lens.r_rdy & data_q.r_rdy),
+            axi.wdata.eq(data_q.r_data[:dw]),
+            axi.wstrb.eq(data_q.r_data[dw:]),
+            axi.wlast.eq(w_beat == lens.r_data),
+            w_go.eq(axi.wvalid & axi.wready),
+            data_q.r_en.eq(w_go),
+            lens.r_en.eq(w_go & axi.wlast),
+        ]
+        with m.If(w_go):
+            m.d.sync += w_beat.eq(Mux(axi.wlast, 0, w_beat + 1))
+        m.d.sync += committed.eq(committed + Mux(issue, self.req.payload.len + 1, 0) - w_go)
+
+        # B: responses of issued bursts.
+        b_go = Signal()
+        m.d.comb += [
+            axi.bready.eq(1),
+            b_go.eq(axi.bvalid & axi.bready),
+            self.error.eq(b_go & (axi.bresp != Resp.OKAY)),
+            self.error_resp.eq(axi.bresp),
+        ]
+        m.d.sync += b_pending.eq(b_pending + issue - b_go)
+
+        in_flight = Signal()
+        m.d.comb += in_flight.eq(aw_valid | lens.r_rdy | (b_pending != 0))
+        with m.If(self.abort):
+            m.d.sync += draining.eq(1)
+        with m.Elif(draining & ~in_flight):
+            m.d.sync += draining.eq(0)
+        # After an abort, data not committed to an issued burst is dropped.
+        m.d.comb += clear.eq(draining & ~in_flight)
+        with m.If(clear):
+            m.d.sync += committed.eq(0)
+
+        m.d.comb += [
+            self.idle.eq(~in_flight & (data_q.level == 0) & ~draining),
+            self.beat.eq(w_go),
+            self.stall.eq((aw_valid & ~axi.awready) | (axi.wvalid & ~axi.wready)),
+            self.waiting.eq(in_flight),
+            self.progress.eq(aw_done | w_go | b_go),
+        ]
+        return m
+
+
+class Unpacker(wiring.Component):
+    """Read gearbox: bus beats of a transfer into buffer words, written in order from
+    ``sram_addr``.
+
+    Each DDR line is ``line_words`` words; a word wider than the beat takes ``word / beat`` beats,
+    a narrower one shares a beat with others, and the unused tail of a line's last beat is
+    dropped. A beat with an error response is not written and raises ``error``.
+
+    Members
+    -------
+    start: In(1)
+        Latch ``bank``, ``sram_addr``, ``line_words``, ``lines`` and begin.
+    beats: In(stream.Signature(data, resp))
+    w: Out(BufferWriteSignature)
+        One word per cycle at most; registered.
+    busy: Out(1)
+    error, error_resp: Out
+    """
+
+    def __init__(self, word_bits, beat_bits, depth):
+        if word_bits % beat_bits and beat_bits % word_bits:
+            raise ValueError(f"word_bits ({word_bits}) must divide or be a multiple of "
+                             f"beat_bits ({beat_bits})")
+        self._word_bits, self._beat_bits, self._depth = word_bits, beat_bits, depth
+        super().__init__({
+            "start": In(1),
+            "bank": In(1),
+            "sram_addr": In(16),
+            "line_words": In(16),
+            "lines": In(16),
+            "beats": In(stream.Signature(data.StructLayout({
+                "data": unsigned(beat_bits), "resp": Resp}))),
+            "w": Out(BufferWriteSignature(word_bits, depth)),
+            "busy": Out(1),
+            "error": Out(1),
+            "error_resp": Out(Resp),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb, bb = self._word_bits, self._beat_bits
+        busy = Signal()
+        bank = Signal()
+        addr = Signal(ceil_log2(self._depth))
+        line_words = Signal(16)
+        words_left = Signal(16)
+        lines_left = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [
+                busy.eq((self.lines != 0) & (self.line_words != 0)),
+                bank.eq(self.bank),
+                addr.eq(self.sram_addr),
+                line_words.eq(self.line_words),
+                words_left.eq(self.line_words),
+                lines_left.eq(self.lines),
+            ]
+        beat = self.beats.payload
+        bad = Signal()
+        m.d.comb += [
+            self.busy.eq(busy),
+            bad.eq(beat.resp != Resp.OKAY),
+            self.error.eq(self.beats.valid & busy & bad),
+            self.error_resp.eq(beat.resp),
+        ]
+
+        word = Signal(wb)
+        emit = Signal()  # a word completes this cycle
+
+        def next_word():
+            m.d.sync += addr.eq(addr + 1)
+            with m.If(words_left == 1):
+                m.d.sync += [words_left.eq(line_words), lines_left.eq(lines_left - 1)]
+                with m.If(lines_left == 1):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += words_left.eq(words_left - 1)
+
+        if wb >= bb:
+            k = wb // bb
+            m.d.comb += self.beats.ready.eq(busy)
+            if k == 1:
+                m.d.comb += [word.eq(beat.data), emit.eq(self.beats.valid & busy)]
+            else:
+                lower = Signal(wb - bb)   # the word's earlier beats, beat 0 lowest
+                j = Signal(range(k))
+                m.d.comb += word.eq(Cat(lower, beat.data))
+                with m.If(self.beats.valid & busy):
+                    with m.If(j == k - 1):
+                        m.d.comb += emit.eq(1)
+                        m.d.sync += j.eq(0)
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        if k == 2:
+                            m.d.sync += lower.eq(beat.data)
+                        else:
+                            m.d.sync += lower.eq(Cat(lower[bb:], beat.data))
+        else:
+            k = bb // wb
+            j = Signal(range(k))
+            end_of_beat = Signal()
+            m.d.comb += [
+                end_of_beat.eq((j == k - 1) | (words_left == 1)),
+                self.beats.ready.eq(busy & end_of_beat),
+                word.eq(beat.data.word_select(j, wb)),
+                emit.eq(self.beats.valid & busy),
+            ]
+            with m.If(emit):
+                m.d.sync += j.eq(Mux(end_of_beat, 0, j + 1))
+
+        with m.If(emit):
+            next_word()
+        m.d.sync += [
+            self.w.en.eq(emit & ~bad),
+            self.w.bank.eq(bank),
+            self.w.addr.eq(addr),
+            self.w.data.eq(word),
+        ]
+        return m
+
+
+class Packer(wiring.Component):
+    """Write gearbox: buffer words read in order from ``sram_addr`` into bus beats.
+
+    Each DDR line is ``line_words`` words; a word wider than the beat leaves as ``word / beat``
+    beats, narrower words share beats, and a line's last beat carries strobes for its words only.
+
+    Members
+    -------
+    start: In(1)
+        Latch ``bank``, ``sram_addr``, ``line_words``, ``lines`` and begin.
+    r: Out(BufferReadSignature)
+    beats: Out(stream.Signature(data, strb))
+    busy: Out(1)
+        Words still to read or beats still to send.
+    """
+
+    #: Words read ahead of the beat builder.
+    QUEUE = 4
+
+    def __init__(self, word_bits, beat_bits, depth):
+        if word_bits % beat_bits and beat_bits % word_bits:
+            raise ValueError(f"word_bits ({word_bits}) must divide or be a multiple of "
+                             f"beat_bits ({beat_bits})")
+        self._word_bits, self._beat_bits, self._depth = word_bits, beat_bits, depth
+        super().__init__({
+            "start": In(1),
+            "bank": In(1),
+            "sram_addr": In(16),
+            "line_words": In(16),
+            "lines": In(16),
+            "r": Out(BufferReadSignature(word_bits, depth)),
+            "beats": Out(stream.Signature(wbeat_layout(beat_bits))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb, bb = self._word_bits, self._beat_bits
+        m.submodules.words = words = fifo.SyncFIFOBuffered(width=wb + 1, depth=self.QUEUE)
+
+        # -- read issue ----------------------------------------------------------------------------
+        reading = Signal()
+        bank = Signal()
+        addr = Signal(ceil_log2(self._depth))
+        line_words = Signal(16)
+        words_left = Signal(16)
+        lines_left = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [
+                reading.eq((self.lines != 0) & (self.line_words != 0)),
+                bank.eq(self.bank),
+                addr.eq(self.sram_addr),
+                line_words.eq(self.line_words),
+                words_left.eq(self.line_words),
+                lines_left.eq(self.lines),
+            ]
+        pending = Signal()       # a read was issued last cycle; its data is on r.data now
+        pending_last = Signal()  # ... and it was the last word of a line
+        issue = Signal()
+        line_end = Signal()
+        m.d.comb += [
+            issue.eq(reading & (words.level + pending < self.QUEUE)),
+            line_end.eq(words_left == 1),
+            self.r.en.eq(issue),
+            self.r.bank.eq(bank),
+            self.r.addr.eq(addr),
+            words.w_en.eq(pending),
+            words.w_data.eq(Cat(self.r.data, pending_last)),
+        ]
+        m.d.sync += [pending.eq(issue), pending_last.eq(line_end)]
+        with m.If(issue):
+            m.d.sync += addr.eq(addr + 1)
+            with m.If(line_end):
+                m.d.sync += [words_left.eq(line_words), lines_left.eq(lines_left - 1)]
+                with m.If(lines_left == 1):
+                    m.d.sync += reading.eq(0)
+            with m.Else():
+                m.d.sync += words_left.eq(words_left - 1)
+
+        # -- beat builder --------------------------------------------------------------------------
+        head = words.r_data[:wb]
+        head_last = words.r_data[wb]
+        holding = Signal()
+        if wb >= bb:
+            k = wb // bb
+            j = Signal(range(k))
+            m.d.comb += [
+                self.beats.valid.eq(words.r_rdy),
+                self.beats.payload.data.eq(head.word_select(j, bb) if k > 1 else head),
+                self.beats.payload.strb.eq(Const(-1, bb // 8)),
+            ]
+            with m.If(self.beats.valid & self.beats.ready):
+                if k > 1:
+                    m.d.sync += j.eq(Mux(j == k - 1, 0, j + 1))
+                    m.d.comb += words.r_en.eq(j == k - 1)
+                else:
+                    m.d.comb += words.r_en.eq(1)
+            m.d.comb += holding.eq(0)
+        else:
+            k = bb // wb
+            wbytes = wb // 8
+            acc = Signal(bb)
+            strb = Signal(bb // 8)
+            full = Signal()
+            j = Signal(range(k))
+            take = Signal()
+            m.d.comb += [
+                self.beats.valid.eq(full),
+                self.beats.payload.data.eq(acc),
+                self.beats.payload.strb.eq(strb),
+                take.eq(words.r_rdy & (~full | self.beats.ready)),
+                words.r_en.eq(take),
+                holding.eq(full | (j != 0)),
+            ]
+            with m.If(full & self.beats.ready):
+                m.d.sync += full.eq(0)
+            with m.If(take):
+                for s in range(k):
+                    with m.If(j == s):
+                        if s == 0:
+                            m.d.sync += [
+                                acc.eq(head),
+                                strb.eq(Const((1 << wbytes) - 1, bb // 8)),
+                            ]
+                        else:
+                            m.d.sync += [
+                                acc.word_select(s, wb).eq(head),
+                                strb[s * wbytes:(s + 1) * wbytes].eq(-1),
+                            ]
+                with m.If((j == k - 1) | head_last):
+                    m.d.sync += [full.eq(1), j.eq(0)]
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+
+        m.d.comb += self.busy.eq(reading | pending | (words.level != 0) | holding)
+        return m

@@ -1,0 +1,692 @@
+"""cocotb tests of the SoC shell (``zynqnn_top`` with the test engine), through the real driver.
+
+Every test drives :class:`zynqnn.driver.Driver` over :class:`~zynqnn.sim.backend.CocotbBackend`
+(cocotbext-axi's AXI4-Lite master as the CPU, :class:`~zynqnn.sim.ddr.SimDdr` as DDR) and checks
+the manager port with :class:`~zynqnn.sim.axi_checker.AxiChecker`; results are compared with
+:class:`~zynqnn.sim.model.SocModel`.
+
+Knobs (environment): ``TB_CORRUPT_RUNS`` (randomized corrupted programs, default 50),
+``TB_SEED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from itertools import repeat
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+from cocotbext.axi.constants import AxiResp
+from cocotbext.axi.sparse_memory import SparseMemory
+
+from zynqnn import isa
+from zynqnn.driver import AcceleratorError, Driver
+from zynqnn.regs import REGMAP, VERSION
+from zynqnn.rtl.cmdproc import line_beats
+from zynqnn.rtl.compute import buffer_depth, buffer_word_bits
+from zynqnn.sim.axi_checker import AxiChecker
+from zynqnn.sim.backend import BusError, CocotbBackend
+from zynqnn.sim.clocking import CLOCK_NS
+from zynqnn.sim.ddr import SimDdr, pause_pattern
+from zynqnn.sim.model import Outcome, Program, SocModel
+from zynqnn.sim.runner import config_from_env
+
+E = isa.ErrorCause
+B = isa.Buffer
+SEED = int(os.environ.get("TB_SEED", "1"))
+
+
+def cycles_now():
+    return get_sim_time("ns") // CLOCK_NS
+
+
+class SocTb:
+    """Clock, reset, CPU, DDR, checker, model and driver of one test."""
+
+    def __init__(self, dut, latency=(0.0, 0), seed=SEED):
+        self.dut = dut
+        self.cfg = config_from_env()
+        self.bb = self.cfg.axi_data_bits // 8
+        self.rng = random.Random(seed)
+        cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
+        dut.aresetn.value = 0
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
+                                  reset_active_level=False)
+        self.ddr = SimDdr(dut, "m_axi", dut.aclk, dut.aresetn, latency=latency, seed=seed)
+        self.checker = AxiChecker(dut, "m_axi", dut.aclk, dut.aresetn, self.cfg.axi_data_bits)
+        self.backend = CocotbBackend(self.axil, self.ddr, dut.irq)
+        self.drv = Driver(self.backend, self.cfg)
+        self.model = SocModel(self.cfg)
+        self._programs = {}
+        # The bus models log every transfer at INFO.
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith(("cocotb.zynqnn_top.s_axi", "cocotb.zynqnn_top.m_axi")):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+    async def reset(self):
+        self.dut.aresetn.value = 0
+        await ClockCycles(self.dut.aclk, 5)
+        self.dut.aresetn.value = 1
+        await ClockCycles(self.dut.aclk, 2)
+
+    def backpressure(self, prob=0.3):
+        """Random pauses on every channel of both buses."""
+        self.ddr.set_pause(self.rng, prob)
+        for ch in (self.axil.write_if.aw_channel, self.axil.write_if.w_channel,
+                   self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
+                   self.axil.read_if.r_channel):
+            ch.set_pause_generator(pause_pattern(self.rng, prob))
+
+    # -- memory helpers --------------------------------------------------------------------------
+
+    def snapshot(self) -> SparseMemory:
+        copy = SparseMemory(self.ddr.mem.size)
+        copy.segs = {k: bytearray(v) for k, v in self.ddr.mem.segs.items()}
+        return copy
+
+    def assert_same_outside(self, before: SparseMemory, lo: int, hi: int):
+        """Every byte outside [lo, hi) equals ``before``."""
+        pages = set(before.segs) | set(self.ddr.mem.segs)
+        for page in sorted(pages):
+            a = before.read(page, 4096)
+            b = self.ddr.mem.read(page, 4096)
+            if a == b:
+                continue
+            for off in range(4096):
+                addr = page + off
+                if a[off] != b[off] and not lo <= addr < hi:
+                    raise AssertionError(f"DDR byte {addr:#x} outside the window "
+                                         f"[{lo:#x}, {hi:#x}) changed")
+
+    def assert_equal_memory(self, expected: SparseMemory):
+        pages = set(expected.segs) | set(self.ddr.mem.segs)
+        for page in sorted(pages):
+            a = expected.read(page, 4096)
+            b = self.ddr.mem.read(page, 4096)
+            if a != b:
+                off = next(i for i in range(4096) if a[i] != b[i])
+                raise AssertionError(f"DDR {page + off:#x}: {b[off]:#04x}, expected "
+                                     f"{a[off]:#04x}")
+
+    def fill(self, buf, rng=None):
+        rng = rng or self.rng
+        data = bytes(rng.getrandbits(8) for _ in range(buf.nbytes))
+        self.ddr.write(buf.address, data)
+        return data
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def place(self, prog: Program, buf=None):
+        """The buffer ``prog`` runs from (``buf``, or one allocated for it the first time);
+        writes the commands into it."""
+        data = prog.to_bytes()
+        if buf is not None:
+            self._programs[data] = buf
+        elif data not in self._programs:
+            self._programs[data] = self.drv.alloc(max(len(data), self.bb))
+        buf = self._programs[data]
+        self.ddr.write(buf.address, data)
+        return buf
+
+    async def run(self, prog: Program, window=None, watchdog=0, timeout_s=2e-3,
+                  expect: Outcome | None = None, compare=True, alternatives=()):
+        """Run ``prog`` (from :meth:`place`), check the outcome against the model (or
+        ``expect``, or one of ``alternatives``), the interrupt, DDR against the model
+        (``compare``), DDR outside the window and the bus rules; return ``(outcome, cycles,
+        counters)``."""
+        pbuf = self.place(prog)
+        lo, hi = self.drv.window() if window is None else window
+        self.checker.window = (lo, hi)
+        before = self.snapshot()
+        model_mem = self.snapshot()
+        model_out = self.model.run(model_mem, pbuf.address, len(prog), lo, hi)
+        want = model_out if expect is None else expect
+        irq = []
+        watcher = cocotb.start_soon(_watch(self.dut.irq, irq))
+        t0 = cycles_now()
+        try:
+            result = await self.drv.run(pbuf, count=len(prog), window=(lo, hi),
+                                        watchdog=watchdog, timeout_s=timeout_s)
+            got, counters = Outcome("done"), result.counters
+        except AcceleratorError as e:
+            got, counters = Outcome("error", e.cause, e.index), await self.drv.counters()
+        cycles = cycles_now() - t0
+        watcher.cancel()
+        assert got == want or got in alternatives, f"got {got}, expected {want}"
+        assert irq, f"no interrupt for {got}"
+        if expect is not None and expect != model_out and got == want:
+            self.dut._log.info("model said %s", model_out)
+        await self.settle()
+        self.checker.assert_clean()
+        self.assert_same_outside(before, lo, hi)
+        if compare and got.status == "done" and got == model_out:
+            self.assert_equal_memory(model_mem)
+        return got, cycles, counters
+
+    async def settle(self, limit=2000):
+        """Wait until the accelerator is idle and the bus quiet."""
+        for _ in range(limit):
+            st = await self.drv.status()
+            if not st["busy"] and self.checker.quiet:
+                return
+            await ClockCycles(self.dut.aclk, 10)
+        raise AssertionError("accelerator or bus did not go idle")
+
+
+# -- program generators -------------------------------------------------------------------------
+
+
+def _ls_bytes(cfg, buf, line_words, bb):
+    """DDR bytes (whole beats) of one line of ``line_words`` words of ``buf``."""
+    return line_beats(cfg, buf, line_words) * bb
+
+
+def tile_program(tb: SocTb, tiles: int, rng: random.Random, stall=0, near_page=True,
+                 max_words=None):
+    """Double-buffered tiles: LOAD IBUF/WBUF/PBUF bank t%2, CONV, STORE; each tile's DDR lines
+    have random shapes and strides, some across 4 KB boundaries. Inputs are filled randomly."""
+    cfg, drv, bb = tb.cfg, tb.drv, tb.bb
+    prog = Program()
+    max_words = max_words or min(buffer_depth(cfg, B.OBUF), 96)
+    wbytes_out = buffer_word_bits(cfg, B.OBUF) // 8
+    for t in range(tiles):
+        bank = t % 2
+        lines = rng.randint(1, 4)
+        line_words = rng.randint(1, max(1, max_words // lines))
+        count = lines * line_words
+        # IBUF: lines of line_words words, stride >= the line's bytes.
+        in_line = _ls_bytes(cfg, B.IBUF, line_words, bb)
+        in_stride = in_line + bb * rng.randint(0, 3)
+        in_buf = drv.alloc(in_stride * lines + 4096 + 64)
+        off = 0
+        if near_page and rng.random() < 0.7:
+            # Put the transfer across the next 4 KB boundary.
+            page_end = (in_buf.address // 4096 + 1) * 4096
+            off = page_end - in_buf.address - bb * rng.randint(1, min(20, max(1, in_line // bb)))
+            off = max(0, off)
+        tb.fill(in_buf, rng)
+        src = rng.randint(0, 8)
+        prog.load(B.IBUF, bank, src, line_words, lines, in_buf.address + off, in_stride)
+        # WBUF: count words, one line; PBUF: two words.
+        use_w = rng.random() < 0.6
+        use_p = rng.random() < 0.6
+        wsrc = rng.randint(0, 4)
+        w_buf = drv.alloc(_ls_bytes(cfg, B.WBUF, count, bb) + 64)
+        tb.fill(w_buf, rng)
+        p_buf = drv.alloc(2 * buffer_word_bits(cfg, B.PBUF) // 8 + 64)
+        tb.fill(p_buf, rng)
+        needs = isa.bank_bit(B.IBUF, bank)
+        if use_w:
+            prog.load(B.WBUF, bank, wsrc, count, 1, w_buf.address)
+            needs |= isa.bank_bit(B.WBUF, bank)
+        if use_p:
+            prog.load(B.PBUF, bank, 0, 2, 1, p_buf.address)
+            needs |= isa.bank_bit(B.PBUF, bank)
+        dst = rng.randint(0, 8)
+        prog.compute(needs=needs, releases=needs, obuf_bank=bank,
+                     opcode=rng.choice([isa.Opcode.CONV, isa.Opcode.ELTWISE]),
+                     src_bank=bank, wbuf_bank=bank, pbuf_bank=bank, use_wbuf=int(use_w),
+                     use_pbuf=int(use_p), count=count, src_addr=src, dst_addr=dst,
+                     wbuf_addr=wsrc, pbuf_addr=rng.randint(0, 1), add=rng.getrandbits(32),
+                     xor=rng.getrandbits(32), stall=stall)
+        # STORE: split the count differently.
+        divs = [d for d in range(1, count + 1) if count % d == 0]
+        s_lines = rng.choice(divs)
+        s_words = count // s_lines
+        out_line = s_words * wbytes_out
+        out_stride = -(-out_line // bb) * bb + bb * rng.randint(0, 2)
+        out_buf = drv.alloc(out_stride * s_lines + 4096 + 64)
+        o_off = 0
+        if near_page and rng.random() < 0.7:
+            page_end = (out_buf.address // 4096 + 1) * 4096
+            o_off = max(0, page_end - out_buf.address - bb * rng.randint(1, 12))
+        prog.store(bank, dst, s_words, s_lines, out_buf.address + o_off, out_stride)
+    prog.end()
+    return prog
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+@cocotb.test()
+async def registers(dut):
+    """Config readback, RW with byte strobes, RO, WO, W1C + irq, SLVERR for unmapped offsets,
+    AW and W in either order."""
+    tb = SocTb(dut)
+    await tb.reset()
+    drv, axil = tb.drv, tb.axil
+    await drv.check_config()
+    assert await drv.read_reg("ID") == 0x5A594E4E
+    assert await drv.fields("VERSION") == {"major": VERSION[0], "minor": VERSION[1]}
+    # RW registers hold what is written; byte strobes.
+    for name in ("CMD_BASE", "WINDOW_BASE", "WINDOW_LIMIT", "WATCHDOG"):
+        await drv.write_reg(name, 0xDEADBEEF)
+        assert await drv.read_reg(name) == 0xDEADBEEF, name
+    await axil.write(REGMAP["CMD_BASE"].offset + 1, b"\x55")
+    assert await drv.read_reg("CMD_BASE") == 0xDEAD55EF
+    await axil.write(REGMAP["CMD_BASE"].offset + 2, b"\x11\x22")
+    assert await drv.read_reg("CMD_BASE") == 0x221155EF
+    await drv.write_reg("CMD_COUNT", 0xFFFFFFFF)
+    assert await drv.read_reg("CMD_COUNT") == 0xFFFFF   # only the field's bits exist
+    # WO reads 0, RO ignores writes (OKAY).
+    assert await drv.read_reg("CONTROL") == 0
+    resp = await axil.write(REGMAP["STATUS"].offset, b"\xff\xff\xff\xff")
+    assert resp.resp == AxiResp.OKAY
+    assert await drv.read_reg("STATUS") == 0
+    resp = await axil.write(REGMAP["CFG_HASH"].offset, b"\x00\x00\x00\x00")
+    assert await drv.read_reg("CFG_HASH") == tb.cfg.config_hash32
+    # Unmapped offsets answer SLVERR, reads and writes.
+    mapped = {r.offset for r in REGMAP}
+    holes = [0x02C, 0x030, 0x03C, 0x064, 0x07C, 0x0A8, 0x100, 0xFFC]
+    assert not mapped & set(holes)
+    for off in holes:
+        r = await axil.read(off, 4)
+        assert r.resp == AxiResp.SLVERR, hex(off)
+        w = await axil.write(off, b"\x01\x02\x03\x04")
+        assert w.resp == AxiResp.SLVERR, hex(off)
+    try:
+        await tb.backend.read32(0x100)
+        raise AssertionError("no BusError")
+    except BusError:
+        pass
+    # W1C and the interrupt: a run sets IRQ_STATUS.done; irq follows IRQ_ENABLE.
+    prog = Program().end()
+    await tb.run(prog, watchdog=1000)
+    assert int(dut.irq.value) == 0          # the driver cleared IRQ_STATUS
+    await drv.write_reg("IRQ_ENABLE", 0)
+    tb.checker.window = None     # the driver allocates the program buffer and its window
+    await drv.start(Program().end().to_bytes(), irq=False)
+    await tb.settle()
+    assert await drv.fields("IRQ_STATUS") == {"done": 1, "error": 0}
+    assert int(dut.irq.value) == 0
+    await drv.write_reg("IRQ_ENABLE", done=1)
+    await ClockCycles(dut.aclk, 2)
+    assert int(dut.irq.value) == 1
+    await drv.write_reg("IRQ_STATUS", error=1)    # writing 0 to done keeps it
+    assert await drv.fields("IRQ_STATUS") == {"done": 1, "error": 0}
+    await drv.write_reg("IRQ_STATUS", done=1)
+    assert await drv.fields("IRQ_STATUS") == {"done": 0, "error": 0}
+    await ClockCycles(dut.aclk, 2)
+    assert int(dut.irq.value) == 0
+    # W well before AW, and AW well before W.
+    aw, w = axil.write_if.aw_channel, axil.write_if.w_channel
+    for held, value in ((aw, 0x12345678), (w, 0x9ABCDEF0)):
+        held.pause = True
+        event = axil.init_write(REGMAP["WATCHDOG"].offset, value.to_bytes(4, "little"))
+        await ClockCycles(dut.aclk, 6)
+        held.pause = False
+        await event.wait()
+        assert await drv.read_reg("WATCHDOG") == value
+    # AW and W in random order: random pauses on the CPU's channels.
+    tb.backpressure(0.5)
+    for i in range(24):
+        v = tb.rng.getrandbits(32)
+        await drv.write_reg("WATCHDOG", v)
+        assert await drv.read_reg("WATCHDOG") == v, i
+    tb.checker.assert_clean()
+
+
+@cocotb.test()
+async def dma_backpressure(dut):
+    """LOAD (IBUF, WBUF, PBUF) / CONV / STORE tiles with 4 KB-crossing lines under random
+    pauses on every channel and random DDR latency; DDR equals the model byte for byte."""
+    tb = SocTb(dut, latency=(0.2, 6))
+    await tb.reset()
+    tb.backpressure(0.3)
+    rng = random.Random(SEED + 10)
+    crossings = 0
+    for _ in range(3):
+        prog = tile_program(tb, 4, rng)
+        n_reads = len(tb.checker.read_bursts)
+        out, cycles, counters = await tb.run(prog, timeout_s=5e-3)
+        assert out.status == "done"
+        bursts = tb.checker.read_bursts[n_reads:]
+        crossings += sum(1 for a, n in bursts if (a + n * tb.bb) % 4096 == 0 and n < 16)
+        assert counters["PERF_DMA_STALL"] > 0
+    assert crossings > 0, "no transfer was split at a 4 KB boundary"
+    assert tb.checker.max_reads_in_flight >= 2
+    dut._log.info("max read bursts in flight: %d; 4 KB splits: %d",
+                  tb.checker.max_reads_in_flight, crossings)
+
+
+@cocotb.test()
+async def back_to_back(dut):
+    """The same program twice without back-pressure: identical results and counters."""
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = random.Random(SEED + 20)
+    prog = tile_program(tb, 4, rng)
+    results = []
+    for _ in range(2):
+        out, cycles, counters = await tb.run(prog)
+        assert out.status == "done"
+        results.append((counters, tb.snapshot().segs))
+    (c0, m0), (c1, m1) = results
+    assert c0 == c1, f"{c0} != {c1}"
+    assert m0 == m1
+    data = prog.to_bytes()
+    n = len(data) // isa.COMMAND_BYTES
+    assert c0["PERF_DMA_RD_BYTES"] >= n * isa.COMMAND_BYTES
+    assert c0["PERF_CYCLES_COMPUTE"] > 0 and c0["PERF_CYCLES_BUSY"] > c0["PERF_CYCLES_COMPUTE"]
+    dut._log.info("counters: %s", c0)
+
+
+
+def copy_program(tb: SocTb, words: int, lines=1, stall=0):
+    """One tile: LOAD IBUF bank 0, CONV (copy), STORE; returns (program, input, output)."""
+    cfg, bb = tb.cfg, tb.bb
+    line_words = words // lines
+    in_line = _ls_bytes(cfg, B.IBUF, line_words, bb)
+    out_line = _ls_bytes(cfg, B.OBUF, line_words, bb)
+    src = tb.drv.alloc(in_line * lines)
+    dst = tb.drv.alloc(out_line * lines)
+    tb.fill(src)
+    prog = (Program()
+            .load(B.IBUF, 0, 0, line_words, lines, src.address, in_line)
+            .compute(needs=isa.bank_bit(B.IBUF, 0), releases=isa.bank_bit(B.IBUF, 0),
+                     obuf_bank=0, count=words, stall=stall)
+            .store(0, 0, line_words, lines, dst.address, out_line)
+            .end())
+    return prog, src, dst
+
+
+async def wait_cycles_until(dut, cond, limit):
+    for _ in range(limit):
+        await RisingEdge(dut.aclk)
+        await ReadOnly()
+        if cond():
+            return
+    raise AssertionError("condition not reached")
+
+
+@cocotb.test()
+async def axi_errors(dut):
+    """SLVERR / DECERR on read data (load, command fetch) and on write responses: error status
+    with the failing command's index and the interrupt; the bus drains; the next run works."""
+    tb = SocTb(dut)
+    await tb.reset()
+    tb.backpressure(0.2)
+    cases = [
+        ("load", AxiResp.SLVERR, E.AXI_SLVERR, 0),
+        ("load", AxiResp.DECERR, E.AXI_DECERR, 0),
+        ("store", AxiResp.SLVERR, E.AXI_SLVERR, 2),
+        ("store", AxiResp.DECERR, E.AXI_DECERR, 2),
+        ("fetch", AxiResp.DECERR, E.AXI_DECERR, 2),
+        ("fetch", AxiResp.SLVERR, E.AXI_SLVERR, 3),
+    ]
+    for where, resp, cause, index in cases:
+        prog, src, dst = copy_program(tb, 40, lines=2)
+        pbuf = tb.place(prog)
+        if where == "load":
+            tb.ddr.inject(src.address + 8, src.address + 16, resp)
+        elif where == "store":
+            tb.ddr.inject(dst.address + dst.nbytes - 8, dst.address + dst.nbytes, resp)
+        else:
+            at = pbuf.address + index * isa.COMMAND_BYTES + 8
+            tb.ddr.inject(at, at + 8, resp)
+        await tb.run(prog, expect=Outcome("error", cause, index), timeout_s=1e-3)
+        tb.ddr.clear_faults()
+        out, _, _ = await tb.run(prog)
+        assert out.status == "done"
+
+
+async def _watch(sig, seen):
+    """Append to ``seen`` when ``sig`` rises."""
+    while not seen:
+        await RisingEdge(sig)
+        seen.append(1)
+
+
+@cocotb.test()
+async def window_violations(dut):
+    """LOAD / STORE / program outside the DDR window stop with DDR_WINDOW and the index before
+    anything is issued; DDR outside the window is never touched."""
+    tb = SocTb(dut)
+    await tb.reset()
+    pbuf = tb.drv.alloc(4 * isa.COMMAND_BYTES)   # below the data, so windows can cut the data
+    prog, src, dst = copy_program(tb, 24)
+    tb.place(prog, pbuf)
+    lo, hi = tb.drv.window()
+    full = (lo, hi)
+    # The input starts below the window.
+    n_r, n_w = len(tb.checker.read_bursts), len(tb.checker.write_bursts)
+    await tb.run(prog, window=(src.address + 8, hi), expect=Outcome("error", E.DDR_WINDOW, 0))
+    # The output ends beyond the window: the load and compute run, the store is refused.
+    await tb.run(prog, window=(lo, dst.end - 8), expect=Outcome("error", E.DDR_WINDOW, 2))
+    assert len(tb.checker.write_bursts) == n_w, "a refused store wrote"
+    # The program itself outside the window.
+    await tb.run(prog, window=(pbuf.address + 32, hi), expect=Outcome("error", E.DDR_WINDOW, 0))
+    await tb.run(prog, window=(lo, pbuf.address + 64), expect=Outcome("error", E.DDR_WINDOW, 0))
+    assert len(tb.checker.read_bursts) - n_r <= 2 * 2 + 4   # program fetches and the one load
+    # The window ends inside the program: the commands before run, the first one outside
+    # fails.
+    nops = Program().nop().nop().nop().end()
+    nbuf = tb.place(nops, tb.drv.alloc(4 * isa.COMMAND_BYTES))
+    await tb.run(nops, window=(nbuf.address, nbuf.address + 2 * isa.COMMAND_BYTES + 8),
+                 expect=Outcome("error", E.DDR_WINDOW, 2))
+    # An empty window (reset value of WINDOW_LIMIT).
+    await tb.run(prog, window=(0, 0), expect=Outcome("error", E.DDR_WINDOW, 0))
+    out, _, _ = await tb.run(prog, window=full)
+    assert out.status == "done"
+
+
+@cocotb.test()
+async def malformed_commands(dut):
+    """Every dispatcher check, with the failing command's index."""
+    tb = SocTb(dut)
+    await tb.reset()
+    cfg, bb = tb.cfg, tb.bb
+    buf = tb.drv.alloc(8192)
+    a = buf.address
+    ib = isa.bank_bit(B.IBUF, 0)
+    dib = buffer_depth(cfg, B.IBUF)
+    dob = buffer_depth(cfg, B.OBUF)
+
+    def good():
+        return Program().nop().load(B.IBUF, 0, 0, 4, 1, a)
+
+    cases = [
+        ("bad opcode", good().raw(7).end(), E.BAD_OPCODE, 2),
+        ("load into OBUF", good().load(B.OBUF, 0, 0, 4, 1, a).end(), E.BAD_BUFFER, 2),
+        ("store from WBUF", good().store(0, 0, 4, 1, a, buffer=B.WBUF).end(), E.BAD_BUFFER, 2),
+        ("misaligned address", good().load(B.WBUF, 1, 0, 4, 1, a + 4).end(), E.BAD_ALIGN, 2),
+        ("misaligned stride", good().load(B.WBUF, 1, 0, 4, 2, a, bb + 4).end(), E.BAD_ALIGN, 2),
+        ("beyond IBUF", good().load(B.IBUF, 1, dib - 3, 2, 2, a, 64).end(), E.SRAM_RANGE, 2),
+        ("beyond OBUF", good().store(1, dob - 3, 7, 1, a).end(), E.SRAM_RANGE, 2),
+        ("sram_addr beyond", good().load(B.PBUF, 0, 0xFFFF, 0, 0, a).end(), E.SRAM_RANGE, 2),
+        ("no END", good().nop(), E.EMPTY_PROGRAM, 2),
+        ("stride ignored for one line", good().load(B.WBUF, 1, 0, 4, 1, a, 3).raw(7).end(),
+         E.BAD_OPCODE, 3),
+        ("engine rejects", good().compute(needs=ib, releases=ib, count=3, fail=1).end(),
+         E.BAD_COMPUTE, 2),
+        ("engine range", good().compute(needs=ib, releases=ib, count=dib + 1).end(),
+         E.BAD_COMPUTE, 2),
+    ]
+    for name, prog, cause, index in cases:
+        out, _, _ = await tb.run(prog, expect=Outcome("error", cause, index))
+        dut._log.info("%s: %s", name, out)
+    # An empty program, and a misaligned CMD_BASE.
+    await tb.drv.write_reg("CMD_COUNT", 0)
+    await tb.drv.write_reg("CONTROL", start=1)
+    await tb.settle()
+    st = await tb.drv.status()
+    assert (st["error"], st["cause"], st["cmd_index"]) == (1, E.EMPTY_PROGRAM, 0), st
+    pbuf = tb.drv.alloc(64)
+    tb.ddr.write(pbuf.address, Program().end().to_bytes())
+    try:
+        await tb.drv.run(type(pbuf)(pbuf.address + 4, 32), count=1)
+        raise AssertionError("misaligned CMD_BASE ran")
+    except AcceleratorError as e:
+        assert (e.cause, e.index) == (E.BAD_ALIGN, 0)
+    # Empty transfers are legal: they move nothing and still set and clear the flags.
+    prog = (Program().load(B.IBUF, 0, 0, 0, 3, a).compute(needs=ib, releases=ib, count=0)
+            .store(0, 0, 5, 0, a + 4096).end())
+    out, _, _ = await tb.run(prog)
+    assert out.status == "done"
+    tb.checker.assert_clean()
+
+
+@cocotb.test()
+async def watchdog(dut):
+    """A program whose flags can never be satisfied, and a bus that stops answering, both end
+    with WATCHDOG within the bound; the bus drains once it answers again."""
+    tb = SocTb(dut)
+    await tb.reset()
+    ib0, ib1 = isa.bank_bit(B.IBUF, 0), isa.bank_bit(B.IBUF, 1)
+    prog, src, dst = copy_program(tb, 16)
+    # CONV needs IBUF bank 1, never loaded: the compute unit waits forever.
+    stuck = (Program().load(B.IBUF, 0, 0, 4, 1, src.address)
+             .compute(needs=ib0 | ib1, releases=ib0, count=4).store(0, 0, 4, 1, dst.address)
+             .end())
+    bound = 300
+    _, cycles, _ = await tb.run(stuck, watchdog=bound, expect=Outcome("error", E.WATCHDOG, 1))
+    assert cycles < bound + 400, f"watchdog took {cycles} cycles"
+    # A STORE whose bank is never filled, after END: the oldest command is the store.
+    stuck2 = Program().nop().store(1, 0, 4, 1, dst.address).end()
+    await tb.run(stuck2, watchdog=bound, expect=Outcome("error", E.WATCHDOG, 1))
+    # The read data channel stops: the bus wait ends with WATCHDOG; busy stays until the
+    # outstanding reads are answered.
+    r = tb.ddr.read_if.r_channel
+    r.set_pause_generator(repeat(True))
+    tb.checker.window = None
+    await tb.drv.start(prog.to_bytes(), watchdog=bound)
+    t0 = cycles_now()
+    await wait_cycles_until(dut, lambda: int(dut.irq.value) == 1, 5 * bound)
+    assert cycles_now() - t0 < bound + 200
+    st = await tb.drv.status()
+    assert (st["error"], st["cause"], st["busy"]) == (1, E.WATCHDOG, 1), st
+    r.set_pause_generator(None)
+    r.pause = False
+    await tb.settle()
+    assert (await tb.drv.status())["busy"] == 0
+    out, _, _ = await tb.run(prog)
+    assert out.status == "done"
+
+
+@cocotb.test()
+async def soft_reset(dut):
+    """Soft reset while reads, compute and writes are in flight: every accepted AXI transaction
+    completes, the accelerator goes idle with done and error clear, and the next run is
+    correct."""
+    tb = SocTb(dut, latency=(0.3, 8))
+    await tb.reset()
+    tb.backpressure(0.3)
+    rng = random.Random(SEED + 30)
+    for phase in ("read", "write", "compute"):
+        prog = tile_program(tb, 4, rng, stall=2)
+        pbuf = tb.place(prog)
+        tb.checker.window = tb.drv.window()
+        await tb.drv.start(pbuf, count=len(prog), window=tb.drv.window())
+        if phase == "read":
+            cond = lambda: len(tb.checker._reads) >= 2   # noqa: E731
+        elif phase == "write":
+            cond = lambda: tb.checker._b_owed >= 1 or tb.checker._w_beats   # noqa: E731
+        else:
+            cond = lambda: int(dut.compute__array_busy.value) == 1   # noqa: E731
+        await wait_cycles_until(dut, cond, 20000)
+        await RisingEdge(dut.aclk)
+        await tb.drv.soft_reset(timeout_s=1e-3)
+        st = await tb.drv.status()
+        assert (st["busy"], st["done"], st["error"]) == (0, 0, 0), st
+        await tb.settle()
+        assert tb.checker.quiet
+        tb.checker.assert_clean()
+        out, _, _ = await tb.run(prog, timeout_s=5e-3)
+        assert out.status == "done", f"after a soft reset in {phase}: {out}"
+
+
+@cocotb.test()
+async def loads_overlap_compute(dut):
+    """A double-buffered multi-tile program: the next tile's loads run while the engine
+    computes (read data arrives in cycles the array is busy)."""
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = random.Random(SEED + 40)
+    prog = tile_program(tb, 6, rng, stall=3, near_page=False, max_words=64)
+    overlap = [0, 0]
+
+    async def count():
+        while True:
+            await RisingEdge(dut.aclk)
+            await ReadOnly()
+            if int(dut.compute__array_busy.value):
+                overlap[1] += 1
+                if int(dut.m_axi_rvalid.value) and int(dut.m_axi_rready.value):
+                    overlap[0] += 1
+
+    task = cocotb.start_soon(count())
+    out, cycles, counters = await tb.run(prog, timeout_s=5e-3)
+    task.cancel()
+    assert out.status == "done"
+    dut._log.info("%d cycles, %d with the array busy, %d of them moving read data", cycles,
+                  overlap[1], overlap[0])
+    assert overlap[0] > 50, f"only {overlap[0]} read beats while computing"
+
+
+@cocotb.test()
+async def corrupted_programs(dut):
+    """Randomly corrupted programs (TB_CORRUPT_RUNS of them): each ends in done or error within
+    the watchdog bound, with the model's outcome, and never touches DDR outside the window."""
+    runs = int(os.environ.get("TB_CORRUPT_RUNS", "50"))
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = random.Random(SEED + 50)
+    cfg = tb.cfg
+    bound = 400
+    arena = tb.drv.alloc(3 * 4096)
+    lo, hi = arena.address + 512, arena.end - 512
+    stats = {}
+    for run in range(runs):
+        prog = _random_program(tb, rng, lo, hi)
+        cmds = list(prog.commands)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(cmds))
+            raw = int.from_bytes(cmds[i], "little")
+            kind = rng.random()
+            if kind < 0.6:
+                raw ^= 1 << rng.randrange(isa.COMMAND_BITS if rng.random() < 0.3 else 120)
+            elif kind < 0.8:
+                raw = rng.getrandbits(isa.COMMAND_BITS)
+            else:
+                cmds.insert(rng.randrange(len(cmds) + 1), cmds[i])
+                continue
+            cmds[i] = raw.to_bytes(isa.COMMAND_BYTES, "little")
+        if rng.random() < 0.1:
+            cmds = cmds[:rng.randrange(1, len(cmds) + 1)]
+        bad = Program()
+        for c in cmds:
+            bad.raw(c)
+        pbuf = tb.place(bad)
+        # The window holds the arena's middle and the program.
+        window = (min(lo, pbuf.address), max(hi, pbuf.end))
+        alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window)
+        out, cycles, _ = await tb.run(bad, window=window, watchdog=bound, timeout_s=1e-3,
+                                      alternatives=alts, compare=False)
+        assert cycles < 6000, f"run {run} took {cycles} cycles"
+        key = str(out).split(" at ")[0]
+        stats[key] = stats.get(key, 0) + 1
+    dut._log.info("%d corrupted programs: %s", runs, stats)
+
+
+def _random_program(tb, rng, lo, hi):
+    """A small valid program whose transfers stay inside [lo, hi)."""
+    bb = tb.bb
+    prog = Program()
+    span = hi - lo
+    for t in range(rng.randint(1, 3)):
+        bank = t % 2
+        words = rng.randint(1, 24)
+        a_in = lo + bb * rng.randrange(0, (span // 2) // bb)
+        a_out = lo + span // 2 + bb * rng.randrange(0, (span // 2 - 256) // bb)
+        ib = isa.bank_bit(B.IBUF, bank)
+        prog.load(B.IBUF, bank, 0, words, 1, a_in)
+        prog.compute(needs=ib, releases=ib, obuf_bank=bank, count=words,
+                     add=rng.getrandbits(32))
+        prog.store(bank, 0, words, 1, a_out)
+    prog.end()
+    return prog

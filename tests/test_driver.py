@@ -1,0 +1,263 @@
+"""The driver's PYNQ backend against a stand-in for the PYNQ API (``pynq`` is not installable
+here): ``MMIO`` read/write, ``allocate`` buffers with ``device_address`` / ``flush`` /
+``invalidate`` and ``Interrupt.wait``. Behind the stand-in's registers, a fake accelerator runs
+programs with the transaction-level model (``zynqnn.sim.model``) on what the CPU flushed, so a
+missing flush or invalidate shows up as wrong data."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import types
+
+import numpy as np
+import pytest
+
+from zynqnn import isa, platform
+from zynqnn.config import get_config
+from zynqnn.driver import (
+    AcceleratorError,
+    AcceleratorTimeout,
+    ConfigMismatch,
+    Driver,
+    DriverError,
+    PynqBackend,
+)
+from zynqnn.regs import REGMAP, Access
+from zynqnn.sim.model import Program, SocModel
+
+B = isa.Buffer
+CFG = get_config("tiny")
+
+
+class FakeBuffer(np.ndarray):
+    """``pynq.allocate``'s buffer: the CPU's view (this array) and the device's copy, kept apart
+    until ``flush`` / ``invalidate``."""
+
+    def flush(self):
+        self._dev.mem[self.device_address] = bytearray(self.tobytes())
+        self._dev.flushes += 1
+
+    def invalidate(self):
+        self[...] = np.frombuffer(bytes(self._dev.mem[self.device_address]), dtype=self.dtype)
+        self._dev.invalidates += 1
+
+
+class FakeAccelerator:
+    """Registers of :data:`zynqnn.regs.REGMAP`; START runs the program with the model."""
+
+    def __init__(self, cfg, hang=False):
+        self.cfg = cfg
+        self.hang = hang
+        self.regs = {r.offset: r.reset for r in REGMAP}
+        self.mem: dict[int, bytearray] = {}   # device copy of each buffer, by address
+        self.next = 0x1800_0000
+        self.flushes = self.invalidates = 0
+        self.irq = False
+        self.log = []
+
+    # DDR as the model sees it: only the device copies.
+    def _find(self, addr, n):
+        for base, data in self.mem.items():
+            if base <= addr and addr + n <= base + len(data):
+                return data, addr - base
+        raise AssertionError(f"device access {addr:#x}+{n} outside every buffer")
+
+    def read(self, addr, n):
+        data, off = self._find(addr, n)
+        return bytes(data[off:off + n])
+
+    def write(self, addr, payload):
+        data, off = self._find(addr, len(payload))
+        data[off:off + len(payload)] = payload
+
+    def reg_read(self, off):
+        reg = REGMAP.at(off)
+        assert reg is not None, f"read of unmapped offset {off:#x}"
+        if reg.const is not None:
+            return reg.const_value(self.cfg)
+        if reg.access is Access.WO:
+            return 0
+        return self.regs[off]
+
+    def reg_write(self, off, value):
+        reg = REGMAP.at(off)
+        assert reg is not None, f"write of unmapped offset {off:#x}"
+        self.log.append((reg.name, value))
+        if reg.access is Access.RW:
+            self.regs[off] = value & sum(f.mask for f in reg.fields)
+        elif reg.access is Access.W1C:
+            self.regs[off] &= ~value
+            self._update_irq()
+        elif reg.name == "CONTROL" and REGMAP["CONTROL"].decode(value)["start"]:
+            self._start()
+
+    def _r(self, name):
+        return REGMAP[name].decode(self.regs[REGMAP[name].offset])
+
+    def _start(self):
+        if self.hang:
+            self.regs[REGMAP["STATUS"].offset] = REGMAP["STATUS"].encode(busy=1)
+            return
+        out = SocModel(self.cfg).run(self, self._r("CMD_BASE")["addr"],
+                                     self._r("CMD_COUNT")["count"],
+                                     self._r("WINDOW_BASE")["addr"],
+                                     self._r("WINDOW_LIMIT")["addr"])
+        st = REGMAP["STATUS"]
+        if out.status == "done":
+            self.regs[st.offset] = st.encode(done=1)
+            self.regs[REGMAP["IRQ_STATUS"].offset] |= 1
+        else:
+            self.regs[st.offset] = st.encode(error=1, cause=out.cause, cmd_index=out.index)
+            self.regs[REGMAP["IRQ_STATUS"].offset] |= 2
+        self.regs[REGMAP["PERF_CYCLES_BUSY_LO"].offset] = 1234
+        self.regs[REGMAP["PERF_CYCLES_BUSY_HI"].offset] = 5
+        self._update_irq()
+
+    def _update_irq(self):
+        self.irq = bool(self.regs[REGMAP["IRQ_STATUS"].offset]
+                        & self.regs[REGMAP["IRQ_ENABLE"].offset])
+
+
+def fake_pynq(dev: FakeAccelerator):
+    """A module with the PYNQ calls the backend makes."""
+
+    class MMIO:
+        def __init__(self, base, length):
+            assert (base, length) == (platform.BASE_ADDRESS, platform.REG_SPACE_BYTES)
+
+        def read(self, off):
+            return dev.reg_read(off)
+
+        def write(self, off, value):
+            dev.reg_write(off, value)
+
+    def allocate(shape, dtype):
+        buf = np.zeros(shape, dtype).view(FakeBuffer)
+        buf._dev = dev
+        buf.device_address = dev.next
+        dev.mem[dev.next] = bytearray(buf.nbytes)
+        dev.next += -(-buf.nbytes // 4096) * 4096
+        return buf
+
+    class Interrupt:
+        def __init__(self, name):
+            self.name = name
+
+        async def wait(self):
+            while not dev.irq:
+                await asyncio.sleep(1e-4)
+
+    return types.SimpleNamespace(MMIO=MMIO, allocate=allocate, Interrupt=Interrupt)
+
+
+def _copy_program(drv, rng, words=20):
+    src = drv.alloc(words * 4)
+    dst = drv.alloc(words * 4)
+    data = bytes(rng.getrandbits(8) for _ in range(words * 4))
+    prog = (Program().load(B.IBUF, 0, 0, words, 1, src.address)
+            .compute(needs=isa.bank_bit(B.IBUF, 0), releases=isa.bank_bit(B.IBUF, 0),
+                     count=words, add=7, xor=0x55)
+            .store(0, 0, words, 1, dst.address).end())
+    return prog, src, dst, data
+
+
+def _expected(data, words, add=7, xor=0x55):
+    out = b""
+    for i in range(words):
+        v = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        out += (((v + add) & 0xFFFFFFFF) ^ xor).to_bytes(4, "little")
+    return out
+
+
+@pytest.mark.parametrize("use_irq", [True, False])
+def test_run_through_pynq_backend(use_irq):
+    dev = FakeAccelerator(CFG)
+    pynq = fake_pynq(dev)
+    backend = PynqBackend(pynq=pynq, interrupt=pynq.Interrupt("zynqnn/irq") if use_irq else None)
+    drv = Driver(backend, CFG)
+    drv.check_config()
+    rng = random.Random(3)
+    prog, src, dst, data = _copy_program(drv, rng)
+    drv.write_mem(src, data)
+    result = drv.run(prog.to_bytes(), timeout_s=0.5, irq=use_irq)
+    assert result.status["done"] == 1
+    assert result.cycles == (5 << 32) | 1234
+    assert drv.read_mem(dst) == _expected(data, 20)
+    # The registers the run programmed: the window covers every buffer, the program is where the
+    # driver put it, IRQ_STATUS was cleared before start and after the run.
+    names = [n for n, _ in dev.log]
+    assert names.index("IRQ_STATUS") < names.index("CONTROL")
+    regs = dict(dev.log)
+    lo, hi = drv.window()
+    assert (regs["WINDOW_BASE"], regs["WINDOW_LIMIT"]) == (lo, hi)
+    assert lo <= regs["CMD_BASE"] < hi
+    assert dev.flushes >= 2 and dev.invalidates >= 1
+    assert not dev.irq
+
+
+def test_error_names_cause_and_index():
+    dev = FakeAccelerator(CFG)
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    buf = drv.alloc(4096)
+    prog = Program().nop().load(B.OBUF, 0, 0, 4, 1, buf.address).end()
+    with pytest.raises(AcceleratorError, match=r"BAD_BUFFER \(2\) at command 1") as e:
+        drv.run(prog.to_bytes(), irq=False, timeout_s=0.1)
+    assert (e.value.cause, e.value.index) == (isa.ErrorCause.BAD_BUFFER, 1)
+
+
+def test_config_mismatch_names_the_fields():
+    dev = FakeAccelerator(get_config("tiny"))
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), get_config("pynq_z2"))
+    with pytest.raises(ConfigMismatch, match=r"CFG_ARRAY.rows = 4 \(expected 16\)"):
+        drv.check_config()
+
+
+def test_timeout_when_the_accelerator_hangs():
+    dev = FakeAccelerator(CFG, hang=True)
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    buf = drv.alloc(64)
+    with pytest.raises(AcceleratorTimeout):
+        drv.run(Program().end().to_bytes(), irq=False, timeout_s=0.02)
+    assert buf.address in dev.mem
+    with pytest.raises(DriverError, match="busy"):
+        drv.start(Program().end().to_bytes())
+
+
+def test_from_overlay_finds_the_ip_by_vlnv():
+    dev = FakeAccelerator(CFG)
+    pynq = fake_pynq(dev)
+    overlay = types.SimpleNamespace(ip_dict={
+        "axi_gpio_0": {"type": "xilinx.com:ip:axi_gpio:2.0", "phys_addr": 0x4120_0000},
+        "zynqnn_top_0": {"type": platform.VLNV, "phys_addr": platform.BASE_ADDRESS,
+                         "addr_range": platform.REG_SPACE_BYTES,
+                         "interrupts": {"irq": {"controller": "axi_intc_0", "index": 0}}},
+    })
+    backend = PynqBackend.from_overlay(overlay, pynq=pynq)
+    assert backend.interrupt.name == "zynqnn_top_0/irq"
+    Driver(backend, CFG).check_config()
+
+
+def test_driver_imports_without_pynq():
+    with pytest.raises(ModuleNotFoundError):
+        PynqBackend()
+
+
+def test_asynchronous_mode_runs_the_same_code():
+    """With ``asynchronous=True`` the driver's methods are awaitable (Jupyter)."""
+    dev = FakeAccelerator(CFG)
+    pynq = fake_pynq(dev)
+    drv = Driver(PynqBackend(pynq=pynq, interrupt=pynq.Interrupt("x/irq"), asynchronous=True),
+                 CFG)
+    rng = random.Random(4)
+    prog, src, dst, data = _copy_program(drv, rng)
+
+    async def main():
+        await drv.check_config()
+        await drv.write_mem(src, data)
+        result = await drv.run(prog.to_bytes(), timeout_s=0.5)
+        return result, await drv.read_mem(dst)
+
+    result, out = asyncio.run(main())
+    assert result.status["done"] == 1
+    assert out == _expected(data, 20)
