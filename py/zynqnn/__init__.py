@@ -1,2 +1,50 @@
-"""zynqnn: bit-exact CNN inference on Zynq-7000 FPGAs."""
+"""zynqnn: bit-exact CNN inference on Zynq-7000 FPGAs.
+
+The tool-flow entry points (imported lazily, so ``import zynqnn`` stays cheap)::
+
+    graph = zynqnn.from_torch(qmodel, x)          # torch.ao FX / eager quantized model
+    graph = zynqnn.from_onnx("model_qdq.onnx")    # ONNX QDQ or QOperator model
+    graph = zynqnn.quantize(model, calib_x)       # zynqnn's own PTQ (tflite / pow2 / fixed16)
+    graph, qmodel = zynqnn.qat_finetune(model, (x, y), x[:1])
+    y = graph.run(x)                              # float in/out, bit-exact with the framework
+    print(zynqnn.layer_errors(graph, x).table())  # per-layer float vs quantized error
+    graph.save("model.zqg"); graph = zynqnn.load_graph("model.zqg")
+
+See docs/frontend.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "from_torch": ("zynqnn.frontend", "from_torch"),
+    "from_onnx": ("zynqnn.frontend", "from_onnx"),
+    "quantize": ("zynqnn.frontend", "quantize"),
+    "qat_finetune": ("zynqnn.frontend", "qat_finetune"),
+    "FrontendError": ("zynqnn.frontend", "FrontendError"),
+    "layer_errors": ("zynqnn.analysis", "layer_errors"),
+    "attach_float_weights": ("zynqnn.analysis", "attach_float_weights"),
+    "Graph": ("zynqnn.ir", "Graph"),
+    "IRError": ("zynqnn.ir", "IRError"),
+    "load_graph": ("zynqnn.ir", "load"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zynqnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,291 @@
+"""The ``zynqnn`` command line.
+
+Sub-commands register themselves with :func:`command`; each gets an ``argparse`` sub-parser and
+a function ``run(args) -> int``. Errors a user can cause (a bad model, a bad option) end the
+program with exit status 1 and one line ``zynqnn <command>: error: <reason>`` on stderr.
+
+Adding a sub-command (``compile``, ``run``, ``report``, ``verilog`` ...)::
+
+    @command("compile", help="compile a graph for a hardware configuration")
+    def _compile_args(p):                  # add arguments to the sub-parser
+        p.add_argument("graph")
+
+    def _compile(args) -> int: ...
+    COMMANDS["compile"].run = _compile     # or pass run= to command()
+
+Implemented: ``errors`` (per-layer float vs quantized error table and PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "command", "main", "build_parser"]
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int] | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, run: Callable[[argparse.Namespace], int] | None = None):
+    """Register a sub-command; decorates the function that adds its arguments."""
+
+    def deco(add_arguments: Callable[[argparse.ArgumentParser], None]):
+        COMMANDS[name] = Command(name, help, add_arguments, run)
+        return add_arguments
+
+    return deco
+
+
+class UserError(Exception):
+    """An error to report as one line (bad option combination, missing file ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+ENGINES = ("fbgemm", "qnnpack", "onnxruntime", "tflite", "pow2", "fixed16")
+
+
+@command("errors", help="per-layer float vs quantized error of a model (table and PNG)")
+def _errors_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="a zoo model name (resnet18, mobilenet_v2, yolov3_tiny, digits_cnn) or "
+                        "an ONNX file (float: quantized here with ONNX Runtime; QDQ/QOperator: "
+                        "imported as is)")
+    p.add_argument("--engine", choices=ENGINES, default="fbgemm",
+                   help="who quantizes a zoo model: torch.ao FX with the fbgemm or qnnpack "
+                        "engine, ONNX Runtime quantize_static (onnxruntime), or zynqnn.quantize "
+                        "with the tflite, pow2 or fixed16 scheme (default: fbgemm)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input height = width (default: the zoo model's own size; for ONNX "
+                        "files with dynamic sizes this is required)")
+    p.add_argument("--calib", type=int, default=8, metavar="N",
+                   help="calibration images (default 8)")
+    p.add_argument("--images", type=int, default=2, metavar="N",
+                   help="images the errors are measured on (default 2)")
+    p.add_argument("--png", type=Path, default=None, metavar="PATH",
+                   help="where to write the plot (default: <model>-<engine>-errors.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random zoo weights/inputs")
+
+
+def _zoo_inputs(name: str, size: int | None, count: int, seed: int, split: str):
+    import torch
+
+    from . import zoo
+
+    if name == "digits_cnn":
+        x_tr, _, x_te, _ = zoo.digits.load_data()
+        data = x_tr if split == "train" else x_te
+        if count > len(data):
+            raise UserError(f"digits has only {len(data)} {split} images")
+        return data[:count].clone()
+    size = size or zoo.default_size(name)
+    return torch.cat([zoo.example_input(name, size, batch=1, seed=seed + i) for i in range(count)])
+
+
+def _prepare_zoo(args) -> tuple[Any, Any, str]:
+    """(graph, evaluation input, label) for a zoo model."""
+    from . import zoo
+    from .analysis import attach_float_weights
+    from .frontend import from_onnx, from_torch, quantize
+    from .zoo.quant import quiet_torch_ao
+
+    name = args.model
+    model = zoo.get(name, pretrained=True) if name == "digits_cnn" else zoo.get(name,
+                                                                               seed=args.seed)
+    if name == "digits_cnn" and args.size not in (None, 8):
+        raise UserError("digits_cnn takes 8x8 inputs (--size 8)")
+    if name == "yolov3_tiny" and args.size and args.size % 32:
+        raise UserError("yolov3_tiny needs --size to be a multiple of 32")
+    calib = _zoo_inputs(name, args.size, args.calib, args.seed + 100, "train")
+    x = _zoo_inputs(name, args.size, args.images, args.seed + 1000, "test")
+    if args.engine in ("fbgemm", "qnnpack"):
+        with quiet_torch_ao():
+            q = zoo.quantize_fx(model, x[:1], engine=args.engine, calibration=calib)
+            graph = from_torch(q, x, engine=args.engine)
+        attach_float_weights(graph, model)
+    elif args.engine == "onnxruntime":
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / f"{name}.onnx"
+            _export_onnx(model, x[:1], float_path)
+            qpath = _ort_quantize(float_path, calib.numpy(), Path(tmp) / f"{name}_qdq.onnx")
+            graph = from_onnx(qpath)
+            attach_float_weights(graph, float_path)
+    else:
+        graph = quantize(model, calib, example_input=x, scheme=args.engine)
+    return graph, x.numpy(), f"{name}-{args.engine}"
+
+
+def _export_onnx(model, x, path: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"],
+                          opset_version=17)
+
+
+def _ort_quantize(float_path: Path, calib, out: Path, batch: int = 1) -> Path:
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    m = onnx.load(str(float_path))
+    inits = {i.name for i in m.graph.initializer}
+    name = next(i.name for i in m.graph.input if i.name not in inits)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{name: calib[i: i + batch]} for i in range(0, len(calib), batch)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return out
+
+
+_QUANT_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "DequantizeLinear"}
+
+
+def _prepare_onnx(args) -> tuple[Any, Any, str]:
+    import numpy as np
+    import onnx
+
+    from .analysis import attach_float_weights
+    from .frontend import from_onnx
+    from .frontend.onnx_import import load_onnx
+
+    path = Path(args.model)
+    m, label = load_onnx(path)
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UserError(f"{label}: zynqnn errors takes models with one input, this has "
+                        f"{len(inputs)}")
+    vi = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in vi.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise UserError(f"{label}: input {vi.name!r} is not 4-D NCHW")
+    dynamic = any(d is None for d in dims)
+    if args.size:
+        dims[2] = dims[3] = args.size
+    if dims[1] is None or dims[2] is None or dims[3] is None:
+        raise UserError(f"{label}: input {vi.name!r} has dynamic sizes; pass --size")
+    shape = (dims[0] or 1, dims[1], dims[2], dims[3])
+    shapes = {vi.name: shape} if dynamic or args.size else None
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((args.images,) + shape[1:]).astype(np.float32)
+    quantized = any(n.op_type in _QUANT_OPS for n in m.graph.node)
+    if quantized:
+        graph = from_onnx(m, input_shapes=shapes)
+        return graph, x, path.stem
+    calib = rng.standard_normal((args.calib * shape[0],) + shape[1:]).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(m)
+        for d, v in zip(fixed.graph.input[[i.name for i in fixed.graph.input].index(vi.name)]
+                        .type.tensor_type.shape.dim, shape, strict=True):
+            d.Clear()
+            d.dim_value = v
+        fpath = Path(tmp) / "float.onnx"
+        onnx.save(fixed, str(fpath))
+        qpath = _ort_quantize(fpath, calib, Path(tmp) / "qdq.onnx", shape[0])
+        graph = from_onnx(qpath)
+        attach_float_weights(graph, fpath)
+    return graph, x, f"{path.stem}-onnxruntime"
+
+
+def _errors(args: argparse.Namespace) -> int:
+    from . import zoo
+    from .analysis import layer_errors
+
+    if args.calib < 1 or args.images < 1:
+        raise UserError("--calib and --images must be at least 1")
+    if args.model in zoo.NAMES:
+        graph, x, label = _prepare_zoo(args)
+    elif args.model.lower().endswith(".onnx") or Path(args.model).exists():
+        if args.engine not in ("fbgemm", "onnxruntime"):
+            raise UserError("ONNX files are quantized (or were quantized) by ONNX Runtime; "
+                            "--engine does not apply")
+        graph, x, label = _prepare_onnx(args)
+    else:
+        raise UserError(f"unknown model {args.model!r}: not a zoo model "
+                        f"({', '.join(zoo.NAMES)}) nor an ONNX file")
+    rows = layer_errors(graph, x)
+    rows.title = f"per-layer quantization error: {label} ({len(x)} image(s))"
+    print(rows.table())
+    png = args.png or Path(f"{label}-errors.png")
+    rows.plot(png)
+    print(f"wrote {png}")
+    return 0
+
+
+COMMANDS["errors"].run = _errors
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="zynqnn", description="zynqnn: bit-exact CNN "
+                                     "inference on Zynq-7000 FPGAs")
+    parser.add_argument("--version", action="version", version=f"zynqnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for c in COMMANDS.values():
+        sp = sub.add_parser(c.name, help=c.help, description=c.help)
+        c.add_arguments(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cmd = COMMANDS[args.command]
+    if cmd.run is None:
+        parser.error(f"command {args.command!r} is not implemented yet")
+    from .frontend.common import FrontendError
+    from .ir import IRError
+
+    try:
+        return int(cmd.run(args) or 0)
+    except (UserError, FrontendError, IRError, KeyError, ValueError, OSError,
+            RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError):
+            msg = str(exc.args[0]) if exc.args else msg
+        print(f"zynqnn {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

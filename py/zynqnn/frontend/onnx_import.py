@@ -1,0 +1,569 @@
+"""``from_onnx``: a quantized ONNX model (QDQ or QOperator form) -> IR graph.
+
+The file is checked (``onnx.checker``), input shapes are fixed (``input_shapes`` for dynamic
+dimensions), constant sub-graphs are folded (``onnx.reference``; ``Shape`` from static shape
+inference), and every node is translated into the neutral Q/DQ graph of :mod:`.qdq`:
+
+* QDQ form (``onnxruntime.quantization.quantize_static(quant_format=QDQ)``, per-tensor or
+  per-channel): ``QuantizeLinear``/``DequantizeLinear`` and float ``Conv``, ``Gemm``,
+  ``MatMul``, ``Add``, ``AveragePool``, ``GlobalAveragePool``, ``LeakyRelu``, ``Concat``,
+  ``MaxPool``, ``Pad``, ``Resize`` (nearest), ``Flatten``, ``Reshape``, ``Relu``, ``Clip``;
+* QOperator form: ``QLinearConv``, ``QLinearMatMul``, and com.microsoft ``QGemm``,
+  ``QLinearAdd``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearLeakyRelu``,
+  ``QLinearConcat`` are expanded to DQ -> op -> Q, so both forms share the pattern matcher;
+* QCDQ (Brevitas): ``QuantizeLinear -> Clip -> DequantizeLinear`` narrows the code range.
+
+Every node gets the ``onnxruntime`` flavour: the arithmetic of ONNX Runtime's CPU kernels, which
+fuse DQ -> Conv -> Q into QLinearConv and so on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..ir import Graph
+from .common import FrontendError, finish
+from .qdq import QDQGraph, QNode, lower
+
+__all__ = ["from_onnx", "load_onnx", "onnx_to_qdq"]
+
+_ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}
+
+
+def load_onnx(model: Any):
+    """An ``onnx.ModelProto`` from a path, bytes or a ModelProto; errors name the file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        return model, "<ModelProto>"
+    if isinstance(model, (bytes, bytearray)):
+        label = "<bytes>"
+        try:
+            m = onnx.load_from_string(bytes(model))
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise FrontendError(f"{label}: not a valid ONNX model ({exc})") from None
+    else:
+        path = Path(model)
+        label = path.name
+        if not path.is_file():
+            raise FrontendError(f"{path}: no such ONNX file", path=str(path))
+        try:
+            m = onnx.load(str(path))
+        except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+            raise FrontendError(f"{label}: not a valid ONNX model: corrupt or truncated file "
+                                f"({type(exc).__name__}: {exc})", path=str(path)) from None
+    try:
+        onnx.checker.check_model(m)
+    except Exception as exc:  # ValidationError and friends
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(f"{label}: invalid ONNX model (truncated or corrupt?): {msg}",
+                            path=label) from None
+    if not m.graph.node:
+        raise FrontendError(f"{label}: the ONNX graph has no nodes (truncated file?)", path=label)
+    return m, label
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode()
+        out[a.name] = v
+    return out
+
+
+class _Adapter:
+    def __init__(self, model, label: str, input_shapes: dict | None):
+        self.m = model
+        self.label = label
+        self.input_shapes = dict(input_shapes or {})
+        self.consts: dict[str, np.ndarray] = {}
+        self.nodes: list[QNode] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.counter = 0
+
+    def fail(self, node, why: str) -> FrontendError:
+        name = node.name or (node.output[0] if node.output else node.op_type)
+        return FrontendError(f"ONNX node {name!r} ({node.op_type}) in {self.label}: {why}",
+                             node=name, path=self.label)
+
+    def tmp(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}__zq{self.counter}"
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def inputs(self) -> list[tuple[str, tuple[int, ...]]]:
+        from onnx import numpy_helper
+
+        g = self.m.graph
+        for init in g.initializer:
+            self.consts[init.name] = numpy_helper.to_array(init)
+        out = []
+        for vi in g.input:
+            if vi.name in self.consts:
+                continue
+            tt = vi.type.tensor_type
+            if tt.elem_type != 1:
+                raise FrontendError(f"{self.label}: input {vi.name!r} has element type "
+                                    f"{_ELEM.get(tt.elem_type, tt.elem_type)}; zynqnn takes "
+                                    "float32 inputs")
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
+                    (d.dim_param or "?") for d in tt.shape.dim]
+            if vi.name in self.input_shapes:
+                given = tuple(int(v) for v in self.input_shapes[vi.name])
+                if len(given) != len(dims) or any(isinstance(d, int) and d != e
+                                                  for d, e in zip(dims, given, strict=False)):
+                    raise FrontendError(f"{self.label}: input_shapes[{vi.name!r}] = "
+                                        f"{list(given)} does not fit the model's {dims}")
+                dims = list(given)
+            if any(not isinstance(d, int) for d in dims):
+                raise FrontendError(
+                    f"{self.label}: input {vi.name!r} has dynamic shape {dims}; zynqnn needs "
+                    f"static shapes: pass input_shapes={{{vi.name!r}: (N, C, H, W)}}",
+                    path=self.label)
+            if len(dims) != 4:
+                raise FrontendError(f"{self.label}: input {vi.name!r} has shape {dims}; zynqnn "
+                                    "takes 4-D NCHW inputs", path=self.label)
+            out.append((vi.name, tuple(dims)))
+        if not out:
+            raise FrontendError(f"{self.label}: the model has no (non-constant) input")
+        return out
+
+    def infer_shapes(self, inputs) -> None:
+        import onnx
+
+        m = onnx.ModelProto()
+        m.CopyFrom(self.m)
+        fixed = dict(inputs)
+        for vi in m.graph.input:
+            if vi.name in fixed:
+                dims = vi.type.tensor_type.shape.dim
+                for d, v in zip(dims, fixed[vi.name], strict=True):
+                    d.Clear()
+                    d.dim_value = v
+        try:
+            inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+        except Exception:  # best effort: shapes are only needed for Shape/Resize
+            inferred = m
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
+                inferred.graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            if dims and all(d.HasField("dim_value") for d in dims):
+                self.shapes[vi.name] = tuple(d.dim_value for d in dims)
+
+    # -- constants -------------------------------------------------------------------------------
+    def const(self, node, name: str, what: str, required: bool = True):
+        if not name:
+            if required:
+                raise self.fail(node, f"{what} is missing")
+            return None
+        if name not in self.consts:
+            if required:
+                raise self.fail(node, f"{what} {name!r} must be a constant (dynamic "
+                                      "quantization parameters are not supported)")
+            return None
+        return self.consts[name]
+
+    def try_fold(self, node) -> bool:
+        from onnx.reference import ReferenceEvaluator
+
+        if node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            self._fold_qdq(node)  # keep the node (weights need their codes), note the value
+            return False
+        if node.op_type == "Shape":
+            shape = self.shapes.get(node.input[0])
+            if shape is None:
+                return False
+            v = np.array(shape, dtype=np.int64)
+            a = _attrs(node)
+            start, end = a.get("start", 0), a.get("end")
+            self.consts[node.output[0]] = v[start:end]
+            return True
+        ins = [i for i in node.input if i]
+        if not all(i in self.consts for i in ins):
+            return False
+        try:
+            feeds = {i: self.consts[i] for i in ins}
+            outs = ReferenceEvaluator(node).run(None, feeds)
+        except Exception as exc:
+            raise self.fail(node, f"cannot fold this constant computation ({exc})") from None
+        for name, v in zip(node.output, outs, strict=False):
+            self.consts[name] = np.asarray(v)
+        return True
+
+    def _fold_qdq(self, node) -> None:
+        from ..numerics import quant
+
+        ins = [i for i in node.input if i]
+        if not all(i in self.consts for i in ins) or _attrs(node).get("block_size"):
+            return
+        x = self.consts[ins[0]]
+        s = np.asarray(self.consts[ins[1]], dtype=np.float32)
+        zp = np.asarray(self.consts[ins[2]]) if len(ins) > 2 else np.zeros((), np.uint8)
+        if s.size != 1 or zp.size != 1:
+            return
+        sv, zv = float(s.reshape(-1)[0]), int(zp.reshape(-1)[0])
+        if node.op_type == "QuantizeLinear":
+            codes = quant.quantize_onnxruntime(np.asarray(x, dtype=np.float32), sv, zv,
+                                               _np_name(zp.dtype))
+            self.consts[node.output[0]] = codes.astype(zp.dtype)
+        else:
+            self.consts[node.output[0]] = quant.dequantize_onnxruntime(x, sv, zv)
+
+    # -- translation -----------------------------------------------------------------------------
+    def add(self, name: str, op: str, inputs: list[str], output: str, attrs=None, source=None):
+        self.nodes.append(QNode(name, op, list(inputs), [output], dict(attrs or {}), source))
+
+    def qdq(self, node, kind: str, x: str, s: str, zp: str, out: str, axis: int | None = None,
+            dtype: str | None = None, name: str | None = None):
+        scale = self.const(node, s, "scale")
+        if zp:
+            zpv = self.const(node, zp, "zero point")
+            dt = _np_name(zpv.dtype)
+        else:
+            zpv = np.zeros((), dtype=np.uint8)
+            dt = dtype or "uint8"
+        if dtype is not None and not zp:
+            dt = dtype
+        if dt not in ("uint8", "int8", "uint16", "int16", "int32"):
+            raise self.fail(node, f"quantized type {dt} is not supported")
+        attrs = {"scale": np.asarray(scale, dtype=np.float32).astype(np.float64),
+                 "zero_point": np.asarray(zpv).astype(np.int64), "dtype": dt, "axis": axis}
+        self.add(name or node.name or out, kind, [x], out, attrs, node.op_type)
+
+    def translate(self, node) -> None:
+        op = node.op_type
+        a = _attrs(node)
+        ins = list(node.input)
+        out = node.output[0] if node.output else ""
+        name = node.name or out
+        if op in ("QuantizeLinear", "DequantizeLinear"):
+            if a.get("block_size"):
+                raise self.fail(node, "blocked quantization is not supported")
+            dt = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}.get(
+                a.get("output_dtype", 0))
+            if op == "DequantizeLinear" and ins[0] in self.consts:
+                dt = _np_name(self.consts[ins[0]].dtype)
+            kind = "quantize" if op == "QuantizeLinear" else "dequantize"
+            self.qdq(node, kind, ins[0], ins[1], ins[2] if len(ins) > 2 else "", out,
+                     a.get("axis", 1), dt)
+            return
+        handler = getattr(self, "op_" + op, None)
+        if handler is None:
+            raise self.fail(node, "operator is not supported")
+        handler(node, a, ins, out, name)
+
+    # float ops (QDQ form)
+    def op_Conv(self, node, a, ins, out, name):
+        if len(a.get("kernel_shape", [1, 1])) != 2:
+            raise self.fail(node, "only 2-D convolutions are supported")
+        self.add(name, "conv2d", ins[:3], out, _conv_attrs(a), "Conv")
+
+    def op_Gemm(self, node, a, ins, out, name):
+        if a.get("transA", 0):
+            raise self.fail(node, "transA=1 is not supported")
+        if a.get("alpha", 1.0) != 1.0 or (len(ins) > 2 and ins[2] and a.get("beta", 1.0) != 1.0):
+            raise self.fail(node, "alpha and beta must be 1")
+        self.add(name, "linear", ins[:3], out, {"transpose_w": not a.get("transB", 0)}, "Gemm")
+
+    def op_MatMul(self, node, a, ins, out, name):
+        self.add(name, "linear", ins[:2], out, {"transpose_w": True}, "MatMul")
+
+    def op_Add(self, node, a, ins, out, name):
+        self.add(name, "add", ins, out, {}, "Add")
+
+    def op_Relu(self, node, a, ins, out, name):
+        self.add(name, "relu", ins, out, {}, "Relu")
+
+    def op_Clip(self, node, a, ins, out, name):
+        lo = a.get("min")
+        hi = a.get("max")
+        if len(ins) > 1 and ins[1]:
+            lo = self.const(node, ins[1], "min").item()
+        if len(ins) > 2 and ins[2]:
+            hi = self.const(node, ins[2], "max").item()
+        self.add(name, "clip", ins[:1], out, {"min": lo, "max": hi}, "Clip")
+
+    def op_LeakyRelu(self, node, a, ins, out, name):
+        self.add(name, "leaky_relu", ins, out, {"negative_slope": float(a.get("alpha", 0.01))},
+                 "LeakyRelu")
+
+    def op_MaxPool(self, node, a, ins, out, name):
+        if len(node.output) > 1 and node.output[1]:
+            raise self.fail(node, "MaxPool indices output is not supported")
+        if a.get("storage_order", 0):
+            raise self.fail(node, "storage_order=1 is not supported")
+        self.add(name, "max_pool2d", ins[:1], out, _pool_attrs(self, node, a), "MaxPool")
+
+    def op_AveragePool(self, node, a, ins, out, name):
+        at = _pool_attrs(self, node, a)
+        at["count_include_pad"] = bool(a.get("count_include_pad", 0))
+        self.add(name, "avg_pool2d", ins[:1], out, at, "AveragePool")
+
+    def op_GlobalAveragePool(self, node, a, ins, out, name):
+        self.add(name, "global_avg_pool", ins, out, {}, "GlobalAveragePool")
+
+    def op_Concat(self, node, a, ins, out, name):
+        self.add(name, "concat", ins, out, {"axis": int(a.get("axis", 1))}, "Concat")
+
+    def op_Flatten(self, node, a, ins, out, name):
+        self.add(name, "flatten", ins, out, {"start_dim": int(a.get("axis", 1))}, "Flatten")
+
+    def op_Reshape(self, node, a, ins, out, name):
+        shape = self.const(node, ins[1], "shape")
+        self.add(name, "reshape", ins[:1], out, {"shape": [int(v) for v in shape],
+                                                  "allowzero": int(a.get("allowzero", 0))},
+                 "Reshape")
+
+    def op_Identity(self, node, a, ins, out, name):
+        self.add(name, "identity", ins[:1], out, {}, node.op_type)
+
+    op_Dropout = op_Identity
+
+    def op_Pad(self, node, a, ins, out, name):
+        if a.get("mode", "constant") != "constant":
+            raise self.fail(node, f"pad mode {a.get('mode')!r} is not supported")
+        pads = a.get("pads")
+        if len(ins) > 1 and ins[1]:
+            pads = self.const(node, ins[1], "pads")
+        pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+        value = {"value": a.get("value", 0.0)}
+        if len(ins) > 2 and ins[2]:
+            v = np.asarray(self.const(node, ins[2], "pad value")).reshape(-1)[0]
+            # a pad of codes (QOperator form) has an integer value: a code, not a real value
+            value = {"value_code": int(v)} if v.dtype.kind in "iu" else {"value": float(v)}
+        if len(ins) > 3 and ins[3]:
+            axes = [int(v) % 4 for v in self.const(node, ins[3], "axes")]
+            full = [0] * 8
+            for i, ax in enumerate(axes):
+                full[ax], full[4 + ax] = pads[i], pads[len(axes) + i]
+            pads = full
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+            raise self.fail(node, f"pads {pads}: only spatial padding of 4-D tensors is supported")
+        if any(p < 0 for p in pads):
+            raise self.fail(node, f"negative pads {pads} are not supported")
+        self.add(name, "pad", ins[:1], out, {"pads": [pads[2], pads[6], pads[3], pads[7]],
+                                             **value}, "Pad")
+
+    def op_Resize(self, node, a, ins, out, name):
+        if a.get("mode", "nearest") != "nearest":
+            raise self.fail(node, f"resize mode {a.get('mode')!r} is not supported (nearest)")
+        at = {"coordinate_transformation_mode": a.get("coordinate_transformation_mode",
+                                                      "half_pixel"),
+              "nearest_mode": a.get("nearest_mode", "round_prefer_floor")}
+        if node.op_type == "Upsample":
+            at["coordinate_transformation_mode"] = "asymmetric"
+            at["nearest_mode"] = "floor"
+            scales = a.get("scales") or (self.const(node, ins[1], "scales") if len(ins) > 1
+                                         else None)
+            at["scales"] = [float(v) for v in np.asarray(scales).reshape(-1)]
+        elif len(ins) > 3 and ins[3]:
+            at["sizes"] = [int(v) for v in self.const(node, ins[3], "sizes")]
+        elif len(ins) > 2 and ins[2]:
+            at["scales"] = [float(v) for v in self.const(node, ins[2], "scales")]
+        else:
+            raise self.fail(node, "resize needs constant scales or sizes")
+        if a.get("axes") is not None:
+            raise self.fail(node, "resize with axes is not supported")
+        self.add(name, "upsample_nearest", ins[:1], out, at, node.op_type)
+
+    op_Upsample = op_Resize
+
+    # QOperator form: expand to DQ -> op -> Q
+    def _dq(self, node, x, s, zp, axis=1, dtype=None):
+        t = self.tmp(x or node.name)
+        self.qdq(node, "dequantize", x, s, zp, t, axis, dtype, name=self.tmp(node.name + "_dq"))
+        return t
+
+    def _q(self, node, y, s, zp, out):
+        self.qdq(node, "quantize", y, s, zp, out, name=self.tmp((node.name or out) + "_q"))
+
+    def op_QLinearConv(self, node, a, ins, out, name):
+        x = self._dq(node, *ins[0:3])
+        w = self._dq(node, ins[3], ins[4], ins[5], axis=0)
+        args = [x, w]
+        if len(ins) > 8 and ins[8]:
+            args.append(self._bias(node, ins[8]))
+        y = self.tmp(out)
+        self.add(name, "conv2d", args, y, _conv_attrs(a), "QLinearConv")
+        self._q(node, y, ins[6], ins[7], out)
+
+    def _bias(self, node, b: str) -> str:
+        codes = self.const(node, b, "bias")
+        t = self.tmp(b)
+        self.add(self.tmp(node.name + "_bias"), "dequantize", [b], t,
+                 {"scale": np.ones(()), "zero_point": np.zeros((), dtype=np.int64),
+                  "dtype": _np_name(codes.dtype), "axis": 0}, node.op_type)
+        return t
+
+    def op_QLinearMatMul(self, node, a, ins, out, name):
+        x = self._dq(node, *ins[0:3])
+        w = self._dq(node, ins[3], ins[4], ins[5], axis=1)
+        y = self.tmp(out)
+        self.add(name, "linear", [x, w], y, {"transpose_w": True}, "QLinearMatMul")
+        self._q(node, y, ins[6], ins[7], out)
+
+    def op_QGemm(self, node, a, ins, out, name):
+        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+            raise self.fail(node, "transA and alpha != 1 are not supported")
+        if len(ins) < 9 or not ins[7]:
+            raise self.fail(node, "a float output (no y_scale) is not supported")
+        x = self._dq(node, *ins[0:3])
+        trans_b = a.get("transB", 0)
+        w = self._dq(node, ins[3], ins[4], ins[5], axis=0 if trans_b else 1)
+        args = [x, w] + ([self._bias(node, ins[6])] if ins[6] else [])
+        y = self.tmp(out)
+        self.add(name, "linear", args, y, {"transpose_w": not trans_b}, "QGemm")
+        self._q(node, y, ins[7], ins[8] if len(ins) > 8 else "", out)
+
+    def op_QLinearAdd(self, node, a, ins, out, name):
+        x = self._dq(node, *ins[0:3])
+        z = self._dq(node, *ins[3:6])
+        y = self.tmp(out)
+        self.add(name, "add", [x, z], y, {}, "QLinearAdd")
+        self._q(node, y, ins[6], ins[7] if len(ins) > 7 else "", out)
+
+    def _unary_qop(self, node, ins, out, name, op, attrs):
+        if attrs.pop("channels_last", 0):
+            raise self.fail(node, "channels_last=1 is not supported")
+        x = self._dq(node, *ins[0:3])
+        y = self.tmp(out)
+        self.add(name, op, [x], y, attrs, node.op_type)
+        self._q(node, y, ins[3], ins[4] if len(ins) > 4 else "", out)
+
+    def op_QLinearGlobalAveragePool(self, node, a, ins, out, name):
+        self._unary_qop(node, ins, out, name, "global_avg_pool",
+                        {"channels_last": a.get("channels_last", 0)})
+
+    def op_QLinearAveragePool(self, node, a, ins, out, name):
+        at = _pool_attrs(self, node, a)
+        at["count_include_pad"] = bool(a.get("count_include_pad", 0))
+        at["channels_last"] = a.get("channels_last", 0)
+        self._unary_qop(node, ins, out, name, "avg_pool2d", at)
+
+    def op_QLinearLeakyRelu(self, node, a, ins, out, name):
+        self._unary_qop(node, ins, out, name, "leaky_relu",
+                        {"negative_slope": float(a.get("alpha", 0.01))})
+
+    def op_QLinearConcat(self, node, a, ins, out, name):
+        xs = []
+        for i in range(2, len(ins), 3):
+            xs.append(self._dq(node, ins[i], ins[i + 1], ins[i + 2]))
+        y = self.tmp(out)
+        self.add(name, "concat", xs, y, {"axis": int(a.get("axis", 1))}, "QLinearConcat")
+        self._q(node, y, ins[0], ins[1], out)
+
+    # -- driver ----------------------------------------------------------------------------------
+    def run(self) -> QDQGraph:
+        inputs = self.inputs()
+        ops = {n.op_type for n in self.m.graph.node}
+        if not ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                      "QGemm", "QLinearAdd"}:
+            raise FrontendError(f"{self.label}: the model is not quantized (no QuantizeLinear, "
+                                "DequantizeLinear or QLinear* operator); quantize it first, e.g. "
+                                "with onnxruntime.quantization.quantize_static", path=self.label)
+        self.infer_shapes(inputs)
+        for node in self.m.graph.node:
+            if self.try_fold(node):
+                continue
+            self.translate(node)
+        outputs = [o.name for o in self.m.graph.output]
+        for o in outputs:
+            if o in self.consts:
+                raise FrontendError(f"{self.label}: output {o!r} is a constant")
+        return QDQGraph(self.nodes, self.consts, inputs, outputs,
+                        name=Path(self.label).stem or "onnx", kind="ONNX")
+
+
+def _np_name(dt) -> str:
+    return {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16",
+            "int32": "int32", "float32": "float32"}.get(np.dtype(dt).name, np.dtype(dt).name)
+
+
+def _conv_attrs(a: dict) -> dict:
+    p = list(a.get("pads", [0, 0, 0, 0]))
+    out = {"stride": list(a.get("strides", [1, 1])),
+           "padding": [p[0], p[2], p[1], p[3]],
+           "dilation": list(a.get("dilations", [1, 1])), "groups": int(a.get("group", 1))}
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        out["auto_pad"] = a["auto_pad"]
+    return out
+
+
+def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
+    k = list(a["kernel_shape"])
+    if len(k) != 2:
+        raise ad.fail(node, "only 2-D pooling is supported")
+    p = list(a.get("pads", [0, 0, 0, 0]))
+    out = {"kernel": k, "stride": list(a.get("strides", k)), "padding": [p[0], p[2], p[1], p[3]],
+           "dilation": list(a.get("dilations", [1, 1])),
+           "ceil_mode": bool(a.get("ceil_mode", 0))}
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        out["auto_pad"] = a["auto_pad"]
+    return out
+
+
+def onnx_to_qdq(model: Any, input_shapes: dict | None = None) -> QDQGraph:
+    """The neutral Q/DQ graph of an ONNX model (see :mod:`.qdq`)."""
+    m, label = load_onnx(model)
+    return _Adapter(m, label, input_shapes).run()
+
+
+def from_onnx(model: Any, *, input_shapes: dict | None = None, name: str | None = None,
+              verify: Any = False) -> Graph:
+    """Import a quantized ONNX model (path, bytes or ``onnx.ModelProto``).
+
+    ``input_shapes``: ``{input name: (N, C, H, W)}`` for inputs with dynamic dimensions.
+    ``verify``: an input array (or True for a random normal one) to run through ONNX Runtime
+    and the IR; any difference of the outputs raises :class:`FrontendError`.
+    Returns a validated :class:`~zynqnn.ir.Graph` whose nodes have the ``onnxruntime`` flavour.
+    """
+    import onnxruntime
+
+    m, label = load_onnx(model)
+    qg = _Adapter(m, label, input_shapes).run()
+    graph = lower(qg, "onnxruntime")
+    if name:
+        graph.name = name
+    opset = {o.domain or "ai.onnx": o.version for o in m.opset_import}
+    graph.meta.update({"framework": "onnx", "onnxruntime_version": onnxruntime.__version__,
+                       "opset": opset, "source_file": label, "importer": "from_onnx"})
+    finish(graph, "ONNX")
+    if verify is not False and verify is not None:
+        graph.meta["verified"] = verify_onnx(graph, m, verify)
+    return graph
+
+
+def verify_onnx(graph: Graph, model, x: Any = True) -> dict[str, int]:
+    """Compare the IR with ONNX Runtime on ``x`` (True: a seeded random normal input)."""
+    import onnxruntime as ort
+
+    shape = graph.tensors[graph.inputs[0]].shape
+    if x is True:
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {sess.get_inputs()[0].name: x})
+    out = graph.run(x)
+    out = out if isinstance(out, tuple) else (out,)
+    compared = bad = 0
+    for r, o in zip(ref, out, strict=True):
+        compared += o.size
+        bad += int(np.count_nonzero(np.asarray(r) != o)) if r.shape == o.shape else o.size
+    if bad:
+        raise FrontendError(f"{graph.name}: {bad} of {compared} output values differ from ONNX "
+                            "Runtime on the verification input")
+    return {"compared": compared, "mismatched": 0}

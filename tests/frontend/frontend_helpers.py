@@ -1,0 +1,142 @@
+"""Helpers of the front-end tests: quantizing zoo models, ONNX export, comparing outputs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from zynqnn import zoo
+from zynqnn.zoo.quant import quiet_torch_ao
+
+#: (zoo name, test input size) of the models the issue's "done when" names.
+SIZES = {"resnet18": 32, "mobilenet_v2": 32, "yolov3_tiny": 64, "digits_cnn": None}
+
+
+def count(record_property, case: str, what: str, n: int, bad: int) -> None:
+    """Record ``n`` values compared with ``bad`` mismatches for the terminal summary."""
+    record_property("frontend_count", (case, what, int(n), int(bad)))
+
+
+def outputs(y) -> list[np.ndarray]:
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in ys]
+
+
+def compare(ref, got) -> tuple[int, int]:
+    """(values compared, mismatches) of two output lists; shapes and dtypes must agree."""
+    ref, got = outputs(ref), outputs(got)
+    assert len(ref) == len(got)
+    n = bad = 0
+    for r, g in zip(ref, got, strict=True):
+        assert r.shape == g.shape and g.dtype == np.float32, (r.shape, g.shape, g.dtype)
+        n += g.size
+        bad += int(np.count_nonzero(r != g))
+    return n, bad
+
+
+def inputs(name: str, count: int = 3, batch: int = 2, seed: int = 100) -> list[torch.Tensor]:
+    return [zoo.example_input(name, SIZES[name], batch=batch, seed=seed + i) for i in range(count)]
+
+
+def qconfig_mapping(engine: str):
+    """torch's default mapping; for fbgemm with min/max activation observers (reduce_range).
+
+    fbgemm multiplies activation codes in int16 pairs (``vpmaddubsw``) in its depthwise kernels
+    on every CPU and in all kernels on CPUs without AVX-512 VNNI; codes above 127 can then
+    saturate. The default HistogramObserver may clip the calibrated range, so codes above 127
+    occur even on calibration data; min/max observers over all test inputs keep every code in
+    0..127 and the comparison CPU-independent (docs/numerics.md).
+    """
+    from torch.ao.quantization import (
+        MinMaxObserver,
+        PerChannelMinMaxObserver,
+        QConfig,
+        get_default_qconfig_mapping,
+    )
+
+    qmap = get_default_qconfig_mapping(engine)
+    if engine == "fbgemm":
+        qmap.set_global(QConfig(
+            activation=MinMaxObserver.with_args(reduce_range=True),
+            weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                      qscheme=torch.per_channel_symmetric)))
+    return qmap
+
+
+def quantize_fx(name: str, engine: str, backend: str = "zynqnn"):
+    """(float model, converted FX model, example input) of a zoo model, calibrated on the
+    example and on every input :func:`inputs` gives."""
+    model = zoo.get(name)
+    x = zoo.example_input(name, SIZES[name], batch=2)
+    calib = [x, *inputs(name), *inputs(name, 1, seed=7), *inputs(name, 1, seed=50)]
+    with quiet_torch_ao():
+        q = zoo.quantize_fx(model, x, engine=engine, calibration=calib, backend=backend,
+                            qconfig_mapping=qconfig_mapping(engine))
+    return model, q, x
+
+
+def export_onnx(model, x, path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"],
+                          output_names=[f"y{i}" for i in range(len(outputs(model(x))))],
+                          opset_version=17)
+    return path
+
+
+def ort_quantize(float_path: Path, calib: list[np.ndarray], out: Path, *, fmt: str = "qdq",
+                 per_channel: bool = True) -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": c} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(str(float_path), str(out), Reader(),
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                    per_channel=per_channel, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return out
+
+
+def ort_session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def has_avx512_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_vnni" in f.read()
+    except OSError:  # pragma: no cover - not Linux
+        return False
+
+
+def max_layer_input_code(graph, x) -> int:
+    """Largest activation code entering a conv/linear of ``graph`` on input ``x``."""
+    env = graph.run_all(x)
+    return max(int(env[n.inputs[0]].max()) for n in graph.nodes if n.op in ("conv2d", "linear"))
+
+
+def fbgemm_comparable(graph, x) -> bool:
+    """Whether PyTorch's fbgemm result is CPU-independent on ``x`` (or this CPU is the one the
+    golden model matches): codes above 127 make fbgemm's non-VNNI kernels saturate."""
+    return max_layer_input_code(graph, x) <= 127 or has_avx512_vnni()

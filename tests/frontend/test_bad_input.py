@@ -1,0 +1,181 @@
+"""Bad input: every failure is a FrontendError (or IRError) naming the node or file and why."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from frontend_helpers import export_onnx, ort_quantize
+from torch import nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import prepare_fx
+
+import zynqnn
+from zynqnn import zoo
+from zynqnn.frontend import FrontendError
+from zynqnn.zoo.quant import quiet_torch_ao
+
+
+class _ConvSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv2(torch.sigmoid(self.conv(x)))
+
+
+def _x(shape=(2, 3, 8, 8)):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
+
+
+def test_torch_unsupported_op_names_the_node():
+    torch.manual_seed(0)
+    q = zoo.quantize_fx(_ConvSigmoid().eval(), _x(), "fbgemm")
+    with pytest.raises(FrontendError, match=r"torch node 'sigmoid'.*not supported") as e:
+        zynqnn.from_torch(q, _x())
+    assert e.value.node == "sigmoid"
+
+
+def test_onnx_unsupported_op_names_the_node(tmp_path):
+    torch.manual_seed(0)
+    f = export_onnx(_ConvSigmoid().eval(), _x(), tmp_path / "sig.onnx")
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "sig_qdq.onnx")
+    with pytest.raises(FrontendError, match=r"ONNX node '/Sigmoid' \(Sigmoid\).*not supported"):
+        zynqnn.from_onnx(q)
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "sig_qop.onnx", fmt="qop")
+    with pytest.raises(FrontendError, match=r"\(QLinearSigmoid\).*not supported"):
+        zynqnn.from_onnx(q)
+
+
+def test_float_onnx_model_is_not_quantized(tmp_path):
+    torch.manual_seed(0)
+    f = export_onnx(_ConvSigmoid().eval(), _x(), tmp_path / "sig.onnx")
+    with pytest.raises(FrontendError, match=r"sig.onnx: the model is not quantized"):
+        zynqnn.from_onnx(f)
+
+
+def test_non_4d_and_dynamic_shapes(tmp_path):
+    q = zoo.quantize_fx(zoo.get("digits_cnn"), _x((2, 1, 8, 8)), "fbgemm")
+    with pytest.raises(FrontendError, match=r"example_input\[0\]: zynqnn takes 4-D NCHW inputs, "
+                                            r"got shape \[2, 64\]"):
+        zynqnn.from_torch(q, torch.rand(2, 64))
+    mlp = nn.Sequential(nn.Linear(16, 4)).eval()
+    f = tmp_path / "mlp.onnx"
+    with torch.no_grad():
+        torch.onnx.export(mlp, (torch.rand(1, 16),), str(f), dynamo=False, input_names=["x"])
+    with pytest.raises(FrontendError, match=r"mlp.onnx: input 'x' has shape \[1, 16\]; zynqnn "
+                                            r"takes 4-D NCHW inputs"):
+        zynqnn.from_onnx(f)
+    g = tmp_path / "dyn.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_ConvSigmoid().eval(), (_x(),), str(g), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    with pytest.raises(FrontendError, match=r"dynamic shape \['n', 3, 'h', 'w'\]"):
+        zynqnn.from_onnx(g)
+    with pytest.raises(FrontendError, match="4-D"):
+        zynqnn.quantize(zoo.get("digits_cnn"), torch.rand(8, 64))
+
+
+@pytest.mark.parametrize("data", [None, torch.empty(0, 1, 8, 8), []],
+                         ids=["none", "empty-tensor", "no-batches"])
+def test_missing_calibration_data(data, digits_model):
+    with pytest.raises(FrontendError, match="calibration data"):
+        zynqnn.quantize(digits_model, data)
+
+
+def test_model_not_quantized(digits_model):
+    with pytest.raises(FrontendError, match="DigitsCNN is not quantized"):
+        zynqnn.from_torch(digits_model, _x((1, 1, 8, 8)))
+    torch.backends.quantized.engine = "fbgemm"
+    with quiet_torch_ao():
+        p = prepare_fx(digits_model, get_default_qconfig_mapping("fbgemm"), (_x((1, 1, 8, 8)),))
+    with pytest.raises(FrontendError, match="prepared but not converted"):
+        zynqnn.from_torch(p, _x((1, 1, 8, 8)))
+
+
+def test_mixed_engines():
+    q = zoo.quantize_fx(zoo.get("digits_cnn"), _x((2, 1, 8, 8)), "fbgemm")
+    with pytest.raises(FrontendError, match="mixed engines: engine='qnnpack'.*'fbgemm'"):
+        zynqnn.from_torch(q, _x((2, 1, 8, 8)), engine="qnnpack")
+    torch.backends.quantized.engine = "x86"
+    try:
+        with pytest.raises(FrontendError, match="engine 'x86' is not supported"):
+            zynqnn.from_torch(q, _x((2, 1, 8, 8)))
+    finally:
+        torch.backends.quantized.engine = "fbgemm"
+    # converted (packed) under qnnpack, run under fbgemm: convs and the rest would disagree
+    x = _x((2, 1, 8, 8))
+    qq = zoo.quantize_fx(zoo.get("digits_cnn"), x, "qnnpack")
+    with torch.no_grad():
+        before = qq(x)
+    torch.backends.quantized.engine = "fbgemm"
+    with pytest.raises(FrontendError, match=r"mixed engines: ConvReLU2d 'conv1' was packed "
+                                            r"\(converted\) under qnnpack.*'fbgemm'") as e:
+        zynqnn.from_torch(qq, x)
+    assert e.value.node == "conv1"
+    torch.backends.quantized.engine = "qnnpack"
+    with torch.no_grad():
+        assert torch.equal(qq(x), before)  # the probe left the model as it was
+    assert zynqnn.from_torch(qq, x).flavours() == {"torch-qnnpack"}
+    torch.backends.quantized.engine = "fbgemm"
+    g = zynqnn.from_torch(q, _x((2, 1, 8, 8)))
+    g.nodes[2].flavour = "torch-qnnpack"
+    with pytest.raises(zynqnn.IRError, match="mixes PyTorch engines"):
+        g.validate()
+
+
+def test_corrupt_and_truncated_onnx(tmp_path):
+    torch.manual_seed(0)
+    f = export_onnx(_ConvSigmoid().eval(), _x(), tmp_path / "m.onnx")
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "m_qdq.onnx")
+    raw = q.read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(FrontendError, match=r"trunc.onnx: (not a valid|invalid) ONNX model"):
+        zynqnn.from_onnx(tmp_path / "trunc.onnx")
+    (tmp_path / "junk.onnx").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(FrontendError, match="junk.onnx: (not a valid|invalid) ONNX model"):
+        zynqnn.from_onnx(tmp_path / "junk.onnx")
+    with pytest.raises(FrontendError, match="missing.onnx: no such ONNX file"):
+        zynqnn.from_onnx(tmp_path / "missing.onnx")
+
+
+def test_untraceable_and_unsupported_float_model():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x) if x.sum() > 0 else x
+
+    with pytest.raises(FrontendError, match="cannot trace Branchy with torch.fx"):
+        zynqnn.quantize(Branchy(), torch.rand(4, 1, 8, 8))
+    with pytest.raises(FrontendError, match=r"float node 'sigmoid'.*not supported"):
+        zynqnn.quantize(_ConvSigmoid(), torch.rand(4, 3, 8, 8))
+    with pytest.raises(FrontendError, match="unknown scheme 'int4'"):
+        zynqnn.quantize(_ConvSigmoid(), torch.rand(4, 3, 8, 8), scheme="int4")
+    with pytest.raises(FrontendError, match="override 'nope': no conv or linear layer"):
+        zynqnn.quantize(zoo.get("digits_cnn"), torch.rand(4, 1, 8, 8),
+                        overrides={"nope": {"bits": 16}})
+
+
+def test_onnx_unsupported_attribute(tmp_path):
+    """A QDQ model with a reflect pad names the node and the reason."""
+    class ReflectPad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+    f = export_onnx(ReflectPad().eval(), _x(), tmp_path / "r.onnx")
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "r_qdq.onnx")
+    with pytest.raises(FrontendError, match=r"\(Pad\).*pad mode 'reflect' is not supported"):
+        zynqnn.from_onnx(q)
+    m = onnx.load(str(q))
+    assert any(n.op_type == "Pad" for n in m.graph.node)
+    assert np.isfinite(1.0)

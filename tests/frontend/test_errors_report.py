@@ -1,0 +1,94 @@
+"""Per-layer error report: the API and the ``zynqnn errors`` command."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from frontend_helpers import export_onnx, ort_quantize
+from torch import nn
+
+import zynqnn
+from zynqnn import zoo
+from zynqnn.analysis import attach_float_weights, float_shadow
+from zynqnn.cli import COMMANDS, main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_errors_api(digits_model, digits_data, tmp_path):
+    x_tr, _, x_te, _ = digits_data
+    q = zoo.quantize_fx(digits_model, x_tr[:1], "qnnpack", x_tr[:256])
+    g = zynqnn.from_torch(q, x_te[:2])
+    assert attach_float_weights(g, digits_model) == 4  # 3 convs + fc, matched by module name
+    rows = zynqnn.layer_errors(g, x_te[:8])
+    assert [r.op for r in rows] == ["quantize", "conv2d", "conv2d", "max_pool2d", "conv2d",
+                                    "linear"]
+    assert [r.name for r in rows][1:3] == ["conv1", "conv2"]
+    for r in rows:
+        assert 15 < r.sqnr_db < 80 and 0 < r.identical <= 1 and r.max_abs < 1.0
+        assert r.values > 0 and not math.isnan(r.max_abs)
+    table = rows.table()
+    assert "SQNR dB" in table and "conv2" in table
+    png = rows.plot(tmp_path / "e.png")
+    assert png.read_bytes()[:8] == PNG
+    # the float shadow of the graph equals the float model when the weights are the float ones
+    ref = float_shadow(g, [x_te[:8].numpy()])
+    with torch.no_grad():
+        want = digits_model(x_te[:8]).numpy()
+    assert np.allclose(ref[g.outputs[0]], want, atol=1e-4)
+
+
+def test_cli_zoo_model(tmp_path, capsys):
+    png = tmp_path / "d.png"
+    assert main(["errors", "digits_cnn", "--engine", "pow2", "--calib", "64", "--png",
+                 str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "per-layer quantization error: digits_cnn-pow2" in out and "conv3" in out
+    assert png.read_bytes()[:8] == PNG
+
+
+def test_cli_onnx_files(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    x = torch.rand(1, 3, 8, 8)
+    f = export_onnx(model, x, tmp_path / "small.onnx")
+    q = ort_quantize(f, [torch.rand(1, 3, 8, 8).numpy() for _ in range(4)],
+                     tmp_path / "small_qdq.onnx")
+    for path in (f, q):  # float (quantized here by ONNX Runtime) and already quantized
+        png = tmp_path / f"{path.stem}.png"
+        assert main(["errors", str(path), "--png", str(png), "--calib", "4"]) == 0
+        assert png.read_bytes()[:8] == PNG
+    out = capsys.readouterr().out
+    assert out.count("conv2d") >= 4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["errors", "no_such_model"], "unknown model 'no_such_model'"),
+    (["errors", "digits_cnn", "--size", "16"], "digits_cnn takes 8x8 inputs"),
+    (["errors", "digits_cnn", "--calib", "0"], "--calib and --images must be at least 1"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zynqnn errors: error: ") and message in err[0]
+
+
+def test_cli_corrupt_onnx(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    assert main(["errors", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.onnx" in err[0]
+
+
+def test_cli_structure():
+    assert "errors" in COMMANDS and COMMANDS["errors"].run is not None
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
