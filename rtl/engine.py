@@ -9,8 +9,10 @@ A ``CONV`` command runs in two stages that overlap across commands:
   the tile, and subtracts the input zero point so that padding contributes exactly zero. The
   accumulator adds each pass's column sums into the ABUF bank (the first pass writes).
 * **Post stage.** Once all passes are in, the ABUF bank is handed over: each pixel's ``cols``
-  accumulators go through ``requant_lanes`` requantizers with their channels' PBUF constants, and
-  the output word is written to OBUF. Meanwhile the MAC stage runs the next command into the
+  accumulators go through ``requant_lanes`` post-processing lanes (:class:`PostProc`: every
+  requantization scheme, clamp, leaky ReLU) with their channels' PBUF constants, and the output
+  word is written to OBUF. A command with ``act`` first reads its activation word (the PBUF row
+  after its constants). Meanwhile the MAC stage runs the next command into the
   other ABUF bank.
 
 Commands are checked before they start: a geometry the buffers cannot hold ends the command with
@@ -32,18 +34,17 @@ from zynqnn.config import HwConfig
 from .buffers import BankedBuffer, MemoryReader
 from .compute import PARAM_WORD_BITS, ComputeSignature
 from .pe_array import PEArray, act_layout
-from .requant import TfliteRequant, lane_params_layout, requant_in_layout
+from .postproc import (
+    PBUF_WORD_BITS,
+    PostProc,
+    act_params_layout,
+    pbuf_word_layout,
+    postproc_in_layout,
+)
 
 __all__ = ["Engine", "PBUF_WORD_BITS", "pbuf_word_layout"]
 
-#: Bits of one output channel's post-processing constants in PBUF.
-PBUF_WORD_BITS = PARAM_WORD_BITS
-
-#: PBUF word of the TFLite schemes (the post-processing issue extends it to every scheme).
-pbuf_word_layout = data.StructLayout({
-    "tflite": lane_params_layout,
-    "_pad": unsigned(PBUF_WORD_BITS - lane_params_layout.size),
-})
+assert PBUF_WORD_BITS == PARAM_WORD_BITS
 
 
 def _abits(depth):
@@ -74,6 +75,11 @@ class Engine(wiring.Component):
         lanes = cfg.requant_lanes
         if lanes & (lanes - 1):
             raise ValueError(f"Engine: requant_lanes = {lanes} must be a power of two")
+        act_bits = act_params_layout(cfg).size
+        if lanes * PBUF_WORD_BITS < act_bits:
+            raise ValueError(f"Engine: requant_lanes = {lanes}: the {act_bits}-bit activation "
+                             f"word needs a PBUF row of at least {-(-act_bits // PBUF_WORD_BITS)}"
+                             " lanes")
         # The engine is the compute unit of the SoC shell: its signature is the shell's
         # compute interface, flipped (see zynqnn.rtl.compute for the protocol).
         super().__init__(ComputeSignature(cfg).flip())
@@ -201,14 +207,11 @@ class Engine(wiring.Component):
                     | (op.in_w > cfg.max_width) | (op.out_h == 0) | (op.out_w == 0)
                     | ~depth_ok(op.ibuf_addr + ispan, cfg.act_buffer_depth)
                     | (~bypass & ~depth_ok(op.wbuf_addr + passes * R, cfg.weight_buffer_depth))
-                    | ~depth_ok(op.pbuf_addr + C, cfg.param_buffer_depth)
+                    | ~depth_ok(op.pbuf_addr + C + Mux(op.act, LANES, 0), cfg.param_buffer_depth)
                     | (op.pbuf_addr[:lane_shift] != 0 if LANES > 1 else 0)
                     | ~depth_ok(out_pixels, cfg.acc_buffer_depth)
                     | ~depth_ok(op.obuf_addr + out_pixels, cfg.acc_buffer_depth)
                     | (op.pool != isa.Pool.NONE)
-                    | ~((op.scheme == isa.Scheme.TFLITE)
-                        | (op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING)
-                        | (op.scheme == isa.Scheme.COPY))
                     | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
                         | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
                     # The bypass modes feed input channels straight to output channels.
@@ -401,10 +404,18 @@ class Engine(wiring.Component):
             m.d.sync += abuf_full.bit_select(mac_bank, 1).eq(1)
 
         # -- post stage ----------------------------------------------------------------------------
-        m.submodules.requant = rq = TfliteRequant(cfg)
+        m.submodules.post = rq = PostProc(cfg)
         pp = Signal(24)                   # pixel being read
         pg = Signal(range(GROUPS + 1))    # lane group being read
-        p_rd = MemoryReader(m, "p_reader", requant_in_layout(LANES), depth=TfliteRequant.LATENCY)
+        # PostProc takes an input whenever its own output buffer has room (o.ready is tied
+        # high), so a short read FIFO keeps one group per cycle flowing.
+        p_rd = MemoryReader(m, "p_reader", postproc_in_layout(cfg, LANES), depth=4)
+        # The layer's activation word is the PBUF row after its channel constants; it is read
+        # once, before the first group, and held for the whole command.
+        actw_layout = act_params_layout(cfg)
+        pre = Signal()                    # reading the activation row
+        act_cap = Signal()                # its data is on the read port
+        act_reg = Signal(actw_layout)
         out_g = Signal(range(GROUPS + 1))
         out_p = Signal(24)
         out_word = Signal(data.ArrayLayout(unsigned(B), C))
@@ -421,9 +432,14 @@ class Engine(wiring.Component):
         with m.If(~post_run & post_pending & ~mac_done):
             m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
                          q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
-                         out_g.eq(0), out_p.eq(0)]
+                         out_g.eq(0), out_p.eq(0), pre.eq(1)]
+        with m.Elif(pre):
+            m.d.sync += pre.eq(0)
+        m.d.sync += act_cap.eq(pre)
+        with m.If(act_cap):
+            m.d.sync += act_reg.eq(Mux(q_op.act, pbuf.r.data[:actw_layout.size], 0))
 
-        more = post_run & (pp != q_pixels)
+        more = post_run & ~pre & (pp != q_pixels)
         m.d.comb += p_rd.issue.eq(more & p_rd.can_issue)
         with m.If(p_rd.issue):
             with m.If(pg + 1 == GROUPS):
@@ -435,36 +451,29 @@ class Engine(wiring.Component):
             post_rd_en.eq(p_rd.issue),
             pbuf.r.en.eq(1),
             pbuf.r.bank.eq(q_op.pbuf_bank),
-            pbuf.r.addr.eq((q_op.pbuf_addr >> lane_shift) + pg),
+            pbuf.r.addr.eq((q_op.pbuf_addr >> lane_shift) + Mux(pre, GROUPS, pg)),
         ]
         # Words read this cycle belong to the group issued last cycle.
         rd_g = Signal.like(pg)
         m.d.sync += rd_g.eq(pg)
         acc_now = acc_word(Mux(post_bank, abuf[1].r.data, abuf[0].r.data))
         prm_now = data.ArrayLayout(pbuf_word_layout, LANES)(pbuf.r.data)
-        rq_in = Signal(requant_in_layout(LANES))
-        # COPY passes the accumulator through: bias 0, multiplier 0.5 in Q31 with a left shift
-        # of one is exactly x (then + zero point and clamp).
-        copy = q_op.scheme == isa.Scheme.COPY
+        rq_in = Signal(postproc_in_layout(cfg, LANES))
         for n in range(LANES):
             m.d.comb += [
-                rq_in.acc[n].eq(acc_now.as_value().word_select(
-                    rd_g * LANES + n, cfg.acc_bits)[:32]),
-                rq_in.params[n].eq(prm_now[n].tflite),
+                rq_in.acc[n].eq(acc_now.as_value().word_select(rd_g * LANES + n, cfg.acc_bits)),
+                rq_in.word[n].eq(prm_now[n]),
             ]
-            with m.If(copy):
-                m.d.comb += [rq_in.params[n].bias.eq(0),
-                             rq_in.params[n].multiplier.eq(1 << 30),
-                             rq_in.params[n].shift.eq(1)]
         m.d.comb += [
             p_rd.buf.w_data.eq(rq_in),
             rq.i.payload.eq(p_rd.buf.r_data),
             rq.i.valid.eq(p_rd.buf.r_valid),
             p_rd.buf.r_ready.eq(rq.i.ready),
-            rq.zero_point.eq(q_op.zp_out),
+            rq.zp_out.eq(q_op.zp_out),
             rq.clamp_min.eq(q_op.clamp_min),
             rq.clamp_max.eq(q_op.clamp_max),
-            rq.single_rounding.eq(q_op.scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING),
+            rq.scheme.eq(q_op.scheme),
+            rq.act.eq(act_reg),
             rq.o.ready.eq(1),
         ]
         # Assemble the output word group by group; write it when complete.

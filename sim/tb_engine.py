@@ -1,8 +1,10 @@
 """cocotb testbench of the compute engine: whole conv layers against the numpy golden model.
 
 Each case fills IBUF/WBUF/PBUF through the engine's write ports exactly as the DMA will, issues
-``CONV`` commands, and compares every OBUF word with ``conv2d`` + TFLite requantization computed
-in numpy. Knobs: ``TB_CASES`` random layers, ``TB_SEED``.
+``CONV`` commands, and compares every OBUF word with ``conv2d`` followed by the layer's
+post-processing computed by ``zynqnn.numerics`` (``Requant.apply`` in a random scheme, then a
+random activation: ReLU/ReLU6 clamps, fixed-point or PyTorch leaky ReLU). Knobs: ``TB_CASES``
+random layers, ``TB_SEED``.
 """
 
 import os
@@ -12,8 +14,13 @@ import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from zynqnn import isa
-from zynqnn.numerics import gemmlowp
-from zynqnn.rtl.engine import pbuf_word_layout
+from zynqnn.compiler.reference import post_codes
+from zynqnn.compiler.testing import random_requant
+from zynqnn.rtl.postproc import (
+    PBUF_WORD_BITS,
+    PostProcLayer,
+    postproc_layer,
+)
 from zynqnn.sim.clocking import start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import pack
@@ -34,6 +41,20 @@ def conv_acc(x, w, stride, pad):
     return out
 
 
+def random_post(cfg, rng, acc, scheme=None):
+    """A random post-processing for accumulators ``acc`` (C, pixels) (``random_requant``): the
+    hardware layer, whether it has an activation word, and the expected codes (pixels, C)."""
+    rq, act = random_requant(rng, cfg.cols, scheme)
+    q = post_codes(rq, act, acc.T, axis=1)
+    return postproc_layer(rq, cfg, act, channels=cfg.cols), act is not None, q
+
+
+def act_words(cfg, post: PostProcLayer):
+    """The activation row that follows a layer's constants in PBUF."""
+    m = (1 << PBUF_WORD_BITS) - 1
+    return [(post.act >> (PBUF_WORD_BITS * i)) & m for i in range(cfg.requant_lanes)]
+
+
 class Layer:
     """A random conv layer of one output-channel block, with its golden output."""
 
@@ -50,17 +71,8 @@ class Layer:
         self.wt = rng.integers(-wl, wl + 1, size=(C, cin, k, k))
         acc = conv_acc(self.x - self.zp_in, self.wt, stride, pad)
         self.oh, self.ow = acc.shape[1:]
-        self.bias = rng.integers(-(2**12), 2**12, size=C)
-        self.mult, self.shift = zip(*(gemmlowp.quantize_multiplier(10 ** rng.uniform(-4, -1))
-                                      for _ in range(C)), strict=True)
-        self.single = bool(rng.integers(0, 2))
-        self.zp_out = int(rng.integers(0, 2**B))
-        self.qmin, self.qmax = (self.zp_out, 2**B - 1) if rng.random() < 0.5 else (0, 2**B - 1)
-        q = gemmlowp.requantize(acc, self.bias[:, None, None],
-                                np.array(self.mult)[:, None, None],
-                                np.array(self.shift)[:, None, None],
-                                self.zp_out, self.qmin, self.qmax, single_rounding=self.single)
-        self.expected = q.reshape(C, -1).T  # (pixels, C)
+        self.post, self.act, q = random_post(cfg, rng, acc.reshape(C, -1))
+        self.expected = q & (2**B - 1)  # (pixels, C), as OBUF holds them
 
     def ibuf_words(self, cfg):
         """Input tile words (cb, y, x), R channels each; channels past Cin hold the zero point."""
@@ -94,10 +106,8 @@ class Layer:
                         words.append(v)
         return words
 
-    def pbuf_words(self):
-        return [pack(pbuf_word_layout, {"tflite": {"bias": int(b), "multiplier": int(m),
-                                                   "shift": int(s)}})
-                for b, m, s in zip(self.bias, self.mult, self.shift, strict=True)]
+    def pbuf_words(self, cfg):
+        return list(self.post.words) + (act_words(cfg, self.post) if self.act else [])
 
     def part(self, cb_lo, cb_hi):
         """The same layer restricted to input-channel blocks [cb_lo, cb_hi) (its expected output
@@ -116,13 +126,12 @@ class Layer:
             "mode": isa.Mode.CONV, "acc_cont": acc_cont, "acc_keep": acc_keep,
             "in_signed": int(self.signed_in), "ibuf_bank": ibuf_bank, "wbuf_bank": wbuf_bank,
             "pbuf_bank": pbuf_bank, "kernel": self.k, "stride": self.stride,
-            "pool": isa.Pool.NONE,
-            "scheme": isa.Scheme.TFLITE_SINGLE_ROUNDING if self.single else isa.Scheme.TFLITE,
+            "pool": isa.Pool.NONE, "scheme": self.post.scheme, "act": int(self.act),
             "y_off": -self.pad, "x_off": -self.pad, "cin_blocks": self.cb,
             "in_h": self.h, "in_w": self.w, "out_h": self.oh, "out_w": self.ow,
             "ibuf_addr": ibuf_addr, "wbuf_addr": wbuf_addr, "pbuf_addr": pbuf_addr,
-            "obuf_addr": obuf_addr, "zp_in": self.zp_in, "zp_out": self.zp_out,
-            "clamp_min": self.qmin, "clamp_max": self.qmax,
+            "obuf_addr": obuf_addr, "zp_in": self.zp_in, "zp_out": self.post.zp_out,
+            "clamp_min": self.post.clamp_min, "clamp_max": self.post.clamp_max,
         }
         return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": obuf_bank,
                                       "op": op})
@@ -138,9 +147,9 @@ class BypassLayer(Layer):
         self.pad_min, self.upsample, self.cb, self.signed_in = pad_min, upsample, 1, False
         self.zp_in = int(rng.integers(0, 2**B))
         self.x = rng.integers(0, 2**B, size=(R, h, w))
-        self.single = False
-        self.bias = np.zeros(cfg.cols, dtype=np.int64)
         d = self.x - self.zp_in
+        copy = PostProcLayer(isa.Scheme.COPY, self.zp_in, 0, 2**B - 1, 0, (0,) * R)
+        self.post, self.act = copy, False
         if mode == isa.Mode.MAXPOOL:
             # (pad, pad) before, (pad + extra) after: extra pads the bottom/right only.
             fill = -(2**B) if pad_min else 0
@@ -153,26 +162,17 @@ class BypassLayer(Layer):
                 for kx in range(k):
                     acc = np.maximum(acc, dp[:, ky:ky + stride * self.oh:stride,
                                              kx:kx + stride * self.ow:stride])
-            self.scheme = isa.Scheme.COPY
-            self.zp_out, self.qmin, self.qmax = self.zp_in, 0, 2**B - 1
-            self.mult, self.shift = [1 << 30] * R, [1] * R
         elif mode == isa.Mode.SUMPOOL:
             self.oh, self.ow = h, w  # walked pixels; one output
             acc = d.sum(axis=(1, 2)).reshape(R, 1, 1)
-            self.scheme = isa.Scheme.TFLITE
-            self.zp_out, self.qmin, self.qmax = int(rng.integers(0, 2**B)), 0, 2**B - 1
-            self.mult, self.shift = zip(*(gemmlowp.quantize_multiplier(
-                rng.uniform(0.5, 2) / (h * w)) for _ in range(R)), strict=True)
         else:  # COPY, upsampling
             self.oh, self.ow = (2 * h, 2 * w) if upsample else (h, w)
             acc = np.repeat(np.repeat(d, 2, axis=1), 2, axis=2) if upsample else d
-            self.scheme = isa.Scheme.COPY
-            self.zp_out, self.qmin, self.qmax = self.zp_in, 0, 2**B - 1
-            self.mult, self.shift = [1 << 30] * R, [1] * R
-        q = gemmlowp.requantize(acc, 0, np.array(self.mult)[:, None, None],
-                                np.array(self.shift)[:, None, None], self.zp_out, self.qmin,
-                                self.qmax)
-        self.expected = q.reshape(R, -1).T
+        if mode == isa.Mode.SUMPOOL:   # an average in any scheme
+            self.post, self.act, q = random_post(cfg, rng, acc.reshape(R, -1))
+            self.expected = q & (2**B - 1)
+        else:
+            self.expected = np.clip(acc + self.zp_in, 0, 2**B - 1).reshape(R, -1).T
         self.outputs = self.expected.shape[0]
 
     def command(self, obuf_bank=0, **kw):
@@ -180,7 +180,7 @@ class BypassLayer(Layer):
         c = isa.ConvCommand.from_bits(raw)
         op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
         op.update(mode=self.mode, pad_min=int(self.pad_min), upsample=int(self.upsample),
-                  scheme=self.scheme, y_off=-self.pad, x_off=-self.pad,
+                  y_off=-self.pad, x_off=-self.pad,
                   out_h=self.oh if not self.upsample else self.oh,
                   out_w=self.ow if not self.upsample else self.ow)
         return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": obuf_bank,
@@ -264,7 +264,7 @@ async def load(tb, layer, ibuf_bank=0, wbuf_bank=0, pbuf_bank=0):
     await tb.write("ibuf_w", ibuf_bank, 0, layer.ibuf_words(tb.cfg))
     if not isinstance(layer, BypassLayer):
         await tb.write("wbuf_w", wbuf_bank, 0, layer.wbuf_words(tb.cfg))
-    await tb.write("pbuf_w", pbuf_bank, 0, layer.pbuf_words())
+    await tb.write("pbuf_w", pbuf_bank, 0, layer.pbuf_words(tb.cfg))
 
 
 def random_layer(cfg, rng):
@@ -358,7 +358,7 @@ async def split_reduction(dut):
         cmds.append(p.command(ibuf_addr=ioff, wbuf_addr=woff, acc_cont=int(i > 0),
                               acc_keep=int(i < len(parts) - 1)))
         ioff, woff = ioff + len(iw), woff + len(ww)
-    await tb.write("pbuf_w", 0, 0, layer.pbuf_words())
+    await tb.write("pbuf_w", 0, 0, layer.pbuf_words(tb.cfg))
     for c in cmds:
         await tb.send(c)
     await tb.wait_done(3, 50_000)

@@ -7,7 +7,7 @@ from zynqnn import isa
 from zynqnn.config import get_config
 from zynqnn.machine import Machine, MachineError, pack_words
 from zynqnn.numerics import gemmlowp, ops
-from zynqnn.rtl.engine import pbuf_word_layout
+from zynqnn.rtl.postproc import pbuf_word_layout
 
 CFG = get_config("tiny")
 R, C, B = CFG.rows, CFG.cols, CFG.operand_bits

@@ -167,7 +167,8 @@ class Pool(enum.IntEnum, shape=2):
 #: ``(oy*stride + ky + y_off, ox*stride + kx + x_off)`` of the tile, or the input zero point
 #: outside it (``y_off``/``x_off`` are minus the padding the tile still needs). Weights: one
 #: IBUF-block x ``cols`` tile per (ky, kx, cin block), ``rows`` WBUF words each, in that order from
-#: ``wbuf_addr``. Post-processing constants: ``cols`` PBUF words from ``pbuf_addr``. Outputs:
+#: ``wbuf_addr``. Post-processing constants: ``cols`` PBUF words from ``pbuf_addr``; with ``act``
+#: the next ``requant_lanes`` words hold the layer's activation word. Outputs:
 #: ``out_h x out_w`` OBUF words from ``obuf_addr`` (fewer after pooling).
 ConvOp = data.StructLayout({
     "mode": Mode,
@@ -186,6 +187,7 @@ ConvOp = data.StructLayout({
     "stride": unsigned(2),
     "pool": Pool,
     "scheme": Scheme,
+    "act": unsigned(1),                # an activation word follows the channel constants
     "y_off": signed(4),
     "x_off": signed(4),
     "cin_blocks": unsigned(8),

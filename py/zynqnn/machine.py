@@ -18,6 +18,7 @@ import numpy as np
 from zynqnn import isa
 from zynqnn.config import HwConfig
 from zynqnn.numerics import gemmlowp
+from zynqnn.postmodel import apply_post
 
 __all__ = ["Machine", "MachineError", "PARAM_WORD_BITS", "pack_words", "unpack_words"]
 
@@ -185,15 +186,13 @@ class Machine:
         if not bypass and op.wbuf_addr + k * k * cb_n * R > cfg.weight_buffer_depth:
             bad("weights beyond WBUF")
         lanes = cfg.requant_lanes
-        if op.pbuf_addr + C > cfg.param_buffer_depth or op.pbuf_addr % lanes:
+        n_words = C + (lanes if op.act else 0)
+        if op.pbuf_addr + n_words > cfg.param_buffer_depth or op.pbuf_addr % lanes:
             bad("constants beyond PBUF or not lane-aligned")
         if out_pixels > cfg.acc_buffer_depth or op.obuf_addr + out_pixels > cfg.acc_buffer_depth:
             bad("outputs beyond the accumulator/output buffer")
         if int(op.pool) != isa.Pool.NONE:
             bad("fused pooling")
-        scheme = isa.Scheme(int(op.scheme))
-        if scheme not in (isa.Scheme.TFLITE, isa.Scheme.TFLITE_SINGLE_ROUNDING, isa.Scheme.COPY):
-            bad(f"scheme {scheme.name} not in this engine")
         if bypass and (R != C or cb_n != 1):
             bad("bypass modes need rows == cols and one channel block")
         if op.upsample and (k != 1 or s != 1):
@@ -242,23 +241,18 @@ class Machine:
             return
         self.acc = None
 
-        # Post-processing: TFLite requantization (or COPY) per output channel.
-        if scheme == isa.Scheme.COPY:
-            bias = np.zeros(C, np.int64)
-            mult = np.full(C, 1 << 30, np.int64)
-            shift = np.ones(C, np.int64)
-        else:
-            from zynqnn.rtl.engine import pbuf_word_layout
+        # Post-processing per output channel, from the PBUF words (and the activation word).
+        pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
+        words = [int.from_bytes(bytes(w), "little")
+                 for w in pbuf[op.pbuf_addr:op.pbuf_addr + n_words]]
+        act = 0
+        if op.act:
+            from zynqnn.rtl.postproc import act_params_layout
 
-            pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
-            prm = [pbuf_word_layout.from_bits(int.from_bytes(bytes(w), "little")).tflite
-                   for w in pbuf[op.pbuf_addr:op.pbuf_addr + C]]
-            bias = np.array([p.bias for p in prm], np.int64)
-            mult = np.array([p.multiplier for p in prm], np.int64)
-            shift = np.array([p.shift for p in prm], np.int64)
-        q = gemmlowp.requantize(acc[:, :], bias, mult, shift, int(op.zp_out), int(op.clamp_min),
-                                int(op.clamp_max),
-                                single_rounding=scheme == isa.Scheme.TFLITE_SINGLE_ROUNDING)
+            act = sum(w << (PARAM_WORD_BITS * i) for i, w in enumerate(words[C:]))
+            act &= (1 << act_params_layout(cfg).size) - 1
+        q = apply_post(cfg, op.scheme, int(op.zp_out), int(op.clamp_min), int(op.clamp_max), act,
+                       words[:C], acc)
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
 

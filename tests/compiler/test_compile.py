@@ -16,7 +16,7 @@ from zynqnn.compiler import (
     run_reference,
 )
 from zynqnn.compiler.perf import DmaModel, ProtocolError, simulate
-from zynqnn.compiler.testing import codes, conv, tensor
+from zynqnn.compiler.testing import SCHEMES_8BIT, codes, conv, conv_rq, random_requant, tensor
 from zynqnn.config import get_config
 from zynqnn.numerics import gemmlowp
 
@@ -125,6 +125,49 @@ def test_global_sum_pool(c, h, w):
     la = HwGlobalSumPool("gap", x, y, [q for q, _ in mq], [s for _, s in mq],
                          rng.integers(-100, 100, size=c))
     check(Network(x, [la]), cfg)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES_8BIT)
+def test_every_scheme_and_activation(scheme):
+    """Conv layers in each requantization scheme, with ReLU/ReLU6 clamps and both leaky ReLUs
+    (activation words in PBUF), across channel blocks and a split reduction: the machine's
+    word-level post-processing equals numerics' Requant objects."""
+    rng = np.random.default_rng(len(scheme))
+    for i in range(6):
+        x = tensor(rng, "x", int(rng.integers(1, 13)), 6, 8, signed=bool(i % 2))
+        la = conv_rq(rng, f"conv{i}", x, int(rng.integers(1, 10)), 3, 1, 1, scheme=scheme)
+        check(Network(x, [la]), seed=i)
+    # a reduction split over commands (acc_keep / acc_cont) keeps the post-processing
+    x = tensor(rng, "x", 20, 8, 8)
+    prog = check(Network(x, [conv_rq(rng, "deep", x, 5, 5, 1, 2, scheme=scheme)]))
+    assert any(op.acc_keep for op in _convs(prog))
+
+
+def test_global_pool_any_scheme():
+    rng = np.random.default_rng(5)
+    cfg = get_config("pynq_z2")
+    for scheme in SCHEMES_8BIT:
+        x = tensor(rng, "x", 20, 3, 8)
+        rq, act = random_requant(rng, 20, scheme, gain=1 / 24)
+        from zynqnn.compiler.testing import out_signed, out_zero_point
+        y = Tensor("y", 20, 1, 1, out_zero_point(rq, act), out_signed(rq))
+        check(Network(x, [HwGlobalSumPool("gap", x, y, requant=rq, act=act)]), cfg)
+
+
+def test_post_processing_refusals():
+    rng = np.random.default_rng(0)
+    x = tensor(rng, "x", 4, 6, 6)
+    la = conv_rq(rng, "c", x, 4, 3, 1, 1, scheme="torch-fbgemm")
+    la.output.zero_point += 1
+    with pytest.raises(CompileError, match="c: output zero point"):
+        compile_network(Network(x, [la]), TINY)
+    la = conv_rq(rng, "c2", x, 4, 3, 1, 1, scheme="tflite")
+    la.clamp = (0, 10)
+    with pytest.raises(CompileError, match="c2: clamp"):
+        compile_network(Network(x, [la]), TINY)
+    with pytest.raises(CompileError, match="c3: needs a requant or TFLite multiplier, shift"):
+        from zynqnn.compiler import HwConv
+        HwConv("c3", x, la.output, np.zeros((4, 4, 3, 3)), bias=[0] * 4)
 
 
 @pytest.mark.parametrize("size", [16, 32])

@@ -39,7 +39,7 @@ from .layers import (
     code_range,
     norm_padding,
 )
-from .layout import act_bytes, act_codes, cblocks, param_bytes, weight_bytes
+from .layout import act_bytes, act_codes, cblocks, has_act, param_bytes, post_layer, weight_bytes
 
 __all__ = ["Program", "compile_network", "Step"]
 
@@ -279,6 +279,16 @@ class _Compiler:
                                f"{cfg.act_buffer_depth}")
         return th
 
+    def post_of(self, la, channels: int, block: int):
+        """The layer's post-processing and its PBUF words per command (``block`` channels, then
+        the activation row), checked against PBUF."""
+        post = post_layer(self.cfg, la, channels)
+        words = block + (self.cfg.requant_lanes if has_act(post) else 0)
+        if words > self.cfg.param_buffer_depth:
+            raise CompileError(f"{la.name}: {words} PBUF words per command exceed "
+                               f"param_buffer_depth = {self.cfg.param_buffer_depth}")
+        return post, words
+
     def conv(self, la: HwConv):
         cfg, R, C = self.cfg, self.cfg.rows, self.cfg.cols
         k, s = la.kernel, la.stride
@@ -311,8 +321,7 @@ class _Compiler:
         th = self.rows_per_tile(la.name, OH, OW, lambda t: min(H, (t - 1) * s + k), cbp * W)
         tiles = [(oy, min(th, OH - oy)) for oy in range(0, OH, th)]
         coblocks = cblocks(cout, C)
-        clo, chi = la.clamp or code_range(y.signed, cfg.operand_bits)
-        scheme = isa.Scheme.TFLITE_SINGLE_ROUNDING if la.single_rounding else isa.Scheme.TFLITE
+        post, pwords = self.post_of(la, cout, C)
 
         # Constants: weights per (cout block, part), parameters per cout block.
         waddr, paddr = {}, {}
@@ -322,8 +331,7 @@ class _Compiler:
                 i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
                 waddr[j, p] = (self.add_const(weight_bytes(cfg, la.weights[c0:c1, i0:i1])),
                                cblocks(i1 - i0, R))
-            paddr[j] = self.add_const(param_bytes(la.bias[c0:c1], la.multiplier[c0:c1],
-                                                  la.shift[c0:c1], C))
+            paddr[j] = self.add_const(param_bytes(cfg, post, c0, c1, C))
         # Loop order: the one moving fewer bytes.
         in_bytes = cb_total * H * W * self.wb
         w_bytes = coblocks * cb_total * k * k * R * C * cfg.operand_bits // 8
@@ -343,8 +351,9 @@ class _Compiler:
                     min(cout, (j + 1) * C) - j * C)
                 op = dict(mode=isa.Mode.CONV, kernel=k, stride=s, y_off=iy_lo - y_lo,
                           x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,
-                          in_signed=int(x.signed), zp_in=x.zero_point, zp_out=y.zero_point,
-                          clamp_min=clo, clamp_max=chi, scheme=scheme,
+                          in_signed=int(x.signed), zp_in=x.zero_point, zp_out=post.zp_out,
+                          clamp_min=post.clamp_min, clamp_max=post.clamp_max,
+                          scheme=post.scheme, act=int(has_act(post)),
                           acc_cont=int(p > 0), acc_keep=int(p < parts - 1))
                 loads = {
                     isa.Buffer.IBUF: Load((la.name, "in", t, p),
@@ -354,7 +363,7 @@ class _Compiler:
                 }
                 store = None
                 if p == parts - 1:
-                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr[j], C)
+                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr[j], pwords)
                     store = (self.addr(y, j) + oy0 * OW * self.wb, oh * OW, 1, 0)
                 self.steps.append(Step(la.name, op, loads, store, macs))
 
@@ -390,15 +399,17 @@ class _Compiler:
                                    f"whole map in IBUF, above act_buffer_depth = "
                                    f"{cfg.act_buffer_depth}")
             tiles = [(0, H)]
-            common.update(mode=isa.Mode.SUMPOOL, kernel=1, stride=1, scheme=isa.Scheme.TFLITE)
+            post, pwords = self.post_of(la, x.channels, R)
+            common.update(mode=isa.Mode.SUMPOOL, kernel=1, stride=1, scheme=post.scheme,
+                          act=int(has_act(post)), zp_out=post.zp_out, clamp_min=post.clamp_min,
+                          clamp_max=post.clamp_max)
             pt, k, s = 0, 1, 1
         sumpool = isinstance(la, HwGlobalSumPool)
         for j in range(cblocks(x.channels, R)):
             paddr = None
             if sumpool:
                 c0, c1 = j * R, min(x.channels, (j + 1) * R)
-                paddr = self.add_const(param_bytes(la.bias[c0:c1], la.multiplier[c0:c1],
-                                                   la.shift[c0:c1], R))
+                paddr = self.add_const(param_bytes(cfg, post, c0, c1, R))
             for t, (oy0, oh) in enumerate(tiles):
                 if isinstance(la, HwUpsample2x):
                     y_lo, ih, y_off = oy0 // 2, -(-oh // 2), 0
@@ -412,7 +423,7 @@ class _Compiler:
                 loads = {isa.Buffer.IBUF: Load((la.name, "in", j, t),
                                                self.addr(x, j) + y_lo * W * self.wb, ih * W)}
                 if sumpool:
-                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr, R)
+                    loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr, pwords)
                 n = 1 if sumpool else oh * OW
                 store = (self.addr(y, j) + oy0 * OW * self.wb, n, 1, 0)
                 self.steps.append(Step(la.name, op, loads, store, 0))

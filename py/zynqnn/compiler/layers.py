@@ -1,8 +1,9 @@
 """The compiler's input: hardware layers over tensors of integer codes.
 
 This description is deliberately small and explicit (an importer from a model IR lowers to it):
-every layer maps onto the engine's ``CONV`` command in one of its modes, with the requantization
-constants already computed (TFLite form: per output channel int32 bias, Q31 multiplier, shift).
+every layer maps onto the engine's ``CONV`` command in one of its modes. The requantization is a
+``zynqnn.numerics`` Requant object (any scheme) with an optional activation, or, for hand-built
+networks, TFLite constants (per output channel int32 bias, Q31 multiplier, shift).
 
 A :class:`Network` is an input tensor, a list of layers in execution order and an output tensor.
 Channel concatenation costs nothing: :class:`HwConcat` makes its inputs views of channel-block
@@ -72,33 +73,53 @@ def _out_size(n, k, s, lo, hi):
     return (n + lo + hi - k) // s + 1
 
 
+def _post_fields(layer, channels):
+    """Check a layer's post-processing: a Requant, or the three TFLite constant vectors."""
+    tfl = ("bias", "multiplier", "shift")
+    if layer.requant is None:
+        missing = [f for f in tfl if getattr(layer, f) is None]
+        if missing:
+            raise CompileError(f"{layer.name}: needs a requant or TFLite {', '.join(missing)}")
+        for f in tfl:
+            v = np.broadcast_to(np.asarray(getattr(layer, f), dtype=np.int64), (channels,))
+            setattr(layer, f, v.copy())
+        if layer.act is not None:
+            raise CompileError(f"{layer.name}: an activation needs a requant object")
+    elif layer.requant.channels not in (1, channels):
+        raise CompileError(f"{layer.name}: requant has {layer.requant.channels} channels of "
+                           f"constants, the layer {channels}")
+
+
 @dataclass(eq=False)
 class HwConv:
-    """Convolution + TFLite requantization: ``clamp(MBQM(acc + bias) + zp_out, lo, hi)``.
+    """Convolution + requantization (+ activation).
 
-    ``weights``: (cout, cin, k, k) signed codes (weight zero point 0). ``bias``, ``multiplier``,
-    ``shift``: per output channel. ``clamp`` defaults to the output's code range (ReLU is a clamp
-    at the output zero point). ``single_rounding`` selects TFLite's single-rounding variant.
+    ``weights``: (cout, cin, k, k) signed codes (weight zero point 0). ``requant``: a
+    ``zynqnn.numerics`` Requant (``make_requant``), any scheme; ``act``: None,
+    ``zynqnn.rtl.postproc.LeakyFixed`` or ``LeakyTorch``. Without ``requant``: TFLite
+    ``clamp(MBQM(acc + bias) + zp_out, lo, hi)`` from ``bias``, ``multiplier``, ``shift`` (per
+    output channel), ``clamp`` (default: the output's code range; ReLU is a clamp at the zero
+    point) and ``single_rounding``. With ``requant`` the clamp is the Requant's (or the
+    LeakyTorch's) and the output zero point must match it.
     """
 
     name: str
     input: Tensor
     output: Tensor
     weights: np.ndarray
-    bias: np.ndarray
-    multiplier: np.ndarray
-    shift: np.ndarray
+    bias: np.ndarray | None = None
+    multiplier: np.ndarray | None = None
+    shift: np.ndarray | None = None
     stride: int = 1
     padding: object = 0
     clamp: tuple[int, int] | None = None
     single_rounding: bool = False
+    requant: object = None
+    act: object = None
 
     def __post_init__(self):
         self.weights = np.asarray(self.weights, dtype=np.int64)
-        cout = self.weights.shape[0]
-        for f in ("bias", "multiplier", "shift"):
-            v = np.broadcast_to(np.asarray(getattr(self, f), dtype=np.int64), (cout,)).copy()
-            setattr(self, f, v)
+        _post_fields(self, self.weights.shape[0])
 
     @property
     def kernel(self) -> int:
@@ -140,22 +161,23 @@ class HwMaxPool:
 
 @dataclass(eq=False)
 class HwGlobalSumPool:
-    """Global pooling: per channel ``requantize(sum over pixels (q - zp_in))`` (TFLite form; an
-    average is a multiplier of ``1 / (H W)``). Output is ``channels x 1 x 1``."""
+    """Global pooling: per channel the requantization of ``sum over pixels (q - zp_in)`` (an
+    average is a multiplier of ``1 / (H W)``): a ``requant`` object (any scheme, + ``act``) or
+    TFLite ``multiplier``/``shift``/``bias``. Output is ``channels x 1 x 1``."""
 
     name: str
     input: Tensor
     output: Tensor
-    multiplier: np.ndarray
-    shift: np.ndarray
+    multiplier: np.ndarray | None = None
+    shift: np.ndarray | None = None
     bias: np.ndarray | int = 0
     clamp: tuple[int, int] | None = None
+    requant: object = None
+    act: object = None
+    single_rounding: bool = False
 
     def __post_init__(self):
-        n = self.input.channels
-        for f in ("bias", "multiplier", "shift"):
-            v = np.broadcast_to(np.asarray(getattr(self, f), dtype=np.int64), (n,)).copy()
-            setattr(self, f, v)
+        _post_fields(self, self.input.channels)
 
     @property
     def inputs(self) -> list[Tensor]:

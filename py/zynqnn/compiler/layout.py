@@ -2,7 +2,8 @@
 
 Activations are ``NHWC<R>``: channel block, row, column, then the ``R`` codes of the block
 (channels padded with the tensor's zero point). Weights of one command are its ``(ky, kx, cin
-block, r)`` WBUF rows of ``C`` weights; constants one 128-bit PBUF word per output channel.
+block, r)`` WBUF rows of ``C`` weights; constants one 128-bit PBUF word per output channel
+(``zynqnn.rtl.postproc.pbuf_word_layout``), then the layer's activation word if it has one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from zynqnn.config import HwConfig
 from zynqnn.machine import PARAM_WORD_BITS, pack_words, unpack_words
 
-__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "cblocks"]
+__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "cblocks"]
 
 
 def cblocks(channels: int, n: int) -> int:
@@ -49,17 +50,52 @@ def weight_bytes(cfg: HwConfig, w: np.ndarray) -> np.ndarray:
     return pack_words(rows, cfg.operand_bits).reshape(-1)
 
 
-def param_bytes(bias, multiplier, shift, count: int) -> bytes:
-    """One PBUF word per output channel (TFLite bias, Q31 multiplier, shift); ``count`` words,
-    the channels past ``len(bias)`` zero (their outputs are the zero point)."""
-    from zynqnn.rtl.engine import pbuf_word_layout
+def post_layer(cfg: HwConfig, la, channels: int):
+    """The engine's post-processing of a conv or global-pool layer (``PostProcLayer``): from its
+    Requant (+ activation), or from its TFLite constants."""
+    from zynqnn import isa
+    from zynqnn.rtl.postproc import (
+        PostProcLayer,
+        act_params_layout,
+        pbuf_word_layout,
+        postproc_layer,
+    )
 
-    out = []
-    for i in range(count):
-        if i < len(bias):
-            v = {"bias": int(bias[i]), "multiplier": int(multiplier[i]), "shift": int(shift[i])}
-        else:
-            v = {"bias": 0, "multiplier": 0, "shift": 0}
-        bits = pbuf_word_layout.const({"tflite": v}).as_bits()
-        out.append(bits.to_bytes(PARAM_WORD_BITS // 8, "little"))
-    return b"".join(out)
+    from .layers import CompileError, code_range
+
+    y = la.output
+    if la.requant is not None:
+        if la.clamp is not None:
+            raise CompileError(f"{la.name}: clamp is the requant's (qmin/qmax, relu); "
+                               "do not pass both")
+        try:
+            post = postproc_layer(la.requant, cfg, la.act, channels=channels)
+        except (ValueError, TypeError) as e:
+            raise CompileError(f"{la.name}: {e}") from None
+        if post.zp_out != y.zero_point:
+            raise CompileError(f"{la.name}: output zero point {y.zero_point} differs from the "
+                               f"post-processing's {post.zp_out}")
+        return post
+    lo, hi = la.clamp or code_range(y.signed, cfg.operand_bits)
+    words = tuple(pbuf_word_layout.const({"tflite": {
+        "bias": int(la.bias[c]), "multiplier": int(la.multiplier[c]), "shift": int(la.shift[c]),
+    }}).as_bits() for c in range(channels))
+    scheme = isa.Scheme.TFLITE_SINGLE_ROUNDING if la.single_rounding else isa.Scheme.TFLITE
+    act = act_params_layout(cfg).const({}).as_bits()
+    return PostProcLayer(scheme, y.zero_point, lo, hi, act, words)
+
+
+def has_act(post) -> bool:
+    """Whether a post-processing needs its activation word (mode other than none)."""
+    return post.act != 0
+
+
+def param_bytes(cfg: HwConfig, post, c0: int, c1: int, count: int) -> bytes:
+    """PBUF words of output channels ``[c0, c1)`` of ``post``, zero up to ``count`` words (the
+    padding channels' outputs are discarded), then the activation row when the layer has one
+    (``requant_lanes`` words, the activation word's bits little-endian)."""
+    mask = (1 << PARAM_WORD_BITS) - 1
+    words = list(post.words[c0:c1]) + [0] * (count - (c1 - c0))
+    if has_act(post):
+        words += [(post.act >> (PARAM_WORD_BITS * i)) & mask for i in range(cfg.requant_lanes)]
+    return b"".join(w.to_bytes(PARAM_WORD_BITS // 8, "little") for w in words)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from zynqnn.numerics import gemmlowp, ops
+from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
 from .layers import (
     HwConcat,
@@ -17,7 +18,29 @@ from .layers import (
     norm_padding,
 )
 
-__all__ = ["run_reference"]
+__all__ = ["run_reference", "post_codes"]
+
+
+def _post(la, acc, lo, hi):
+    """Requantization (+ activation) of accumulators (C, H, W), as the framework computes it."""
+    rq, act = la.requant, la.act
+    if rq is None:
+        col = (slice(None), None, None)
+        return gemmlowp.requantize(acc, la.bias[col], la.multiplier[col], la.shift[col],
+                                   la.output.zero_point, lo, hi,
+                                   single_rounding=la.single_rounding)
+    return post_codes(rq, act, acc, axis=0)
+
+
+def post_codes(rq, act, acc, axis=1):
+    """``rq.apply`` then the activation (None, LeakyFixed or LeakyTorch)."""
+    q = rq.apply(acc, axis=axis)
+    if isinstance(act, LeakyFixed):
+        q = ops.leaky_relu_fixed(q, rq.zp_out, act.mult, act.shift, act.rounding, rq.lo, rq.hi)
+    elif isinstance(act, LeakyTorch):
+        q = ops.leaky_relu_torch(q, act.s_in, act.zp_in, act.s_out, act.zp_out,
+                                 act.negative_slope, act.path, act.qmin, act.qmax)
+    return q
 
 
 def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -32,9 +55,7 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
         if isinstance(la, HwConv):
             acc = ops.conv2d_acc(a[None], la.weights, zp_x=la.input.zero_point, zp_w=0,
                                  stride=la.stride, padding=norm_padding(la.padding))[0]
-            col = (slice(None), None, None)
-            out = gemmlowp.requantize(acc, la.bias[col], la.multiplier[col], la.shift[col],
-                                      y.zero_point, lo, hi, single_rounding=la.single_rounding)
+            out = _post(la, acc, lo, hi)
         elif isinstance(la, HwMaxPool):
             pad = norm_padding(la.padding)
             m = ops.max_pool2d(a[None], la.kernel, la.stride, padding=pad,
@@ -44,9 +65,8 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
             u = ops.upsample_nearest(a[None], 2)[0]
             out = np.clip(u - la.input.zero_point + y.zero_point, lo, hi)
         elif isinstance(la, HwGlobalSumPool):
-            acc = (a - la.input.zero_point).sum(axis=(1, 2))
-            out = gemmlowp.requantize(acc, la.bias, la.multiplier, la.shift, y.zero_point,
-                                      lo, hi)[:, None, None]
+            acc = (a - la.input.zero_point).sum(axis=(1, 2))[:, None, None]
+            out = _post(la, acc, lo, hi)
         else:
             raise TypeError(type(la).__name__)
         vals[id(y)] = out
