@@ -15,6 +15,13 @@ A ``CONV`` command runs in two stages that overlap across commands:
   after its constants). Meanwhile the MAC stage runs the next command into the
   other ABUF bank.
 
+An ``ELTWISE`` command (a residual add, :data:`zynqnn.isa.EltwiseCommand`) runs alone: it waits
+until the post stage is idle, so it owns the IBUF, WBUF and PBUF read ports and the OBUF write
+port, reads the add's constants (one PBUF row) once, then streams its pixels: per pixel the IBUF
+word (input A) and the WBUF word (input B) at the same offset, ``cols / requant_lanes`` lane
+groups through :class:`~zynqnn.rtl.eltwise.EltwiseAdd` (``requant_lanes`` lanes, one group per
+cycle), and the output word into OBUF. It then frees the MAC stage for the next command.
+
 Commands are checked before they start: a geometry the buffers cannot hold ends the command with
 ``error`` and ``ErrorCause.BAD_COMPUTE`` instead of reading or writing out of range.
 
@@ -33,6 +40,7 @@ from zynqnn.config import HwConfig
 
 from .buffers import BankedBuffer, MemoryReader
 from .compute import PARAM_WORD_BITS, ComputeSignature
+from .eltwise import EltwiseAdd, add_params_layout, eltwise_in_layout
 from .pe_array import PEArray, act_layout
 from .postproc import (
     PBUF_WORD_BITS,
@@ -57,7 +65,8 @@ class Engine(wiring.Component):
     Members
     -------
     cmd: In(stream)
-        ``CONV`` commands (viewed as :data:`zynqnn.isa.ConvCommand`).
+        ``CONV`` commands (viewed as :data:`zynqnn.isa.ConvCommand`) and ``ELTWISE`` commands
+        (:data:`zynqnn.isa.EltwiseCommand`).
     done: Out(1)
         Pulses once per command, in command order, when its outputs are in OBUF.
     error, error_cause: Out
@@ -80,6 +89,10 @@ class Engine(wiring.Component):
             raise ValueError(f"Engine: requant_lanes = {lanes}: the {act_bits}-bit activation "
                              f"word needs a PBUF row of at least {-(-act_bits // PBUF_WORD_BITS)}"
                              " lanes")
+        add_bits = add_params_layout(cfg).size
+        if lanes * PBUF_WORD_BITS < add_bits:
+            raise ValueError(f"Engine: requant_lanes = {lanes}: the {add_bits}-bit add constants "
+                             f"need a PBUF row of at least {-(-add_bits // PBUF_WORD_BITS)} lanes")
         # The engine is the compute unit of the SoC shell: its signature is the shell's
         # compute interface, flipped (see zynqnn.rtl.compute for the protocol).
         super().__init__(ComputeSignature(cfg).flip())
@@ -132,8 +145,19 @@ class Engine(wiring.Component):
         fin = Signal(SLOTS)               # slot finished
         fin_err = Signal(SLOTS)           # ... with an error
         mac_seq = Signal(range(SLOTS))    # slot of the command in the MAC stage
+        # Finish pulses: the MAC stage's command (a bad command, an acc_keep part, an ELTWISE)
+        # and the post stage's; both may come in one cycle.
+        fin_mac = Signal()
+        fin_mac_err = Signal()
+        fin_post = Signal()
+        q_seq = Signal.like(mac_seq)      # slot of the command in the post stage
         fin_set = Signal(SLOTS)
         fin_err_set = Signal(SLOTS)
+        one = Const(1, SLOTS)
+        m.d.comb += [
+            fin_set.eq(Mux(fin_mac, one << mac_seq, 0) | Mux(fin_post, one << q_seq, 0)),
+            fin_err_set.eq(Mux(fin_mac_err, one << mac_seq, 0)),
+        ]
         head = fin.bit_select(seq_out, 1)
         m.d.comb += [
             self.done.eq(head & ~fin_err.bit_select(seq_out, 1)),
@@ -173,16 +197,33 @@ class Engine(wiring.Component):
         def depth_ok(end, depth):
             return end <= depth
 
+        post_run = Signal()               # the post stage drains an ABUF bank
+        # ELTWISE state (the command register viewed as an EltwiseCommand).
+        eop = isa.EltwiseCommand(cmd.as_value()).op
+        elt_bad = Signal()
+        elt_prm_read = Signal()           # the PBUF read port addresses the add constants
+        elt_prm = Signal(add_params_layout(cfg))
+        elt_run = Signal()                # streaming pixels; owns the read and OBUF ports
+        elt_p = Signal(16)                # pixel being read
+        elt_g = Signal(range(GROUPS + 1))  # lane group being read
+        # Output assembly (shared by the post stage and ELTWISE, which never overlap).
+        out_g = Signal(range(GROUPS + 1))
+        out_p = Signal(24)
+        w_now = Signal()
+
         with m.FSM(name="mac"):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cmd.eq(self.cmd.payload), mac_seq.eq(seq_in),
                                  seq_in.eq(seq_in + 1)]
-                    mode = isa.ConvCommand(self.cmd.payload.as_value()).op.mode
-                    m.d.sync += [bypass.eq(mode != isa.Mode.CONV),
-                                 sumpool.eq(mode == isa.Mode.SUMPOOL)]
-                    m.next = "SIZE1"
+                    new = isa.ConvCommand(self.cmd.payload.as_value())
+                    m.d.sync += [bypass.eq(new.op.mode != isa.Mode.CONV),
+                                 sumpool.eq(new.op.mode == isa.Mode.SUMPOOL)]
+                    with m.If(new.opcode == isa.Opcode.ELTWISE):
+                        m.next = "ELT_CHECK"
+                    with m.Else():
+                        m.next = "SIZE1"
             with m.State("SIZE1"):
                 m.d.sync += [
                     kk.eq(op.kernel * op.kernel),
@@ -219,8 +260,7 @@ class Engine(wiring.Component):
                     | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
                 )
                 with m.If(bad):
-                    m.d.comb += [fin_set.eq(Const(1, SLOTS) << mac_seq),
-                                 fin_err_set.eq(Const(1, SLOTS) << mac_seq)]
+                    m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += mac_go.eq(1)
@@ -230,6 +270,34 @@ class Engine(wiring.Component):
                     # A partial command leaves its sums in the bank for the next part.
                     with m.If(~op.acc_keep):
                         m.d.sync += mac_bank.eq(~mac_bank)
+                    m.next = "IDLE"
+
+            # ELTWISE: check, wait for the post stage to go idle, read the constants row, stream.
+            with m.State("ELT_CHECK"):
+                m.d.comb += elt_bad.eq(
+                    (R != C) | (eop.pixels == 0)
+                    | ~depth_ok(eop.ibuf_addr + eop.pixels, cfg.act_buffer_depth)
+                    | ~depth_ok(eop.wbuf_addr + eop.pixels, cfg.weight_buffer_depth)
+                    | ~depth_ok(eop.obuf_addr + eop.pixels, cfg.acc_buffer_depth)
+                    | ~depth_ok(eop.pbuf_addr + LANES, cfg.param_buffer_depth)
+                    | (eop.pbuf_addr[:lane_shift] != 0 if LANES > 1 else 0)
+                )
+                with m.If(elt_bad):
+                    m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(~post_run & ~post_pending):
+                    m.next = "ELT_PARAMS"
+            with m.State("ELT_PARAMS"):
+                m.d.comb += elt_prm_read.eq(1)
+                m.next = "ELT_CAPTURE"
+            with m.State("ELT_CAPTURE"):
+                m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
+                             elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0)]
+                m.next = "ELT_RUN"
+            with m.State("ELT_RUN"):
+                m.d.comb += elt_run.eq(1)
+                with m.If(w_now & (out_p + 1 == eop.pixels)):
+                    m.d.comb += fin_mac.eq(1)
                     m.next = "IDLE"
 
         # -- weight feeder: passes x rows WBUF words in order ----------------------------------
@@ -243,8 +311,8 @@ class Engine(wiring.Component):
         m.d.comb += [
             w_rd.issue.eq((w_left != 0) & w_rd.can_issue),
             wbuf.r.en.eq(1),
-            wbuf.r.bank.eq(op.wbuf_bank),
-            wbuf.r.addr.eq(w_addr),
+            wbuf.r.bank.eq(Mux(elt_run, eop.wbuf_bank, op.wbuf_bank)),
+            wbuf.r.addr.eq(Mux(elt_run, eop.wbuf_addr + elt_p, w_addr)),
             w_rd.buf.w_data.eq(wbuf.r.data),
             array.weights.payload.eq(w_rd.buf.r_data),
             array.weights.valid.eq(w_rd.buf.r_valid),
@@ -324,8 +392,9 @@ class Engine(wiring.Component):
             vec.swap.eq(a_first),
             a_rd.issue.eq(a_running & a_rd.can_issue),
             ibuf.r.en.eq(1),
-            ibuf.r.bank.eq(op.ibuf_bank),
-            ibuf.r.addr.eq((row_addr + ix)[:_abits(cfg.act_buffer_depth)]),
+            ibuf.r.bank.eq(Mux(elt_run, eop.ibuf_bank, op.ibuf_bank)),
+            ibuf.r.addr.eq(Mux(elt_run, eop.ibuf_addr + elt_p,
+                               (row_addr + ix)[:_abits(cfg.act_buffer_depth)])),
             a_rd.buf.w_data.eq(vec),
             array.acts.payload.eq(a_rd.buf.r_data),
             array.acts.valid.eq(a_rd.buf.r_valid & ~bypass),
@@ -361,7 +430,6 @@ class Engine(wiring.Component):
                 m.d.sync += acc_p.eq(acc_p + 1)
 
         post_bank = Signal()
-        post_run = Signal()
         post_rd_addr = Signal(24)
         post_rd_en = Signal()
         old = Signal(acc_word)
@@ -399,7 +467,7 @@ class Engine(wiring.Component):
         keep_done = Signal()
         m.d.comb += keep_done.eq(mac_done & op.acc_keep)
         with m.If(keep_done):
-            m.d.comb += fin_set.eq(Const(1, SLOTS) << mac_seq)
+            m.d.comb += fin_mac.eq(1)
         with m.If(mac_done & ~op.acc_keep):
             m.d.sync += abuf_full.bit_select(mac_bank, 1).eq(1)
 
@@ -416,8 +484,6 @@ class Engine(wiring.Component):
         pre = Signal()                    # reading the activation row
         act_cap = Signal()                # its data is on the read port
         act_reg = Signal(actw_layout)
-        out_g = Signal(range(GROUPS + 1))
-        out_p = Signal(24)
         out_word = Signal(data.ArrayLayout(unsigned(B), C))
         q_cmd = Signal(isa.ConvCommand)   # the command in the post stage
         q_op = q_cmd.op
@@ -425,7 +491,6 @@ class Engine(wiring.Component):
 
         # The MAC stage hands a full bank over; the post stage takes it when it is free.
         post_seq = Signal.like(mac_seq)
-        q_seq = Signal.like(mac_seq)
         with m.If(mac_done & ~op.acc_keep):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(out_pixels),
                          post_src.eq(mac_bank), post_seq.eq(mac_seq)]
@@ -450,8 +515,9 @@ class Engine(wiring.Component):
             post_rd_addr.eq(pp),
             post_rd_en.eq(p_rd.issue),
             pbuf.r.en.eq(1),
-            pbuf.r.bank.eq(q_op.pbuf_bank),
-            pbuf.r.addr.eq((q_op.pbuf_addr >> lane_shift) + Mux(pre, GROUPS, pg)),
+            pbuf.r.bank.eq(Mux(elt_prm_read, eop.pbuf_bank, q_op.pbuf_bank)),
+            pbuf.r.addr.eq(Mux(elt_prm_read, eop.pbuf_addr >> lane_shift,
+                               (q_op.pbuf_addr >> lane_shift) + Mux(pre, GROUPS, pg))),
         ]
         # Words read this cycle belong to the group issued last cycle.
         rd_g = Signal.like(pg)
@@ -476,26 +542,64 @@ class Engine(wiring.Component):
             rq.act.eq(act_reg),
             rq.o.ready.eq(1),
         ]
-        # Assemble the output word group by group; write it when complete.
-        with m.If(rq.o.valid):
+        # -- ELTWISE: A (IBUF) + B (WBUF), one lane group per cycle -------------------------------
+        # Like the post stage, every group re-reads its pixel's words and keeps its lanes.
+        m.submodules.eltwise = eadd = EltwiseAdd(cfg, LANES)
+        lane_codes = eltwise_in_layout(cfg, LANES)
+        e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
+                            depth=4)
+        m.d.comb += e_rd.issue.eq(elt_run & (elt_p != eop.pixels) & e_rd.can_issue)
+        with m.If(e_rd.issue):
+            with m.If(elt_g + 1 == GROUPS):
+                m.d.sync += [elt_g.eq(0), elt_p.eq(elt_p + 1)]
+            with m.Else():
+                m.d.sync += elt_g.eq(elt_g + 1)
+        elt_rd_g = Signal.like(elt_g)     # group of the words on the read ports
+        m.d.sync += elt_rd_g.eq(elt_g)
+        e_in = Signal(e_rd.buf.w_data.shape())
+        for n in range(LANES):
+            for word, flag, lane in ((ibuf.r.data, eop.a_signed, e_in.a[n]),
+                                     (wbuf.r.data, eop.b_signed, e_in.b[n])):
+                code = word.word_select(elt_rd_g * LANES + n, B)
+                m.d.comb += lane.eq(Mux(flag, code.as_signed(), code.as_unsigned()))
+        m.d.comb += [
+            e_rd.buf.w_data.eq(e_in),
+            eadd.a.payload.eq(e_rd.buf.r_data.a),
+            eadd.b.payload.eq(e_rd.buf.r_data.b),
+            eadd.a.valid.eq(e_rd.buf.r_valid),
+            eadd.b.valid.eq(e_rd.buf.r_valid),
+            e_rd.buf.r_ready.eq(eadd.a.ready),
+            eadd.params.eq(elt_prm),
+            eadd.zp_out.eq(eop.zp_out),
+            eadd.clamp_min.eq(eop.clamp_min),
+            eadd.clamp_max.eq(eop.clamp_max),
+            eadd.o.ready.eq(1),
+        ]
+
+        # Assemble the output word group by group (post stage or ELTWISE); write it when complete.
+        res_valid = Signal()
+        res = Signal(data.ArrayLayout(unsigned(B), LANES))
+        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid)
+        for n in range(LANES):
+            m.d.comb += res[n].eq(Mux(elt_run, eadd.o.payload[n][:B], rq.o.payload[n][:B]))
+        with m.If(res_valid):
             for g in range(GROUPS):
                 with m.If(out_g == g):
                     for n in range(LANES):
-                        m.d.sync += out_word[g * LANES + n].eq(rq.o.payload[n][:B])
+                        m.d.sync += out_word[g * LANES + n].eq(res[n])
             m.d.sync += out_g.eq(Mux(out_g + 1 == GROUPS, 0, out_g + 1))
-        w_now = Signal()
-        m.d.sync += w_now.eq(rq.o.valid & (out_g + 1 == GROUPS))
+        m.d.sync += w_now.eq(res_valid & (out_g + 1 == GROUPS))
         m.d.comb += [
             obuf.w.en.eq(w_now),
-            obuf.w.bank.eq(q_cmd.obuf_bank),
-            obuf.w.addr.eq(q_op.obuf_addr + out_p),
+            obuf.w.bank.eq(Mux(elt_run, cmd.obuf_bank, q_cmd.obuf_bank)),
+            obuf.w.addr.eq(Mux(elt_run, eop.obuf_addr, q_op.obuf_addr) + out_p),
             obuf.w.data.eq(out_word),
         ]
         with m.If(w_now):
             m.d.sync += out_p.eq(out_p + 1)
-            with m.If(out_p + 1 == q_pixels):
+            with m.If(~elt_run & (out_p + 1 == q_pixels)):
                 m.d.sync += [post_run.eq(0), abuf_full.bit_select(post_bank, 1).eq(0)]
-                m.d.comb += fin_set.eq(Const(1, SLOTS) << q_seq)
+                m.d.comb += fin_post.eq(1)
 
         # Soft reset / error: every register (FSMs, flags, FIFOs) back to its reset value.
         return ResetInserter({"sync": self.cancel})(m)

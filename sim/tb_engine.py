@@ -3,8 +3,9 @@
 Each case fills IBUF/WBUF/PBUF through the engine's write ports exactly as the DMA will, issues
 ``CONV`` commands, and compares every OBUF word with ``conv2d`` followed by the layer's
 post-processing computed by ``zynqnn.numerics`` (``Requant.apply`` in a random scheme, then a
-random activation: ReLU/ReLU6 clamps, fixed-point or PyTorch leaky ReLU). Knobs: ``TB_CASES``
-random layers, ``TB_SEED``.
+random activation: ReLU/ReLU6 clamps, fixed-point or PyTorch leaky ReLU). ``ELTWISE`` commands
+(residual adds) are compared with ``zynqnn.numerics.ops.add_*`` in every add semantics. Knobs:
+``TB_CASES`` random layers, ``TB_SEED``.
 """
 
 import os
@@ -12,6 +13,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from zynqnn import isa
 from zynqnn.compiler.reference import post_codes
@@ -21,9 +23,11 @@ from zynqnn.rtl.postproc import (
     PostProcLayer,
     postproc_layer,
 )
-from zynqnn.sim.clocking import start
+from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import pack
+from zynqnn.sim.tb_eltwise import GROUPS as ADD_GROUPS
+from zynqnn.sim.tb_eltwise import add_cases
 
 
 def conv_acc(x, w, stride, pad):
@@ -436,3 +440,180 @@ async def bad_geometry(dut):
     await tb.wait_done(3, 50_000)
     got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
     assert np.array_equal(got, layer.expected)
+
+
+# -- ELTWISE -----------------------------------------------------------------------------------
+
+
+class AddJob:
+    """One ``ELTWISE`` command: an add case of ``tb_eltwise`` placed in the buffers."""
+
+    def __init__(self, cfg, case, ibuf=(0, 0), wbuf=(0, 0), pbuf=(0, 0), obuf=(0, 0)):
+        C, B = cfg.cols, cfg.operand_bits
+        self.name, self.case = case.name, case
+        self.pixels = case.a.size // C
+        lo = min(int(case.a.min()), int(case.b.min()), case.layer.clamp_min)
+        self.signed = lo < 0   # every code of a case has its output's signedness
+        self.ibuf, self.wbuf, self.pbuf, self.obuf = ibuf, wbuf, pbuf, obuf
+        self.expected = (case.want & (2**B - 1)).reshape(self.pixels, C)
+
+    def words(self, cfg, codes):
+        C, B = cfg.cols, cfg.operand_bits
+        v = (np.asarray(codes, dtype=np.int64) & (2**B - 1)).reshape(self.pixels, C)
+        return [sum(int(v[p, c]) << (c * B) for c in range(C)) for p in range(self.pixels)]
+
+    def param_words(self, cfg):
+        m = (1 << PBUF_WORD_BITS) - 1
+        return [(self.case.layer.params >> (PBUF_WORD_BITS * i)) & m
+                for i in range(cfg.requant_lanes)]
+
+    async def load(self, tb):
+        await tb.write("ibuf_w", self.ibuf[0], self.ibuf[1], self.words(tb.cfg, self.case.a))
+        await tb.write("wbuf_w", self.wbuf[0], self.wbuf[1], self.words(tb.cfg, self.case.b))
+        await tb.write("pbuf_w", self.pbuf[0], self.pbuf[1], self.param_words(tb.cfg))
+
+    def command(self, **over):
+        lay = self.case.layer
+        op = {"ibuf_bank": self.ibuf[0], "ibuf_addr": self.ibuf[1],
+              "wbuf_bank": self.wbuf[0], "wbuf_addr": self.wbuf[1],
+              "pbuf_bank": self.pbuf[0], "pbuf_addr": self.pbuf[1],
+              "obuf_addr": self.obuf[1], "pixels": self.pixels,
+              "a_signed": int(self.signed), "b_signed": int(self.signed),
+              "zp_out": lay.zp_out, "clamp_min": lay.clamp_min, "clamp_max": lay.clamp_max}
+        op.update(over)
+        return pack(isa.EltwiseCommand, {"opcode": isa.Opcode.ELTWISE,
+                                         "obuf_bank": self.obuf[0], "op": op})
+
+    async def check(self, tb, dut):
+        got = tb.decode(await tb.read_obuf(self.obuf[0], self.obuf[1], self.pixels))
+        bad = int(np.sum(got != self.expected))
+        dut._log.info("%s: %d outputs, %d mismatches", self.name, got.size, bad)
+        assert bad == 0, f"{self.name}: {bad} of {got.size} outputs differ"
+        return got.size
+
+
+def random_add_jobs(cfg, rng, group, max_pixels=24):
+    """The add cases of ``group`` with random sizes, banks and buffer addresses."""
+    C, L = cfg.cols, cfg.requant_lanes
+    jobs = []
+    for case in add_cases(group, cfg, rng, C * max_pixels):
+        n = int(rng.integers(1, max_pixels + 1))
+        case.a, case.b, case.want = case.a[:n * C], case.b[:n * C], case.want[:n * C]
+
+        def place(depth, size, align=1):
+            return (int(rng.integers(0, 2)),
+                    int(rng.integers(0, (depth - size) // align + 1)) * align)
+        jobs.append(AddJob(cfg, case, place(cfg.act_buffer_depth, n),
+                           place(cfg.weight_buffer_depth, n),
+                           place(cfg.param_buffer_depth, L, L), place(cfg.acc_buffer_depth, n)))
+    return jobs
+
+
+@cocotb.test()
+async def eltwise_adds(dut):
+    """Residual adds in every semantics (PyTorch vector and scalar paths, qnnpack, ONNX
+    Runtime, TFLite with both roundings), random scales (some powers of two) and zero points,
+    fused ReLU, random sizes, banks and addresses: outputs equal numerics' add ops; cycles per
+    pixel."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(int(os.environ.get("TB_SEED", 7)) + 100)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    total = n = 0
+    for group in ADD_GROUPS:
+        for job in random_add_jobs(cfg, rng, group):
+            await job.load(tb)
+            t0 = get_sim_time("ns")
+            await tb.send(job.command())
+            await tb.wait_done(n + 1, 20_000)
+            cycles = round((get_sim_time("ns") - t0) / CLOCK_NS)
+            n += 1
+            dut._log.info("%s: %d pixels in %d cycles", job.name, job.pixels, cycles)
+            total += await job.check(tb, dut)
+    assert not tb.errors, tb.errors
+    # A long add measures the steady rate: cols / requant_lanes cycles per pixel.
+    case = add_cases("tflite", cfg, rng, cfg.cols * 200)[0]
+    job = AddJob(cfg, case)
+    await job.load(tb)
+    t0 = get_sim_time("ns")
+    await tb.send(job.command())
+    await tb.wait_done(n + 1, 20_000)
+    cycles = round((get_sim_time("ns") - t0) / CLOCK_NS)
+    total += await job.check(tb, dut)
+    dut._log.info("eltwise: %d pixels in %d cycles (%.3f per pixel); %d outputs matched",
+                  job.pixels, cycles, cycles / job.pixels, total)
+
+
+@cocotb.test()
+async def eltwise_between_convs(dut):
+    """conv, ELTWISE, conv back to back: the add waits for the conv's post stage, the next conv
+    for the add; answers in order; all three outputs exact."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(31)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    a = Layer(cfg, rng, 3, 1, 1, cfg.rows, 6, 6)
+    b = Layer(cfg, rng, 1, 1, 0, cfg.rows, 5, 6)
+    await load(tb, a, 0, 0, 0)
+    await load(tb, b, 1, 1, 1)
+    case = add_cases("torch-vector", cfg, rng, cfg.cols * 20)[2]   # with ReLU
+    L = cfg.requant_lanes
+    add = AddJob(cfg, case, (1, 300), (0, 100), (1, 8 * L), (1, 0))
+    await add.load(tb)
+    await tb.send(a.command(obuf_bank=0))
+    await tb.send(add.command())
+    await tb.send(b.command(ibuf_bank=1, wbuf_bank=1, pbuf_bank=1, obuf_bank=0, obuf_addr=100))
+    await tb.wait_done(3, 100_000)
+    assert tb.events == ["done"] * 3, tb.events
+    got = tb.decode(await tb.read_obuf(0, 0, a.oh * a.ow))
+    assert np.array_equal(got, a.expected)
+    got = tb.decode(await tb.read_obuf(0, 100, b.oh * b.ow))
+    assert np.array_equal(got, b.expected)
+    await add.check(tb, dut)
+
+
+@cocotb.test()
+async def eltwise_errors_and_cancel(dut):
+    """Bad ELTWISE geometries end in BAD_COMPUTE in command order; ``cancel`` drops a running
+    add without an answer and the next add is exact."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(41)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    case = add_cases("qnnpack", cfg, rng, cfg.cols * 60)[0]
+    job = AddJob(cfg, case)
+    await job.load(tb)
+    L = cfg.requant_lanes
+    bad = [
+        job.command(pixels=0),
+        job.command(ibuf_addr=cfg.act_buffer_depth - job.pixels + 1),
+        job.command(wbuf_addr=cfg.weight_buffer_depth - job.pixels + 1),
+        job.command(obuf_addr=cfg.acc_buffer_depth - job.pixels + 1),
+        job.command(pbuf_addr=cfg.param_buffer_depth - L + (1 if L == 1 else L)),
+    ]
+    if L > 1:
+        bad.append(job.command(pbuf_addr=1))
+    await tb.send(job.command())
+    for c in bad:
+        await tb.send(c)
+    await tb.wait_done(1 + len(bad), 20_000)
+    assert tb.events == ["done"] + ["error"] * len(bad), tb.events
+    assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * len(bad), tb.errors
+    await job.check(tb, dut)
+    # cancel in the middle of an add (results still in the adder's pipeline)
+    await tb.send(job.command(obuf_addr=64))
+    await ClockCycles(dut.clk, 40)
+    dut.cancel.value = 1
+    await RisingEdge(dut.clk)
+    dut.cancel.value = 0
+    await ClockCycles(dut.clk, 300)
+    assert len(tb.events) == 1 + len(bad), tb.events
+    other = AddJob(cfg, add_cases("onnxruntime", cfg, rng, cfg.cols * 30)[1], obuf=(0, 128))
+    await other.load(tb)
+    await tb.send(other.command())
+    await tb.wait_done(2 + len(bad), 20_000)
+    assert tb.events[-1] == "done", tb.events
+    await other.check(tb, dut)

@@ -4,6 +4,11 @@ The compiler's program (commands and constants at their DDR addresses) and the i
 placed in the simulated DDR; the driver runs it over AXI4-Lite like the board's CPU; the output
 tensor read back from DDR must equal both the command-level model (``Program.run_golden``) and
 the golden ops (``run_reference``). The AXI checker watches the manager port throughout.
+
+Networks: conv / max pool / upsample / concat (``compiled_network``); ResNet-style residual
+blocks whose skip connection is an ``ELTWISE`` add (``residual_network``, PyTorch and TFLite add
+semantics); and 100 back-to-back runs of one residual network (``back_to_back_runs``: identical
+outputs and identical cycle counts).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 from zynqnn.compiler import HwConcat, HwMaxPool, HwUpsample2x, Network, Tensor, compile_network
 from zynqnn.compiler.layout import act_bytes, act_codes, cblocks
 from zynqnn.compiler.reference import run_reference
-from zynqnn.compiler.testing import codes, conv, tensor
+from zynqnn.compiler.testing import codes, conv, resnet_block, tensor
 from zynqnn.driver import DeviceBuffer
 from zynqnn.sim.tb_soc import SocTb
 
@@ -79,3 +84,59 @@ async def compiled_network(dut):
         assert bad == 0
         cycles.append(result.cycles)
     assert cycles[0] == cycles[1], cycles
+
+
+def residual_networks(rng):
+    """Two residual networks on one channel block: PyTorch add (uint8), TFLite add (int8)."""
+    return [resnet_block(rng, 4, 8, "torch"), resnet_block(rng, 4, 8, "tflite")]
+
+
+@cocotb.test()
+async def residual_network(dut):
+    """stem conv -> conv (ReLU) -> conv -> ELTWISE add of the stem (ReLU) -> max pool -> global
+    pool -> 1x1 conv, in PyTorch and TFLite add semantics, with and without backpressure:
+    outputs equal the model and the golden ops."""
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = np.random.default_rng(17)
+    for full in residual_networks(rng):
+        add = next(la for la in full.layers if la.name == "add")
+        # The whole network, and its first layers up to the add (the add's 256 codes out).
+        upto = Network(full.input, full.layers[:full.layers.index(add) + 1])
+        for pressure in (False, True):
+            if pressure:
+                tb.backpressure(0.3)
+            for net in (full, upto):
+                prog = compile_network(net, tb.cfg)
+                x = codes(rng, net.input)
+                want = run_reference(net, x)
+                assert np.array_equal(prog.run_golden(x), want)
+                got, result = await run_compiled(tb, prog, x)
+                bad = int(np.sum(got != want))
+                dut._log.info("residual %s (%s), backpressure=%s: %d outputs, %d mismatches, "
+                              "%d cycles (model %d)", add.semantics, net.output.name, pressure,
+                              got.size, bad, result.cycles, prog.perf().cycles)
+                assert bad == 0
+        tb.backpressure(0.0)
+
+
+@cocotb.test()
+async def back_to_back_runs(dut):
+    """The same residual network and input 100 times in a row: identical outputs, equal to the
+    model and the golden ops, and identical cycle counts."""
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = np.random.default_rng(23)
+    net = resnet_block(rng, 4, 8, "qnnpack")
+    prog = compile_network(net, tb.cfg)
+    x = codes(rng, net.input)
+    want = run_reference(net, x)
+    assert np.array_equal(prog.run_golden(x), want)
+    cycles = set()
+    for i in range(100):
+        got, result = await run_compiled(tb, prog, x)
+        assert np.array_equal(got, want), f"run {i}: {int(np.sum(got != want))} mismatches"
+        cycles.add(result.cycles)
+        assert len(cycles) == 1, f"run {i}: cycle counts {sorted(cycles)}"
+    dut._log.info("100 back-to-back runs: %d outputs each, 0 mismatches, %d cycles each",
+                  want.size, cycles.pop())

@@ -14,7 +14,6 @@ from zynqnn.config import get_config
 from zynqnn.postmodel import apply_post
 from zynqnn.sim.tb_postproc import GROUPS, layers
 
-
 #: fixed16 needs the 16-bit build (as in the RTL testbench).
 CASES = [(g, c) for c in ("tiny", "tiny16") for g in GROUPS if (g, c) != ("fixed16", "tiny")]
 

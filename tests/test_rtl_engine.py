@@ -1,4 +1,5 @@
-"""The compute engine on both simulators: whole conv layers, bit for bit against numpy."""
+"""The compute engine on both simulators: whole conv layers and residual adds (ELTWISE), bit for
+bit against numpy."""
 
 import pytest
 
@@ -11,4 +12,4 @@ from zynqnn.sim.runner import SIMULATORS, run
 def test_engine_conv(sim):
     cfg = get_config("tiny")
     tests, failures = run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", sim, cfg)
-    assert (tests, failures) == (6, 0)
+    assert (tests, failures) == (9, 0)

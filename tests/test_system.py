@@ -10,8 +10,15 @@ from zynqnn.sim.runner import SIMULATORS, default_build_root, run
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-def test_compiled_network_on_top(sim):
+def test_compiled_networks_on_top(sim):
+    """conv/pool/upsample/concat and residual (ELTWISE) networks, with and without
+    backpressure; on Verilator (the faster one) also 100 back-to-back runs of one residual
+    network with identical outputs and cycle counts. One launch per simulator: the tests share
+    the build directory."""
     cfg = get_config("tiny")
+    tests = ["compiled_network", "residual_network"]
+    if sim == "verilator":
+        tests.append("back_to_back_runs")
     # Its own build directory: test_soc builds the same top-level name with the test engine.
     assert run(lambda: Top(cfg, Engine(cfg)), TOP_NAME, "zynqnn.sim.tb_system", sim, cfg,
-               build_root=default_build_root() / "system") == (1, 0)
+               testcase=tests, build_root=default_build_root() / "system") == (len(tests), 0)

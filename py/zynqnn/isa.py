@@ -39,6 +39,8 @@ __all__ = [
     "Pool",
     "ConvOp",
     "ConvCommand",
+    "EltwiseOp",
+    "EltwiseCommand",
     "bank_bit",
     "encode",
     "decode_opcode",
@@ -215,7 +217,49 @@ ConvCommand = data.StructLayout({
     "_pad1": unsigned(COMMAND_BITS - 4 - 2 * 3 * BANKS - 1 - 3 - ConvOp.size),
 })
 
-assert Header.size == LoadStore.size == ComputeHeader.size == ConvCommand.size == COMMAND_BITS
+#: The engine's part of an ``ELTWISE`` command: a residual (element-wise) add of ``pixels`` words.
+#: Input A is ``pixels`` IBUF words from ``ibuf_addr``, input B ``pixels`` WBUF words from
+#: ``wbuf_addr`` (the engine needs ``rows == cols``, so both words hold ``cols`` codes: operand
+#: ``i`` in bits ``[i*B, (i+1)*B)``), uint8/int8 codes as ``a_signed`` / ``b_signed`` say. The
+#: add's constants (``zynqnn.rtl.eltwise.add_params_layout``: semantics, input zero points,
+#: multipliers) are the PBUF row at ``pbuf_addr`` (a multiple of ``requant_lanes``): their bits
+#: little-endian across its ``requant_lanes`` 128-bit words, like a CONV command's activation
+#: word. Output ``o = clamp(add(a, b), clamp_min, clamp_max)`` (``zp_out`` added as each
+#: semantics does; a fused ReLU is ``clamp_min = max(qmin, zp_out)``): ``pixels`` OBUF words from
+#: ``obuf_addr``.
+EltwiseOp = data.StructLayout({
+    "ibuf_bank": unsigned(1),
+    "wbuf_bank": unsigned(1),
+    "pbuf_bank": unsigned(1),
+    "a_signed": unsigned(1),           # A codes are int8 (else uint8)
+    "b_signed": unsigned(1),
+    "pixels": unsigned(16),
+    "ibuf_addr": unsigned(16),
+    "wbuf_addr": unsigned(16),
+    "pbuf_addr": unsigned(16),
+    "obuf_addr": unsigned(16),
+    "zp_out": signed(17),
+    "clamp_min": signed(17),
+    "clamp_max": signed(17),
+})
+
+#: ``ELTWISE``: the :data:`ComputeHeader` fields in their places (the command processor treats it
+#: like ``CONV``), then :data:`EltwiseOp`.
+EltwiseCommand = data.StructLayout({
+    "opcode": Opcode,
+    "needs": unsigned(3 * BANKS),
+    "releases": unsigned(3 * BANKS),
+    "obuf_bank": unsigned(1),
+    "_pad0": unsigned(3),
+    "op": EltwiseOp,
+    "_pad1": unsigned(COMMAND_BITS - 4 - 2 * 3 * BANKS - 1 - 3 - EltwiseOp.size),
+})
+
+assert (Header.size == LoadStore.size == ComputeHeader.size == ConvCommand.size
+        == EltwiseCommand.size == COMMAND_BITS)
+for _name in ("opcode", "needs", "releases", "obuf_bank", "op"):
+    assert (ComputeHeader[_name].offset == ConvCommand[_name].offset
+            == EltwiseCommand[_name].offset), _name
 
 
 def encode(layout: data.Layout, **fields) -> bytes:

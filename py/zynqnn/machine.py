@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zynqnn import isa
+from zynqnn.addmodel import apply_add
 from zynqnn.config import HwConfig
 from zynqnn.numerics import gemmlowp
 from zynqnn.postmodel import apply_post
@@ -122,6 +123,8 @@ class Machine:
                 self._load_store(i, isa.LoadStore.from_bits(bits))
             elif op == isa.Opcode.CONV:
                 self._conv(i, isa.ConvCommand.from_bits(bits))
+            elif op == isa.Opcode.ELTWISE:
+                self._eltwise(i, isa.EltwiseCommand.from_bits(bits))
             else:
                 raise MachineError(isa.ErrorCause.BAD_OPCODE, i, f"opcode {op}")
         raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, count - 1, "no END command")
@@ -256,3 +259,38 @@ class Machine:
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
 
+
+    def _eltwise(self, index, c):
+        """``ELTWISE``: A (IBUF words) + B (WBUF words) with the add constants of the PBUF row."""
+        cfg = self.cfg
+        R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
+        op = c.op
+        n = int(op.pixels)
+        lanes = cfg.requant_lanes
+
+        def bad(why):
+            raise MachineError(isa.ErrorCause.BAD_COMPUTE, index, why)
+
+        if R != C:
+            bad("element-wise adds need rows == cols")
+        if n == 0:
+            bad("no pixels")
+        if op.ibuf_addr + n > cfg.act_buffer_depth:
+            bad("input A beyond IBUF")
+        if op.wbuf_addr + n > cfg.weight_buffer_depth:
+            bad("input B beyond WBUF")
+        if op.pbuf_addr + lanes > cfg.param_buffer_depth or op.pbuf_addr % lanes:
+            bad("add constants beyond PBUF or not lane-aligned")
+        if op.obuf_addr + n > cfg.acc_buffer_depth:
+            bad("outputs beyond OBUF")
+        ibuf = self.buffers[isa.Buffer.IBUF].data[op.ibuf_bank]
+        wbuf = self.buffers[isa.Buffer.WBUF].data[op.wbuf_bank]
+        a = unpack_words(ibuf[op.ibuf_addr:op.ibuf_addr + n], B, bool(op.a_signed))
+        b = unpack_words(wbuf[op.wbuf_addr:op.wbuf_addr + n], B, bool(op.b_signed))
+        pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
+        row = pbuf[op.pbuf_addr:op.pbuf_addr + lanes]
+        params = sum(int.from_bytes(bytes(w), "little") << (PARAM_WORD_BITS * i)
+                     for i, w in enumerate(row))
+        q = apply_add(cfg, params, int(op.zp_out), int(op.clamp_min), int(op.clamp_max), a, b)
+        obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
+        obuf[op.obuf_addr:op.obuf_addr + n] = pack_words(q, B)

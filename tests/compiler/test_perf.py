@@ -13,14 +13,14 @@ PYNQ = get_config("pynq_z2")
 #: scripts/bench_engine.py on the pynq_z2 build: four back-to-back CONV commands (64 output
 #: channels), data preloaded. (name, kernel, stride, pad, cin, input size, RTL cycles)
 RTL = [
-    ("conv3x3 c64 16x16", 3, 1, 1, 64, 16, 38110),
-    ("conv3x3 c128 14x14", 3, 1, 1, 128, 14, 57454),
-    ("conv3x3 s2 c64 28x28", 3, 2, 1, 64, 28, 29230),
-    ("conv3x3 c128 7x7", 3, 1, 1, 128, 7, 14530),
-    ("conv1x1 c256 14x14", 1, 1, 0, 256, 14, 13550),
-    ("conv1x1 c64 28x28", 1, 1, 0, 64, 28, 15902),
-    ("conv1x1 c16 28x28", 1, 1, 0, 16, 28, 13436),
-    ("stem 7x7/2 c3 32x32", 7, 2, 3, 3, 32, 51422),
+    ("conv3x3 c64 16x16", 3, 1, 1, 64, 16, 38155),
+    ("conv3x3 c128 14x14", 3, 1, 1, 128, 14, 57499),
+    ("conv3x3 s2 c64 28x28", 3, 2, 1, 64, 28, 29275),
+    ("conv3x3 c128 7x7", 3, 1, 1, 128, 7, 14575),
+    ("conv1x1 c256 14x14", 1, 1, 0, 256, 14, 13595),
+    ("conv1x1 c64 28x28", 1, 1, 0, 64, 28, 15965),
+    ("conv1x1 c16 28x28", 1, 1, 0, 16, 28, 13613),
+    ("stem 7x7/2 c3 32x32", 7, 2, 3, 3, 32, 51467),
 ]
 
 

@@ -10,6 +10,7 @@ Example::
 from .compile import Program, Step, compile_network
 from .layers import (
     CompileError,
+    HwAdd,
     HwConcat,
     HwConv,
     HwGlobalSumPool,
@@ -22,6 +23,7 @@ from .reference import run_reference
 
 __all__ = [
     "CompileError",
+    "HwAdd",
     "HwConcat",
     "HwConv",
     "HwGlobalSumPool",

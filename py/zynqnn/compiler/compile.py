@@ -15,6 +15,11 @@
    the engine computes. OBUF banks alternate; each ``CONV`` is followed by the ``STORE`` of its
    bank. Layers are separated by a *barrier* (see :func:`_barrier`) so a layer never loads an
    activation the store unit has not yet written.
+
+A residual add (:class:`HwAdd`) becomes ``ELTWISE`` commands over tiles of consecutive pixel
+words of its tensors (all channel blocks of an ``NHWC<R>`` tensor are one run of words): input
+A's tile is loaded into IBUF, B's into WBUF, the add's constants row (``requant_lanes`` PBUF
+words, loaded once) into PBUF, and the output tile stored from OBUF.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from zynqnn.machine import Machine
 
 from .layers import (
     CompileError,
+    HwAdd,
     HwConcat,
     HwConv,
     HwGlobalSumPool,
@@ -56,13 +62,16 @@ def _align(n: int, a: int) -> int:
 
 @dataclass
 class Load:
-    """One LOAD: ``lines`` x ``line_words`` words at ``ddr_addr`` (line stride in bytes)."""
+    """One LOAD: ``lines`` x ``line_words`` words at ``ddr_addr`` (line stride in bytes).
+    ``ddr_addr`` is relative to the activation arena (``arena``; default: IBUF loads) or to the
+    constants region."""
 
     key: object
     ddr_addr: int
     line_words: int
     lines: int = 1
     stride: int = 0
+    arena: bool | None = None
 
 
 @dataclass
@@ -75,6 +84,7 @@ class Step:
     store: tuple | None  # (ddr_addr, line_words, lines, stride); None: acc_keep part
     macs: int = 0
     barrier: bool = False
+    opcode: isa.Opcode = isa.Opcode.CONV   # CONV (op: isa.ConvOp) or ELTWISE (isa.EltwiseOp)
 
 
 @dataclass
@@ -139,12 +149,17 @@ def _block_bytes(cfg, t: Tensor):
 # -- checks ----------------------------------------------------------------------------------------
 
 
-def _check_tensor(cfg, layer, t: Tensor):
+def _check_tensor(cfg, layer, t: Tensor, root: Tensor | None = None):
+    """Width, zero point and DDR alignment of ``t`` (``root``: the tensor it is stored in)."""
     beat = cfg.axi_data_bits // 8
     if t.width > cfg.max_width:
         raise CompileError(f"{layer}: tensor {t.name!r} is {t.width} pixels wide, above "
                            f"max_width = {cfg.max_width}")
-    if (t.width * _word_bytes(cfg)) % beat:
+    root = t if root is None else root
+    # Transfers start at rows of channel blocks; a one-row, one-block tensor (e.g. a global
+    # pool's 1x1 output) has a single transfer start, at its beat-aligned base.
+    single = t.height == 1 and root.height == 1 and cblocks(root.channels, cfg.rows) == 1
+    if (t.width * _word_bytes(cfg)) % beat and not single:
         raise CompileError(f"{layer}: a row of tensor {t.name!r} ({t.width} words of "
                            f"{_word_bytes(cfg)} bytes) is not a whole number of {beat}-byte AXI "
                            f"beats")
@@ -428,6 +443,53 @@ class _Compiler:
                 store = (self.addr(y, j) + oy0 * OW * self.wb, n, 1, 0)
                 self.steps.append(Step(la.name, op, loads, store, 0))
 
+    def eltwise(self, la: HwAdd):
+        from math import gcd
+
+        from zynqnn.rtl.eltwise import add_layer, add_params_layout
+
+        from .reference import add_codes
+
+        cfg, R, L = self.cfg, self.cfg.rows, self.cfg.requant_lanes
+        a, b, y = la.a, la.b, la.output
+        bits = cfg.operand_bits
+        lo, hi = la.out_range(bits)
+        if la.semantics == "qnnpack" and (a.signed or b.signed or y.signed):
+            raise CompileError(f"{la.name}: qnnpack adds uint8 tensors")
+        try:
+            # numerics' own checks (zero points in range, scales, output range) ...
+            add_codes(la, np.array([a.zero_point]), np.array([b.zero_point]), bits)
+            # ... and the hardware's constants
+            lay = add_layer(la.semantics, cfg, la.s_a, a.zero_point, la.s_b, b.zero_point,
+                            la.s_out, y.zero_point, la.relu, lo, hi, path=la.path,
+                            left_shift=la.left_shift, single_rounding=la.single_rounding)
+        except ValueError as e:
+            raise CompileError(f"{la.name}: {e}") from None
+        if add_params_layout(cfg).size > L * 128:
+            raise CompileError(f"{la.name}: the add constants do not fit a PBUF row of "
+                               f"requant_lanes = {L} words")
+        paddr = self.add_const(lay.params.to_bytes(L * 16, "little"))
+        # Tiles of consecutive words; every tile but the last a whole number of AXI beats.
+        total = cblocks(a.channels, R) * a.height * a.width
+        unit = self.beat // gcd(self.beat, self.wb)
+        cap = min(cfg.act_buffer_depth, cfg.weight_buffer_depth, cfg.acc_buffer_depth, 0xFFFF)
+        size = cap // unit * unit
+        if size == 0:
+            raise CompileError(f"{la.name}: {unit} words (one AXI beat) exceed the buffers")
+        common = dict(a_signed=int(a.signed), b_signed=int(b.signed), zp_out=lay.zp_out,
+                      clamp_min=lay.clamp_min, clamp_max=lay.clamp_max)
+        for t, p0 in enumerate(range(0, total, size)):
+            n = min(size, total - p0)
+            loads = {
+                isa.Buffer.IBUF: Load((la.name, "a", t), self.addr(a) + p0 * self.wb, n),
+                isa.Buffer.WBUF: Load((la.name, "b", t), self.addr(b) + p0 * self.wb, n,
+                                      arena=True),
+                isa.Buffer.PBUF: Load((la.name, "p"), paddr, L),
+            }
+            store = (self.addr(y) + p0 * self.wb, n, 1, 0)
+            self.steps.append(Step(la.name, dict(common, pixels=n), loads, store, 0,
+                                   opcode=isa.Opcode.ELTWISE))
+
     def compile(self) -> Program:
         cfg = self.cfg
         self.resolve_views()
@@ -437,7 +499,7 @@ class _Compiler:
             if not isinstance(la, HwConcat):
                 _check_shape(la)
                 for t in (*la.inputs, la.output):
-                    _check_tensor(cfg, la.name, t)
+                    _check_tensor(cfg, la.name, t, self.store_of(t).root)
         total, used = self.plan(0)  # arena-relative; the arena's base is known at the end
         first = True
         for la in self.net.layers:
@@ -450,6 +512,8 @@ class _Compiler:
                 self.conv(la)
             elif isinstance(la, (HwMaxPool, HwUpsample2x, HwGlobalSumPool)):
                 self.bypass(la)
+            elif isinstance(la, HwAdd):
+                self.eltwise(la)
             else:
                 raise CompileError(f"{getattr(la, 'name', la)}: unknown layer type "
                                    f"{type(la).__name__}")
@@ -543,7 +607,8 @@ def _emit(cfg, steps, const_base, arena, scratch):
         for buf, ld in st.loads.items():
             bank, need = use[buf]
             if need:
-                addr = ld.ddr_addr + (const_base if buf != isa.Buffer.IBUF else arena)
+                in_arena = buf == isa.Buffer.IBUF if ld.arena is None else ld.arena
+                addr = ld.ddr_addr + (arena if in_arena else const_base)
                 out.append(_ls(isa.Opcode.LOAD, buf, bank, 0, ld.line_words, ld.lines, addr,
                                ld.stride))
         return out
@@ -583,8 +648,9 @@ def _emit(cfg, steps, const_base, arena, scratch):
                 op["wbuf_bank"] = use[isa.Buffer.WBUF][0]
             if isa.Buffer.PBUF in use:
                 op["pbuf_bank"] = use[isa.Buffer.PBUF][0]
-        conv = isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, needs=needs,
-                          releases=releases[i], obuf_bank=obuf, op=op)
+        elt = st.opcode == isa.Opcode.ELTWISE
+        conv = isa.encode(isa.EltwiseCommand if elt else isa.ConvCommand, opcode=st.opcode,
+                          needs=needs, releases=releases[i], obuf_bank=obuf, op=op)
         if st.store is None:
             # acc_keep parts and barriers still mark their OBUF bank full: drain one word.
             store = _ls(isa.Opcode.STORE, isa.Buffer.OBUF, obuf, 0, 1, 1, scratch, 0)

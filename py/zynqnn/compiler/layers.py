@@ -1,7 +1,8 @@
 """The compiler's input: hardware layers over tensors of integer codes.
 
 This description is deliberately small and explicit (an importer from a model IR lowers to it):
-every layer maps onto the engine's ``CONV`` command in one of its modes. The requantization is a
+every layer maps onto the engine's ``CONV`` command in one of its modes, except :class:`HwAdd`
+(the residual add), which maps onto ``ELTWISE``. The requantization is a
 ``zynqnn.numerics`` Requant object (any scheme) with an optional activation, or, for hand-built
 networks, TFLite constants (per output channel int32 bias, Q31 multiplier, shift).
 
@@ -24,6 +25,8 @@ __all__ = [
     "HwGlobalSumPool",
     "HwUpsample2x",
     "HwConcat",
+    "HwAdd",
+    "ADD_SEMANTICS",
     "Network",
     "code_range",
     "norm_padding",
@@ -216,6 +219,80 @@ class HwConcat:
     def out_shape(self):
         return (sum(t.channels for t in self.inputs), self.inputs[0].height,
                 self.inputs[0].width)
+
+
+#: The add semantics of :class:`HwAdd` (``zynqnn.numerics.ops.add_<semantics>``).
+ADD_SEMANTICS = ("torch", "qnnpack", "onnxruntime", "tflite")
+
+
+@dataclass(eq=False)
+class HwAdd:
+    """Element-wise (residual) add of two quantized tensors, bit-exact with one framework.
+
+    ``output = add(a, b)`` computed as ``zynqnn.numerics.ops.add_<semantics>(a, s_a,
+    a.zero_point, b, s_b, b.zero_point, s_out, output.zero_point, ...)`` does it:
+
+    * ``semantics``: ``"torch"`` (``quantized::add`` on fbgemm/x86; ``path`` ``"vector"`` for
+      the AVX kernel or ``"scalar"`` for the scalar tail formulas), ``"qnnpack"`` (PyTorch's
+      qnnpack engine; uint8 tensors), ``"onnxruntime"`` (``QLinearAdd``) or ``"tflite"`` (TFLite
+      ``ADD``; ``left_shift`` 20 for 8-bit, default 15 on 16-bit builds; ``single_rounding``
+      for ``TFLITE_SINGLE_ROUNDING`` builds);
+    * ``a``, ``b``, ``output``: tensors of one shape (``channels x height x width``); their zero
+      points and signedness are the tensors'; ``s_a``, ``s_b``, ``s_out`` their float scales
+      (compiler tensors carry no scales);
+    * ``relu``: fused ReLU (``add_relu``; for ONNX Runtime and TFLite the same clamp at the
+      output zero point);
+    * ``qmin``, ``qmax``: the output code range before the ReLU (default: the output tensor's
+      full range, e.g. 0..255 for uint8); numerics' ``qmin``/``qmax``.
+
+    ``path`` holds for every element. PyTorch's own loop (``zynqnn.ir.kernels.torch_elementwise``)
+    takes the scalar formulas for the last ``n % vector_block`` elements in memory order, so a
+    PyTorch add lowers exactly with ``path="vector"`` when its element count is a multiple of the
+    block, and with ``path="scalar"`` when the block is 0; otherwise the tail may differ.
+
+    Scale combinations a framework refuses (qnnpack's ratio range, TFLite's multipliers below
+    one) raise :class:`CompileError`. The hardware runs it as ``ELTWISE`` commands over pixel
+    tiles (A in IBUF, B in WBUF, the constants row in PBUF).
+    """
+
+    name: str
+    a: Tensor
+    b: Tensor
+    output: Tensor
+    semantics: str
+    s_a: float
+    s_b: float
+    s_out: float
+    relu: bool = False
+    path: str = "vector"
+    left_shift: int | None = None
+    single_rounding: bool = False
+    qmin: int | None = None
+    qmax: int | None = None
+
+    def __post_init__(self):
+        if self.semantics not in ADD_SEMANTICS:
+            raise CompileError(f"{self.name}: add semantics must be one of "
+                               f"{', '.join(ADD_SEMANTICS)}, not {self.semantics!r}")
+        if self.path not in ("vector", "scalar"):
+            raise CompileError(f"{self.name}: path must be 'vector' or 'scalar', not "
+                               f"{self.path!r}")
+        if tuple(self.a.shape) != tuple(self.b.shape):
+            raise CompileError(f"{self.name}: inputs {self.a!r} and {self.b!r} differ in shape "
+                               "(broadcasting adds are not supported)")
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.a, self.b]
+
+    def out_shape(self):
+        return tuple(self.a.shape)
+
+    def out_range(self, bits: int) -> tuple[int, int]:
+        """``(qmin, qmax)`` before the ReLU."""
+        lo, hi = code_range(self.output.signed, bits)
+        return (lo if self.qmin is None else int(self.qmin),
+                hi if self.qmax is None else int(self.qmax))
 
 
 @dataclass(eq=False)

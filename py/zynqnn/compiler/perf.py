@@ -10,6 +10,8 @@ double-buffering overlap comes out of the program itself. Per command:
   Bypass modes make one pass per tap.
 * **post stage**: ``pixels x C / requant_lanes`` cycles plus the requantizer's pipeline; it
   overlaps the next command's MAC stage (two accumulator banks).
+* **ELTWISE** (residual add): waits until the post stage is idle, then ``ELT_LATENCY +
+  pixels x C / requant_lanes`` cycles with the engine to itself.
 * **DMA**: ``bytes / min(beat, DDR bandwidth / clock)`` plus a fixed latency per burst (bursts of
   at most 16 beats per line).
 
@@ -30,12 +32,15 @@ from zynqnn.machine import PARAM_WORD_BITS
 from zynqnn.rtl import compute as _compute
 from zynqnn.rtl import dma as _dma
 
-__all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "network_report", "simulate",
-           "useful_macs"]
+__all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cycles",
+           "network_report", "simulate", "useful_macs"]
 
 #: Post-processing pipeline depth after the last lane group (read, requantize, write back);
 #: fitted to the RTL figures in tests/compiler/test_perf.py.
-POST_LATENCY = 14
+POST_LATENCY = 59
+#: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
+#: 36-stage pipeline, output write); RTL: 2 x pixels + 47 on tiny from issue to answer.
+ELT_LATENCY = 46
 #: Beats per DMA burst and compute commands the engine holds at once: the RTL's numbers.
 MAX_BURST = _dma.MAX_BURST
 OUTSTANDING = _compute.COMPUTE_OUTSTANDING
@@ -78,6 +83,11 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
     return mac, post, macs
 
 
+def eltwise_cycles(cfg: HwConfig, op) -> int:
+    """Cycles of one ``ELTWISE`` command's ``op`` fields (the engine does nothing else)."""
+    return ELT_LATENCY + int(op.pixels) * cfg.cols // cfg.requant_lanes
+
+
 @dataclass
 class PerfReport:
     cycles: int
@@ -109,6 +119,9 @@ def _decode(raw):
         return op, isa.LoadStore.from_bits(bits)
     if op == isa.Opcode.CONV:
         return op, isa.ConvCommand.from_bits(bits)
+    if op == isa.Opcode.ELTWISE:
+        # The compute unit treats both alike (the header fields are in the same places).
+        return isa.Opcode.CONV, isa.EltwiseCommand.from_bits(bits)
     return op, None
 
 
@@ -213,13 +226,20 @@ def simulate(cfg: HwConfig, commands: bytes, labels=None, dma: DmaModel | None =
                                 raise ProtocolError(
                                     f"command {i}: bank {isa.Buffer(b[0]).name}{b[1]} holds the "
                                     f"data of command {cur.get(b)}, not {want[i][b]}")
-                    mac, post, macs = conv_cycles(cfg, c.op)
-                    start = max(t, mac_free)
+                    elt = int(c.opcode) == isa.Opcode.ELTWISE
+                    if elt:
+                        mac, post, macs = eltwise_cycles(cfg, c.op), 0, 0
+                        start = max(t, mac_free, post_free)
+                    else:
+                        mac, post, macs = conv_cycles(cfg, c.op)
+                        start = max(t, mac_free)
                     if len(post_ends) >= 2:
                         start = max(start, post_ends[-2])  # its accumulator bank is free
                     mac_end = start + mac
                     mac_free = mac_end
-                    if c.op.acc_keep:
+                    if elt:
+                        done = post_free = mac_end
+                    elif c.op.acc_keep:
                         done = mac_end
                     else:
                         p0 = max(mac_end, post_free)

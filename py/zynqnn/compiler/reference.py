@@ -8,6 +8,7 @@ from zynqnn.numerics import gemmlowp, ops
 from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
 from .layers import (
+    HwAdd,
     HwConcat,
     HwConv,
     HwGlobalSumPool,
@@ -18,7 +19,7 @@ from .layers import (
     norm_padding,
 )
 
-__all__ = ["run_reference", "post_codes"]
+__all__ = ["run_reference", "post_codes", "add_codes"]
 
 
 def _post(la, acc, lo, hi):
@@ -43,12 +44,35 @@ def post_codes(rq, act, acc, axis=1):
     return q
 
 
+def add_codes(la: HwAdd, a, b, bits: int = 8) -> np.ndarray:
+    """Codes of an :class:`HwAdd` for input codes ``a``, ``b``: ``zynqnn.numerics.ops.add_*``.
+    A ReLU where the framework's add has none (ONNX Runtime, TFLite) is its fused clamp at the
+    output zero point."""
+    lo, hi = la.out_range(bits)
+    zp_out = la.output.zero_point
+    args = (a, la.s_a, la.a.zero_point, b, la.s_b, la.b.zero_point, la.s_out, zp_out)
+    if la.semantics == "torch":
+        return ops.add_torch(*args, relu=la.relu, path=la.path, qmin=lo, qmax=hi)
+    if la.semantics == "qnnpack":
+        return ops.add_qnnpack(*args, relu=la.relu, qmin=lo, qmax=hi)
+    if la.semantics == "onnxruntime":
+        y = ops.add_onnxruntime(*args, qmin=lo, qmax=hi)
+    else:
+        ls = (15 if bits == 16 else 20) if la.left_shift is None else la.left_shift
+        y = ops.add_tflite(*args, qmin=lo, qmax=hi, left_shift=ls,
+                           single_rounding=la.single_rounding)
+    return np.maximum(y, zp_out) if la.relu else y
+
+
 def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
     """Codes of ``net.output`` for input codes ``x`` (C, H, W)."""
     vals = {id(net.input): np.asarray(x, dtype=np.int64)}
     for la in net.layers:
         if isinstance(la, HwConcat):
             vals[id(la.output)] = np.concatenate([vals[id(t)] for t in la.inputs])
+            continue
+        if isinstance(la, HwAdd):
+            vals[id(la.output)] = add_codes(la, vals[id(la.a)], vals[id(la.b)], bits)
             continue
         a, y = vals[id(la.input)], la.output
         lo, hi = getattr(la, "clamp", None) or code_range(y.signed, bits)

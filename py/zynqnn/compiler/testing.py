@@ -4,7 +4,14 @@ running compiled programs."""
 
 import numpy as np
 
-from zynqnn.compiler import HwConv, Tensor
+from zynqnn.compiler import (
+    HwAdd,
+    HwConv,
+    HwGlobalSumPool,
+    HwMaxPool,
+    Network,
+    Tensor,
+)
 from zynqnn.numerics import gemmlowp, make_requant
 from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
@@ -94,3 +101,43 @@ def conv_rq(rng, name, x, cout, k, stride=1, pad=0, scheme=None):
 def codes(rng, t):
     lo, hi = (-128, 128) if t.signed else (0, 256)
     return rng.integers(lo, hi, size=t.shape)
+
+
+def residual_add(rng, name, a, b, semantics="torch", relu=False, path="vector",
+                 single_rounding=False):
+    """An :class:`HwAdd` of ``a`` and ``b`` (same shape and signedness) with random scales and a
+    random output zero point: near the bottom of the code range with a ReLU (as a ReLU output's
+    is), around the middle without."""
+    lo = -128 if a.signed else 0
+    zp = lo + int(rng.integers(0, 48) if relu else rng.integers(64, 192))
+    y = Tensor(name + ".out", *a.shape, zp, a.signed)
+    s_a, s_b = (float(v) for v in 10 ** rng.uniform(-2.5, -1, 2))
+    s_out = float((s_a + s_b) * rng.uniform(0.6, 1.5))
+    return HwAdd(name, a, b, y, semantics, s_a, s_b, s_out, relu=relu, path=path,
+                 single_rounding=single_rounding)
+
+
+def resnet_block(rng, channels=4, size=8, semantics="torch", classes=4, signed=None, **add_kw):
+    """A residual network: stem conv3x3 -> conv3x3 (ReLU) -> conv3x3 -> add (skip from the stem,
+    ReLU) -> max pool 2x2 -> global average pool -> 1x1 conv (the classifier). Signed tensors
+    for TFLite unless ``signed`` says otherwise."""
+    from zynqnn.compiler.layers import code_range
+
+    signed = semantics == "tflite" if signed is None else signed
+    x = tensor(rng, "x", 3, size, size, signed)
+    stem = conv(rng, "stem", x, channels, 3, 1, 1, signed_out=signed)
+    c1 = conv(rng, "c1", stem.output, channels, 3, 1, 1, signed_out=signed)
+    lo, hi = code_range(signed, 8)
+    c1.output.zero_point = lo + int(rng.integers(0, 32))
+    c1.clamp = (c1.output.zero_point, hi)                                 # ReLU
+    c2 = conv(rng, "c2", c1.output, channels, 3, 1, 1, signed_out=signed)
+    add = residual_add(rng, "add", c2.output, stem.output, semantics, relu=True, **add_kw)
+    h = size // 2
+    pooled = Tensor("pool.out", channels, h, h, add.output.zero_point, signed)
+    pool = HwMaxPool("pool", add.output, pooled, 2, 2)
+    g = tensor(rng, "gap.out", channels, 1, 1, signed)
+    mq = [gemmlowp.quantize_multiplier(rng.uniform(0.5, 2) / (h * h)) for _ in range(channels)]
+    gap = HwGlobalSumPool("gap", pooled, g, [q for q, _ in mq], [s for _, s in mq],
+                          rng.integers(-100, 100, size=channels))
+    fc = conv(rng, "fc", g, classes, 1, signed_out=signed)
+    return Network(x, [stem, c1, c2, add, pool, gap, fc])
