@@ -143,6 +143,23 @@ def test_every_scheme_and_activation(scheme):
     assert any(op.acc_keep for op in _convs(prog))
 
 
+@pytest.mark.parametrize("c, k, s, scheme", [
+    (10, 3, 1, "torch-fbgemm"), (8, 3, 2, "torch-qnnpack"), (5, 5, 1, "onnxruntime"),
+    (12, 3, 1, "tflite"),
+])
+def test_depthwise(c, k, s, scheme):
+    """Depthwise convs (groups = channels) as diagonal weight tiles: output block j reads
+    input block j only."""
+    rng = np.random.default_rng(c + k)
+    x = tensor(rng, "x", c, 9, 8)
+    la = conv_rq(rng, "dw", x, c, k, s, k // 2, scheme=scheme)
+    la.weights = la.weights[:, :1]
+    la.groups = c
+    prog = check(Network(x, [la]))
+    ops = _convs(prog)
+    assert len(ops) >= -(-c // TINY.cols) and all(op.cin_blocks == 1 for op in ops)
+
+
 def test_global_pool_any_scheme():
     rng = np.random.default_rng(5)
     cfg = get_config("pynq_z2")

@@ -311,7 +311,17 @@ class _Compiler:
         _check_geometry(cfg, la.name, k, s, (pt, pb, pl, pr))
         x, y = la.input, la.output
         cout, cin = la.weights.shape[:2]
-        if cin != x.channels:
+        # Depthwise: output block j reads input block j only, through a diagonal weight tile
+        # (one of the array's rows x cols products per pass is useful: 1/rows utilization).
+        dw = la.groups > 1
+        if dw:
+            if not (la.groups == cout == x.channels and cin == 1):
+                raise CompileError(f"{la.name}: groups = {la.groups}: only depthwise groups "
+                                   f"(groups = input channels = output channels) are supported")
+            if R != C:
+                raise CompileError(f"{la.name}: depthwise convolution needs rows == cols")
+            cin = R
+        elif cin != x.channels:
             raise CompileError(f"{la.name}: weights have {cin} input channels, input has "
                                f"{x.channels}")
         H, W = x.height, x.width
@@ -344,15 +354,19 @@ class _Compiler:
             c0, c1 = j * C, min(cout, (j + 1) * C)
             for p in range(parts):
                 i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
-                waddr[j, p] = (self.add_const(weight_bytes(cfg, la.weights[c0:c1, i0:i1])),
-                               cblocks(i1 - i0, R))
+                w = la.weights[c0:c1, i0:i1]
+                if dw:
+                    n = c1 - c0
+                    w = np.zeros((n, n, k, k), np.int64)
+                    w[np.arange(n), np.arange(n)] = la.weights[c0:c1, 0]
+                waddr[j, p] = (self.add_const(weight_bytes(cfg, w)), cblocks(i1 - i0, R))
             paddr[j] = self.add_const(param_bytes(cfg, post, c0, c1, C))
         # Loop order: the one moving fewer bytes.
         in_bytes = cb_total * H * W * self.wb
         w_bytes = coblocks * cb_total * k * k * R * C * cfg.operand_bits // 8
         cout_outer = (w_bytes * (1 if parts == 1 else len(tiles)) + in_bytes * coblocks
                       <= w_bytes * len(tiles) + in_bytes * (1 if parts == 1 else coblocks))
-        order = ([(j, t) for j in range(coblocks) for t in range(len(tiles))] if cout_outer
+        order = ([(j, t) for j in range(coblocks) for t in range(len(tiles))] if cout_outer or dw
                  else [(j, t) for t in range(len(tiles)) for j in range(coblocks)])
         for j, t in order:
             oy0, oh = tiles[t]
@@ -362,7 +376,7 @@ class _Compiler:
             ih = y_hi - y_lo + 1
             for p in range(parts):
                 wa, ncb = waddr[j, p]
-                macs = oh * OW * k * k * min(cin - p * cbp * R, ncb * R) * (
+                macs = oh * OW * k * k * (1 if dw else min(cin - p * cbp * R, ncb * R)) * (
                     min(cout, (j + 1) * C) - j * C)
                 op = dict(mode=isa.Mode.CONV, kernel=k, stride=s, y_off=iy_lo - y_lo,
                           x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,
@@ -371,8 +385,8 @@ class _Compiler:
                           scheme=post.scheme, act=int(has_act(post)),
                           acc_cont=int(p > 0), acc_keep=int(p < parts - 1))
                 loads = {
-                    isa.Buffer.IBUF: Load((la.name, "in", t, p),
-                                          self.addr(x, p * cbp) + y_lo * W * self.wb,
+                    isa.Buffer.IBUF: Load((la.name, "in", t, j if dw else p),
+                                          self.addr(x, j if dw else p * cbp) + y_lo * W * self.wb,
                                           ih * W, ncb, H * W * self.wb),
                     isa.Buffer.WBUF: Load((la.name, "w", j, p), wa, k * k * ncb * R),
                 }

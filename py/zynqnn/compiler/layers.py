@@ -97,7 +97,8 @@ def _post_fields(layer, channels):
 class HwConv:
     """Convolution + requantization (+ activation).
 
-    ``weights``: (cout, cin, k, k) signed codes (weight zero point 0). ``requant``: a
+    ``weights``: (cout, cin / groups, k, k) signed codes (weight zero point 0); ``groups``: 1, or
+    depthwise (groups = cin = cout, weights (cout, 1, k, k)). ``requant``: a
     ``zynqnn.numerics`` Requant (``make_requant``), any scheme; ``act``: None,
     ``zynqnn.rtl.postproc.LeakyFixed`` or ``LeakyTorch``. Without ``requant``: TFLite
     ``clamp(MBQM(acc + bias) + zp_out, lo, hi)`` from ``bias``, ``multiplier``, ``shift`` (per
@@ -119,6 +120,7 @@ class HwConv:
     single_rounding: bool = False
     requant: object = None
     act: object = None
+    groups: int = 1
 
     def __post_init__(self):
         self.weights = np.asarray(self.weights, dtype=np.int64)

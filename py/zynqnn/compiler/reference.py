@@ -78,7 +78,8 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
         lo, hi = getattr(la, "clamp", None) or code_range(y.signed, bits)
         if isinstance(la, HwConv):
             acc = ops.conv2d_acc(a[None], la.weights, zp_x=la.input.zero_point, zp_w=0,
-                                 stride=la.stride, padding=norm_padding(la.padding))[0]
+                                 stride=la.stride, padding=norm_padding(la.padding),
+                                 groups=la.groups)[0]
             out = _post(la, acc, lo, hi)
         elif isinstance(la, HwMaxPool):
             pad = norm_padding(la.padding)
