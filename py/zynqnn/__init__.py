@@ -9,8 +9,12 @@ The tool-flow entry points (imported lazily, so ``import zynqnn`` stays cheap)::
     y = graph.run(x)                              # float in/out, bit-exact with the framework
     print(zynqnn.layer_errors(graph, x).table())  # per-layer float vs quantized error
     graph.save("model.zqg"); graph = zynqnn.load_graph("model.zqg")
+    model = zynqnn.compile(graph, "pynq_z2")      # command stream for the accelerator
+    y = model.run(x)                              # == graph.run(x); backend="verilator", "pynq"
+    model.save("model.zqp"); model = zynqnn.load("model.zqp", config="pynq_z2")
+    print(model.report().table())                 # per-layer cycles, latency, frames/s
 
-See docs/frontend.md.
+See docs/frontend.md and docs/compiler.md.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ _LAZY = {
     "Graph": ("zynqnn.ir", "Graph"),
     "IRError": ("zynqnn.ir", "IRError"),
     "load_graph": ("zynqnn.ir", "load"),
+    "compile": ("zynqnn.program", "compile"),
+    "load": ("zynqnn.program", "load"),
+    "CompiledModel": ("zynqnn.program", "CompiledModel"),
+    "CompileError": ("zynqnn.compiler.layers", "CompileError"),
 }
 
 __all__ = ["__version__", *_LAZY]

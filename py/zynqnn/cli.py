@@ -13,7 +13,9 @@ Adding a sub-command (``compile``, ``run``, ``report``, ``verilog`` ...)::
     def _compile(args) -> int: ...
     COMMANDS["compile"].run = _compile     # or pass run= to command()
 
-Implemented: ``errors`` (per-layer float vs quantized error table and PNG).
+Implemented: ``errors`` (per-layer float vs quantized error table and PNG), ``compile`` (a model
+to a program file), ``run`` (a program on an input .npy), ``report`` (performance model and
+synthesis estimate) and ``verilog`` (the generated top level).
 """
 
 from __future__ import annotations
@@ -248,6 +250,273 @@ def _errors(args: argparse.Namespace) -> int:
 
 
 COMMANDS["errors"].run = _errors
+
+
+# ---------------------------------------------------------------------------------------------
+# compile
+
+
+COMPILE_ENGINES = ("fbgemm", "qnnpack", "tflite", "pow2", "fixed16")
+#: Short names accepted besides the zoo's own.
+ZOO_ALIASES = {"digits": "digits_cnn"}
+
+
+@command("compile", help="compile a model for the accelerator into a program file")
+def _compile_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Quantize (zoo models) or import (ONNX, .zqg) a model, map it onto the accelerator's "
+        "layers and write the command stream, its constants and the model's float interface "
+        "to one program file. Example: zynqnn compile digits -o digits.zqp")
+    p.add_argument("model", metavar="MODEL",
+                   help="a zoo model name (digits, or digits_cnn, resnet18, mobilenet_v2, "
+                        "yolov3_tiny; quantized here), a quantized ONNX file (QDQ or QOperator) "
+                        "or a zynqnn graph file (.zqg)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="PROG",
+                   help="the program file to write (e.g. digits.zqp)")
+    p.add_argument("--config", default="pynq_z2", metavar="NAME",
+                   help="hardware configuration preset (default pynq_z2; pynq_z2_int16 for "
+                        "16-bit models)")
+    p.add_argument("--engine", choices=COMPILE_ENGINES, default="fbgemm",
+                   help="who quantizes a zoo model: torch.ao FX with the fbgemm or qnnpack "
+                        "engine, or zynqnn.quantize with the tflite, pow2 or fixed16 scheme "
+                        "(fixed16 needs --config pynq_z2_int16) (default: fbgemm)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input height = width of a zoo model (default: its own size)")
+    p.add_argument("--calib", type=int, default=64, metavar="N",
+                   help="calibration images for a zoo model (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random zoo weights/inputs")
+
+
+def _zoo_graph(args):
+    from . import zoo
+    from .frontend import from_torch, quantize
+    from .zoo.quant import quiet_torch_ao
+
+    name = ZOO_ALIASES.get(args.model, args.model)
+    if args.calib < 1:
+        raise UserError("--calib must be at least 1")
+    if name == "digits_cnn" and args.size not in (None, 8):
+        raise UserError("digits takes 8x8 inputs (--size 8)")
+    if name == "yolov3_tiny" and args.size and args.size % 32:
+        raise UserError("yolov3_tiny needs --size to be a multiple of 32")
+    model = zoo.get(name, pretrained=True) if name == "digits_cnn" else zoo.get(name,
+                                                                               seed=args.seed)
+    calib = _zoo_inputs(name, args.size, args.calib, args.seed + 100, "train")
+    x = calib[:1]
+    if args.engine in ("fbgemm", "qnnpack"):
+        with quiet_torch_ao():
+            q = zoo.quantize_fx(model, x, engine=args.engine, calibration=calib)
+            graph = from_torch(q, x, engine=args.engine)
+    else:
+        graph = quantize(model, calib, example_input=x, scheme=args.engine)
+    return graph, f"{name}-{args.engine}"
+
+
+def _load_model(args):
+    """(graph, label) of the compile command's MODEL."""
+    from . import zoo
+
+    name = ZOO_ALIASES.get(args.model, args.model)
+    if name in zoo.NAMES:
+        return _zoo_graph(args)
+    path = Path(args.model)
+    if path.suffix.lower() == ".zqg":
+        from .ir import load as load_graph
+
+        return load_graph(path), path.stem
+    if path.suffix.lower() == ".onnx" or path.exists():
+        from .frontend import from_onnx
+        from .frontend.onnx_import import load_onnx
+
+        m, label = load_onnx(path)
+        if not any(n.op_type in _QUANT_OPS for n in m.graph.node):
+            raise UserError(f"{label}: a float ONNX model; quantize it first (ONNX Runtime's "
+                            "quantize_static, QDQ format) or compile a zoo model")
+        return from_onnx(m), path.stem
+    names = ", ".join(sorted({*zoo.NAMES, *ZOO_ALIASES}))
+    raise UserError(f"unknown model {args.model!r}: not a zoo model ({names}), an ONNX file "
+                    "nor a .zqg graph")
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .config import get_config
+    from .program import compile as compile_model
+
+    cfg = get_config(args.config)
+    name = ZOO_ALIASES.get(args.model, args.model)
+    if args.engine != "fbgemm" and name not in _zoo_names():
+        raise UserError("--engine applies to zoo models only")
+    graph, label = _load_model(args)
+    model = compile_model(graph, cfg)
+    model.name = label
+    path = model.save(args.output)
+    prog = model.program
+    b = model.boundary
+    print(f"compiled {label} for {cfg.name} ({cfg.config_id}): {len(model.layers)} layers, "
+          f"{prog.command_count} commands, {prog.ddr_bytes:,} bytes of DDR")
+    print(f"input {b.input_dtype} {['N', *b.input_shape]}, output {b.output_dtype} "
+          f"{['N', *b.output_shape]}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _zoo_names():
+    from . import zoo
+
+    return set(zoo.NAMES)
+
+
+COMMANDS["compile"].run = _compile
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+@command("run", help="run a program file on an input .npy")
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run a compiled program on the inputs of a .npy file (float32 N x C x H x W, like "
+        "the framework model; or integer codes with --codes) and write the outputs to a .npy "
+        "file. Example: zynqnn run digits.zqp --input x.npy --output y.npy")
+    p.add_argument("program", metavar="PROG", type=Path, help="a program file (zynqnn compile)")
+    p.add_argument("--input", "-i", required=True, type=Path, metavar="X.npy",
+                   help="input array, N x C x H x W (a single C x H x W sample is accepted)")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="Y.npy",
+                   help="where to write the output array")
+    p.add_argument("--backend", choices=("golden", "verilator", "icarus", "pynq"),
+                   default="golden",
+                   help="golden: the command stream on the Python model of the accelerator "
+                        "(default); verilator/icarus: the generated Verilog in simulation "
+                        "(slow); pynq: the accelerator on the board")
+    p.add_argument("--codes", action="store_true",
+                   help="the input holds integer codes (the quantized input) and the output "
+                        "is written as codes")
+    p.add_argument("--config", default=None, metavar="NAME",
+                   help="refuse the program unless it was compiled for this config")
+    p.add_argument("--bitfile", default=None, metavar="BIT",
+                   help="pynq backend: the bitstream (.hwh beside it; default "
+                        "$ZYNQNN_BITFILE or build/<config id>/zynqnn_<config id>.bit)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .program import load
+
+    model = load(args.program, config=args.config)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{args.input}: no such file") from None
+    except ValueError as e:
+        raise UserError(f"{args.input}: not a .npy array ({e})") from None
+    if x.ndim == len(model.boundary.input_shape):
+        x = x[None]
+    options = {"bitfile": args.bitfile} if args.backend == "pynq" and args.bitfile else {}
+    if args.codes:
+        y = model.run_int(x, args.backend, **options)
+    else:
+        if x.dtype.kind != "f":
+            raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
+                            "(pass --codes for integer codes)")
+        y = model.run(x, args.backend, **options)
+    np.save(args.output, y)
+    line = f"wrote {args.output}: {y.dtype} {list(y.shape)} ({args.backend})"
+    if model.last_cycles:
+        cyc = model.last_cycles
+        line += f"; accelerator busy cycles per input: {', '.join(f'{c:,}' for c in cyc)}"
+    print(line)
+    return 0
+
+
+COMMANDS["run"].run = _run
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@command("report", help="performance estimate of a program and the synthesis estimate")
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Print the per-layer performance model of a program (cycles, utilization, what bounds "
+        "each layer), its estimated latency and frames/s, and the resources of the synthesis "
+        "estimate of its hardware config (written by `make synth`). Without PROG, only the "
+        "resources of --config. Example: zynqnn report digits.zqp --clock-mhz 142.857")
+    p.add_argument("program", metavar="PROG", type=Path, nargs="?", default=None,
+                   help="a program file (zynqnn compile); omit for the resources alone")
+    p.add_argument("--config", default=None, metavar="NAME",
+                   help="hardware config (default: the program's, else pynq_z2)")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="accelerator clock (default: the config's, 150; the Pynq-Z2 runs "
+                        "142.857)")
+    p.add_argument("--ddr-gbps", type=float, default=1.2, metavar="G",
+                   help="DDR bandwidth the accelerator sees in GB/s (default 1.2)")
+    p.add_argument("--build", type=Path, default=Path("build"), metavar="DIR",
+                   help="where `make synth` wrote <config id>/resources.txt (default build)")
+
+
+def _resources(cfg, build: Path) -> str:
+    path = build / cfg.config_id / "resources.txt"
+    if path.exists():
+        return path.read_text().rstrip("\n")
+    return (f"no synthesis estimate for {cfg.name} ({cfg.config_id}) in {path.parent}: run "
+            f"`make synth CONFIG={cfg.name}`")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .config import get_config
+    from .program import load
+
+    if args.program is None:
+        cfg = get_config(args.config or "pynq_z2")
+        print(_resources(cfg, args.build))
+        return 0
+    model = load(args.program, config=args.config)
+    cfg = model.cfg
+    rep = model.report(args.clock_mhz if args.clock_mhz is not None else cfg.clock_mhz,
+                       args.ddr_gbps)
+    print(f"{args.program}: {model.name}, {model.program.command_count} commands")
+    print(rep.table())
+    print()
+    print(_resources(cfg, args.build))
+    return 0
+
+
+COMMANDS["report"].run = _report
+
+
+# ---------------------------------------------------------------------------------------------
+# verilog
+
+
+@command("verilog", help="write the generated Verilog of the accelerator")
+def _verilog_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Elaborate the accelerator for a hardware config and write its top level "
+        "(zynqnn_top.v, the module Vivado instantiates) to DIR/<config id>/, as `make verilog` "
+        "does. Example: zynqnn verilog --config pynq_z2 -o build")
+    p.add_argument("--config", default="pynq_z2", metavar="NAME",
+                   help="hardware config preset (default pynq_z2)")
+    p.add_argument("-o", "--output", type=Path, default=Path("build"), metavar="DIR",
+                   help="output directory (default build)")
+    p.add_argument("--all", action="store_true",
+                   help="also write the stand-alone components (PE array, requantizer, engine)")
+
+
+def _verilog(args: argparse.Namespace) -> int:
+    from .config import get_config
+    from .platform import TOP_NAME
+    from .rtl.gen import write_verilog
+
+    cfg = get_config(args.config)
+    for path in write_verilog(cfg, args.output, None if args.all else TOP_NAME):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS["verilog"].run = _verilog
 
 
 # ---------------------------------------------------------------------------------------------

@@ -295,3 +295,29 @@ def test_double_buffering_overlaps_loads():
     r = prog.perf(DmaModel())
     assert r.cycles < r.mac_cycles + r.load_cycles + r.store_cycles
     assert r.cycles >= max(r.mac_cycles, r.load_cycles)
+
+
+@pytest.mark.parametrize("cfg_name", ["tiny", "pynq_z2"])
+def test_a_run_leaves_the_program_image_intact(cfg_name):
+    """Commands and constants are written once per program load: a run (dummy barrier
+    transfers included) may write only activations and the scratch bytes."""
+    from zynqnn.machine import Machine
+
+    cfg = get_config(cfg_name)
+    rng = np.random.default_rng(9)
+    x = tensor(rng, "x", 3, 8, 8)
+    c1 = conv(rng, "c1", x, 8, 3, 1, 1)
+    p1 = Tensor("p1", 8, 4, 4, c1.output.zero_point)
+    c2 = conv(rng, "c2", p1, 8, 3, 1, 1)
+    net = Network(x, [c1, HwMaxPool("pool", c1.output, p1, 2, 2), c2])
+    prog = compile_network(net, cfg)
+    m = Machine(cfg, ddr_bytes=prog.ddr_bytes)
+    for seed in (1, 2):
+        xc = codes(np.random.default_rng(seed), x)
+        assert np.array_equal(prog.run_golden(xc, m), run_reference(net, xc))
+        lo, hi = prog.scratch
+        for addr, data in prog.image.items():
+            got = m.read(addr, len(data))
+            keep = ~((np.arange(addr, addr + len(data)) >= lo)
+                     & (np.arange(addr, addr + len(data)) < hi))
+            assert np.array_equal(got[keep], np.frombuffer(bytes(data), np.uint8)[keep])

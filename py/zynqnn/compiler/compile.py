@@ -507,8 +507,10 @@ class _Compiler:
     def compile(self) -> Program:
         cfg = self.cfg
         self.resolve_views()
-        # Barrier dummies read and write one scratch word of the constants region.
-        self.scratch = self.add_const(bytes(self.beat))
+        # Barrier dummies read one IBUF word and write one OBUF word at a scratch address of
+        # the constants region: reserve the larger of the two words (and a whole beat).
+        self.scratch_bytes = max(self.beat, self.wb, cfg.cols * cfg.operand_bits // 8)
+        self.scratch = self.add_const(bytes(self.scratch_bytes))
         for la in self.net.layers:
             if not isinstance(la, HwConcat):
                 _check_shape(la)
@@ -547,7 +549,7 @@ class _Compiler:
         prog = Program(cfg, self.net, commands, 0, {0: commands, const_base: bytes(self.const)},
                        dict(self.addrs), ddr, self.steps, stats)
         prog.labels = labels
-        prog.scratch = (const_base + self.scratch, const_base + self.scratch + self.beat)
+        prog.scratch = (const_base + self.scratch, const_base + self.scratch + self.scratch_bytes)
         prog.storage = {}
         for t in _all_tensors(self.net):
             prog.storage[id(t)] = self.store_of(t)

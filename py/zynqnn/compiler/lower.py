@@ -1,0 +1,1023 @@
+"""IR graph -> hardware layers: the adapter between :mod:`zynqnn.ir` and the compiler.
+
+:func:`lower_graph` maps a validated quantized graph onto the compiler's hardware layers
+(:mod:`zynqnn.compiler.layers`) so that ``run_reference(net, codes)`` equals the graph's integer
+execution (``graph.run_int``) value for value, and returns the graph's float boundary (the
+quantize of the input, the dequantize of the output) as a :class:`BoundaryInfo`, so that
+``boundary.dequantize(net(boundary.quantize(x)))`` equals ``graph.run(x)``.
+
+=========================  =====================================================================
+IR op                      hardware
+=========================  =====================================================================
+quantize / dequantize      the boundary (first node / last node only)
+conv2d (groups 1)          :class:`HwConv` with the node's Requant; a ``clamp`` attribute narrows
+                           the Requant's range; non-square kernels are zero-padded to square
+conv2d (depthwise)         :class:`HwConv` with ``groups`` (diagonal weight tiles); torch-fbgemm
+                           only when its saturating int16 pair sums cannot saturate
+linear                     :class:`HwConv` on the flattened map: the weights ``(K, C*H*W)`` become
+                           a ``K x C x k x k`` kernel (``k = max(H, W)``, zero-padded) applied
+                           once: a 1x1 output. After global pooling (1x1 maps) it is a 1x1 conv.
+max_pool2d                 :class:`HwMaxPool` (square kernels, equal strides); ``pad_value``
+                           None or at most the input's lowest code: ``pad_min``; the zero point:
+                           zero-point padding; ``ceil_mode``: extra bottom/right ``pad_min`` rows
+global / adaptive (1x1) /  :class:`HwGlobalSumPool` with a per-tensor Requant chosen so that it
+avg pool over the map      reproduces the framework's average exactly (checked over every
+                           possible window sum; refused when no scheme does)
+upsample_nearest           :class:`HwUpsample2x` (factor 2^k: k layers)
+concat (channels)          :class:`HwConcat`; an input with other qparams than the output is
+                           rescaled first by a layer of its own (see requantize)
+requantize                 nothing for equal qparams, else a 1x1 convolution with identity
+                           weights and a Requant equal to the framework's rescaling on every
+                           code the input can hold (an exact interval solver, _solve_map)
+relu, relu6, hardtanh,     folded into the producer's clamp (through max pooling and upsampling,
+clamp                      which commute with a clamp), or dropped when a no-op on the codes the
+                           producer can emit
+leaky_relu                 the producer's ``act``: ``LeakyFixed`` (tflite-like flavours) or
+                           ``LeakyTorch`` (torch/ONNX Runtime; checked over every code)
+flatten, reshape, pad      no-ops (views); ``pad`` merges into the conv2d/max_pool2d after it
+add                        :class:`HwAdd` in the flavour's add semantics (torch / qnnpack /
+                           onnxruntime / tflite); torch-fbgemm needs a whole number of vector
+                           blocks (its scalar tail rounds differently)
+grouped conv2d             :class:`CompileError` (groups other than 1 and depthwise)
+=========================  =====================================================================
+
+Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a
+choice is checked "over every code", the check runs the graph's own kernel
+(:data:`zynqnn.ir.execute.KERNELS`) on synthetic inputs covering the whole input code range.
+(Averages over more window sums than can be checked, e.g. 16-bit maps, accept only the formula
+exact by construction for the flavour, checked on a sample.)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from zynqnn.config import HwConfig, get_config
+
+from .layers import (
+    CompileError,
+    HwAdd,
+    HwConcat,
+    HwConv,
+    HwGlobalSumPool,
+    HwMaxPool,
+    HwUpsample2x,
+    Network,
+    Tensor,
+)
+
+__all__ = ["BoundaryInfo", "lower_graph"]
+
+f32 = np.float32
+_TORCH = ("torch-fbgemm", "torch-qnnpack")
+_TFLITE_LIKE = ("tflite", "pow2", "fixed16")
+#: An exhaustive check of a pooling evaluates at most this many synthetic input values (in
+#: chunks of _SAMPLE_LIMIT); beyond, the sums are sampled (_SAMPLE_LIMIT values).
+_CHECK_LIMIT = 400_000_000
+_SAMPLE_LIMIT = 4_000_000
+_CLAMPS = ("relu", "relu6", "hardtanh", "clamp")
+_VIEWS = ("flatten", "reshape")
+
+
+# -------------------------------------------------------------------------------------------------
+# the float boundary
+
+
+@dataclass
+class BoundaryInfo:
+    """The graph's float interface around the hardware network.
+
+    Input: ``input_flavour`` quantizes float32 ``(N, *input_shape)`` to codes exactly as the
+    graph's quantize node (``None``: the graph takes codes). Output: ``output_flavour``
+    dequantizes the network's codes (``None``: the graph returns codes); ``output_shape`` is the
+    graph output's per-sample shape (e.g. ``(10,)`` after a linear layer).
+    """
+
+    input_name: str
+    input_shape: tuple
+    input_dtype: str
+    input_qmin: int
+    input_qmax: int
+    input_scale: float | None
+    input_zero_point: int
+    input_flavour: str | None
+    input_rounding: str | None
+    input_overflow: str | None
+    output_name: str
+    output_shape: tuple
+    output_dtype: str
+    output_scale: float | None
+    output_zero_point: int
+    output_flavour: str | None
+
+    def quantize(self, x) -> np.ndarray:
+        """Float32 ``(N, C, H, W)`` -> int64 codes (the graph's own quantizer)."""
+        from zynqnn.ir import kernels as K
+
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        if self.input_flavour is None:
+            raise ValueError(f"the graph's input {self.input_name!r} is integer codes "
+                             f"({self.input_dtype}); use run_int")
+        if x.dtype.kind != "f":
+            raise ValueError(f"input {self.input_name!r} must be float32, got dtype {x.dtype}")
+        self.check_shape(x, "input")
+        return K.quantize(self.input_flavour, x.astype(f32), self.input_scale,
+                          self.input_zero_point, self.input_dtype, self.input_qmin,
+                          self.input_qmax, self.input_rounding, self.input_overflow)
+
+    def check_shape(self, x: np.ndarray, what: str) -> None:
+        if x.ndim != 1 + len(self.input_shape) or tuple(x.shape[1:]) != tuple(self.input_shape):
+            dims = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"{what} {self.input_name!r} must have shape (N, {dims}), got "
+                             f"{list(x.shape)}")
+
+    def check_codes(self, codes) -> np.ndarray:
+        """Integer ``(N, C, H, W)`` codes within the input's range, as int64."""
+        if hasattr(codes, "detach"):
+            codes = codes.detach().cpu().numpy()
+        c = np.asarray(codes)
+        if c.dtype.kind not in "iu":
+            raise ValueError(f"input {self.input_name!r} must be integer codes, got dtype "
+                             f"{c.dtype}")
+        self.check_shape(c, "input")
+        c = c.astype(np.int64)
+        if c.size and (c.min() < self.input_qmin or c.max() > self.input_qmax):
+            raise ValueError(f"input {self.input_name!r} holds codes outside "
+                             f"{self.input_qmin}..{self.input_qmax}")
+        return c
+
+    def dequantize(self, codes) -> np.ndarray:
+        """Output codes ``(N, *output_shape)`` -> float32 (the graph's own dequantizer); the
+        codes themselves when the graph returns codes."""
+        from zynqnn.ir import kernels as K
+
+        if self.output_flavour is None:
+            return np.asarray(codes, dtype=np.int64)
+        return K.dequantize(self.output_flavour, np.asarray(codes, dtype=np.int64),
+                            self.output_scale, self.output_zero_point)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["output_shape"] = list(self.output_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BoundaryInfo:
+        d = dict(d)
+        d["input_shape"] = tuple(int(v) for v in d["input_shape"])
+        d["output_shape"] = tuple(int(v) for v in d["output_shape"])
+        return cls(**d)
+
+
+# -------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _fail(node, why: str) -> CompileError:
+    return CompileError(f"node {node.name!r} ({node.op}): {why}")
+
+
+def _bits(dtype: str) -> int:
+    return 16 if "16" in dtype else 32 if "32" in dtype else 8
+
+
+def _pair(v, default) -> tuple[int, int]:
+    v = default if v is None else v
+    return (int(v), int(v)) if np.ndim(v) == 0 else (int(v[0]), int(v[1]))
+
+
+def _pads(v) -> tuple[int, int, int, int]:
+    if v is None:
+        return (0, 0, 0, 0)
+    if np.ndim(v) == 0:
+        return (int(v),) * 4
+    t = tuple(int(p) for p in v)
+    return (t[0], t[0], t[1], t[1]) if len(t) == 2 else t
+
+
+def _narrowed(node, rq, lo: int, hi: int):
+    """A copy of Requant ``rq`` clamping to ``[lo, hi]`` after its own clamp
+    (``clip(clip(v, a, b), lo, hi) == clip(v, clip(a, lo, hi), clip(b, lo, hi))``)."""
+    lo, hi = min(max(rq.lo, lo), hi), max(min(rq.hi, hi), lo)
+    if (lo, hi) == (rq.lo, rq.hi):
+        return rq
+    if getattr(rq, "overflow", "saturate") == "wrap":
+        raise _fail(node, "a clamp after a fixed16 requantization that wraps on overflow")
+    out = copy.copy(rq)
+    out.lo, out.hi = int(lo), int(hi)
+    return out
+
+
+def _solve_map(acc: np.ndarray, target: np.ndarray, ratio: float, zp_out: int, qmin: int,
+               qmax: int):
+    """A Requant ``r`` with ``r.apply(acc) == target`` for every value, or None.
+
+    The family is TFLite's single rounding, ``clamp(floor((acc * Q + 2^(t-1)) / 2^t) + zp_out)``
+    at the shift of ``ratio`` (the nominal ``s_in / s_out``): every constraint is an interval
+    of the integer multiplier ``Q``, so their intersection gives one exactly when one exists.
+    """
+    from zynqnn.numerics import gemmlowp, make_requant
+
+    if not 0 < ratio < 2**30:
+        return None
+    _, sh = gemmlowp.quantize_multiplier(ratio)
+    t = 31 - sh
+    if not -31 <= sh <= 30 or t < 1:
+        return None
+    one, half = 1 << t, 1 << (t - 1)
+    q_lo, q_hi = 0, 2**31 - 1
+    for a, tv in zip(acc.tolist(), target.tolist(), strict=True):
+        tp = tv - zp_out
+        need_ge = tv > qmin or qmin == qmax   # floor(...) >= tp unless the clamp makes it qmin
+        need_le = tv < qmax or qmin == qmax
+        lo_b = tp * one - half                 # a*Q >= lo_b
+        hi_b = (tp + 1) * one - half - 1       # a*Q <= hi_b
+        if a == 0:
+            if (need_ge and lo_b > 0) or (need_le and hi_b < 0):
+                return None
+            continue
+        if a > 0:
+            if need_ge:
+                q_lo = max(q_lo, -(-lo_b // a))
+            if need_le:
+                q_hi = min(q_hi, hi_b // a)
+        else:
+            if need_ge:
+                q_hi = min(q_hi, lo_b // a)
+            if need_le:
+                q_lo = max(q_lo, -(-hi_b // a))
+        if q_lo > q_hi:
+            return None
+    rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, zp_out, None, qmin, qmax,
+                      multiplier=q_lo, shift=sh)
+    return rq if np.array_equal(rq.apply(acc[:, None], axis=1)[:, 0], target) else None
+
+
+def _act_codes(act, q, rq):
+    """The hardware's activation after requantization (``LeakyFixed``/``LeakyTorch``)."""
+    from zynqnn.numerics import ops
+    from zynqnn.rtl.postproc import LeakyFixed
+
+    if act is None:
+        return q
+    if isinstance(act, LeakyFixed):
+        return ops.leaky_relu_fixed(q, rq.zp_out, act.mult, act.shift, act.rounding, rq.lo, rq.hi)
+    return ops.leaky_relu_torch(q, act.s_in, act.zp_in, act.s_out, act.zp_out,
+                                act.negative_slope, act.path, act.qmin, act.qmax)
+
+
+#: IR flavour -> HwAdd semantics.
+_ADD_SEMANTICS = {"torch-fbgemm": "torch", "torch-qnnpack": "qnnpack",
+                  "onnxruntime": "onnxruntime", "tflite": "tflite"}
+
+
+@dataclass
+class _Val:
+    """What an IR tensor is on the hardware: a hardware tensor seen with the IR's per-sample
+    ``shape`` (a view when it differs), or a hardware tensor with a pending ``pad``."""
+
+    hw: Tensor
+    shape: tuple
+    pad: tuple | None = None
+    pad_value: int | None = None
+
+
+# -------------------------------------------------------------------------------------------------
+# the lowering
+
+
+class _Lowering:
+    def __init__(self, graph, cfg: HwConfig):
+        self.g, self.cfg = graph, cfg
+        self.layers: list = []
+        self.vals: dict[str, _Val] = {}
+        self.prod: dict[int, object] = {}           # id(hw tensor) -> producing layer
+        self.range: dict[int, tuple[int, int]] = {}  # id(hw tensor) -> codes it can hold
+        self.names: dict[int, list[str]] = {}       # id(hw tensor) -> IR names that are it
+        self.in_concat: dict[int, str] = {}         # id(hw tensor) -> the concat it feeds
+        self.net_input: Tensor | None = None
+        self.boundary: dict = {}
+
+    # -- tensors -----------------------------------------------------------------------------
+    def qparams(self, node, name: str) -> tuple[int, bool]:
+        """(zero point, signed) of an activation the hardware holds."""
+        t = self.g.tensors[name]
+        if not t.is_quantized or t.per_channel:
+            raise _fail(node, f"tensor {name!r} ({t.describe()}) is not a per-tensor quantized "
+                              "activation")
+        if _bits(t.dtype) != self.cfg.operand_bits:
+            raise _fail(node, f"tensor {name!r} is {t.dtype}, config {self.cfg.name} "
+                              f"({self.cfg.config_id}) has {self.cfg.operand_bits}-bit operands")
+        return int(t.zero_point), t.dtype.startswith("int")
+
+    def hw_tensor(self, node, name: str, shape=None) -> Tensor:
+        """The hardware tensor of IR tensor ``name`` (``shape``: (C, H, W) when the IR tensor is
+        not a 4-D map, e.g. a linear layer's (N, K) output as K x 1 x 1)."""
+        zp, signed = self.qparams(node, name)
+        t = self.g.tensors[name]
+        if shape is None:
+            if len(t.shape) != 4:
+                raise _fail(node, f"tensor {name!r} must be 4-D NCHW, has shape "
+                                  f"{list(t.shape)}")
+            shape = t.shape[1:]
+        return Tensor(name, *shape, zp, signed)
+
+    def bind(self, name: str, hw: Tensor, shape=None, **kw) -> None:
+        self.vals[name] = _Val(hw, tuple(hw.shape if shape is None else shape), **kw)
+        self.names.setdefault(id(hw), []).append(name)
+
+    def produce(self, layer, lo: int, hi: int) -> None:
+        self.layers.append(layer)
+        self.prod[id(layer.output)] = layer
+        self.range[id(layer.output)] = (int(lo), int(hi))
+        self.bind(layer.output.name, layer.output)
+
+    def val(self, node, name: str, pad_ok: bool = False) -> _Val:
+        v = self.vals.get(name)
+        if v is None:
+            raise _fail(node, f"input {name!r} is not computed on the accelerator (it comes "
+                              "from a part of the graph that was not lowered)")
+        if v.pad is not None and not pad_ok:
+            raise _fail(node, f"input {name!r} is an explicit pad, which the hardware only "
+                              "merges into a following conv2d or max_pool2d")
+        return v
+
+    def map4(self, node, name: str, pad_ok: bool = False) -> _Val:
+        v = self.val(node, name, pad_ok)
+        if v.shape != v.hw.shape:
+            raise _fail(node, f"input {name!r} is a reshaped view {list(v.shape)} of the "
+                              f"{'x'.join(map(str, v.hw.shape))} map {v.hw.name!r}; only "
+                              "linear layers and the graph output may consume reshaped maps")
+        return v
+
+    def uses(self, hw: Tensor) -> int:
+        """IR consumers (and graph outputs) of the IR names bound to ``hw``, not counting the
+        views and dropped clamps that are ``hw`` themselves."""
+        names = set(self.names.get(id(hw), []))
+        n = 0
+        for name in names:
+            n += name in self.g.outputs
+            n += sum(1 for c in self.g.consumers(name) if not names & set(c.outputs))
+        return n
+
+    def weights(self, node, w) -> np.ndarray:
+        zp = np.asarray(w.zero_point, dtype=np.int64)
+        data = np.asarray(w.data, dtype=np.int64)
+        if zp.ndim:
+            zp = zp.reshape((-1,) + (1,) * (data.ndim - 1))
+        q = data - zp
+        lo, hi = -(1 << (self.cfg.operand_bits - 1)), (1 << (self.cfg.operand_bits - 1)) - 1
+        if q.size and (q.min() < lo or q.max() > hi):
+            raise _fail(node, f"weights minus their zero point span {q.min()}..{q.max()}, "
+                              f"beyond the array's signed {self.cfg.operand_bits}-bit operands")
+        return q
+
+    def requant(self, node):
+        from zynqnn.ir import node_requant
+
+        rq = node_requant(self.g, node)
+        c = node.attrs.get("clamp")
+        if c is not None:
+            rq = _narrowed(node, rq, int(c[0]), int(c[1]))
+        return rq
+
+    # -- ops ---------------------------------------------------------------------------------
+    def lower(self, node) -> None:
+        fn = getattr(self, "_op_" + node.op, None)
+        if fn is None:
+            raise _fail(node, "not supported by the accelerator (no hardware layer for this op)")
+        fn(node)
+
+    def _op_quantize(self, node):
+        if node.inputs[0] not in self.g.inputs:
+            raise _fail(node, "a quantize inside the graph (only the graph input is quantized; "
+                              "the hardware keeps codes between layers)")
+        out = self.g.tensors[node.outputs[0]]
+        hw = self.hw_tensor(node, node.outputs[0])
+        self.net_input = hw
+        self.range[id(hw)] = (out.qmin, out.qmax)
+        self.bind(node.outputs[0], hw)
+        self.boundary.update(
+            input_name=node.inputs[0], input_shape=tuple(out.shape[1:]), input_dtype=out.dtype,
+            input_qmin=out.qmin, input_qmax=out.qmax, input_scale=float(out.scale),
+            input_zero_point=int(out.zero_point), input_flavour=node.flavour,
+            input_rounding=node.attrs.get("rounding"), input_overflow=node.attrs.get("overflow"))
+
+    def _op_dequantize(self, node):
+        if node.outputs[0] not in self.g.outputs:
+            raise _fail(node, "a dequantize inside the graph (float tensors between layers are "
+                              "not supported; only the graph output is dequantized)")
+        self.val(node, node.inputs[0])
+
+    def _op_requantize(self, node):
+        x, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        if x.same_qparams(out):
+            v = self.val(node, node.inputs[0])
+            self.bind(node.outputs[0], v.hw, v.shape)
+            return
+        v = self.map4(node, node.inputs[0])
+        self._code_map(node, node.name, v.hw, x, out, self.hw_tensor(node, node.outputs[0]))
+
+    def _code_map(self, node, name: str, x: Tensor, ir_in, ir_out, y: Tensor) -> None:
+        """``y = f(x)`` for the node's code-to-code map ``f`` (a requantization to other qparams)
+        as a 1x1 convolution with identity weights and a requantization equal to ``f`` on every
+        code ``x`` can hold."""
+        from zynqnn.ir.execute import KERNELS
+
+        lo, hi = self.range[id(x)]
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        ref = np.asarray(KERNELS[node.op](self.g, node, [codes.reshape(1, 1, 1, -1)], [ir_in],
+                                          ir_out, False)).reshape(-1)
+        rq = _solve_map(codes - x.zero_point, ref, float(ir_in.scale) / float(ir_out.scale),
+                        y.zero_point, int(ir_out.qmin), int(ir_out.qmax))
+        if rq is None:
+            raise _fail(node, f"no requantization of the hardware reproduces the {node.flavour} "
+                              f"rescaling {ir_in.describe()} -> {ir_out.describe()} on every "
+                              "code")
+        eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
+        self.produce(HwConv(name, x, y, eye, requant=rq), int(ref.min()), int(ref.max()))
+
+    def _op_flatten(self, node):
+        v = self.val(node, node.inputs[0])
+        self.bind(node.outputs[0], v.hw, self.g.tensors[node.outputs[0]].shape[1:])
+
+    _op_reshape = _op_flatten
+
+    def _op_pad(self, node):
+        v = self.map4(node, node.inputs[0])
+        value = node.attrs.get("value")
+        self.bind(node.outputs[0], v.hw, pad=_pads(node.attrs.get("pads")),
+                  pad_value=v.hw.zero_point if value is None else int(value))
+
+    def _conv_layer(self, node, v: _Val, w: np.ndarray, stride: int, pads, rq, y: Tensor,
+                    groups: int = 1):
+        """An HwConv of ``w`` (K, C, kh, kw) over ``v``; kernels made square by zero rows or
+        columns at the bottom/right (the padding grows there so the output size is kept)."""
+        _, _, kh, kw = w.shape
+        k = max(kh, kw)
+        t, b, left, r = pads
+        if (kh, kw) != (k, k):
+            sq = np.zeros(w.shape[:2] + (k, k), dtype=np.int64)
+            sq[:, :, :kh, :kw] = w
+            w, b, r = sq, b + k - kh, r + k - kw
+        if y.zero_point != rq.zp_out:
+            raise _fail(node, f"output zero point {y.zero_point} differs from the "
+                              f"requantization's {rq.zp_out}")
+        layer = HwConv(node.name, v.hw, y, w, stride=stride, padding=(t, b, left, r), requant=rq,
+                       groups=groups)
+        self.produce(layer, rq.lo, rq.hi)
+        return layer
+
+    def _op_conv2d(self, node):
+        a = node.attrs
+        v = self.val(node, node.inputs[0], pad_ok=True)
+        if v.shape != v.hw.shape:
+            self.map4(node, node.inputs[0])
+        w = self.g.tensors[node.inputs[1]]
+        groups = int(a.get("groups", 1))
+        if groups != 1 and not (groups == v.hw.channels == w.shape[0] and w.shape[1] == 1):
+            raise _fail(node, f"grouped convolution (groups = {groups}) is not supported by "
+                              "the hardware (groups 1 or depthwise only)")
+        if _pair(a.get("dilation"), 1) != (1, 1):
+            raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
+                              "(1 only)")
+        sh, sw = _pair(a.get("stride"), 1)
+        if sh != sw:
+            raise _fail(node, f"stride {[sh, sw]}: the hardware needs equal strides")
+        pads = _pads(a.get("padding"))
+        if v.pad is not None:
+            if v.pad_value != v.hw.zero_point:
+                raise _fail(node, f"its input is padded with {v.pad_value}, not the zero point "
+                                  f"{v.hw.zero_point} (the hardware pads convolutions with the "
+                                  "zero point)")
+            pads = tuple(p + q for p, q in zip(pads, v.pad, strict=True))
+        wq = self.weights(node, w)
+        if groups != 1 and node.flavour == "torch-fbgemm":
+            self._check_fbgemm_depthwise(node, v, wq)
+        self._conv_layer(node, v, wq, sh, pads, self.requant(node),
+                         self.hw_tensor(node, node.outputs[0]), groups=groups)
+
+    def _check_fbgemm_depthwise(self, node, v, wq):
+        """fbgemm's depthwise kernels add pairs of products of raw codes in saturating int16;
+        the accelerator's sums are exact. Lower only when no pair can saturate for the input's
+        code range (bound: the two largest weights of a channel against the largest code)."""
+        lo, hi = self.range.get(id(v.hw), (0, 255))
+        amax = max(abs(lo), abs(hi))
+        mags = np.sort(np.abs(wq.reshape(wq.shape[0], -1)), axis=1)
+        worst = int((mags[:, -2:].sum(axis=1) if mags.shape[1] > 1 else mags[:, -1]).max()) * amax
+        if worst > 32767:
+            raise _fail(node, f"torch-fbgemm depthwise convolution: fbgemm adds pairs of "
+                              f"products in saturating int16 and pairs here can reach {worst} "
+                              f"(> 32767) for input codes {lo}..{hi}; the accelerator's exact "
+                              "sums would differ. Quantize with qnnpack or ONNX Runtime.")
+
+    def _op_linear(self, node):
+        v = self.val(node, node.inputs[0])
+        x = v.hw
+        c, h, wd = x.shape
+        w = self.weights(node, self.g.tensors[node.inputs[1]])
+        if w.shape[1] != c * h * wd:
+            raise _fail(node, f"takes {w.shape[1]} features, its input is the {c}x{h}x{wd} "
+                              f"map {x.name!r}")
+        k = max(h, wd)
+        if k > self.cfg.max_kernel:
+            raise _fail(node, f"its input is a {c}x{h}x{wd} map flattened; the accelerator runs "
+                              f"the layer as a {k}x{k} convolution over it, above max_kernel = "
+                              f"{self.cfg.max_kernel} (pool the map first)")
+        w4 = w.reshape(w.shape[0], c, h, wd)  # flatten order is (C, H, W)
+        y = self.hw_tensor(node, node.outputs[0], (w.shape[0], 1, 1))
+        self._conv_layer(node, _Val(x, x.shape), w4, 1, (0, 0, 0, 0), self.requant(node), y)
+        self.vals[node.outputs[0]].shape = tuple(self.g.tensors[node.outputs[0]].shape[1:])
+
+    def _op_max_pool2d(self, node):
+        a = node.attrs
+        v = self.val(node, node.inputs[0], pad_ok=True)
+        if v.shape != v.hw.shape:
+            self.map4(node, node.inputs[0])
+        x = v.hw
+        kh, kw = _pair(a.get("kernel"), None)
+        sh, sw = _pair(a.get("stride"), (kh, kw))
+        if kh != kw or sh != sw:
+            raise _fail(node, f"kernel {[kh, kw]} / stride {[sh, sw]}: the hardware pools "
+                              "square windows with equal strides")
+        if _pair(a.get("dilation"), 1) != (1, 1):
+            raise _fail(node, "dilated max pooling is not supported")
+        lo, hi = self.range[id(x)]
+        pads = list(_pads(a.get("padding")))
+        pad_value = a.get("pad_value")
+        if v.pad is not None:
+            if any(pads) and not (pad_value is None and v.pad_value <= lo):
+                raise _fail(node, "an explicit pad before a max pooling with its own padding")
+            pads = [p + q for p, q in zip(pads, v.pad, strict=True)]
+            pad_value = v.pad_value
+        # pad_min: padding never wins (-inf, or a value at most the lowest code x can hold).
+        pad_min = pad_value is None or int(pad_value) <= lo
+        if not pad_min and int(pad_value) != x.zero_point:
+            raise _fail(node, f"padding value {pad_value}: the hardware pads max pooling with "
+                              f"-infinity or the zero point ({x.zero_point})")
+        out = self.g.tensors[node.outputs[0]]
+        oh, ow = out.shape[2], out.shape[3]
+        eh = max(0, (oh - 1) * sh + kh - (x.height + pads[0] + pads[1]))
+        ew = max(0, (ow - 1) * sw + kw - (x.width + pads[2] + pads[3]))
+        if eh or ew:  # ceil_mode: windows past the input ignore the missing positions
+            if not pad_min:
+                raise _fail(node, "ceil_mode with zero-point padding (the windows past the "
+                                  "input ignore their missing positions, the hardware pads)")
+            pads[1] += eh
+            pads[3] += ew
+        y = self.hw_tensor(node, node.outputs[0])
+        layer = HwMaxPool(node.name, x, y, kh, sh, tuple(pads), pad_min)
+        if pad_min:
+            self.produce(layer, lo, hi)
+        else:
+            self.produce(layer, min(lo, x.zero_point), max(hi, x.zero_point))
+
+    def _op_upsample_nearest(self, node):
+        fh, fw = _pair(node.attrs.get("scale"), None)
+        v = self.map4(node, node.inputs[0])
+        if fh != fw or fh < 1 or fh & (fh - 1):
+            raise _fail(node, f"scale {[fh, fw]}: the hardware upsamples by 2 (factors 2^k "
+                              "in both directions)")
+        x = v.hw
+        if fh == 1:
+            self.bind(node.outputs[0], x)
+            return
+        lo, hi = self.range[id(x)]
+        y_final = self.hw_tensor(node, node.outputs[0])
+        steps = fh.bit_length() - 1
+        for i in range(steps):
+            last = i == steps - 1
+            y = y_final if last else Tensor(f"{node.outputs[0]}.x{2 << i}", x.channels,
+                                            x.height * 2, x.width * 2, x.zero_point, x.signed)
+            name = node.name if steps == 1 else f"{node.name}.{i}"
+            self.produce(HwUpsample2x(name, x, y), lo, hi)
+            x = y
+
+    def _op_concat(self, node):
+        out = self.g.tensors[node.outputs[0]]
+        axis = int(node.attrs.get("axis", 1))
+        if axis % len(out.shape) != 1:
+            raise _fail(node, f"concatenation on axis {axis}; the hardware concatenates channels")
+        ins = []
+        y = self.hw_tensor(node, node.outputs[0])
+        for name in node.inputs:
+            t = self.g.tensors[name]
+            hw = self.map4(node, name).hw
+            if not t.same_qparams(out):
+                # Requantized into the output's qparams by a layer of its own (the framework's
+                # concat rescales such inputs).
+                self.qparams(node, name)
+                r = Tensor(f"{node.name}.{name}", *hw.shape, y.zero_point, y.signed)
+                self._code_map(node, f"{node.name}.{name}", hw, t, out, r)
+                hw = r
+            elif id(hw) in self.in_concat or any(hw is h for h in ins):
+                other = self.in_concat.get(id(hw), node.name)
+                raise _fail(node, f"input {name!r} also feeds concat {other!r}; a tensor can be "
+                                  "part of one concatenation")
+            ins.append(hw)
+        for hw in ins:
+            self.in_concat[id(hw)] = node.name
+        lo = min(self.range[id(h)][0] for h in ins)
+        hi = max(self.range[id(h)][1] for h in ins)
+        self.produce(HwConcat(node.name, ins, y), lo, hi)
+
+    def _op_add(self, node):
+        self._lower_add(node)
+
+    def _lower_add(self, node):
+        """An :class:`HwAdd` in the flavour's add semantics (ELTWISE commands)."""
+        va, vb = (self.map4(node, n) for n in node.inputs[:2])
+        ta, tb = (self.g.tensors[n] for n in node.inputs[:2])
+        out = self.g.tensors[node.outputs[0]]
+        fl = node.flavour
+        sem = _ADD_SEMANTICS.get(fl)
+        if sem is None:
+            raise _fail(node, f"element-wise add in the {fl} flavour is not supported by the "
+                              f"hardware (supported: {', '.join(_ADD_SEMANTICS)})")
+        if va.hw.shape != vb.hw.shape:
+            raise _fail(node, f"adds maps of shapes {list(va.hw.shape)} and "
+                              f"{list(vb.hw.shape)} (the hardware adds equal shapes only)")
+        relu = bool(node.attrs.get("relu", False))
+        path = "vector"
+        if fl == "torch-fbgemm":
+            from zynqnn.ir import kernels as K
+
+            block = int(node.attrs.get("vector_block", K.torch_vector_block()))
+            n = int(np.prod(va.hw.shape))
+            if block == 0:
+                path = "scalar"
+            elif n % block:
+                raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector block "
+                                  f"({block}): its scalar tail rounds differently and the "
+                                  "hardware uses one formula per layer")
+        y = self.hw_tensor(node, node.outputs[0])
+        kw = {}
+        if fl == "tflite" and "left_shift" in node.attrs:
+            kw["left_shift"] = int(node.attrs["left_shift"])
+        try:
+            layer = HwAdd(node.name, va.hw, vb.hw, y, sem, float(ta.scale), float(tb.scale),
+                          float(out.scale), relu=relu, path=path, qmin=int(out.qmin),
+                          qmax=int(out.qmax), **kw)
+        except (CompileError, ValueError) as e:
+            raise _fail(node, str(e)) from None
+        lo = max(int(out.qmin), y.zero_point) if relu else int(out.qmin)
+        self.produce(layer, lo, int(out.qmax))
+
+    # -- pooling -----------------------------------------------------------------------------
+    def _op_global_avg_pool(self, node):
+        self._global_pool(node)
+
+    def _op_adaptive_avg_pool2d(self, node):
+        oh, ow = _pair(node.attrs.get("output_size"), None)
+        if (oh, ow) != (1, 1):
+            raise _fail(node, f"output size {[oh, ow]}: only global (1x1) adaptive average "
+                              "pooling is supported")
+        self._global_pool(node)
+
+    def _op_avg_pool2d(self, node):
+        a = node.attrs
+        v = self.map4(node, node.inputs[0])
+        out = self.g.tensors[node.outputs[0]]
+        if tuple(out.shape[2:]) != (1, 1) or any(_pads(a.get("padding"))) or tuple(
+                _pair(a.get("kernel"), None)) != (v.hw.height, v.hw.width):
+            raise _fail(node, "average pooling over windows smaller than the map is not "
+                              "supported (only global average pooling)")
+        self._global_pool(node)
+
+    def _global_pool(self, node):
+        v = self.map4(node, node.inputs[0])
+        x_ir, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        x = v.hw
+        n = x.height * x.width
+        if n * max(abs(x_ir.qmin - x_ir.zero_point), abs(x_ir.qmax - x_ir.zero_point)) >= 2**31:
+            raise _fail(node, f"a sum over {n} pixels can leave the 32-bit accumulator")
+        rq = self._pool_requant(node, x_ir, out, x)
+        if rq is None:  # identity (a 1x1 map, same qparams)
+            self.bind(node.outputs[0], x)
+            return
+        y = self.hw_tensor(node, node.outputs[0])
+        if rq.zp_out == y.zero_point:
+            self.produce(HwGlobalSumPool(node.name, x, y, requant=rq), rq.lo, rq.hi)
+            return
+        # The average needs the zero point inside its rounding: the pooling writes the final
+        # codes into a tensor labelled with zero point rq.zp_out, and a 1x1 convolution with
+        # identity weights relabels them (acc = q - rq.zp_out, + bias, exact multiply by 1).
+        from zynqnn.numerics import make_requant
+
+        mid = Tensor(f"{node.name}.sum", x.channels, 1, 1, rq.zp_out, y.signed)
+        self.produce(HwGlobalSumPool(node.name, x, mid, requant=rq), rq.lo, rq.hi)
+        relabel = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, y.zero_point,
+                               np.array([rq.zp_out - y.zero_point]), int(out.qmin),
+                               int(out.qmax), multiplier=1 << 30, shift=1)
+        eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
+        self.produce(HwConv(f"{node.name}.zp", mid, y, eye, requant=relabel), rq.lo, rq.hi)
+
+    def _pool_requant(self, node, x_ir, out, x: Tensor):
+        """A per-tensor Requant of ``sum(q - zp_in)`` equal to the node's average for every
+        window sum, None for an identity, or CompileError. Its ``zp_out`` may differ from the
+        output's (see ``_global_pool``)."""
+        from zynqnn.ir.execute import KERNELS
+
+        h, w, c = x.height, x.width, x.channels
+        n = h * w
+        zp = int(x_ir.zero_point)
+        qmin, qmax = int(x_ir.qmin), int(x_ir.qmax)
+        # Channel classes of the framework's kernel: torch's vector body (channels below
+        # C // vw * vw) and scalar tail. Each class is evaluated on images of `per` channels
+        # that all take that path (vw channels: all vector; vw - 1: all tail).
+        per = {"all": 16}
+        if node.flavour in _TORCH and x_ir.layout == "nhwc":
+            vw = int(node.attrs.get("vector_width", 8 if node.op == "adaptive_avg_pool2d"
+                                    else 16) or 0)
+            if vw > 0:
+                per = {}
+                if c // vw * vw:
+                    per["vector"] = vw
+                if c % vw:
+                    per["tail"] = vw - 1
+        sums = np.arange(n * qmin, n * qmax + 1, dtype=np.int64)
+        sampled = sums.size * n * len(per) > _CHECK_LIMIT
+        if sampled:
+            rng = np.random.default_rng(0)
+            keep = max(1, _SAMPLE_LIMIT // (n * len(per)))
+            edge = np.concatenate([sums[:4096], sums[-4096:]])
+            pick = rng.choice(sums, size=max(1, keep - edge.size), replace=False)
+            sums = np.unique(np.concatenate([edge, pick]))
+        refs = {}
+        chunk = max(64, _SAMPLE_LIMIT // n)
+        for cls, k in per.items():
+            parts = []
+            for i0 in range(0, sums.size, chunk):
+                part = sums[i0:i0 + chunk]
+                rows = -(-part.size // k)
+                padded = np.concatenate([part, np.full(rows * k - part.size, part[-1])])
+                base = np.floor_divide(padded, n)
+                rem = padded - base * n
+                pix = base[:, None] + (np.arange(n)[None, :] < rem[:, None])
+                xs = pix.reshape(rows, k, h, w)
+                try:
+                    r = KERNELS[node.op](self.g, node, [xs], [x_ir], out, False)
+                except Exception as e:  # noqa: BLE001 - the framework kernel refuses it
+                    raise _fail(node, f"cannot evaluate the pooling: {e}") from None
+                parts.append(np.asarray(r).reshape(-1)[:part.size])
+            refs[cls] = np.concatenate(parts)
+        ref = np.stack(list(refs.values()), axis=1)
+        classes = list(range(len(refs)))
+        acc = sums - n * zp
+        if n == 1 and x_ir.same_qparams(out) and all(
+                np.array_equal(ref[:, k], sums) for k in classes):
+            return None
+        cands = self._pool_candidates(node, x_ir, out, n)
+        if sampled:  # only the formula that is exact by construction for the flavour
+            cands = [mk for mk, exact in cands if exact]
+        else:
+            cands = [mk for mk, _ in cands]
+            if all(np.array_equal(ref[:, k], ref[:, classes[0]]) for k in classes):
+                zo = int(out.zero_point)
+                ratio = float(x_ir.scale) / (n * float(out.scale))
+                for z in dict.fromkeys((zo, 0)):
+                    rq = _solve_map(acc, ref[:, classes[0]], ratio, z, int(out.qmin),
+                                    int(out.qmax))
+                    if rq is not None:
+                        cands.insert(0 if z == zo else len(cands), lambda r=rq: r)
+        for make in cands:
+            try:
+                rq = make()
+                got = rq.apply(acc[:, None], axis=1)[:, 0]
+            except (ValueError, ArithmeticError):
+                continue
+            if all(np.array_equal(got, ref[:, k]) for k in classes):
+                return rq
+        raise _fail(node, f"no requantization of the hardware reproduces the {node.flavour} "
+                          f"average over {h}x{w} pixels exactly (zero point {zp}); average "
+                          "pooling is refused rather than approximated")
+
+    def _pool_candidates(self, node, x_ir, out, n) -> list:
+        """``(make, exact)`` pairs: requantizations of ``sum(q - zp)`` that may equal the
+        flavour's average, in order of preference; ``exact``: equal by construction (the only
+        ones used when the check can only sample the sums). Every one is checked before use."""
+        from zynqnn.numerics import gemmlowp, make_requant
+
+        zo, qmin, qmax = int(out.zero_point), int(out.qmin), int(out.qmax)
+        zi = int(x_ir.zero_point)
+        h, w = x_ir.shape[2], x_ir.shape[3]
+        fl = node.flavour
+        s = f32(x_ir.scale)
+        m = f32(1) / f32(n)
+        m_qnnpack = f32(s / f32(s * f32(n)))
+        first, rest = [], []
+        if fl == "onnxruntime":  # rne(f32(f32(acc) * f32(s_x / f32(s_y * n)))) + zp_y
+            sy = f32(f32(out.scale) * f32(n))
+            first.append((lambda: make_requant("onnxruntime", float(s), 1.0, float(sy), zo,
+                                               None, qmin, qmax), True))
+        if fl == "torch-qnnpack" and x_ir.dtype == "uint8":  # qnnpack's average pooling
+            first.append((lambda: make_requant("torch-qnnpack", 1.0, float(m_qnnpack), 1.0, zo,
+                                               None, qmin, qmax), True))
+        # TFLite: integer division with ties away from zero. A single-rounding Q31 multiplier
+        # just above 1/n breaks ties by the sign of (acc + bias); with bias n * zp_in the
+        # rounded value is the final code (then zp_out = 0, relabelled by _global_pool).
+        q, sh = gemmlowp.quantize_multiplier(1.0 / n)
+        q_up = int(np.floor((1.0 / n) / 2.0**sh * 2**31)) + 1
+        if q_up < 2**31:
+            for bias, z in ((n * (zi - zo), zo), (n * zi, 0)):
+                (first if fl in _TFLITE_LIKE else rest).append((
+                    lambda b=bias, z=z: make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, z,
+                                                     np.array([b]), qmin, qmax,
+                                                     multiplier=q_up, shift=sh),
+                    fl in _TFLITE_LIKE and n * (qmax - qmin + abs(zi)) < 2**29
+                    and (z == 0 or zi == zo and (zi == 0 or n % 2 == 1))))
+        ms = [m, f32(1) / (f32(1) / m), f32(f32(1) / f32(h)) / f32(w), f32(1.0 / n), m_qnnpack]
+        for mv in dict.fromkeys(float(v) for v in ms):
+            for scheme in ("torch-qnnpack", "onnxruntime"):
+                rest.append((lambda mv=mv, sc=scheme: make_requant(sc, 1.0, mv, 1.0, zo, None,
+                                                                   qmin, qmax), False))
+            # zero point inside the rounding (torch's fma(acc, inv, zp)): bias n * zp, zp_out 0
+            rest.append((lambda mv=mv: make_requant(
+                "torch-fbgemm", 1.0, mv, 1.0, 0, np.array([zi], f32), qmin, qmax,
+                bias_mode="fma"), False))
+        rest.append((lambda: make_requant("tflite", 1.0, 1.0, 1.0, zo, None, qmin, qmax,
+                                          multiplier=q, shift=sh), False))
+        return first + rest
+
+    # -- activations -------------------------------------------------------------------------
+    def _op_relu(self, node):
+        self._clamp_node(node)
+
+    _op_relu6 = _op_hardtanh = _op_clamp = _op_relu
+
+    def _clamp_node(self, node):
+        from zynqnn.ir.execute import KERNELS
+
+        v = self.val(node, node.inputs[0])
+        x = v.hw
+        lo, hi = self.range[id(x)]
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        ins = [self.g.tensors[node.inputs[0]]]
+        ref = np.asarray(KERNELS[node.op](self.g, node, [codes.reshape(1, 1, 1, -1)], ins,
+                                          self.g.tensors[node.outputs[0]], False)).reshape(-1)
+        a, b = int(ref.min()), int(ref.max())
+        if not np.array_equal(ref, np.clip(codes, a, b)):
+            raise _fail(node, "does not act as a clamp of the codes")
+        if not (a <= lo and b >= hi):
+            self._fold_clamp(node, x, a, b)
+        self.bind(node.outputs[0], x, v.shape)
+
+    def _fold_clamp(self, node, t: Tensor, a: int, b: int) -> None:
+        """Clamp ``t`` to [a, b] in the layer that computes it (through max pooling and
+        upsampling, which commute with a clamp, to the conv or pooling before them)."""
+        layer = self.prod.get(id(t))
+        where = "the graph input" if layer is None else f"{type(layer).__name__} {layer.name!r}"
+        if layer is None or self.uses(t) != 1:
+            raise _fail(node, f"cannot fold the clamp into {where}: its input is used elsewhere "
+                              "too (or is the graph input), and the hardware has no standalone "
+                              "clamp")
+        if isinstance(layer, (HwConv, HwGlobalSumPool)):
+            if layer.act is None:
+                layer.requant = _narrowed(node, layer.requant, a, b)
+            elif hasattr(layer.act, "qmin") and a <= layer.act.zp_out <= b:  # LeakyTorch
+                act = layer.act  # it clamps last, to its own qmin..qmax
+                layer.act = dataclasses.replace(act, qmin=min(max(act.qmin, a), b),
+                                                qmax=max(min(act.qmax, b), a))
+            else:
+                raise _fail(node, f"cannot fold the clamp into {where} after its activation")
+        elif isinstance(layer, (HwMaxPool, HwUpsample2x)):
+            zp = layer.input.zero_point
+            if isinstance(layer, HwMaxPool) and not layer.pad_min and not a <= zp <= b:
+                raise _fail(node, f"cannot move the clamp before {where}: it pads with the "
+                                  f"zero point {zp}, outside [{a}, {b}]")
+            self._fold_clamp(node, layer.input, a, b)
+        else:
+            raise _fail(node, f"cannot fold the clamp into {where}")
+        lo, hi = self.range[id(t)]
+        self.range[id(t)] = (min(max(lo, a), b), max(min(hi, b), a))
+
+    def _op_leaky_relu(self, node):
+        from zynqnn.ir import kernels as K
+        from zynqnn.numerics import ops
+        from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
+
+        v = self.val(node, node.inputs[0])
+        t = v.hw
+        layer = self.prod.get(id(t))
+        if not isinstance(layer, (HwConv, HwGlobalSumPool)) or self.uses(t) != 1 or (
+                layer.act is not None):
+            raise _fail(node, "the hardware applies leaky ReLU in the post-processing of the "
+                              "conv2d/linear/pooling that produces its input, which must have no "
+                              "other user")
+        rq = layer.requant
+        x, out, a = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]], node.attrs
+        codes = np.arange(rq.lo, rq.hi + 1, dtype=np.int64)
+        fl = node.flavour
+        if fl in _TFLITE_LIKE:
+            refs = [ops.leaky_relu_fixed(codes, x.zero_point, a["mult"], a["shift"],
+                                         a.get("rounding", "half_up"), qmin=out.qmin,
+                                         qmax=out.qmax)]
+            cands = [LeakyFixed(int(a["mult"]), int(a["shift"]), a.get("rounding", "half_up"))]
+        else:
+            slope = float(a["negative_slope"])
+            if fl in _TORCH:
+                block = int(a.get("vector_block", K.torch_vector_block()) or 0)
+                size = int(np.prod(out.shape[1:]))
+                paths = (["scalar"] if block <= 0 else ["vector"] if size % block == 0
+                         else ["vector", "scalar"])
+                refs = [ops.leaky_relu_torch(codes, x.scale, x.zero_point, out.scale,
+                                             out.zero_point, slope, path=p, qmin=out.qmin,
+                                             qmax=out.qmax) for p in paths]
+            else:
+                refs = [K.leaky_relu_onnxruntime(codes, x.scale, x.zero_point, out.scale,
+                                                 out.zero_point, slope, qmin=x.qmin,
+                                                 qmax=x.qmax)]
+            cands = [LeakyTorch(float(x.scale), int(x.zero_point), float(out.scale),
+                                int(out.zero_point), slope, p, int(out.qmin), int(out.qmax))
+                     for p in ("vector", "scalar")]
+        for act in cands:
+            try:
+                got = _act_codes(act, codes, rq)
+            except (ValueError, ArithmeticError):
+                continue
+            if all(np.array_equal(got, r) for r in refs):
+                break
+        else:
+            raise _fail(node, f"no activation of the hardware reproduces the {fl} leaky ReLU "
+                              "on every code")
+        t.zero_point, t.signed = self.qparams(node, node.outputs[0])
+        layer.act = act
+        self.range[id(t)] = (int(got.min()), int(got.max())) if got.size else (0, 0)
+        self.bind(node.outputs[0], t, v.shape)
+
+    # -- the whole graph ---------------------------------------------------------------------
+    def run(self) -> tuple[Network, BoundaryInfo]:
+        g = self.g
+        if len(g.inputs) != 1 or len(g.outputs) != 1:
+            raise CompileError(f"graph {g.name!r}: the accelerator runs graphs with one input "
+                               f"and one output, this has {len(g.inputs)} and {len(g.outputs)}")
+        g.validate()
+        name = g.inputs[0]
+        t = g.tensors[name]
+        if not t.is_float:
+            hw = Tensor(name, *t.shape[1:], int(t.zero_point), t.dtype.startswith("int"))
+            if len(t.shape) != 4 or not t.is_quantized or _bits(t.dtype) != self.cfg.operand_bits:
+                raise CompileError(f"graph input {name!r} ({t.describe()}) is not a 4-D "
+                                   f"{self.cfg.operand_bits}-bit quantized tensor")
+            self.net_input = hw
+            self.range[id(hw)] = (t.qmin, t.qmax)
+            self.bind(name, hw)
+            self.boundary.update(
+                input_name=name, input_shape=tuple(t.shape[1:]), input_dtype=t.dtype,
+                input_qmin=t.qmin, input_qmax=t.qmax, input_scale=float(t.scale),
+                input_zero_point=int(t.zero_point), input_flavour=None, input_rounding=None,
+                input_overflow=None)
+        for node in self._needed():
+            self.lower(node)
+        if self.net_input is None:
+            raise CompileError(f"graph {g.name!r}: input {name!r} is not quantized by the graph")
+        out_name = g.outputs[0]
+        p = g.producer(out_name)
+        if p is not None and p.op == "dequantize":
+            q = g.tensors[p.inputs[0]]
+            v = self.vals[p.inputs[0]]
+            self.boundary.update(output_scale=float(q.scale), output_flavour=p.flavour)
+        else:
+            q = g.tensors[out_name]
+            v = self.vals.get(out_name)
+            if v is None or not q.is_quantized:
+                raise CompileError(f"graph output {out_name!r} is not a quantized tensor the "
+                                   "accelerator computes")
+            self.boundary.update(output_scale=float(q.scale), output_flavour=None)
+        if v.pad is not None:
+            raise CompileError(f"graph output {out_name!r} is an explicit pad of a map")
+        if v.hw is self.net_input:
+            raise CompileError(f"graph {g.name!r}: nothing to run on the accelerator (the "
+                               "output is the input)")
+        self.boundary.update(output_name=out_name, output_shape=tuple(q.shape[1:]),
+                             output_dtype=q.dtype, output_zero_point=int(q.zero_point))
+        net = Network(self.net_input, self.layers, v.hw)
+        return net, BoundaryInfo(**self.boundary)
+
+    def _needed(self) -> list:
+        """The nodes the graph output depends on, in graph order."""
+        need = set(self.g.outputs)
+        keep = []
+        for node in reversed(self.g.nodes):
+            if any(o in need for o in node.outputs):
+                keep.append(node)
+                need.update(node.inputs)
+        return keep[::-1]
+
+
+def lower_graph(graph, cfg: HwConfig | str = "pynq_z2") -> tuple[Network, BoundaryInfo]:
+    """Map a quantized IR graph (:class:`zynqnn.ir.Graph`) onto hardware layers for ``cfg``.
+
+    Returns ``(network, boundary)``: ``run_reference(network, codes)`` (or the compiled program)
+    equals ``graph.run_int(codes)`` per sample, and ``boundary`` quantizes the float input and
+    dequantizes the output exactly as the graph does. Raises :class:`CompileError` naming the
+    node, its op and the reason for anything the hardware cannot compute exactly.
+    """
+    return _Lowering(graph, get_config(cfg)).run()
