@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 from frontend_helpers import (
+    SIZES,
     compare,
     count,
     fbgemm_comparable,
+    has_avx512_vnni,
     inputs,
     qconfig_mapping,
     quantize_fx,
@@ -75,6 +77,75 @@ def test_zoo_model_bit_exact(name, engine, record_property, tmp_path):
     g2 = zynqnn.load_graph(path)
     xr = inputs(name, 1, seed=7)[0]
     assert compare(g.run(xr), g2.run(xr))[1] == 0
+
+
+def _saturated(g, env) -> tuple[int, int]:
+    """(accumulators, output codes) in which fbgemm's depthwise pair saturation changes the
+    result, over the graph's fbgemm depthwise convs, given the tensors ``env`` of a run."""
+    from zynqnn.ir import execute
+    from zynqnn.numerics import ops
+
+    accs = codes = 0
+    for n in g.nodes:
+        if not execute.fbgemm_saturates(g, n):
+            continue
+        a, x, w = n.attrs, g.tensors[n.inputs[0]], g.tensors[n.inputs[1]]
+        args = (env[x.name], w.data, x.zero_point, w.zero_point, a["stride"], a["padding"],
+                a.get("dilation", 1), a["groups"])
+        exact, sat = ops.conv2d_acc(*args), ops.conv2d_acc(*args, saturate_pairs=True)
+        rq, (lo, hi) = execute.node_requant(g, n), execute.effective_clamp(g, n)
+        accs += int(np.count_nonzero(exact != sat))
+        codes += int(np.count_nonzero(np.clip(rq.apply(exact), lo, hi)
+                                      != np.clip(rq.apply(sat), lo, hi)))
+    return accs, codes
+
+
+def _uncalibrated_inputs_case(qmap, seeds, scales, record_property, what):
+    """MobileNetV2 (fbgemm) calibrated on its example input only, then imported (every
+    intermediate tensor compared with PyTorch) and run on other random inputs, scaled beyond
+    the calibrated range: activation codes above 127 reach the depthwise convs, whose int16
+    pair sums saturate in PyTorch; the IR must equal PyTorch anyway."""
+    if not has_avx512_vnni():
+        pytest.skip("codes above 127 on a CPU without AVX-512 VNNI: fbgemm's GEMM convs "
+                    "saturate there too (other pairs), which the golden model does not model")
+    name = "mobilenet_v2"
+    x = zoo.example_input(name, SIZES[name], batch=2)
+    with quiet_torch_ao():
+        q = zoo.quantize_fx(zoo.get(name), x, engine="fbgemm", calibration=[x],
+                            qconfig_mapping=qmap)
+    batch = torch.cat([zoo.example_input(name, SIZES[name], batch=2, seed=s) for s in seeds])
+    n = bad = compared = accs = codes = 0
+    for scale in scales:
+        xt = batch * scale
+        g = zynqnn.from_torch(q, xt)  # verify=True: every intermediate tensor equals PyTorch's
+        compared += g.meta["verified"]["compared"]
+        with torch.no_grad():
+            dn, db = compare(q(xt), g.run(xt))
+        n, bad = n + dn, bad + db
+        da, dc = _saturated(g, g.run_all(xt))
+        accs, codes = accs + da, codes + dc
+    count(record_property, f"{name} fbgemm", f"{what}: intermediate codes", compared, 0)
+    count(record_property, f"{name} fbgemm", f"{what}: run(x) outputs", n, bad)
+    count(record_property, f"{name} fbgemm", f"{what}: codes changed by saturation", codes, 0)
+    assert bad == 0
+    # the comparison covered saturating depthwise pairs: an exact-sum model would have failed
+    assert accs > 0 and codes > 0, (accs, codes)
+
+
+def test_mobilenet_v2_fbgemm_uncalibrated_inputs(record_property):
+    """Fast variant: min/max observers, 8 images at 1x and 4x the example's range."""
+    _uncalibrated_inputs_case(qconfig_mapping("fbgemm"), range(300, 304), (1, 4),
+                              record_property, "uncalibrated inputs")
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_fbgemm_uncalibrated_inputs_histogram(record_property):
+    """torch's default fbgemm qconfig (HistogramObserver clips the range), 32 images at 1x, 2x,
+    4x and 8x."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    _uncalibrated_inputs_case(get_default_qconfig_mapping("fbgemm"), range(400, 416),
+                              (1, 2, 4, 8), record_property, "uncalibrated inputs (histogram)")
 
 
 def _plain_convert(model, x, engine, calib=()):

@@ -1,9 +1,11 @@
 """Run an IR graph with the golden model (:mod:`zynqnn.numerics`), node by node.
 
 Every node is evaluated in its flavour's arithmetic: conv/linear by exact integer accumulation
-and the node's :class:`~zynqnn.numerics.Requant`, element-wise ops and pooling by the
-framework's own formula (and, for PyTorch, its kernel path: channels-last or contiguous, vector
-body or scalar tail). Shapes are static except the batch: ``run`` accepts any leading size.
+(``torch-fbgemm`` depthwise convs that PyTorch runs in fbgemm's depthwise kernel: with that
+kernel's int16 pair saturation) and the node's :class:`~zynqnn.numerics.Requant`, element-wise
+ops and pooling by the framework's own formula (and, for PyTorch, its kernel path:
+channels-last or contiguous, vector body or scalar tail). Shapes are static except the batch:
+``run`` accepts any leading size.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from ..numerics import make_requant, ops
 from . import kernels as K
 from .core import Graph, IRError, Node, Tensor
 
-__all__ = ["node_requant", "quantize_input", "run", "run_all", "run_int", "effective_clamp"]
+__all__ = ["node_requant", "quantize_input", "run", "run_all", "run_int", "effective_clamp",
+           "fbgemm_saturates"]
 
 _TFLITE_LIKE = ("tflite", "pow2", "fixed16")
 f32 = np.float32
@@ -116,11 +119,27 @@ def _requantize(g, n, v, ins, out, hw):
                         out.zero_point, out.dtype, out.qmin, out.qmax)
 
 
+def fbgemm_saturates(graph: Graph, node: Node) -> bool:
+    """Whether a conv2d node runs in fbgemm's depthwise kernel, whose int16 pair sums saturate
+    (``torch-fbgemm`` flavour; :func:`zynqnn.numerics.ops.fbgemm_depthwise_path`)."""
+    if node.op != "conv2d" or node.flavour != "torch-fbgemm":
+        return False
+    a = node.attrs
+    x, w = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
+    k, _, kh, kw = w.shape
+    return ops.fbgemm_depthwise_path(x.shape[1], k, int(a.get("groups", 1)), (kh, kw),
+                                     a["stride"], a["padding"], a.get("dilation", 1))
+
+
 def _conv2d(g, n, v, ins, out, hw):
     a = n.attrs
     groups = int(a.get("groups", 1))
+    key = ("fbgemm_dw", n.name)
+    if key not in g._cache:
+        g._cache[key] = fbgemm_saturates(g, n)
     acc = ops.conv2d_acc(v[0], _packed(g, n, groups), ins[0].zero_point, stride=a["stride"],
-                         padding=a["padding"], dilation=a.get("dilation", 1))
+                         padding=a["padding"], dilation=a.get("dilation", 1),
+                         saturate_pairs=g._cache[key])
     return _clip(n, _requantize_acc(node_requant(g, n), acc, 1, hw))
 
 

@@ -5,6 +5,11 @@ is exact: ``sum((q_x - zp_x) * (q_w - zp_w))`` as int64. For speed the sums are 
 float64 GEMM when a bound proves every partial sum is an integer below 2**53 (so the float64
 result *is* the exact integer sum, in any summation order); otherwise int64 arithmetic is used.
 
+One framework effect is not an exact sum: fbgemm's depthwise kernels (PyTorch, fbgemm engine)
+add the raw products of two adjacent kernel taps with int16 saturation (``vpmaddubsw``);
+``conv2d_acc(..., saturate_pairs=True)`` reproduces it and :func:`fbgemm_depthwise_path` says
+when PyTorch takes that kernel.
+
 Requantization comes from :mod:`schemes` (pass a :class:`~schemes.Requant`); elementwise add,
 pooling, activations and concat exist in each framework's own integer/float32 semantics, named
 by suffix (``_torch``, ``_qnnpack``, ``_onnxruntime``, ``_tflite``).
@@ -38,6 +43,7 @@ __all__ = [
     "pad2d",
     "conv2d_acc",
     "conv2d",
+    "fbgemm_depthwise_path",
     "linear_acc",
     "linear",
     "max_pool2d",
@@ -157,6 +163,9 @@ class PackedWeights:
                              f"{zw.shape}")
         self.shape = w.shape
         self.zp_w = zw
+        # raw codes of depthwise taps (k, kh, kw): fbgemm multiplies raw codes (saturate_pairs)
+        self.raw_taps = w.reshape(k, w.shape[2], w.shape[3]) if (
+            w.ndim == 4 and w.shape[1] == 1) else None
         if np.any(zw != 0):
             w = w - zw.reshape((-1,) + (1,) * (w.ndim - 1))
         self.wmax = max(int(w.max()), -int(w.min())) if w.size else 0
@@ -198,13 +207,27 @@ def _packed(op, w, zp_w, groups, ndim):
     return pw
 
 
-def conv2d_acc(x, w, zp_x=0, zp_w=None, stride=1, padding=0, dilation=1, groups=None):
-    """Exact accumulators of a 2-D convolution: int64 array (N, K, Ho, Wo).
+def conv2d_acc(x, w, zp_x=0, zp_w=None, stride=1, padding=0, dilation=1, groups=None,
+               saturate_pairs=False):
+    """Accumulators of a 2-D convolution: int64 array (N, K, Ho, Wo), exact by default.
 
     ``x``: (N, C, H, W) codes; ``w``: (K, C/groups, kh, kw) codes or :class:`PackedWeights`;
     ``zp_w`` scalar or per output channel (default 0); ``groups`` default 1. Padding positions
     hold the input zero point (real zero), as in every framework. ``padding`` is an int,
     (ph, pw) or (top, bottom, left, right).
+
+    ``saturate_pairs=True`` (depthwise weights only, one input channel per group): fbgemm's
+    depthwise kernel instead of the exact sum. With ``a_t`` the raw uint8 input code under tap
+    ``t`` (taps in row-major ``(i, j)`` order, padding = ``zp_x``) and ``b_t`` the raw int8
+    weight code, the raw products of taps ``2m`` and ``2m + 1`` are added and saturated to
+    int16, the pair sums added exactly (a last odd tap stands alone and cannot saturate),
+    and the zero points enter exactly afterwards::
+
+        acc = sum_m sat16(a_2m b_2m + a_2m+1 b_2m+1) - zp_w sum_t a_t - zp_x (sum_t b_t - T zp_w)
+            = exact acc + sum_m (sat16(p_m) - p_m)
+
+    Needs codes in 0..255 (and ``zp_x`` when padding), weight codes in -128..127. Use
+    :func:`fbgemm_depthwise_path` to decide whether PyTorch's fbgemm engine takes this kernel.
     """
     op = "conv2d"
     x = _codes(op, "x", x, 4)
@@ -245,7 +268,15 @@ def conv2d_acc(x, w, zp_x=0, zp_w=None, stride=1, padding=0, dilation=1, groups=
             if kg > 1:
                 v = np.repeat(v, kg, axis=3)
             acc += v * wt[:, i, j]
-        return acc.astype(np.int64).transpose(0, 3, 1, 2)
+        acc = acc.astype(np.int64)
+        if saturate_pairs:
+            corr = _pair_saturation(x, pw, zp_x, (sh, sw, dh, dw), (pt, pb, pl, pr), ho, wo)
+            if corr is not None:
+                acc += corr
+        return acc.transpose(0, 3, 1, 2)
+    if saturate_pairs:
+        raise ShapeError(f"{op}: saturate_pairs models fbgemm's depthwise kernel and needs one "
+                         f"input channel per group, the weight has {cg}")
     wm = pw.as_dtype(dt)
     if kh == kw == 1 and sh == sw == 1:
         cols = xh.reshape(n * ho * wo, g, terms)
@@ -259,6 +290,78 @@ def conv2d_acc(x, w, zp_x=0, zp_w=None, stride=1, padding=0, dilation=1, groups=
     else:
         acc = np.matmul(cols.transpose(1, 0, 2), wm).transpose(1, 0, 2)
     return acc.astype(np.int64).reshape(n, ho, wo, k).transpose(0, 3, 1, 2)
+
+
+_I16_MIN, _I16_MAX = -(2**15), 2**15 - 1
+
+
+def _pair_saturation(x, pw, zp_x, steps, pads, ho, wo):
+    """``sum_m (sat16(p_m) - p_m)`` of fbgemm's depthwise kernel, NHWC int64 (N, Ho, Wo, K).
+
+    ``p_m`` is the raw-code product sum of taps ``2m`` and ``2m + 1`` (row-major). ``None`` when
+    no pair can leave int16 (every pair's ``max(a) * (sum of positive / negative weights)``
+    stays inside), which is the case whenever the codes are at most 127.
+    """
+    op = "conv2d"
+    sh, sw, dh, dw = steps
+    pt, pb, pl, pr = pads
+    raw = pw.raw_taps
+    k, kh, kw = raw.shape
+    n, c, h, wd = x.shape
+    kg = k // c
+    taps = raw.reshape(k, kh * kw)
+    npair = taps.shape[1] // 2
+    if npair == 0 or x.size == 0:
+        return None
+    lo, hi = int(x.min()), int(x.max())
+    if pt or pb or pl or pr:
+        lo, hi = min(lo, zp_x), max(hi, zp_x)
+    if lo < 0 or hi > 255:
+        raise RangeError(f"{op}: saturate_pairs needs uint8 input codes and zero point "
+                         f"(0..255), got {lo}..{hi}")
+    if int(taps.min()) < -128 or int(taps.max()) > 127:
+        raise RangeError(f"{op}: saturate_pairs needs int8 weight codes (-128..127), got "
+                         f"{int(taps.min())}..{int(taps.max())}")
+    w0, w1 = taps[:, 0: 2 * npair: 2], taps[:, 1: 2 * npair: 2]  # (K, pairs)
+    pos = np.maximum(w0, 0) + np.maximum(w1, 0)
+    neg = np.maximum(-w0, 0) + np.maximum(-w1, 0)
+    live = np.flatnonzero(((hi * pos > _I16_MAX) | (hi * neg > -_I16_MIN)).any(axis=0))
+    if live.size == 0:
+        return None
+    xr = np.full((n, h + pt + pb, wd + pl + pr, c), zp_x, dtype=np.int32)
+    xr[:, pt: pt + h, pl: pl + wd, :] = x.transpose(0, 2, 3, 1)
+    views = [v for _, _, v in _taps(xr, kh, kw, sh, sw, dh, dw, ho, wo)]
+    w0, w1 = w0.astype(np.int32), w1.astype(np.int32)
+    corr = np.zeros((n, ho, wo, k), dtype=np.int64)
+    for m in live:
+        a0, a1 = views[2 * m], views[2 * m + 1]
+        if kg > 1:  # channel multiplier: output channel o reads input channel o // kg
+            a0, a1 = np.repeat(a0, kg, axis=3), np.repeat(a1, kg, axis=3)
+        p = a0 * w0[:, m] + a1 * w1[:, m]  # |p| <= 2 * 255 * 128
+        corr += np.clip(p, _I16_MIN, _I16_MAX) - p
+    return corr
+
+
+def fbgemm_depthwise_path(c_in, c_out, groups, kernel, stride=1, padding=0, dilation=1):
+    """Whether PyTorch's fbgemm engine runs a quantized conv in fbgemm's depthwise kernel.
+
+    That kernel (``vpmaddubsw`` on raw codes, every x86 CPU) saturates pairs of taps in int16
+    (``conv2d_acc(..., saturate_pairs=True)``); other fbgemm convs and linears were exact on an
+    AVX-512 VNNI CPU. Conditions (fbgemm ``takeDepthWiseFastPath``, measured with torch
+    2.13): ``groups == c_in``, ``c_out`` is ``groups`` or ``2 * groups``, ``groups % 8 == 0``,
+    a square 3x3, 5x5 or 7x7 kernel, strides 1 or 2, dilation 1, padding ``(k - 1) / 2`` on
+    every side. ``kernel``/``stride``/``dilation``: int or pair; ``padding`` as in
+    :func:`conv2d_acc`.
+    """
+    op = "fbgemm_depthwise_path"
+    kh, kw = _pair(op, "kernel", kernel, 1)
+    sh, sw = _pair(op, "stride", stride, 1)
+    dh, dw = _pair(op, "dilation", dilation, 1)
+    pads = _pads(op, padding)
+    c_in, c_out, groups = int(c_in), int(c_out), int(groups)
+    return (groups == c_in and c_out in (groups, 2 * groups) and groups % 8 == 0
+            and kh == kw and kh in (3, 5, 7) and sh in (1, 2) and sw in (1, 2)
+            and dh == dw == 1 and pads == ((kh - 1) // 2,) * 4)
 
 
 def _exact_dtype(bound):
@@ -290,11 +393,13 @@ def _window_abs_sum_max(x, zp_x, g, kh, kw, sh, sw, dh, dw, pads, ho, wo):
 
 
 def conv2d(x, w, requant: Requant, zp_x=0, zp_w=None, stride=1, padding=0, dilation=1,
-           groups=None, hw=False):
-    """Quantized convolution: :func:`conv2d_acc` then ``requant.apply`` (``hw``: ``apply_hw``)."""
+           groups=None, hw=False, saturate_pairs=False):
+    """Quantized convolution: :func:`conv2d_acc` then ``requant.apply`` (``hw``: ``apply_hw``).
+
+    ``saturate_pairs``: fbgemm's depthwise pair saturation (see :func:`conv2d_acc`)."""
     if not isinstance(requant, Requant):
         raise RangeError("conv2d: requant must be a Requant object (see make_requant)")
-    acc = conv2d_acc(x, w, zp_x, zp_w, stride, padding, dilation, groups)
+    acc = conv2d_acc(x, w, zp_x, zp_w, stride, padding, dilation, groups, saturate_pairs)
     return requant.apply_hw(acc, axis=1) if hw else requant.apply(acc, axis=1)
 
 
