@@ -538,9 +538,13 @@ def test_depthwise(fl):
 
 
 def test_depthwise_fbgemm_saturation_and_grouped_refused():
-    b = Builder("torch-fbgemm", (4, 8, 8), seed=21)
-    _err(b.finish(b.conv(b.x, 4, groups=4)), r"\(conv2d\): torch-fbgemm depthwise convolution: "
+    # fbgemm's saturating depthwise kernel (8k channels, 3x3, same padding): pairs can saturate
+    b = Builder("torch-fbgemm", (8, 8, 8), seed=21)
+    _err(b.finish(b.conv(b.x, 8, groups=8)), r"\(conv2d\): torch-fbgemm depthwise convolution: "
                                              r"fbgemm adds pairs of products in saturating int16")
+    # 4 channels: torch takes an exact path, so the layer lowers and matches
+    b = Builder("torch-fbgemm", (4, 8, 8), seed=21, name="dw-fbgemm-exact-path")
+    check(b.finish(b.conv(b.x, 4, groups=4)), "tiny", golden=1)
     b = Builder("torch-fbgemm", (4, 8, 8), seed=21)
     _err(b.finish(b.conv(b.x, 8, groups=2)), r"grouped convolution \(groups = 2\)")
 

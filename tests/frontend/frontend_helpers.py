@@ -47,9 +47,9 @@ def qconfig_mapping(engine: str):
 
     fbgemm multiplies activation codes in int16 pairs (``vpmaddubsw``) in its depthwise kernels
     on every CPU and in all kernels on CPUs without AVX-512 VNNI; codes above 127 can then
-    saturate. The default HistogramObserver may clip the calibrated range, so codes above 127
-    occur even on calibration data; min/max observers over all test inputs keep every code in
-    0..127 and the comparison CPU-independent (docs/numerics.md).
+    saturate. The golden model reproduces the depthwise pairs; min/max observers over all test
+    inputs keep every code in 0..127, so the comparison is also independent of the CPU's other
+    (non-VNNI) kernels (docs/numerics.md).
     """
     from torch.ao.quantization import (
         MinMaxObserver,

@@ -505,18 +505,29 @@ class _Lowering:
                          self.hw_tensor(node, node.outputs[0]), groups=groups)
 
     def _check_fbgemm_depthwise(self, node, v, wq):
-        """fbgemm's depthwise kernels add pairs of products of raw codes in saturating int16;
-        the accelerator's sums are exact. Lower only when no pair can saturate for the input's
-        code range (bound: the two largest weights of a channel against the largest code)."""
+        """fbgemm's depthwise kernel adds the products of taps 2m and 2m+1 (raw codes) in
+        saturating int16 (``zynqnn.numerics.ops.fbgemm_depthwise_path``); the accelerator's sums
+        are exact. Lower only when no pair can saturate for any input code the producer can
+        emit (padding holds the zero point, also inside that range)."""
+        from zynqnn.ir.execute import fbgemm_saturates
+
+        if not fbgemm_saturates(self.g, node):
+            return
+        w = self.g.tensors[node.inputs[1]]
+        raw = np.asarray(w.data, dtype=np.int64).reshape(wq.shape[0], -1)
         lo, hi = self.range.get(id(v.hw), (0, 255))
-        amax = max(abs(lo), abs(hi))
-        mags = np.sort(np.abs(wq.reshape(wq.shape[0], -1)), axis=1)
-        worst = int((mags[:, -2:].sum(axis=1) if mags.shape[1] > 1 else mags[:, -1]).max()) * amax
-        if worst > 32767:
+        lo, hi = min(lo, v.hw.zero_point), max(hi, v.hw.zero_point)
+        if raw.shape[1] % 2:
+            raw = np.concatenate([raw, np.zeros((raw.shape[0], 1), np.int64)], axis=1)
+        w1, w2 = raw[:, 0::2], raw[:, 1::2]
+        top = np.where(w1 > 0, hi, lo) * w1 + np.where(w2 > 0, hi, lo) * w2
+        bottom = np.where(w1 > 0, lo, hi) * w1 + np.where(w2 > 0, lo, hi) * w2
+        worst = int(max(top.max(), -bottom.min()))
+        if top.max() > 32767 or bottom.min() < -32768:
             raise _fail(node, f"torch-fbgemm depthwise convolution: fbgemm adds pairs of "
                               f"products in saturating int16 and pairs here can reach {worst} "
-                              f"(> 32767) for input codes {lo}..{hi}; the accelerator's exact "
-                              "sums would differ. Quantize with qnnpack or ONNX Runtime.")
+                              f"(beyond int16) for input codes {lo}..{hi}; the accelerator's "
+                              "exact sums would differ. Quantize with qnnpack or ONNX Runtime.")
 
     def _op_linear(self, node):
         v = self.val(node, node.inputs[0])

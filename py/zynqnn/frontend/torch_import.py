@@ -872,11 +872,11 @@ def _mismatch_message(imp: TorchImporter, node: Node, bad: int, n: int, env) -> 
     if imp.engine == "fbgemm" and node.op in ("conv2d", "linear"):
         xin = env[node.inputs[0]]
         if xin.size and int(xin.max()) > 127:
-            return msg + (f"; its input codes reach {int(xin.max())} > 127: fbgemm multiplies "
-                          "activation codes in saturating int16 pairs (vpmaddubsw: depthwise "
-                          "kernels always, others on CPUs without AVX-512 VNNI), which the "
-                          "golden model does not reproduce; keep activations in reduce_range "
-                          "(0..127) by calibrating on representative data")
+            return msg + (f"; its input codes reach {int(xin.max())} > 127: on CPUs without "
+                          "AVX-512 VNNI fbgemm's non-depthwise kernels add products in "
+                          "saturating int16 pairs (vpmaddubsw), which the golden model does not "
+                          "reproduce (it models the depthwise kernels' pairs); keep activations "
+                          "in reduce_range (0..127) by calibrating on representative data")
     return msg + ("; was the model converted under another quantized engine than the one "
                   f"selected now ({imp.engine})?")
 
