@@ -11,7 +11,7 @@ JOBS   ?= 2
 # An old Yosys on PATH must never be picked over Amaranth's bundled, pinned one.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup iverilog tclsh test test-slow verilog lint clean synth tcl-lint bitstream
+.PHONY: bench help setup iverilog tclsh test test-slow verilog lint clean synth tcl-lint bitstream demo
 
 help:
 	@echo "make setup      create $(VENV) with pinned tools; install Icarus Verilog if missing"
@@ -19,10 +19,12 @@ help:
 	@echo "make test-slow  the long RTL simulations too"
 	@echo "make verilog    write the generated Verilog to build/<config id>/ (CONFIG=$(CONFIG))"
 	@echo "make lint       ruff, and verilator --lint-only on the generated Verilog"
+	@echo "make bench      ResNet-18 / MobileNetV2 / YOLOv3-tiny frames/s (model) and RTL cycles"
 	@echo "make synth      Yosys resource estimate vs the xc7z020 budget (CONFIG=, TARGET=<module>)"
 	@echo "make tcl-lint   write build/<config id>/params.tcl and check the Vivado TCL under tclsh"
 	@echo "                with stubbed Vivado commands (a lint, not a Vivado run)"
 	@echo "make bitstream  Vivado build of build/<config id>/zynqnn_<config id>.bit + .hwh (needs vivado)"
+	@echo "make demo       digits CNN: PyTorch -> int8 -> compiled -> Verilator RTL, bit-exact check"
 	@echo "make clean      remove build outputs"
 
 # The stamp depends on pyproject.toml, so a second `make setup` with nothing changed is a no-op.
@@ -68,6 +70,11 @@ lint: setup
 clean:
 	rm -rf build
 
+# The pretrained digits CNN through torch.ao FX, zynqnn.compile and the RTL (Verilator), all 450
+# held-out images; fails when an RTL output differs from PyTorch or the golden model.
+demo: setup
+	$(PY) scripts/demo.py
+
 # Yosys synth_xilinx estimate; fails when the component does not fit the xc7z020.
 synth: setup
 	$(PY) scripts/synth.py --config $(CONFIG) $(if $(TARGET),--target $(TARGET))
@@ -91,3 +98,7 @@ bitstream:
 	  echo "vivado: building $$dir (log: $$dir/vivado.log)" && \
 	  vivado -mode batch -nojournal -log "$$dir/vivado.log" \
 	    -source scripts/vivado/build_bitstream.tcl -tclargs "$$params"
+
+# Whole networks: performance-model frames/s at full size, RTL cycles at reduced size.
+bench: setup
+	$(PY) scripts/bench_networks.py --config $(CONFIG)

@@ -115,6 +115,8 @@ def run(
     # Yosys' trick for running `always @*` blocks at time zero never fires and combinational
     # outputs of idle logic stay X until an input changes; Verilog-2005 semantics fire it.
     build_args = list(VERILATOR_WAIVERS) if simulator == "verilator" else ["-g2005"]
+    if simulator == "verilator":
+        build_args += _top_only_public(build_dir, toplevel)
     runner.build(
         sources=[src],
         hdl_toplevel=toplevel,
@@ -146,6 +148,20 @@ def run(
             f"{toplevel} on {simulator}: {failures} of {tests} cocotb tests failed; "
             f"log: {build_dir / f'test-{tag}.log'}")
     return tests, failures
+
+
+def _top_only_public(build_dir: Path, toplevel: str) -> list[str]:
+    """Verilator arguments that expose only the top module's signals to cocotb.
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every internal signal of the design
+    public and unoptimized: measured on the pynq_z2 top level, 7.7 k cycles/s and a 4.5 minute
+    build against 49.5 k cycles/s and 1.7 minutes with the top module alone public. The
+    testbenches touch only top-level signals.
+    """
+    build_dir.mkdir(parents=True, exist_ok=True)
+    vlt = build_dir / "public_top.vlt"
+    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+    return ["--no-public-flat-rw", str(vlt.resolve())]
 
 
 def config_from_env() -> HwConfig:

@@ -163,7 +163,7 @@ def test_save_and_load(digits, tmp_path):
     with zipfile.ZipFile(path) as z:
         header = json.loads(z.read("zynqnn-program.json"))
         assert not any(n.endswith(".pkl") for n in z.namelist())
-    assert header["format"] == "zynqnn-program" and header["version"] == 1
+    assert header["format"] == "zynqnn-program" and header["version"] == 2
     assert header["config_id"] == model.config_id and header["config_name"] == "pynq_z2"
     assert len(header["sha256"]) == 64
 
@@ -202,8 +202,8 @@ def _bad_files(src, tmp):
         "random.zqp": r"not a zynqnn program \(not a zip archive, or truncated\)",
         "truncated.zqp": r"not a zynqnn program \(not a zip archive, or truncated\)",
         "crc.zqp": r"damaged \(a member fails its CRC or is truncated\)",
-        _rewrite(src, tmp / "v2.zqp", edit_header=lambda h: h.update(version=2)).name:
-            r"program format version 2; this zynqnn reads version 1",
+        _rewrite(src, tmp / "v3.zqp", edit_header=lambda h: h.update(version=3)).name:
+            r"program format version 3; this zynqnn reads versions 1, 2",
         _rewrite(src, tmp / "fmt.zqp", edit_header=lambda h: h.update(format="other")).name:
             r"not a zynqnn program \(wrong format name\)",
         _rewrite(src, tmp / "nohead.zqp", drop=("zynqnn-program.json",)).name:

@@ -421,8 +421,13 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
                             "(pass --codes for integer codes)")
         y = model.run(x, args.backend, **options)
-    np.save(args.output, y)
-    line = f"wrote {args.output}: {y.dtype} {list(y.shape)} ({args.backend})"
+    if isinstance(y, tuple):  # several outputs: one array per output in an .npz
+        np.savez(args.output, **{f"output{i}": v for i, v in enumerate(y)})
+        shapes = ", ".join(f"{v.dtype} {list(v.shape)}" for v in y)
+        line = f"wrote {args.output} (.npz, output0..{len(y) - 1}): {shapes} ({args.backend})"
+    else:
+        np.save(args.output, y)
+        line = f"wrote {args.output}: {y.dtype} {list(y.shape)} ({args.backend})"
     if model.last_cycles:
         cyc = model.last_cycles
         line += f"; accelerator busy cycles per input: {', '.join(f'{c:,}' for c in cyc)}"

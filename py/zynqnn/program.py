@@ -5,6 +5,7 @@ plus the graph's float boundary (:class:`zynqnn.compiler.lower.BoundaryInfo`)::
 
     model = zynqnn.compile(graph, "pynq_z2")
     y = model.run(x)                          # float32 NCHW in, float out, == graph.run(x)
+                                              # (a tuple of arrays for several outputs)
     y = model.run(x, backend="verilator")     # the same commands on the RTL in simulation
     codes = model.run_int(graph.quantize_input(x))
     model.save("digits.zqp"); model = zynqnn.load("digits.zqp", config="pynq_z2")
@@ -17,10 +18,17 @@ simulation (:func:`zynqnn.sim.program_runner.run_program`); ``"pynq"`` on the bo
 samples of a batch one after the other; the RTL backends record each run's busy cycles in
 :attr:`CompiledModel.last_cycles`.
 
+Several outputs (e.g. YOLOv3-tiny's two detection heads): ``run`` and ``run_int`` return what
+``graph.run`` / ``graph.run_int`` return, one array for one output and a tuple of arrays, one
+per graph output in graph order, for several.
+
 The file (``save``/``load``) is a zip archive: ``zynqnn-program.json`` (format name, format
 version, config id and name, the SHA-256 of the payload) and the payload: ``program.json``
 (addresses, the boundary, per-command layer labels, the layer table) and one ``segment-<i>.bin``
 per DDR image segment (commands, constants). No pickle: loading runs no code from the file.
+Format version 2 lists every output (``program.json`` ``outputs``: name, shape, zero point,
+signedness, address of each; the boundary's ``outputs``); version 1 (one ``output``, written
+before networks could have several) is still read.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from zynqnn.config import HwConfig, get_config
 __all__ = [
     "BACKENDS",
     "FORMAT",
+    "READ_VERSIONS",
     "VERSION",
     "BackendError",
     "CompiledModel",
@@ -51,9 +60,10 @@ __all__ = [
     "relocate",
 ]
 
-#: Format name and version of the program file.
+#: Format name and version of the program file (the version written; READ_VERSIONS are read).
 FORMAT = "zynqnn-program"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
 HEADER = "zynqnn-program.json"
 BACKENDS = ("golden", "verilator", "icarus", "pynq")
 
@@ -218,20 +228,24 @@ class CompiledModel:
 
     def __repr__(self) -> str:
         b = self.boundary
+        outs = (f"output {list(b.output_shape)}" if not b.multi else
+                "outputs " + ", ".join(str(list(o.shape)) for o in b.outputs))
         return (f"<zynqnn.CompiledModel {self.name!r} for {self.cfg.name} ({self.config_id}): "
                 f"{len(self.layers)} layers, {self.program.command_count} commands, "
-                f"input {list(b.input_shape)}, output {list(b.output_shape)}>")
+                f"input {list(b.input_shape)}, {outs}>")
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, x, backend: str = "golden", **options) -> np.ndarray:
+    def run(self, x, backend: str = "golden", **options):
         """Float32 ``(N, C, H, W)`` -> the graph's float output ``(N, ...)``, exactly as
-        ``graph.run(x)``; computed by ``backend`` (options: see :meth:`run_int`)."""
+        ``graph.run(x)`` (a tuple of arrays, one per output, when the graph has several);
+        computed by ``backend`` (options: see :meth:`run_int`)."""
         codes = self.boundary.quantize(x)
-        return self.boundary.dequantize(self.run_int(codes, backend, **options))
+        outs = self._run_codes(self.boundary.check_codes(codes), backend, options)
+        return self._result(self.boundary.dequantize_all(outs))
 
-    def run_int(self, codes, backend: str = "golden", **options) -> np.ndarray:
+    def run_int(self, codes, backend: str = "golden", **options):
         """Input codes ``(N, C, H, W)`` -> output codes ``(N, ...)`` (int64), as
-        ``graph.run_int``.
+        ``graph.run_int`` (a tuple of arrays, one per output, when the graph has several).
 
         ``backend``: ``golden`` (command-level model), ``verilator``/``icarus`` (RTL simulation;
         options go to :func:`zynqnn.sim.program_runner.run_program`, e.g. ``backpressure``),
@@ -239,25 +253,39 @@ class CompiledModel:
         ``build/<config id>/zynqnn_<config id>.bit``), ``driver`` (an open
         :class:`zynqnn.driver.Driver`), ``timeout_s``).
         """
-        c = self.boundary.check_codes(codes)
+        return self._result(self._run_codes(self.boundary.check_codes(codes), backend, options))
+
+    @staticmethod
+    def _result(outs: list):
+        """``graph.run``'s convention: one array for one output, a tuple for several."""
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run_codes(self, c: np.ndarray, backend: str, options: dict) -> list:
+        """Checked input codes -> a list of ``(N, *shape)`` int64 code arrays, one per output."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         samples = [s.reshape(self.program.net.input.shape) for s in c]
         if backend == "golden":
             if options:
                 raise ValueError(f"the golden backend takes no options ({', '.join(options)})")
-            outs = [self.program.run_golden(s) for s in samples]
+            outs = [self.program.run_golden_all(s) for s in samples]
             self.last_cycles = None
         elif backend == "pynq":
             outs, self.last_cycles = self._run_pynq(samples, **options)
         else:
             outs, self.last_cycles = self._run_sim(samples, backend, **options)
-        shape = tuple(self.boundary.output_shape)
-        if not outs:
-            return np.zeros((0,) + shape, dtype=np.int64)
-        return np.stack([np.asarray(o, dtype=np.int64).reshape(shape) for o in outs])
+        result = []
+        for k, info in enumerate(self.boundary.outputs):
+            shape = tuple(info.shape)
+            if not outs:
+                result.append(np.zeros((0,) + shape, dtype=np.int64))
+            else:
+                result.append(np.stack([np.asarray(o[k], dtype=np.int64).reshape(shape)
+                                        for o in outs]))
+        return result
 
     def _run_sim(self, samples, sim, **options):
+        """Per sample a list of the output codes (one per ``net.outputs``), and the cycles."""
         try:
             from zynqnn.sim import program_runner
         except ModuleNotFoundError as e:
@@ -266,10 +294,25 @@ class CompiledModel:
                                    "this installation (the RTL simulation runner)") from None
             raise BackendError(f"backend {sim!r} needs the Python package {e.name!r} "
                                "(run `make setup`)") from None
+        n = len(self.program.net.outputs)
         try:
-            return program_runner.run_program(self.program, samples, sim, **options)
+            if n == 1:
+                outs, cycles = program_runner.run_program(self.program, samples, sim, **options)
+                return [[o] for o in outs], cycles
+            # Several outputs: run_program returns, per input, a list of the code arrays of
+            # every output of program.net.outputs (see docs/compiler.md).
+            outs, cycles = program_runner.run_program(self.program, samples, sim,
+                                                      all_outputs=True, **options)
         except TypeError as e:
+            if n > 1 and "all_outputs" in str(e):
+                raise BackendError(f"backend {sim!r}: this zynqnn.sim.program_runner cannot "
+                                   f"read the {n} outputs of a multi-output network "
+                                   "(run_program has no all_outputs)") from None
             raise BackendError(f"backend {sim!r}: {e}") from None
+        if any(not isinstance(o, (list, tuple)) or len(o) != n for o in outs):
+            raise BackendError(f"backend {sim!r}: run_program(all_outputs=True) must return a "
+                               f"list of {n} code arrays per input (one per output)")
+        return [list(o) for o in outs], cycles
 
     def _open_pynq(self, bitfile):
         if bitfile is None:
@@ -302,8 +345,7 @@ class CompiledModel:
                 drv.write_mem(buf, data, addr)
             self._pynq = (drv, buf)
         drv, buf = self._pynq
-        cfg, tin, tout = prog.cfg, prog.net.input, prog.net.output
-        nbytes = _tensor_bytes(cfg, tout)
+        cfg, tin = prog.cfg, prog.net.input
         guard = _scratch_guard(prog)
         outs, cycles = [], []
         for s in samples:
@@ -313,8 +355,12 @@ class CompiledModel:
             result = drv.run(DeviceBuffer(buf.address + prog.cmd_addr,
                                           prog.command_count * isa.COMMAND_BYTES),
                              count=prog.command_count, timeout_s=timeout_s)
-            raw = np.frombuffer(drv.read_mem(buf, nbytes, prog.tensor_addr(tout)), np.uint8)
-            outs.append(act_codes(cfg, raw, tout.shape, tout.signed))
+            codes = []
+            for t in prog.net.outputs:
+                raw = np.frombuffer(drv.read_mem(buf, _tensor_bytes(cfg, t),
+                                                 prog.tensor_addr(t)), np.uint8)
+                codes.append(act_codes(cfg, raw, t.shape, t.signed))
+            outs.append(codes)
             cycles.append(int(result.cycles))
         return outs, cycles
 
@@ -360,7 +406,7 @@ class CompiledModel:
 
         prog = self.program
         segments = sorted((int(a), bytes(d)) for a, d in prog.image.items())
-        tin, tout = prog.net.input, prog.net.output
+        tin = prog.net.input
         doc = {
             "name": self.name,
             "cfg": prog.cfg.to_dict(),
@@ -369,7 +415,7 @@ class CompiledModel:
             "ddr_bytes": int(prog.ddr_bytes),
             "segments": [a for a, _ in segments],
             "input": _tensor_doc(tin, prog.tensor_addr(tin)),
-            "output": _tensor_doc(tout, prog.tensor_addr(tout)),
+            "outputs": [_tensor_doc(t, prog.tensor_addr(t)) for t in prog.net.outputs],
             "labels": list(prog.labels),
             "scratch": [int(v) for v in prog.scratch],
             "stats": {k: int(v) for k, v in prog.stats.items()},
@@ -471,9 +517,9 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise bad("not a zynqnn program (wrong format name)")
         version = header.get("version")
-        if version != VERSION:
-            raise bad(f"program format version {version!r}; this zynqnn reads version "
-                      f"{VERSION} (recompile the model)")
+        if version not in READ_VERSIONS:
+            raise bad(f"program format version {version!r}; this zynqnn reads versions "
+                      f"{', '.join(map(str, READ_VERSIONS))} (recompile the model)")
         try:
             payload = {n: z.read(n) for n in z.namelist() if n != HEADER}
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
@@ -485,6 +531,13 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
         cfg = HwConfig.from_dict(doc["cfg"])
         segs = [payload[f"segment-{i}.bin"] for i in range(len(doc["segments"]))]
         boundary = BoundaryInfo.from_dict(doc["boundary"])
+        tin = Tensor(**_tensor_args(doc["input"]))
+        # version 1: one output ("output"); version 2: every output ("outputs")
+        out_docs = [doc["output"]] if version == 1 else list(doc["outputs"])
+        touts = [Tensor(**_tensor_args(d)) for d in out_docs]
+        if len(touts) != len(boundary.outputs):
+            raise ValueError(f"{len(touts)} output tensors, {len(boundary.outputs)} in the "
+                             "boundary")
     except (KeyError, ValueError, TypeError) as e:
         raise bad(f"damaged (program.json: {e})") from None
     if cfg.config_id != header.get("config_id"):
@@ -495,17 +548,15 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
         if want.config_id != cfg.config_id:
             raise bad(f"compiled for config {cfg.name} ({cfg.config_id}), not {want.name} "
                       f"({want.config_id}); recompile with --config {want.name}")
-    tin = Tensor(**{k: v for k, v in _tensor_args(doc["input"]).items()})
-    tout = Tensor(**{k: v for k, v in _tensor_args(doc["output"]).items()})
     image = dict(zip(doc["segments"], segs, strict=True))
     n = doc["command_count"] * isa.COMMAND_BYTES
     cmds = image[doc["cmd_addr"]][:n] if doc["cmd_addr"] in image else b""
     prog = _loaded_program_class()(
-        cfg, Network(tin, [], tout), cmds, doc["cmd_addr"], image, {}, doc["ddr_bytes"], [],
-        doc.get("stats", {}))
+        cfg, Network(tin, [], outputs=touts), cmds, doc["cmd_addr"], image, {},
+        doc["ddr_bytes"], [], doc.get("stats", {}))
     prog.labels = list(doc["labels"])
     prog.scratch = tuple(doc["scratch"])
-    prog.tensor_addrs = {tin.name: doc["input"]["addr"], tout.name: doc["output"]["addr"]}
+    prog.tensor_addrs = {d["name"]: d["addr"] for d in (doc["input"], *out_docs)}
     if len(cmds) != n:
         raise bad("damaged (the command stream is incomplete)")
     return CompiledModel(prog, boundary, doc["layers"], doc.get("name", "graph"))

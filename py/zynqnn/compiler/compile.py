@@ -4,7 +4,8 @@
 
 1. **Views and planning.** :class:`HwConcat` makes its inputs channel-block views of its output.
    Every root tensor gets a DDR buffer (aligned to the AXI beat); an activation buffer whose last
-   consumer has run is reused by tensors produced later (first fit over lifetimes).
+   consumer has run is reused by tensors produced later (first fit over lifetimes). Every output
+   of the network (``net.outputs``) lives to the end of the program.
 2. **Tiling** (from the config's buffer depths only): output-channel blocks of ``cols``, spatial
    tiles of full-width output rows with their input halo, the reduction split over commands
    (``acc_keep`` / ``acc_cont``) when the weights or the input tile do not fit one bank.
@@ -121,21 +122,31 @@ class Program:
         return len(self.commands) // isa.COMMAND_BYTES
 
     def tensor_addr(self, t: Tensor) -> int:
+        """DDR address of tensor ``t`` (the input, any output, any layer's tensor)."""
         s = self.storage[id(t)]
         return self.addrs[s.root.name] + s.cb_offset * _block_bytes(self.cfg, s.root)
 
-    def run_golden(self, x_codes: np.ndarray, machine: Machine | None = None) -> np.ndarray:
-        """Execute on :class:`zynqnn.machine.Machine`; returns the output codes (C, H, W)."""
+    def tensor_bytes(self, t: Tensor) -> int:
+        """Bytes of tensor ``t`` in DDR from :meth:`tensor_addr` on (``NHWC<rows>``: whole
+        channel blocks of ``height x width`` words)."""
+        return cblocks(t.channels, self.cfg.rows) * _block_bytes(self.cfg, t)
+
+    def run_golden_all(self, x_codes: np.ndarray, machine: Machine | None = None) -> list:
+        """Execute on :class:`zynqnn.machine.Machine`; returns the codes (C, H, W) of every
+        output of the network (``net.outputs``, in order), as a list."""
         m = machine or Machine(self.cfg, ddr_bytes=self.ddr_bytes)
         for addr, data in self.image.items():
             m.write(addr, data)
         x = np.asarray(x_codes, dtype=np.int64).reshape(self.net.input.shape)
         m.write(self.tensor_addr(self.net.input), act_bytes(self.cfg, x, self.net.input.zero_point))
         m.run(self.cmd_addr, self.command_count)
-        out = self.net.output
-        n = cblocks(out.channels, self.cfg.rows) * _block_bytes(self.cfg, out)
-        raw = m.read(self.tensor_addr(out), n)
-        return act_codes(self.cfg, raw, out.shape, out.signed)
+        return [act_codes(self.cfg, m.read(self.tensor_addr(t), self.tensor_bytes(t)), t.shape,
+                          t.signed) for t in self.net.outputs]
+
+    def run_golden(self, x_codes: np.ndarray, machine: Machine | None = None) -> np.ndarray:
+        """Execute on :class:`zynqnn.machine.Machine`; returns the codes (C, H, W) of the
+        (first) output; :meth:`run_golden_all` returns every output's."""
+        return self.run_golden_all(x_codes, machine)[0]
 
 
 def _word_bytes(cfg):
@@ -252,7 +263,8 @@ class _Compiler:
             for t in la.inputs:
                 touch(t, i)
             touch(la.output, i)
-        touch(self.net.output, len(layers))
+        for t in self.net.outputs:   # every output stays in DDR until the end
+            touch(t, len(layers))
         placed = []  # (start, end, lo, hi)
         total = 0
         top = 0
@@ -557,7 +569,7 @@ class _Compiler:
 
 
 def _all_tensors(net):
-    ts = [net.input, net.output]
+    ts = [net.input, *net.outputs]
     for la in net.layers:
         ts += [*la.inputs, la.output]
     return ts

@@ -6,7 +6,8 @@ every layer maps onto the engine's ``CONV`` command in one of its modes, except 
 ``zynqnn.numerics`` Requant object (any scheme) with an optional activation, or, for hand-built
 networks, TFLite constants (per output channel int32 bias, Q31 multiplier, shift).
 
-A :class:`Network` is an input tensor, a list of layers in execution order and an output tensor.
+A :class:`Network` is an input tensor, a list of layers in execution order and its output
+tensors (``outputs``; ``output`` is the first, for single-output code).
 Channel concatenation costs nothing: :class:`HwConcat` makes its inputs views of channel-block
 ranges of its output, so their producers store straight into the concatenated tensor.
 """
@@ -299,10 +300,29 @@ class HwAdd:
 
 @dataclass(eq=False)
 class Network:
+    """``input``, ``layers`` in execution order, and the network's outputs.
+
+    ``outputs``: the output tensors in order (a network may have several, e.g. the two
+    detection heads of YOLOv3-tiny; the same tensor may appear twice). Default: ``[output]``,
+    and ``output`` defaults to the last layer's output. ``output`` is always ``outputs[0]``.
+    """
+
     input: Tensor
     layers: list = field(default_factory=list)
     output: Tensor | None = None
+    outputs: list | None = None
 
     def __post_init__(self):
+        if self.outputs is None:
+            if self.output is None:
+                self.output = self.layers[-1].output
+            self.outputs = [self.output]
+            return
+        self.outputs = list(self.outputs)
+        if not self.outputs:
+            raise CompileError("a network needs at least one output")
         if self.output is None:
-            self.output = self.layers[-1].output
+            self.output = self.outputs[0]
+        elif self.output is not self.outputs[0]:
+            raise CompileError(f"output {self.output!r} is not the first of outputs "
+                               f"{self.outputs!r}")

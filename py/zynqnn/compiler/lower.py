@@ -3,13 +3,14 @@
 :func:`lower_graph` maps a validated quantized graph onto the compiler's hardware layers
 (:mod:`zynqnn.compiler.layers`) so that ``run_reference(net, codes)`` equals the graph's integer
 execution (``graph.run_int``) value for value, and returns the graph's float boundary (the
-quantize of the input, the dequantize of the output) as a :class:`BoundaryInfo`, so that
-``boundary.dequantize(net(boundary.quantize(x)))`` equals ``graph.run(x)``.
+quantize of the input, the dequantize of each output) as a :class:`BoundaryInfo`, so that
+``boundary.dequantize(net(boundary.quantize(x)))`` equals ``graph.run(x)``. A graph may have
+several outputs: ``net.outputs`` and ``boundary.outputs`` list them in graph order.
 
 =========================  =====================================================================
 IR op                      hardware
 =========================  =====================================================================
-quantize / dequantize      the boundary (first node / last node only)
+quantize / dequantize      the boundary (the input's quantize, the outputs' dequantizes)
 conv2d (groups 1)          :class:`HwConv` with the node's Requant; a ``clamp`` attribute narrows
                            the Requant's range; non-square kernels are zero-padded to square
 conv2d (depthwise)         :class:`HwConv` with ``groups`` (diagonal weight tiles); torch-fbgemm
@@ -70,7 +71,7 @@ from .layers import (
     Tensor,
 )
 
-__all__ = ["BoundaryInfo", "lower_graph"]
+__all__ = ["BoundaryInfo", "OutputInfo", "lower_graph"]
 
 f32 = np.float32
 _TORCH = ("torch-fbgemm", "torch-qnnpack")
@@ -88,13 +89,54 @@ _VIEWS = ("flatten", "reshape")
 
 
 @dataclass
+class OutputInfo:
+    """One graph output: the IR name, per-sample ``shape`` (e.g. ``(10,)`` after a linear
+    layer), code ``dtype``, ``scale`` and ``zero_point``, and the ``flavour`` of the graph's
+    dequantize (``None``: the graph returns the codes)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    scale: float | None
+    zero_point: int
+    flavour: str | None
+
+    def dequantize(self, codes) -> np.ndarray:
+        """Codes ``(N, *shape)`` -> float32 (the graph's own dequantizer); the codes themselves
+        (int64) when the graph returns codes."""
+        from zynqnn.ir import kernels as K
+
+        if self.flavour is None:
+            return np.asarray(codes, dtype=np.int64)
+        return K.dequantize(self.flavour, np.asarray(codes, dtype=np.int64), self.scale,
+                            self.zero_point)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OutputInfo:
+        d = dict(d)
+        d["shape"] = tuple(int(v) for v in d["shape"])
+        return cls(**d)
+
+
+_OUT_FIELDS = ("name", "shape", "dtype", "scale", "zero_point", "flavour")
+
+
+@dataclass
 class BoundaryInfo:
     """The graph's float interface around the hardware network.
 
     Input: ``input_flavour`` quantizes float32 ``(N, *input_shape)`` to codes exactly as the
-    graph's quantize node (``None``: the graph takes codes). Output: ``output_flavour``
-    dequantizes the network's codes (``None``: the graph returns codes); ``output_shape`` is the
-    graph output's per-sample shape (e.g. ``(10,)`` after a linear layer).
+    graph's quantize node (``None``: the graph takes codes). Outputs: ``outputs``, one
+    :class:`OutputInfo` per graph output in graph order (the network's ``outputs``, same order).
+    The ``output_*`` fields repeat the first output (single-output code reads them):
+    ``output_flavour`` dequantizes the network's codes (``None``: the graph returns codes);
+    ``output_shape`` is the graph output's per-sample shape (e.g. ``(10,)`` after a linear
+    layer). Constructed without ``outputs``, it describes one output, the ``output_*`` fields.
     """
 
     input_name: str
@@ -113,6 +155,23 @@ class BoundaryInfo:
     output_scale: float | None
     output_zero_point: int
     output_flavour: str | None
+    outputs: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.output_shape = tuple(self.output_shape)
+        first = OutputInfo(*(getattr(self, "output_" + f) for f in _OUT_FIELDS))
+        self.outputs = [o if isinstance(o, OutputInfo) else OutputInfo.from_dict(o)
+                        for o in self.outputs]
+        if not self.outputs:
+            self.outputs = [first]
+        elif self.outputs[0] != first:
+            raise ValueError(f"output_* fields {first} differ from the first of outputs "
+                             f"{self.outputs[0]}")
+
+    @property
+    def multi(self) -> bool:
+        """True when the graph has more than one output (runs return a tuple)."""
+        return len(self.outputs) > 1
 
     def quantize(self, x) -> np.ndarray:
         """Float32 ``(N, C, H, W)`` -> int64 codes (the graph's own quantizer)."""
@@ -153,26 +212,31 @@ class BoundaryInfo:
         return c
 
     def dequantize(self, codes) -> np.ndarray:
-        """Output codes ``(N, *output_shape)`` -> float32 (the graph's own dequantizer); the
-        codes themselves when the graph returns codes."""
-        from zynqnn.ir import kernels as K
+        """Codes ``(N, *output_shape)`` of the first output -> float32 (the graph's own
+        dequantizer); the codes themselves when the graph returns codes."""
+        return self.outputs[0].dequantize(codes)
 
-        if self.output_flavour is None:
-            return np.asarray(codes, dtype=np.int64)
-        return K.dequantize(self.output_flavour, np.asarray(codes, dtype=np.int64),
-                            self.output_scale, self.output_zero_point)
+    def dequantize_all(self, codes: list) -> list:
+        """One code array per output (``outputs`` order) -> their float values."""
+        if len(codes) != len(self.outputs):
+            raise ValueError(f"{len(codes)} code arrays for {len(self.outputs)} outputs")
+        return [o.dequantize(c) for o, c in zip(self.outputs, codes, strict=True)]
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["input_shape"] = list(self.input_shape)
         d["output_shape"] = list(self.output_shape)
+        d["outputs"] = [o.to_dict() for o in self.outputs]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> BoundaryInfo:
+        """From :meth:`to_dict`, or from a dict without ``outputs`` (program file version 1:
+        one output, the ``output_*`` fields)."""
         d = dict(d)
         d["input_shape"] = tuple(int(v) for v in d["input_shape"])
         d["output_shape"] = tuple(int(v) for v in d["output_shape"])
+        d["outputs"] = [OutputInfo.from_dict(o) for o in d.get("outputs", [])]
         return cls(**d)
 
 
@@ -966,9 +1030,11 @@ class _Lowering:
     # -- the whole graph ---------------------------------------------------------------------
     def run(self) -> tuple[Network, BoundaryInfo]:
         g = self.g
-        if len(g.inputs) != 1 or len(g.outputs) != 1:
-            raise CompileError(f"graph {g.name!r}: the accelerator runs graphs with one input "
-                               f"and one output, this has {len(g.inputs)} and {len(g.outputs)}")
+        if len(g.inputs) != 1:
+            raise CompileError(f"graph {g.name!r}: the accelerator runs graphs with one input, "
+                               f"this has {len(g.inputs)}")
+        if not g.outputs:
+            raise CompileError(f"graph {g.name!r} has no output")
         g.validate()
         name = g.inputs[0]
         t = g.tensors[name]
@@ -989,31 +1055,41 @@ class _Lowering:
             self.lower(node)
         if self.net_input is None:
             raise CompileError(f"graph {g.name!r}: input {name!r} is not quantized by the graph")
-        out_name = g.outputs[0]
+        hws, infos = [], []
+        for out_name in g.outputs:
+            hw, info = self._output(out_name)
+            hws.append(hw)
+            infos.append(info)
+        first = infos[0]
+        self.boundary.update({"output_" + f: getattr(first, f) for f in _OUT_FIELDS})
+        net = Network(self.net_input, self.layers, outputs=hws)
+        return net, BoundaryInfo(**self.boundary, outputs=infos)
+
+    def _output(self, out_name: str) -> tuple[Tensor, OutputInfo]:
+        """The hardware tensor of graph output ``out_name`` and its :class:`OutputInfo`."""
+        g = self.g
         p = g.producer(out_name)
         if p is not None and p.op == "dequantize":
             q = g.tensors[p.inputs[0]]
             v = self.vals[p.inputs[0]]
-            self.boundary.update(output_scale=float(q.scale), output_flavour=p.flavour)
+            flavour = p.flavour
         else:
             q = g.tensors[out_name]
             v = self.vals.get(out_name)
             if v is None or not q.is_quantized:
                 raise CompileError(f"graph output {out_name!r} is not a quantized tensor the "
                                    "accelerator computes")
-            self.boundary.update(output_scale=float(q.scale), output_flavour=None)
+            flavour = None
         if v.pad is not None:
             raise CompileError(f"graph output {out_name!r} is an explicit pad of a map")
         if v.hw is self.net_input:
             raise CompileError(f"graph {g.name!r}: nothing to run on the accelerator (the "
-                               "output is the input)")
-        self.boundary.update(output_name=out_name, output_shape=tuple(q.shape[1:]),
-                             output_dtype=q.dtype, output_zero_point=int(q.zero_point))
-        net = Network(self.net_input, self.layers, v.hw)
-        return net, BoundaryInfo(**self.boundary)
+                               f"output {out_name!r} is the input)")
+        return v.hw, OutputInfo(out_name, tuple(q.shape[1:]), q.dtype, float(q.scale),
+                                int(q.zero_point), flavour)
 
     def _needed(self) -> list:
-        """The nodes the graph output depends on, in graph order."""
+        """The nodes the graph outputs depend on, in graph order."""
         need = set(self.g.outputs)
         keep = []
         for node in reversed(self.g.nodes):
@@ -1028,7 +1104,10 @@ def lower_graph(graph, cfg: HwConfig | str = "pynq_z2") -> tuple[Network, Bounda
 
     Returns ``(network, boundary)``: ``run_reference(network, codes)`` (or the compiled program)
     equals ``graph.run_int(codes)`` per sample, and ``boundary`` quantizes the float input and
-    dequantizes the output exactly as the graph does. Raises :class:`CompileError` naming the
+    dequantizes the output exactly as the graph does. With several graph outputs,
+    ``network.outputs`` and ``boundary.outputs`` hold them in graph order and
+    ``run_reference(network, codes, all_outputs=True)`` is the list ``graph.run_int`` returns
+    as a tuple. Raises :class:`CompileError` naming the
     node, its op and the reason for anything the hardware cannot compute exactly.
     """
     return _Lowering(graph, get_config(cfg)).run()

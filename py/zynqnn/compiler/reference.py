@@ -64,8 +64,9 @@ def add_codes(la: HwAdd, a, b, bits: int = 8) -> np.ndarray:
     return np.maximum(y, zp_out) if la.relu else y
 
 
-def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Codes of ``net.output`` for input codes ``x`` (C, H, W)."""
+def run_reference(net: Network, x: np.ndarray, bits: int = 8, all_outputs: bool = False):
+    """Codes of ``net.output`` for input codes ``x`` (C, H, W); with ``all_outputs`` a list of
+    the codes of every output (``net.outputs``, in order)."""
     vals = {id(net.input): np.asarray(x, dtype=np.int64)}
     for la in net.layers:
         if isinstance(la, HwConcat):
@@ -95,4 +96,6 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8) -> np.ndarray:
         else:
             raise TypeError(type(la).__name__)
         vals[id(y)] = out
+    if all_outputs:
+        return [vals[id(t)] for t in net.outputs]
     return vals[id(net.output)]

@@ -1,0 +1,123 @@
+"""run_program: a compiled network on zynqnn_top for several inputs in one simulator process.
+
+These tests build in ``build/program/`` rather than in the system tests' ``build/system/`` (the
+default of run_program): run_program serializes its own callers on a build directory, but
+tests/test_system.py builds the same directory without that lock, and two first builds at once
+under ``pytest -n 2`` would write the same files.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from zynqnn import isa
+from zynqnn.compiler import compile_network
+from zynqnn.compiler.testing import codes
+from zynqnn.config import get_config
+from zynqnn.sim.program_runner import ProgramRunError, run_program
+from zynqnn.sim.runner import SIMULATORS, default_build_root
+from zynqnn.sim.tb_system import small_network
+
+
+def _run(*args, **kwargs):
+    return run_program(*args, build_root=default_build_root() / "program", **kwargs)
+
+
+def _compiled(seed=3):
+    rng = np.random.default_rng(seed)
+    net = small_network(rng)
+    prog = compile_network(net, get_config("tiny"))
+    xs = [codes(rng, net.input) for _ in range(3)]
+    return prog, xs
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["checked", "fast"])
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_three_inputs_equal_golden(sim, fast):
+    """Three different inputs and the first one again, with the system tests' harness (AxiRam,
+    protocol checker) and with the lean DDR model: every output equals run_golden, the
+    identical inputs take identical cycles, progress is reported as inputs finish."""
+    prog, xs = _compiled()
+    xs = [*xs, xs[0].copy()]
+    seen = []
+    outputs, cycles = _run(prog, xs, sim, fast=fast,
+                                  progress=lambda d, n: seen.append((d, n)))
+    assert len(outputs) == len(cycles) == len(xs)
+    for i, (x, y) in enumerate(zip(xs, outputs, strict=True)):
+        want = prog.run_golden(x)
+        assert y.shape == want.shape and np.array_equal(y, want), f"input {i}"
+    assert not np.array_equal(outputs[0], outputs[1])
+    assert cycles[0] == cycles[3], cycles
+    assert all(c > 0 for c in cycles)
+    assert seen and seen[-1] == (len(xs), len(xs))
+    assert [d for d, _ in seen] == sorted(set(d for d, _ in seen))
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_several_outputs(sim):
+    """A network with two outputs (an early map the later layers outlive, and the last map):
+    every output of every input equals run_golden_all."""
+    rng = np.random.default_rng(8)
+    net = small_network(rng)
+    net = type(net)(net.input, net.layers, outputs=[net.output, net.layers[0].output])
+    prog = compile_network(net, get_config("tiny"))
+    xs = [codes(rng, net.input) for _ in range(2)]
+    outputs, _ = _run(prog, xs, sim, fast=True, all_outputs=True)
+    for x, ys in zip(xs, outputs, strict=True):
+        want = prog.run_golden_all(x)
+        assert len(ys) == 2 and all(np.array_equal(y, w) for y, w in zip(ys, want, strict=True))
+
+
+def test_backpressure():
+    """Random pauses on every AXI channel (checked harness): outputs still equal run_golden."""
+    prog, xs = _compiled(seed=5)
+    outputs, _ = _run(prog, xs[:2], "verilator", backpressure=0.3)
+    for i, (x, y) in enumerate(zip(xs, outputs, strict=False)):
+        assert np.array_equal(y, prog.run_golden(x)), f"input {i}"
+
+
+def test_accelerator_error_names_input_and_cause():
+    """A corrupted command (unknown opcode) surfaces as ProgramRunError with the input index
+    and the error cause."""
+    prog, xs = _compiled()
+    base = next(a for a, b in prog.image.items() if a <= prog.cmd_addr < a + len(b))
+    blob = bytearray(prog.image[base])
+    at = prog.cmd_addr - base + 2 * isa.COMMAND_BYTES
+    blob[at] = (blob[at] & 0xF0) | 7   # opcode 7 is not an instruction
+    bad = dataclasses.replace(prog, image={**prog.image, base: bytes(blob)})
+    with pytest.raises(ProgramRunError) as err:
+        _run(bad, xs[:2], "verilator")
+    e = err.value
+    assert (e.index, e.kind, e.cause) == (0, "accelerator", "BAD_OPCODE"), e
+    assert "input 0" in str(e) and "BAD_OPCODE" in str(e) and "command 2" in str(e)
+
+
+def test_bad_inputs_rejected_before_simulating():
+    prog, xs = _compiled()
+    with pytest.raises(ValueError, match="input 1: shape"):
+        _run(prog, [xs[0], xs[1][:, :4]], "verilator")
+    with pytest.raises(ValueError, match="input 0: codes"):
+        _run(prog, [xs[0] + 300], "verilator")
+    with pytest.raises(ValueError, match="sim must be"):
+        _run(prog, xs, "questa")
+    with pytest.raises(ValueError, match="no back-pressure"):
+        _run(prog, xs, "verilator", fast=True, backpressure=0.2)
+    assert _run(prog, [], "verilator") == ([], [])
+
+
+def test_run_writing_into_the_image_is_an_error():
+    """The image is loaded once (as on the board): a run that writes into it is reported. Here
+    a fake image segment covers the upsampling layer's output, which every run writes."""
+    prog, xs = _compiled()
+    up = next(la for la in prog.net.layers if la.name == "up").output
+    lo = prog.tensor_addr(up)
+    hi = lo + up.channels * up.height * up.width   # tiny: 4 channels per word, 1 byte each
+    for t in (prog.net.input, prog.net.output):
+        a = prog.tensor_addr(t)
+        assert hi <= a or a + t.channels * t.height * t.width <= lo
+    bad = dataclasses.replace(prog, image={**prog.image, lo: bytes(hi - lo)})
+    with pytest.raises(ProgramRunError) as err:
+        _run(bad, xs[:1], "verilator")
+    assert (err.value.index, err.value.kind) == (0, "image"), err.value
+    assert "input 0" in str(err.value) and "wrote into the program image" in str(err.value)
