@@ -16,7 +16,15 @@ from zynqnn.compiler import (
     run_reference,
 )
 from zynqnn.compiler.perf import DmaModel, ProtocolError, simulate
-from zynqnn.compiler.testing import SCHEMES_8BIT, codes, conv, conv_rq, random_requant, tensor
+from zynqnn.compiler.testing import (
+    SCHEMES_8BIT,
+    check_compiled,
+    codes,
+    conv,
+    conv_rq,
+    random_requant,
+    tensor,
+)
 from zynqnn.config import get_config
 from zynqnn.numerics import gemmlowp
 
@@ -24,14 +32,7 @@ TINY = get_config("tiny")
 
 
 def check(net, cfg=TINY, seed=0):
-    prog = compile_network(net, cfg)
-    x = codes(np.random.default_rng(seed), net.input)
-    got = prog.run_golden(x)
-    want = run_reference(net, x, cfg.operand_bits)
-    assert got.shape == want.shape
-    assert np.array_equal(got, want)
-    prog.perf()  # the bank-flag protocol: no deadlock, no race on banks or DDR
-    return prog
+    return check_compiled(net, cfg, seed)
 
 
 def _convs(prog):

@@ -12,10 +12,9 @@ from zynqnn.compiler import (
     Network,
     Tensor,
     compile_network,
-    run_reference,
 )
 from zynqnn.compiler.perf import DmaModel, eltwise_cycles
-from zynqnn.compiler.testing import codes, conv, residual_add, resnet_block, tensor
+from zynqnn.compiler.testing import check_compiled, conv, residual_add, resnet_block, tensor
 from zynqnn.config import get_config
 
 TINY = get_config("tiny")
@@ -34,14 +33,7 @@ VARIANTS = [
 
 
 def check(net, cfg=TINY, seed=0):
-    prog = compile_network(net, cfg)
-    x = codes(np.random.default_rng(seed), net.input)
-    got = prog.run_golden(x)
-    want = run_reference(net, x, cfg.operand_bits)
-    assert got.shape == want.shape
-    assert np.array_equal(got, want)
-    prog.perf()  # the bank-flag protocol: no deadlock, no race on banks or DDR
-    return prog
+    return check_compiled(net, cfg, seed)
 
 
 def eltwise_ops(prog):

@@ -98,6 +98,22 @@ def conv_rq(rng, name, x, cout, k, stride=1, pad=0, scheme=None):
                   stride=stride, padding=pad, requant=rq, act=act)
 
 
+def check_compiled(net, cfg, seed=0):
+    """Compile ``net`` for ``cfg``; its command stream on the machine model must equal the golden
+    ops (``array_equal``) on random input codes, and the bank-flag protocol must hold (no
+    deadlock, no race on banks or DDR). Returns the program."""
+    from zynqnn.compiler import compile_network, run_reference
+
+    prog = compile_network(net, cfg)
+    x = codes(np.random.default_rng(seed), net.input)
+    got = prog.run_golden(x)
+    want = run_reference(net, x, cfg.operand_bits)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want)
+    prog.perf()
+    return prog
+
+
 def codes(rng, t):
     lo, hi = (-128, 128) if t.signed else (0, 256)
     return rng.integers(lo, hi, size=t.shape)
