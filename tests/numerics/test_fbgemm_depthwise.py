@@ -302,7 +302,8 @@ def test_other_depthwise_shapes_are_exact(case, record_property):
     """Depthwise convs outside fbgemm's fast path run its im2col GEMM: exact on this CPU (and
     the pair model would differ, so the data does saturate)."""
     if not has_avx512_vnni():
-        pytest.skip("fbgemm's GEMM saturates int16 pairs on CPUs without AVX-512 VNNI")
+        pytest.skip("CPU without AVX-512 VNNI: PyTorch's fbgemm GEMM saturates int16 pairs "
+                    "there, which the golden model does not model (docs/numerics.md)")
     c, mult, kh, kw, stride, pad, dil = case
     rng = np.random.default_rng(sum(case))
     k = c * mult
@@ -330,7 +331,8 @@ def test_gemm_paths_exact_with_vnni(case, record_property):
     int16 sum would saturate in almost every output, yet PyTorch equals the exact sum here:
     fbgemm uses ``vpdpbusd`` (int32) on AVX-512 VNNI CPUs."""
     if not has_avx512_vnni():
-        pytest.skip("CPU without AVX-512 VNNI: fbgemm's GEMM saturates int16 pairs")
+        pytest.skip("CPU without AVX-512 VNNI: PyTorch's fbgemm GEMM saturates int16 pairs "
+                    "there, which the golden model does not model (docs/numerics.md)")
     rng = np.random.default_rng(len(case))
     s_x, s_w = 0.02, 0.002
     if case == "linear":
