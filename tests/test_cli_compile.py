@@ -18,36 +18,23 @@ from zynqnn.config import get_config
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
 
 
+def _cache_dir(tmp_path_factory):
+    """One weight cache for all xdist workers of the run (their base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "zynqnn-cache"
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A shared weight cache (one digits training per run), a work directory, and the digits
     program compiled by the CLI with its held-out images."""
-    import torch
-    from filelock import FileLock
-
     from zynqnn.zoo import digits
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    cache = base / "zynqnn-cache"
-    cache.mkdir(exist_ok=True)
-    old = os.environ.get("ZYNQNN_CACHE")
-    os.environ["ZYNQNN_CACHE"] = str(cache)
-    engine = torch.backends.quantized.engine
     work = tmp_path_factory.mktemp("cli")
-    try:
-        with FileLock(str(cache / "digits.lock")):
-            digits.pretrained()
+    with digits.shared_cache(_cache_dir(tmp_path_factory)):
         x = digits.load_data()[2].numpy()
         np.save(work / "x.npy", x[:6])
         yield work, x
-    finally:
-        torch.backends.quantized.engine = engine
-        if old is None:
-            os.environ.pop("ZYNQNN_CACHE", None)
-        else:
-            os.environ["ZYNQNN_CACHE"] = old
 
 
 def run(capsys, *argv):

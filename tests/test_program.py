@@ -35,38 +35,25 @@ from zynqnn.regs import REGMAP
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
 
 
+def _cache_dir(tmp_path_factory):
+    """One weight cache for all xdist workers of the run (their base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "zynqnn-cache"
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """(graph, compiled model, held-out images) of the digits CNN, torch.ao FX fbgemm."""
-    import torch
-    from filelock import FileLock
-
     from zynqnn import zoo
     from zynqnn.zoo import digits as dg
     from zynqnn.zoo.quant import quiet_torch_ao
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    cache = base / "zynqnn-cache"
-    cache.mkdir(exist_ok=True)
-    old = os.environ.get("ZYNQNN_CACHE")
-    os.environ["ZYNQNN_CACHE"] = str(cache)
-    engine = torch.backends.quantized.engine
-    try:
-        with FileLock(str(cache / "digits.lock")):
-            model = dg.pretrained()
+    with dg.shared_cache(_cache_dir(tmp_path_factory)) as model:
         x_tr, _, x_te, _ = dg.load_data()
         with quiet_torch_ao():
             q = zoo.quantize_fx(model, x_tr[:1], "fbgemm", x_tr[:256])
             g = zynqnn.from_torch(q, x_te[:2], engine="fbgemm")
         yield g, zynqnn.compile(g, "pynq_z2"), x_te.numpy()
-    finally:
-        torch.backends.quantized.engine = engine
-        if old is None:
-            os.environ.pop("ZYNQNN_CACHE", None)
-        else:
-            os.environ["ZYNQNN_CACHE"] = old
 
 
 def tiny_graph(seed=0) -> Graph:

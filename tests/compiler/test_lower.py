@@ -190,27 +190,20 @@ FLAVOURS = ("torch-fbgemm", "torch-qnnpack", "onnxruntime", "tflite", "pow2")
 # the digits CNN (torch.ao FX, fbgemm and qnnpack)
 
 
+def _cache_dir(tmp_path_factory):
+    """One weight cache for all xdist workers of the run (their base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "zynqnn-cache"
+
+
 @pytest.fixture(scope="module")
 def digits_graphs(tmp_path_factory):
-    import torch
-    from filelock import FileLock
-
     import zynqnn
     from zynqnn import zoo
     from zynqnn.zoo import digits
     from zynqnn.zoo.quant import quiet_torch_ao
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    cache = base / "zynqnn-cache"
-    cache.mkdir(exist_ok=True)
-    old = os.environ.get("ZYNQNN_CACHE")
-    os.environ["ZYNQNN_CACHE"] = str(cache)
-    engine = torch.backends.quantized.engine
-    try:
-        with FileLock(str(cache / "digits.lock")):
-            model = digits.pretrained()
+    with digits.shared_cache(_cache_dir(tmp_path_factory)) as model:
         x_tr, _, x_te, _ = digits.load_data()
         graphs = {}
         for eng in ("fbgemm", "qnnpack"):
@@ -218,12 +211,6 @@ def digits_graphs(tmp_path_factory):
                 q = zoo.quantize_fx(model, x_tr[:1], eng, x_tr[:256])
                 graphs[eng] = zynqnn.from_torch(q, x_te[:2], engine=eng)
         yield graphs, x_te.numpy()
-    finally:
-        torch.backends.quantized.engine = engine
-        if old is None:
-            os.environ.pop("ZYNQNN_CACHE", None)
-        else:
-            os.environ["ZYNQNN_CACHE"] = old
 
 
 @pytest.mark.parametrize("engine", ["fbgemm", "qnnpack"])

@@ -43,6 +43,7 @@ __all__ = [
     "digits_cnn",
     "load_data",
     "pretrained",
+    "shared_cache",
     "quantize_eager",
     "train",
 ]
@@ -224,6 +225,33 @@ def _save(model: nn.Module, path: Path, epochs: int, seed: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def shared_cache(cache: Path) -> Iterator[nn.Module]:
+    """Use ``cache`` as ``$ZYNQNN_CACHE`` inside the block and yield the pretrained model.
+
+    Parallel processes (pytest-xdist workers) pointing at one folder train once: the first takes
+    a file lock, the others wait and load its weights. ``$ZYNQNN_CACHE`` and torch's quantized
+    engine are restored on exit.
+    """
+    from filelock import FileLock
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("ZYNQNN_CACHE")
+    engine = torch.backends.quantized.engine
+    os.environ["ZYNQNN_CACHE"] = str(cache)
+    try:
+        with FileLock(str(cache / "digits.lock")):
+            model = pretrained()
+        yield model
+    finally:
+        torch.backends.quantized.engine = engine
+        if old is None:
+            os.environ.pop("ZYNQNN_CACHE", None)
+        else:
+            os.environ["ZYNQNN_CACHE"] = old
 
 
 def pretrained(epochs: int = DEFAULT_EPOCHS, seed: int = 0, retrain: bool = False) -> DigitsCNN:
