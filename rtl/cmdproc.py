@@ -77,8 +77,10 @@ __all__ = ["CommandProcessor", "FETCH_BEATS", "QUEUE_DEPTH", "line_beats"]
 FETCH_BEATS = 32
 #: Commands each unit queue holds (besides the one its unit works on).
 QUEUE_DEPTH = 4
-#: Bursts the read port keeps in flight.
-READ_OUTSTANDING = 4
+#: Bursts the read port keeps in flight: 8 x 16 beats cover the board's ~100 cycles from
+#: address to data (zynqnn.compiler.perf.BOARD_LATENCY) at a beat per cycle; with 4 the
+#: reads would run at 16 / 29 of the port's rate. The cost is an 8-entry tag FIFO.
+READ_OUTSTANDING = 8
 #: Write bursts awaiting their response.
 WRITE_OUTSTANDING = 8
 

@@ -77,7 +77,7 @@ def build_dir(cfg, sim: str, build_root: Path | None = None) -> Path:
     from zynqnn.platform import TOP_NAME
     from zynqnn.sim.runner import default_build_root
 
-    root = default_build_root() / "system" if build_root is None else Path(build_root)
+    root = default_build_root() / "system" if build_root is None else Path(build_root).resolve()
     return root / "sim" / f"{TOP_NAME}-{cfg.config_id}-{sim}"
 
 
@@ -118,7 +118,7 @@ def _cycle_estimate(program) -> int:
 
 
 def _write_job(work: Path, program, data: np.ndarray, backpressure: float, seed: int,
-               fast: bool) -> None:
+               fast: bool, ddr_latency: int = 0) -> None:
     image = sorted((int(a), bytes(b)) for a, b in program.image.items())
     arrays = {"inputs": data}
     for i, (_, blob) in enumerate(image):
@@ -139,6 +139,7 @@ def _write_job(work: Path, program, data: np.ndarray, backpressure: float, seed:
         "backpressure": float(backpressure),
         "seed": int(seed),
         "fast": bool(fast),
+        "ddr_latency": int(ddr_latency),
     }
     (work / JOB_JSON).write_text(json.dumps(job, indent=1))
 
@@ -224,6 +225,7 @@ def run_program(
     seed: int = 1,
     fast: bool = False,
     all_outputs: bool = False,
+    ddr_latency: int = 0,
 ) -> tuple[list, list[int]]:
     """Run ``program`` (a :class:`zynqnn.compiler.Program`) on ``zynqnn_top`` in ``sim``
     (``"verilator"`` or ``"icarus"``) for every input of ``inputs`` ((C, H, W) integer codes, as
@@ -243,6 +245,8 @@ def run_program(
     (:class:`zynqnn.sim.tb_program.LeanDdr`, no wait states, so slightly fewer cycles) instead
     of cocotbext-axi's ``AxiRam``, without the AXI protocol checker and without back-pressure:
     on Verilator about twice as many images per second once the model itself is fast.
+    ``ddr_latency`` (fast only): cycles the lean memory adds before each burst's first read
+    beat and write response, to measure the accelerator behind a board-like DDR latency.
     The default runs the system tests' harness (:class:`zynqnn.sim.tb_soc.SocTb`: ``AxiRam``,
     the protocol checker, optional back-pressure).
 
@@ -261,6 +265,10 @@ def run_program(
         raise ValueError(f"backpressure {backpressure}: a probability in [0, 1)")
     if fast and backpressure:
         raise ValueError("fast=True has no back-pressure (its memory is always ready)")
+    if ddr_latency and not fast:
+        raise ValueError("ddr_latency needs fast=True (the lean memory model adds it)")
+    if not 0 <= int(ddr_latency) <= 10_000:
+        raise ValueError(f"ddr_latency {ddr_latency}: cycles in 0..10000")
     inputs = list(inputs)
     cfg = program.cfg
     data = _encode_inputs(program, inputs)
@@ -274,7 +282,7 @@ def run_program(
     with _locked(bdir.parent / f"{bdir.name}.lock"):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        _write_job(work, program, data, backpressure, seed, fast)
+        _write_job(work, program, data, backpressure, seed, fast, ddr_latency)
         try:
             _simulate(lambda: Top(cfg, Engine(cfg)), cfg, sim, root, work, progress, len(inputs))
         except (RuntimeError, SystemExit, subprocess.CalledProcessError) as e:

@@ -29,6 +29,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, First, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
@@ -57,12 +58,17 @@ class LeanDdr:
     to back in request order, one beat per cycle; one write response per burst, OKAY. An access
     outside the memory is recorded in :attr:`errors` (reads return zeros, writes are dropped).
     Handshakes are sampled right after the rising clock edge and outputs driven then, as
-    cocotbext-axi does. :meth:`write` / :meth:`read` give the CPU's view (the backend's DDR).
+    cocotbext-axi does. ``latency`` delays each burst's first read beat and write response by
+    that many cycles (several bursts wait at once, as at a real memory controller).
+    :meth:`write` / :meth:`read` give the CPU's view (the backend's DDR).
     """
 
-    def __init__(self, dut, prefix, clock, size):
+    def __init__(self, dut, prefix, clock, size, latency=0):
         self.mem = bytearray(size)
         self.clock = clock
+        # Extra cycles from a burst's address to its first read beat or to its write response
+        # (the board's DDR answers ~100 cycles late; zynqnn.compiler.perf.BOARD_LATENCY).
+        self.latency_ns = int(latency) * CLOCK_NS
         self.errors: list[str] = []
         sig = {n: getattr(dut, f"{prefix}_{n}") for n in (
             "arvalid", "arready", "araddr", "arlen", "arid", "rvalid", "rready", "rdata", "rlast",
@@ -137,9 +143,10 @@ class LeanDdr:
                 self._r_busy = False
             if b_was and s["bready"].value:
                 self._b_busy = False
+            now = get_sim_time("ns")
             if s["arvalid"].value:
                 self._reads.append([int(s["araddr"].value), int(s["arlen"].value) + 1,
-                                    int(s["arid"].value)])
+                                    int(s["arid"].value), now + self.latency_ns])
             if s["awvalid"].value:
                 self._aws.append([int(s["awaddr"].value), int(s["awlen"].value) + 1,
                                   int(s["awid"].value)])
@@ -156,18 +163,18 @@ class LeanDdr:
                     if (aw[1] == 0) != bool(last) and len(self.errors) < 100:
                         self.errors.append(f"write burst at {aw[0]:#x}: wlast does not match "
                                            f"awlen")
-                    self._bids.append(aw[2])
+                    self._bids.append((aw[2], now + self.latency_ns))
                     self._aws.popleft()
             # Outputs for the next edge.
             if not self._b_busy:
-                if self._bids:
-                    s["bid"].value = self._bids.popleft()
+                if self._bids and self._bids[0][1] <= now:
+                    s["bid"].value = self._bids.popleft()[0]
                     s["bvalid"].value = 1
                     self._b_busy = True
                 elif b_was:
                     s["bvalid"].value = 0
             if not self._r_busy:
-                if self._reads:
+                if self._reads and self._reads[0][3] <= now:
                     rd = self._reads[0]
                     addr = rd[0]
                     if self._beat_ok("read", addr):
@@ -190,14 +197,14 @@ class LeanDdr:
 class FastTb:
     """Clock, reset, CPU (AXI4-Lite master), :class:`LeanDdr` and driver."""
 
-    def __init__(self, dut, ddr_bytes):
+    def __init__(self, dut, ddr_bytes, ddr_latency=0):
         self.dut = dut
         self.cfg = config_from_env()
         cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
         dut.aresetn.value = 0
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
                                   reset_active_level=False)
-        self.ddr = LeanDdr(dut, "m_axi", dut.aclk, ddr_bytes)
+        self.ddr = LeanDdr(dut, "m_axi", dut.aclk, ddr_bytes, ddr_latency)
         self.backend = CocotbBackend(self.axil, self.ddr, dut.irq)
         self.drv = Driver(self.backend, self.cfg)
         self._started = False
@@ -317,7 +324,7 @@ async def run_program(dut):
     current = None
     try:
         if job["fast"]:
-            tb = FastTb(dut, job["ddr_bytes"])
+            tb = FastTb(dut, job["ddr_bytes"], job.get("ddr_latency", 0))
         else:
             tb = _CheckedTb(dut, job["seed"])
             tb.soc.checker.window = (0, job["ddr_bytes"])

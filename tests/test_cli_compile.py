@@ -114,11 +114,13 @@ def test_compile_onnx(env, capsys):
     import torch
 
     from zynqnn.zoo import digits
+    from zynqnn.zoo.ort import export_onnx, ort_quantize
 
     work, x = env
     model = digits.pretrained()
-    cli._export_onnx(model, torch.from_numpy(x[:1]), work / "digits.onnx")
-    qdq = cli._ort_quantize(work / "digits.onnx", x[:64], work / "digits_qdq.onnx")
+    export_onnx(model, torch.from_numpy(x[:1]), work / "digits.onnx")
+    qdq = ort_quantize(work / "digits.onnx", [x[i:i + 1] for i in range(64)],
+                       work / "digits_qdq.onnx")
     fails(capsys, "compile", work / "digits.onnx", "-o", work / "f.zqp",
           match=r"digits.onnx: a float ONNX model; quantize it first")
     fails(capsys, "compile", qdq, "-o", work / "f.zqp", "--engine", "tflite",

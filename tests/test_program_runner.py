@@ -15,7 +15,7 @@ from zynqnn import isa
 from zynqnn.compiler import compile_network
 from zynqnn.compiler.testing import codes
 from zynqnn.config import get_config
-from zynqnn.sim.program_runner import ProgramRunError, run_program
+from zynqnn.sim.program_runner import ProgramRunError, build_dir, run_program
 from zynqnn.sim.runner import SIMULATORS, default_build_root
 from zynqnn.sim.tb_system import small_network
 
@@ -77,6 +77,28 @@ def test_backpressure():
         assert np.array_equal(y, prog.run_golden(x)), f"input {i}"
 
 
+def test_ddr_latency_and_the_performance_model():
+    """A residual network on the pynq_z2 build, its DDR answering 0 and 100 cycles late (the
+    board's figure, zynqnn.compiler.perf.BOARD_LATENCY): outputs equal run_golden, and the
+    performance model's DMA (outstanding bursts hiding the latency) predicts the busy cycles
+    within 5 % at both latencies."""
+    from zynqnn.compiler.perf import DmaModel
+    from zynqnn.compiler.testing import resnet_block
+
+    rng = np.random.default_rng(0)
+    net = resnet_block(rng, channels=32, size=16)
+    prog = compile_network(net, get_config("pynq_z2"))
+    x = codes(np.random.default_rng(1), net.input)
+    seen = {}
+    for latency in (0, 100):
+        outputs, cycles = _run(prog, [x], "verilator", fast=True, ddr_latency=latency)
+        assert np.array_equal(outputs[0], prog.run_golden(x))
+        model = prog.perf(DmaModel.simulation(latency)).cycles
+        assert abs(model - cycles[0]) / cycles[0] < 0.05, (latency, model, cycles[0])
+        seen[latency] = cycles[0]
+    assert seen[100] > seen[0] + 100, seen
+
+
 def test_accelerator_error_names_input_and_cause():
     """A corrupted command (unknown opcode) surfaces as ProgramRunError with the input index
     and the error cause."""
@@ -103,7 +125,11 @@ def test_bad_inputs_rejected_before_simulating():
         _run(prog, xs, "questa")
     with pytest.raises(ValueError, match="no back-pressure"):
         _run(prog, xs, "verilator", fast=True, backpressure=0.2)
+    with pytest.raises(ValueError, match="ddr_latency needs fast=True"):
+        _run(prog, xs, "verilator", ddr_latency=50)
     assert _run(prog, [], "verilator") == ([], [])
+    # A relative build root still names one place once the simulator runs elsewhere.
+    assert build_dir(prog.cfg, "verilator", "build/x").is_absolute()
 
 
 def test_run_writing_into_the_image_is_an_error():

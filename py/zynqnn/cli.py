@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +105,7 @@ def _prepare_zoo(args) -> tuple[Any, Any, str]:
     from . import zoo
     from .analysis import attach_float_weights
     from .frontend import from_onnx, from_torch, quantize
+    from .zoo.ort import export_onnx, ort_quantize
     from .zoo.quant import quiet_torch_ao
 
     name = args.model
@@ -125,51 +125,15 @@ def _prepare_zoo(args) -> tuple[Any, Any, str]:
     elif args.engine == "onnxruntime":
         with tempfile.TemporaryDirectory() as tmp:
             float_path = Path(tmp) / f"{name}.onnx"
-            _export_onnx(model, x[:1], float_path)
-            qpath = _ort_quantize(float_path, calib.numpy(), Path(tmp) / f"{name}_qdq.onnx")
+            export_onnx(model, x[:1], float_path)
+            c = calib.numpy()
+            qpath = ort_quantize(float_path, [c[i:i + 1] for i in range(len(c))],
+                                 Path(tmp) / f"{name}_qdq.onnx")
             graph = from_onnx(qpath)
             attach_float_weights(graph, float_path)
     else:
         graph = quantize(model, calib, example_input=x, scheme=args.engine)
     return graph, x.numpy(), f"{name}-{args.engine}"
-
-
-def _export_onnx(model, x, path: Path) -> None:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"],
-                          opset_version=17)
-
-
-def _ort_quantize(float_path: Path, calib, out: Path, batch: int = 1) -> Path:
-    import logging
-
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    m = onnx.load(str(float_path))
-    inits = {i.name for i in m.graph.initializer}
-    name = next(i.name for i in m.graph.input if i.name not in inits)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: calib[i: i + batch]} for i in range(0, len(calib), batch)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    logging.getLogger().setLevel(logging.ERROR)
-    quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return out
 
 
 _QUANT_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "DequantizeLinear"}
@@ -182,6 +146,7 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
     from .analysis import attach_float_weights
     from .frontend import from_onnx
     from .frontend.onnx_import import load_onnx
+    from .zoo.ort import ort_quantize
 
     path = Path(args.model)
     m, label = load_onnx(path)
@@ -218,7 +183,9 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
             d.dim_value = v
         fpath = Path(tmp) / "float.onnx"
         onnx.save(fixed, str(fpath))
-        qpath = _ort_quantize(fpath, calib, Path(tmp) / "qdq.onnx", shape[0])
+        n = shape[0]
+        qpath = ort_quantize(fpath, [calib[i:i + n] for i in range(0, len(calib), n)],
+                             Path(tmp) / "qdq.onnx")
         graph = from_onnx(qpath)
         attach_float_weights(graph, fpath)
     return graph, x, f"{path.stem}-onnxruntime"

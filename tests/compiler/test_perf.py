@@ -54,3 +54,26 @@ def test_network_report_bounds_and_overlap():
         "c1"]["utilization"] <= 1.0
     t = fast["total"]
     assert t["cycles"] < t["mac"] + t["post"] + t["load"] + t["store"]  # units overlap
+
+
+def test_dma_model_outstanding_bursts_hide_latency():
+    """A transfer pays its first burst's latency once while enough bursts are in flight to
+    cover it, and becomes latency-bound (reads: READ_OUTSTANDING bursts per latency) beyond."""
+    from zynqnn.compiler.perf import MAX_BURST, READ_OUTSTANDING, WRITE_OUTSTANDING
+
+    beat = PYNQ.axi_data_bits // 8
+    line = MAX_BURST * beat  # one full burst per line
+    full = PYNQ.replace(clock_mhz=150.0)
+    rate = beat * 150.0 / 1e3  # GB/s of a beat per cycle
+    free = DmaModel(ddr_gbps=rate, latency=0).cycles(full, line, 64)
+    assert free == 64 * MAX_BURST
+    hidden = READ_OUTSTANDING * MAX_BURST - MAX_BURST  # the most latency 8 bursts cover
+    assert DmaModel(ddr_gbps=rate, latency=hidden).cycles(full, line, 64) == free + hidden
+    slow = 4 * hidden
+    per_burst = (slow + MAX_BURST) / READ_OUTSTANDING
+    assert DmaModel(ddr_gbps=rate, latency=slow).cycles(full, line, 64) == int(
+        slow + 64 * per_burst + 0.5)
+    assert DmaModel(ddr_gbps=rate, latency=slow).cycles(full, line, 64, write=True) == int(
+        slow + 64 * max(MAX_BURST, (slow + MAX_BURST) / WRITE_OUTSTANDING) + 0.5)
+    # Half the bandwidth: the data takes twice as long; the latency is hidden all the same.
+    assert DmaModel(ddr_gbps=rate / 2, latency=hidden).cycles(full, line, 64) == 2 * free + hidden

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from zynqnn import zoo
+from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session  # noqa: F401 (the tests' helpers)
 from zynqnn.zoo.quant import quiet_torch_ao
 
 #: (zoo name, test input size) of the models the issue's "done when" names.
@@ -77,49 +74,6 @@ def quantize_fx(name: str, engine: str, backend: str = "zynqnn"):
         q = zoo.quantize_fx(model, x, engine=engine, calibration=calib, backend=backend,
                             qconfig_mapping=qconfig_mapping(engine))
     return model, q, x
-
-
-def export_onnx(model, x, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"],
-                          output_names=[f"y{i}" for i in range(len(outputs(model(x))))],
-                          opset_version=17)
-    return path
-
-
-def ort_quantize(float_path: Path, calib: list[np.ndarray], out: Path, *, fmt: str = "qdq",
-                 per_channel: bool = True) -> Path:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": c} for c in calib])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    import logging
-
-    logging.getLogger().setLevel(logging.ERROR)
-    quantize_static(str(float_path), str(out), Reader(),
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    per_channel=per_channel, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return out
-
-
-def ort_session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def has_avx512_vnni() -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from frontend_helpers import SIZES, count, export_onnx, inputs, ort_session
+from frontend_helpers import SIZES, count, export_onnx, inputs, ort_quantize, ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 import zynqnn
@@ -25,13 +25,6 @@ def _quantized(tmp_path_factory, name: str, fmt: str = "qdq", per_channel: bool 
     key = (name, fmt, per_channel)
     if key in _CACHE:
         return _CACHE[key]
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     if name not in _CACHE:  # one float export per model and worker
         d = tmp_path_factory.mktemp(f"onnx-{name}")
         model = zoo.get(name, pretrained=name == "digits_cnn")
@@ -39,19 +32,8 @@ def _quantized(tmp_path_factory, name: str, fmt: str = "qdq", per_channel: bool 
         _CACHE[name] = (d, export_onnx(model, x, d / f"{name}.onnx"), x)
     d, fpath, x = _CACHE[name]
     calib = [x.numpy()] + [t.numpy() for t in inputs(name)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": c} for c in calib])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = d / f"{name}-{fmt}-{'pc' if per_channel else 'pt'}.onnx"
-    quantize_static(str(fpath), str(out), Reader(),
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    per_channel=per_channel, reduce_range=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    out = ort_quantize(fpath, calib, d / f"{name}-{fmt}-{'pc' if per_channel else 'pt'}.onnx",
+                       fmt=fmt, per_channel=per_channel, reduce_range=True)
     _CACHE[key] = (out, fpath)
     return _CACHE[key]
 

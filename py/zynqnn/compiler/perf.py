@@ -12,8 +12,9 @@ double-buffering overlap comes out of the program itself. Per command:
   overlaps the next command's MAC stage (two accumulator banks).
 * **ELTWISE** (residual add): waits until the post stage is idle, then ``ELT_LATENCY +
   pixels x C / requant_lanes`` cycles with the engine to itself.
-* **DMA**: ``bytes / min(beat, DDR bandwidth / clock)`` plus a fixed latency per burst (bursts of
-  at most 16 beats per line).
+* **DMA** (:class:`DmaModel`): ``bytes / min(beat, DDR bandwidth / clock)``, the first burst's
+  latency, and more latency when too few bursts are in flight to hide it (bursts of at most
+  16 beats per line).
 
 The same simulation checks the program: it fails on a deadlock (flags that are never
 satisfied), on a command that would read a bank holding other data than in program order, and
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from zynqnn import isa
 from zynqnn.config import HwConfig
 from zynqnn.machine import PARAM_WORD_BITS
+from zynqnn.rtl import cmdproc as _cmdproc
 from zynqnn.rtl import compute as _compute
 from zynqnn.rtl import dma as _dma
 
@@ -44,28 +46,58 @@ ELT_LATENCY = 46
 #: Beats per DMA burst and compute commands the engine holds at once: the RTL's numbers.
 MAX_BURST = _dma.MAX_BURST
 OUTSTANDING = _compute.COMPUTE_OUTSTANDING
+READ_OUTSTANDING = _cmdproc.READ_OUTSTANDING
+WRITE_OUTSTANDING = _cmdproc.WRITE_OUTSTANDING
+#: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
+#: fitted to the RTL in tests/compiler/test_perf.py.
+TRANSFER_OVERHEAD = 0
 
 
 class ProtocolError(RuntimeError):
     """The command stream deadlocks or races on a buffer bank or on DDR."""
 
 
+#: Cycles from a read burst's address to its first data beat on the board at 150 MHz:
+#: PLATFORM.md's figure of ~155 MiB/s with one 128-byte burst in flight is ~118 cycles per
+#: burst, 16 of them the data beats.
+BOARD_LATENCY = 100
+#: The same in the RTL simulations' DDR (``zynqnn.sim.tb_program.LeanDdr`` with no added
+#: latency answers an address on the next edge).
+SIM_LATENCY = 2
+
+
 @dataclass
 class DmaModel:
-    """DDR bandwidth seen by the accelerator (GB/s) and cycles of latency per burst.
-    ``enabled=False`` makes transfers free (data preloaded: the compute-only figure)."""
+    """DDR as the accelerator's DMA sees it: bandwidth (GB/s at the config's clock), cycles of
+    latency per burst, and the RTL's outstanding bursts (reads :data:`READ_OUTSTANDING`,
+    writes :data:`WRITE_OUTSTANDING`), which hide that latency once enough are in flight.
+    ``enabled=False`` makes transfers free (data preloaded: the compute-only figure).
+
+    A transfer of ``b`` bursts of ``d`` cycles of data each takes
+    ``overhead + latency + b x max(d, (latency + d) / outstanding)`` cycles: the first burst's
+    latency is always paid; after it the bus is busy unless too few bursts are in flight."""
 
     ddr_gbps: float = 1.2
-    burst_latency: int = 30
+    latency: int = BOARD_LATENCY
     enabled: bool = True
+    overhead: int = 0  # cycles per transfer besides the bursts (command checks, burst generator)
 
-    def cycles(self, cfg: HwConfig, line_bytes: int, lines: int) -> int:
+    @classmethod
+    def simulation(cls, latency: int = 0) -> DmaModel:
+        """The RTL simulations' DDR: a beat per cycle, ``latency`` cycles added to
+        :data:`SIM_LATENCY` (the program runner's ``ddr_latency``)."""
+        return cls(ddr_gbps=1e9, latency=SIM_LATENCY + latency, overhead=TRANSFER_OVERHEAD)
+
+    def cycles(self, cfg: HwConfig, line_bytes: int, lines: int, write: bool = False) -> int:
         if not self.enabled or lines * line_bytes == 0:
             return 0
         beat = cfg.axi_data_bits // 8
         bpc = min(beat, self.ddr_gbps * 1e3 / cfg.clock_mhz)
         bursts = lines * -(-line_bytes // (MAX_BURST * beat))
-        return int(bursts * self.burst_latency + lines * line_bytes / bpc + 0.5)
+        data = lines * line_bytes / bpc
+        per_burst = max(data / bursts, (self.latency + data / bursts) /
+                        (WRITE_OUTSTANDING if write else READ_OUTSTANDING))
+        return int(self.overhead + self.latency + bursts * per_burst + 0.5)
 
 
 def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
@@ -192,7 +224,7 @@ def simulate(cfg: HwConfig, commands: bytes, labels=None, dma: DmaModel | None =
                     raise ProtocolError(f"command {i}: STORE drains OBUF bank {c.bank} holding "
                                         f"the result of command {cur.get(flag)}, not {want[i]}")
                 nbytes = int(c.line_words) * word_bytes[isa.Buffer(int(c.buffer))]
-                d = dma.cycles(cfg, nbytes, int(c.lines))
+                d = dma.cycles(cfg, nbytes, int(c.lines), kind == isa.Opcode.STORE)
                 busy[kind] = True
                 pos[kind] += 1
                 spans[i] = (t, t + d)
