@@ -69,8 +69,9 @@ def prepare(name: str, scheme: str, size: int, seed: int = 0):
         return graph, x.numpy(), ref
     with tempfile.TemporaryDirectory() as tmp:
         fpath = export_onnx(model.eval(), x, Path(tmp) / f"{name}.onnx")
-        qpath = ort_quantize(fpath, [c.numpy() for c in calib], Path(tmp) / "qdq.onnx",
-                             reduce_range=True)
+        # The export has the example's batch of 1: calibrate image by image.
+        qpath = ort_quantize(fpath, [c[i:i + 1].numpy() for c in calib for i in range(len(c))],
+                             Path(tmp) / "qdq.onnx", reduce_range=True)
         graph = zynqnn.from_onnx(qpath)
         ref = _outputs(ort_session(qpath).run(None, {"x": x.numpy()}))
     return graph, x.numpy(), ref
