@@ -91,6 +91,26 @@ def tiny_graph(seed=0) -> Graph:
 # running
 
 
+def test_first_conv_windows_gathered_on_the_host(tmp_path):
+    """tiny_graph's first conv (3x3 over 4 channels) on pynq_z2: 36 gathered channels fill 3
+    blocks of 16 instead of 9 passes over one, so the host gathers the windows and the layer
+    is a 1x1 convolution; the results equal the graph's, also after a save/load round trip.
+    On tiny (R = 4) it would save nothing (9 blocks either way) and is left alone."""
+    g = tiny_graph(5)
+    model = zynqnn.compile(g, "pynq_z2")
+    assert model.boundary.input_patches == [3, 1, 1, 1, 1, 1]
+    net = model.program.net
+    assert net.input.shape == (36, 8, 8) and net.layers[0].weights.shape[1:] == (36, 1, 1)
+    x = np.random.default_rng(6).normal(size=(3, 4, 8, 8)).astype(np.float32)
+    assert np.array_equal(model.run(x), g.run(x))
+    again = load(model.save(tmp_path / "p.zqp"))
+    assert again.boundary.input_patches == [3, 1, 1, 1, 1, 1]
+    assert np.array_equal(again.run(x), g.run(x))
+    small = zynqnn.compile(g, get_config("tiny"))
+    assert small.boundary.input_patches is None and small.program.net.input.shape == (4, 8, 8)
+    assert np.array_equal(small.run(x), g.run(x))
+
+
 def test_run_equals_the_graph(digits):
     g, model, x = digits
     y = model.run(x[:32])
@@ -150,7 +170,7 @@ def test_save_and_load(digits, tmp_path):
     with zipfile.ZipFile(path) as z:
         header = json.loads(z.read("zynqnn-program.json"))
         assert not any(n.endswith(".pkl") for n in z.namelist())
-    assert header["format"] == "zynqnn-program" and header["version"] == 2
+    assert header["format"] == "zynqnn-program" and header["version"] == 3
     assert header["config_id"] == model.config_id and header["config_name"] == "pynq_z2"
     assert len(header["sha256"]) == 64
 
@@ -189,8 +209,8 @@ def _bad_files(src, tmp):
         "random.zqp": r"not a zynqnn program \(not a zip archive, or truncated\)",
         "truncated.zqp": r"not a zynqnn program \(not a zip archive, or truncated\)",
         "crc.zqp": r"damaged \(a member fails its CRC or is truncated\)",
-        _rewrite(src, tmp / "v3.zqp", edit_header=lambda h: h.update(version=3)).name:
-            r"program format version 3; this zynqnn reads versions 1, 2",
+        _rewrite(src, tmp / "v4.zqp", edit_header=lambda h: h.update(version=4)).name:
+            r"program format version 4; this zynqnn reads versions 1, 2, 3",
         _rewrite(src, tmp / "fmt.zqp", edit_header=lambda h: h.update(format="other")).name:
             r"not a zynqnn program \(wrong format name\)",
         _rewrite(src, tmp / "nohead.zqp", drop=("zynqnn-program.json",)).name:
@@ -267,7 +287,7 @@ def test_relocated_program_runs_at_another_base(digits):
         m.write(base + addr, data)
     cmds = relocate(prog.commands, base)
     m.write(base + prog.cmd_addr, cmds)
-    codes = g.quantize_input(x[:1])[0]
+    codes = model.boundary.to_network(g.quantize_input(x[:1]))[0]
     from zynqnn.compiler.layout import act_bytes, act_codes
 
     m.write(base + prog.tensor_addr(prog.net.input), act_bytes(prog.cfg, codes, 0))
@@ -275,7 +295,7 @@ def test_relocated_program_runs_at_another_base(digits):
     out = prog.net.output
     raw = m.read(base + prog.tensor_addr(out), 16)
     assert np.array_equal(act_codes(prog.cfg, raw, out.shape, out.signed).reshape(10),
-                          g.run_int(codes[None])[0])
+                          g.run_int(g.quantize_input(x[:1]))[0])
     # unrelocated, the commands leave the window: the machine reports the hardware's error
     m2 = Machine(prog.cfg, ddr_bytes=prog.ddr_bytes, ddr_base=base)
     m2.write(base, prog.commands)
@@ -370,7 +390,8 @@ def test_simulation_backend_calls_the_program_runner(digits, monkeypatch):
     monkeypatch.setattr(zynqnn.sim, "program_runner", fake, raising=False)
     y = model.run(x[:2], backend="icarus", backpressure=0.2)
     assert np.array_equal(y, g.run(x[:2])) and model.last_cycles == [100, 101]
-    assert calls == [(model.program, [(1, 8, 8)] * 2, "icarus", {"backpressure": 0.2})]
+    # the samples are the network's input: the first conv's 3x3 windows gathered (9 channels)
+    assert calls == [(model.program, [(9, 8, 8)] * 2, "icarus", {"backpressure": 0.2})]
 
 
 def test_simulation_backend_missing(digits, monkeypatch):

@@ -28,7 +28,10 @@ version, config id and name, the SHA-256 of the payload) and the payload: ``prog
 per DDR image segment (commands, constants). No pickle: loading runs no code from the file.
 Format version 2 lists every output (``program.json`` ``outputs``: name, shape, zero point,
 signedness, address of each; the boundary's ``outputs``); version 1 (one ``output``, written
-before networks could have several) is still read.
+before networks could have several) is still read. Version 3 adds the boundary's
+``input_patches`` (the host gathers the first convolution's windows, see
+:meth:`~zynqnn.compiler.lower.BoundaryInfo.to_network`); a reader of version 2 would feed such a
+program the wrong input, so version 3 files are refused there.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ __all__ = [
 
 #: Format name and version of the program file (the version written; READ_VERSIONS are read).
 FORMAT = "zynqnn-program"
-VERSION = 2
-READ_VERSIONS = (1, 2)
+VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 HEADER = "zynqnn-program.json"
 BACKENDS = ("golden", "verilator", "icarus", "pynq")
 
@@ -264,6 +267,7 @@ class CompiledModel:
         """Checked input codes -> a list of ``(N, *shape)`` int64 code arrays, one per output."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        c = self.boundary.to_network(c)
         samples = [s.reshape(self.program.net.input.shape) for s in c]
         if backend == "golden":
             if options:

@@ -45,6 +45,7 @@ def check(g, cfg="pynq_z2", samples=4, golden=1, seed=0, codes=None, ref=True):
     if codes is None:
         codes = rng.integers(q.qmin, q.qmax + 1, size=(samples,) + tuple(q.shape[1:]))
     want = g.run_int(codes)
+    codes = b.to_network(np.asarray(codes, dtype=np.int64))  # the network's input codes
     if ref:
         got = np.stack([run_reference(net, c, cfg.operand_bits).reshape(b.output_shape)
                         for c in codes])
@@ -227,7 +228,7 @@ def test_digits(digits_graphs, engine):
     # the float boundary: quantize + lowered network + dequantize == graph.run
     want = g.run(x[:20])
     got = b.dequantize(np.stack([run_reference(net, c).reshape(10) for c in
-                                 b.quantize(x[:20])]))
+                                 b.to_network(b.quantize(x[:20]))]))
     assert got.dtype == np.float32 and np.array_equal(got, want)
     b2 = BoundaryInfo.from_dict(b.to_dict())
     assert b2 == b

@@ -81,7 +81,7 @@ def _compare_lowered(g, cfg="pynq_z2", samples=3):
     want = g.run_int(codes)
     assert isinstance(want, tuple) and len(want) == len(g.outputs) == len(net.outputs)
     n = 0
-    for i, c in enumerate(codes):
+    for i, c in enumerate(bd.to_network(codes)):
         ref = run_reference(net, c, prog.cfg.operand_bits, all_outputs=True)
         gold = prog.run_golden_all(c)
         assert isinstance(ref, list) and isinstance(gold, list)
@@ -175,7 +175,7 @@ def test_save_and_load_two_outputs(tmp_path):
     with zipfile.ZipFile(path) as z:
         header = json.loads(z.read("zynqnn-program.json"))
         doc = json.loads(z.read("program.json"))
-    assert header["version"] == 2 and len(doc["outputs"]) == 2 and "output" not in doc
+    assert header["version"] == 3 and len(doc["outputs"]) == 2 and "output" not in doc
     for t, t2 in zip(model.program.net.outputs, m2.program.net.outputs, strict=True):
         assert t.name == t2.name and t.shape == t2.shape
         assert m2.program.tensor_addr(t2) == model.program.tensor_addr(t)

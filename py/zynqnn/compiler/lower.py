@@ -1,11 +1,12 @@
 """IR graph -> hardware layers: the adapter between :mod:`zynqnn.ir` and the compiler.
 
 :func:`lower_graph` maps a validated quantized graph onto the compiler's hardware layers
-(:mod:`zynqnn.compiler.layers`) so that ``run_reference(net, codes)`` equals the graph's integer
-execution (``graph.run_int``) value for value, and returns the graph's float boundary (the
-quantize of the input, the dequantize of each output) as a :class:`BoundaryInfo`, so that
-``boundary.dequantize(net(boundary.quantize(x)))`` equals ``graph.run(x)``. A graph may have
-several outputs: ``net.outputs`` and ``boundary.outputs`` list them in graph order.
+(:mod:`zynqnn.compiler.layers`) so that ``run_reference(net, boundary.to_network(codes))`` equals
+the graph's integer execution (``graph.run_int(codes)``) value for value, and returns the graph's
+float boundary (the quantize of the input, the host's window gathering for the first
+convolution, the dequantize of each output) as a :class:`BoundaryInfo`, so that
+``boundary.dequantize(net(boundary.to_network(boundary.quantize(x))))`` equals ``graph.run(x)``.
+A graph may have several outputs: ``net.outputs`` and ``boundary.outputs`` list them in graph order.
 
 =========================  =====================================================================
 IR op                      hardware
@@ -156,6 +157,9 @@ class BoundaryInfo:
     output_zero_point: int
     output_flavour: str | None
     outputs: list = dataclasses.field(default_factory=list)
+    #: ``[k, stride, top, bottom, left, right]`` when the host gathers the first convolution's
+    #: windows (:meth:`to_network`), else ``None``.
+    input_patches: list | None = None
 
     def __post_init__(self):
         self.output_shape = tuple(self.output_shape)
@@ -210,6 +214,25 @@ class BoundaryInfo:
             raise ValueError(f"input {self.input_name!r} holds codes outside "
                              f"{self.input_qmin}..{self.input_qmax}")
         return c
+
+    def to_network(self, codes: np.ndarray) -> np.ndarray:
+        """Checked graph input codes ``(N, C, H, W)`` -> the network's input codes: the codes
+        themselves, or with ``input_patches`` the ``k x k`` window of every output pixel of the
+        first convolution (input padded with its zero point) as ``k * k * C`` channels,
+        tap-major (channel ``(ky * k + kx) * C + c``): that convolution runs as a 1x1."""
+        if not self.input_patches:
+            return codes
+        k, s, t, b, left, r = (int(v) for v in self.input_patches)
+        n, c, h, w = codes.shape
+        p = np.pad(codes, ((0, 0), (0, 0), (t, b), (left, r)),
+                   constant_values=self.input_zero_point)
+        oh, ow = (h + t + b - k) // s + 1, (w + left + r - k) // s + 1
+        out = np.empty((n, k * k * c, oh, ow), dtype=codes.dtype)
+        for ky in range(k):
+            for kx in range(k):
+                i = (ky * k + kx) * c
+                out[:, i:i + c] = p[:, :, ky:ky + s * (oh - 1) + 1:s, kx:kx + s * (ow - 1) + 1:s]
+        return out
 
     def dequantize(self, codes) -> np.ndarray:
         """Codes ``(N, *output_shape)`` of the first output -> float32 (the graph's own
@@ -367,6 +390,7 @@ class _Lowering:
         self.names: dict[int, list[str]] = {}       # id(hw tensor) -> IR names that are it
         self.in_concat: dict[int, str] = {}         # id(hw tensor) -> the concat it feeds
         self.net_input: Tensor | None = None
+        self.net_input_name: str | None = None
         self.boundary: dict = {}
 
     # -- tensors -----------------------------------------------------------------------------
@@ -466,6 +490,7 @@ class _Lowering:
         out = self.g.tensors[node.outputs[0]]
         hw = self.hw_tensor(node, node.outputs[0])
         self.net_input = hw
+        self.net_input_name = node.outputs[0]
         self.range[id(hw)] = (out.qmin, out.qmax)
         self.bind(node.outputs[0], hw)
         self.boundary.update(
@@ -565,8 +590,38 @@ class _Lowering:
         wq = self.weights(node, w)
         if groups != 1 and node.flavour == "torch-fbgemm":
             self._check_fbgemm_depthwise(node, v, wq)
+        if self._patches_on_host(node, v, wq, sh, pads, groups):
+            return
         self._conv_layer(node, v, wq, sh, pads, self.requant(node),
                          self.hw_tensor(node, node.outputs[0]), groups=groups)
+
+    def _patches_on_host(self, node, v, wq, stride, pads, groups) -> bool:
+        """The first convolution over few input channels (an RGB stem uses 3 of the array's R
+        rows): when it alone reads the graph input, the host gathers each output pixel's window
+        into channels (:meth:`BoundaryInfo.to_network`) and the layer runs as a 1x1 convolution,
+        ``ceil(k*k*C / R)`` passes per output block instead of ``k*k * ceil(C / R)``. Integer
+        sums are order-free and the padding holds the zero point either way, so the result is
+        the same. Returns whether it did."""
+        x, R = v.hw, self.cfg.rows
+        _, c, kh, kw = wq.shape
+        if (x is not self.net_input or node.inputs[0] != self.net_input_name or groups != 1
+                or v.pad is not None or v.shape != x.shape or kh != kw or kh == 1
+                or node.inputs[0] in self.g.outputs
+                or sum(node.inputs[0] in n.inputs for n in self.g.nodes) != 1
+                or -(-kh * kw * c // R) >= kh * kw * -(-c // R)):
+            return False
+        k = kh
+        t, b, left, r = pads
+        oh = (x.height + t + b - k) // stride + 1
+        ow = (x.width + left + r - k) // stride + 1
+        patches = Tensor(x.name, k * k * c, oh, ow, x.zero_point, x.signed)
+        self.net_input = patches
+        self.range[id(patches)] = self.range[id(x)]
+        self.boundary["input_patches"] = [k, stride, t, b, left, r]
+        w = wq.transpose(0, 2, 3, 1).reshape(wq.shape[0], k * k * c, 1, 1)
+        self._conv_layer(node, _Val(patches, patches.shape), w, 1, (0, 0, 0, 0),
+                         self.requant(node), self.hw_tensor(node, node.outputs[0]))
+        return True
 
     def _check_fbgemm_depthwise(self, node, v, wq):
         """fbgemm's depthwise kernel adds the products of taps 2m and 2m+1 (raw codes) in
