@@ -28,6 +28,9 @@ LAYERS = [
     ("conv1x1 c64 28x28", dict(k=1, stride=1, pad=0, cin=64, h=28, w=28)),
     ("conv1x1 c16 28x28", dict(k=1, stride=1, pad=0, cin=16, h=28, w=28)),
     ("stem7x7 s2 c3 32x32", dict(k=7, stride=2, pad=3, cin=3, h=32, w=32)),
+    # depthwise as the compiler runs it today: diagonal weight tiles, one block per command
+    ("dw3x3 c16/cmd 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
+    ("dw3x3 s2 c16/cmd 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
 ]
 
 

@@ -28,7 +28,8 @@ async def bench_layers(dut):
     cocotb.start_soon(tb.monitor())
     results = []
     for i, s in enumerate(json.loads(spec)):
-        layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"])
+        layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
+                      depthwise=s.get("depthwise", False))
         await load(tb, layer)
         # One command per block of output channels, back to back as the compiler emits them,
         # so each one's post-processing overlaps the next one's MAC stage.
@@ -40,7 +41,9 @@ async def bench_layers(dut):
         for bank in range(min(repeat, 2)):
             got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
             assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
-        macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * s["cin"] * cfg.cols
+        # useful MACs: a depthwise output channel reads one input channel, not cin
+        per_out = 1 if s.get("depthwise") else s["cin"]
+        macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * per_out * cfg.cols
         results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
                         "macs": int(macs)})
     with open(os.environ["TB_REPORT"], "w") as f:

@@ -62,8 +62,10 @@ def act_words(cfg, post: PostProcLayer):
 class Layer:
     """A random conv layer of one output-channel block, with its golden output."""
 
-    def __init__(self, cfg, rng, k, stride, pad, cin, h, w, signed_in=False):
+    def __init__(self, cfg, rng, k, stride, pad, cin, h, w, signed_in=False, depthwise=False):
         R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
+        if depthwise and cin != C:
+            raise ValueError(f"a depthwise block has cin = cols = {C} channels, not {cin}")
         self.cfg_rows = R
         self.k, self.stride, self.pad, self.h, self.w = k, stride, pad, h, w
         self.cb = -(-cin // R)
@@ -73,6 +75,8 @@ class Layer:
         self.x = rng.integers(lo, hi + 1, size=(cin, h, w))
         wl = 2 ** (B - 1) - 1
         self.wt = rng.integers(-wl, wl + 1, size=(C, cin, k, k))
+        if depthwise:  # the compiler's diagonal tile: output channel c reads input channel c
+            self.wt *= np.eye(C, dtype=self.wt.dtype)[:, :, None, None]
         acc = conv_acc(self.x - self.zp_in, self.wt, stride, pad)
         self.oh, self.ow = acc.shape[1:]
         self.post, self.act, q = random_post(cfg, rng, acc.reshape(C, -1))
