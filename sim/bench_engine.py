@@ -11,9 +11,10 @@ import cocotb
 import numpy as np
 from cocotb.utils import get_sim_time
 
+from zynqnn import isa
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
-from zynqnn.sim.tb_engine import EngineTB, Layer, load
+from zynqnn.sim.tb_engine import BypassLayer, EngineTB, Layer, load
 
 
 @cocotb.test()
@@ -28,8 +29,12 @@ async def bench_layers(dut):
     cocotb.start_soon(tb.monitor())
     results = []
     for i, s in enumerate(json.loads(spec)):
-        layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
-                      depthwise=s.get("depthwise", False))
+        if s.get("maxpool"):  # one channel block, no MACs: cycles per output pixel matter
+            layer = BypassLayer(cfg, rng, isa.Mode.MAXPOOL, s["k"], s["stride"], s["pad"],
+                                s["h"], s["w"])
+        else:
+            layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
+                          depthwise=s.get("depthwise", False))
         await load(tb, layer)
         # One command per block of output channels, back to back as the compiler emits them,
         # so each one's post-processing overlaps the next one's MAC stage.
@@ -42,7 +47,7 @@ async def bench_layers(dut):
             got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
             assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
         # useful MACs: a depthwise output channel reads one input channel, not cin
-        per_out = 1 if s.get("depthwise") else s["cin"]
+        per_out = 0 if s.get("maxpool") else 1 if s.get("depthwise") else s["cin"]
         macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * per_out * cfg.cols
         results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
                         "macs": int(macs)})
