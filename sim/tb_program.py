@@ -21,23 +21,20 @@ Two harnesses:
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections import deque
 from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, First, RisingEdge
-from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from zynqnn import isa
 from zynqnn.driver import AcceleratorError, AcceleratorTimeout, DeviceBuffer, Driver
 from zynqnn.regs import watchdog_default_cycles
 from zynqnn.sim.backend import BusError, CocotbBackend
-from zynqnn.sim.clocking import CLOCK_NS
+from zynqnn.sim.clocking import CLOCK_NS, quiet_bus_logs, reset_top, start_top
 from zynqnn.sim.program_runner import (
     ENV_DIR,
     ERROR_JSON,
@@ -200,23 +197,15 @@ class FastTb:
     def __init__(self, dut, ddr_bytes, ddr_latency=0):
         self.dut = dut
         self.cfg = config_from_env()
-        cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
-        dut.aresetn.value = 0
-        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
-                                  reset_active_level=False)
+        self.axil = start_top(dut)
         self.ddr = LeanDdr(dut, "m_axi", dut.aclk, ddr_bytes, ddr_latency)
         self.backend = CocotbBackend(self.axil, self.ddr, dut.irq)
         self.drv = Driver(self.backend, self.cfg)
         self._started = False
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith("cocotb.zynqnn_top.s_axi"):
-                logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_bus_logs("cocotb.zynqnn_top.s_axi")
 
     async def reset(self):
-        self.dut.aresetn.value = 0
-        await ClockCycles(self.dut.aclk, 5)
-        self.dut.aresetn.value = 1
-        await ClockCycles(self.dut.aclk, 2)
+        await reset_top(self.dut)
         if not self._started:
             self._started = True
             self.ddr.start()

@@ -11,16 +11,13 @@ Knobs (environment): ``TB_CORRUPT_RUNS`` (randomized corrupted programs, default
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from itertools import repeat
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
-from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from cocotbext.axi.constants import AxiResp
 from cocotbext.axi.sparse_memory import SparseMemory
 
@@ -31,7 +28,7 @@ from zynqnn.rtl.cmdproc import line_beats
 from zynqnn.rtl.compute import buffer_depth, buffer_word_bits
 from zynqnn.sim.axi_checker import AxiChecker
 from zynqnn.sim.backend import BusError, CocotbBackend
-from zynqnn.sim.clocking import CLOCK_NS
+from zynqnn.sim.clocking import CLOCK_NS, quiet_bus_logs, reset_top, start_top
 from zynqnn.sim.ddr import SimDdr, pause_pattern
 from zynqnn.sim.model import Outcome, Program, SocModel
 from zynqnn.sim.runner import config_from_env
@@ -53,26 +50,17 @@ class SocTb:
         self.cfg = config_from_env()
         self.bb = self.cfg.axi_data_bits // 8
         self.rng = random.Random(seed)
-        cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
-        dut.aresetn.value = 0
-        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
-                                  reset_active_level=False)
+        self.axil = start_top(dut)
         self.ddr = SimDdr(dut, "m_axi", dut.aclk, dut.aresetn, latency=latency, seed=seed)
         self.checker = AxiChecker(dut, "m_axi", dut.aclk, dut.aresetn, self.cfg.axi_data_bits)
         self.backend = CocotbBackend(self.axil, self.ddr, dut.irq)
         self.drv = Driver(self.backend, self.cfg)
         self.model = SocModel(self.cfg)
         self._programs = {}
-        # The bus models log every transfer at INFO.
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith(("cocotb.zynqnn_top.s_axi", "cocotb.zynqnn_top.m_axi")):
-                logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_bus_logs("cocotb.zynqnn_top.s_axi", "cocotb.zynqnn_top.m_axi")
 
     async def reset(self):
-        self.dut.aresetn.value = 0
-        await ClockCycles(self.dut.aclk, 5)
-        self.dut.aresetn.value = 1
-        await ClockCycles(self.dut.aclk, 2)
+        await reset_top(self.dut)
 
     def backpressure(self, prob=0.3):
         """Random pauses on every channel of both buses."""
