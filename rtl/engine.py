@@ -183,6 +183,7 @@ class Engine(wiring.Component):
         out_pixels = Signal(24)           # accumulators / outputs (1 when summing all pixels)
         bypass = Signal()                 # the command skips the PE array
         sumpool = Signal()
+        pairs = Signal()                  # fbgemm's saturating tap pairs (isa.Mode.PAIRS)
         ihw = Signal(24)
         yoff_iw = Signal(signed(18))
         ispan = Signal(32)
@@ -218,8 +219,10 @@ class Engine(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), mac_seq.eq(seq_in),
                                  seq_in.eq(seq_in + 1)]
                     new = isa.ConvCommand(self.cmd.payload.as_value())
-                    m.d.sync += [bypass.eq(new.op.mode != isa.Mode.CONV),
-                                 sumpool.eq(new.op.mode == isa.Mode.SUMPOOL)]
+                    m.d.sync += [bypass.eq((new.op.mode != isa.Mode.CONV)
+                                           & (new.op.mode != isa.Mode.PAIRS)),
+                                 sumpool.eq(new.op.mode == isa.Mode.SUMPOOL),
+                                 pairs.eq(new.op.mode == isa.Mode.PAIRS)]
                     with m.If(new.opcode == isa.Opcode.ELTWISE):
                         m.next = "ELT_CHECK"
                     with m.Else():
@@ -234,7 +237,8 @@ class Engine(wiring.Component):
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 m.d.sync += [
-                    passes.eq(kk * op.cin_blocks),
+                    # PAIRS: isa.pairs_passes(kernel) = kk rounded up to even.
+                    passes.eq(Mux(pairs, (kk + 1) & ~1, kk * op.cin_blocks)),
                     ispan.eq(op.cin_blocks * ihw),
                     out_pixels.eq(Mux(sumpool, 1, pixels)),
                 ]
@@ -254,10 +258,14 @@ class Engine(wiring.Component):
                     | ~depth_ok(op.obuf_addr + out_pixels, cfg.acc_buffer_depth)
                     | (op.pool != isa.Pool.NONE)
                     | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
+                        | (op.mode == isa.Mode.PAIRS)
                         | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
                     # The bypass modes feed input channels straight to output channels.
                     | (bypass & ((op.cin_blocks != 1) if R == C else 1))
                     | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
+                    # PAIRS splits the channel block into halves across the array's rows.
+                    | (pairs & ((op.cin_blocks != 1) | op.acc_cont | op.acc_keep | op.upsample
+                                if R == C and R % 2 == 0 else pairs))
                 )
                 with m.If(bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
@@ -337,10 +345,43 @@ class Engine(wiring.Component):
 
         a_layout = act_layout(cfg)
         a_rd = MemoryReader(m, "a_reader", a_layout, depth=4)
+        # PAIRS (isa.pairs_passes): every pass starts with the zero-point vector (phase K, whose
+        # column sums are the raw codes' part zp_in x colsum(W)); each output pixel then takes
+        # two reads, tap t = ky*k + kx (P0, held) and tap t + 1 (P1), one vector per pixel.
+        PH_K, PH_0, PH_1 = 0, 1, 2
+        ph = Signal(2)
+        half = Signal()                   # channel half of the pass
+        step = Signal()                   # the generator moves this cycle
+        # Tap t + 1: the next column, or the first of the next row.
+        wrap2 = Signal()
+        iy2 = Signal(signed(16))
+        ix2 = Signal(signed(16))
+        m.d.comb += [
+            wrap2.eq(kx + 1 == op.kernel),
+            iy2.eq(iy + wrap2),
+            ix2.eq(Mux(wrap2, ix - (op.kernel - 1), ix + 1)),
+        ]
+        second = Signal()                 # this cycle reads tap t + 1
+        rd_iy = Signal(signed(16))
+        rd_ix = Signal(signed(16))
+        rd_row = Signal(signed(24))
+        m.d.comb += [
+            second.eq(pairs & (ph == PH_1)),
+            rd_iy.eq(Mux(second, iy2, iy)),
+            rd_ix.eq(Mux(second, ix2, ix)),
+            rd_row.eq(Mux(second & wrap2, row_addr + op.in_w, row_addr)),
+        ]
         a_pad = Signal()                  # the issued pixel lies outside the tile
         a_first = Signal()
+        a_ph = Signal(2)                  # phase of the word on the read port
+        a_half = Signal()
         m.d.sync += [a_pad.eq(
-            (iy < 0) | (iy >= op.in_h) | (ix < 0) | (ix >= op.in_w)), a_first.eq(first)]
+            (rd_iy < 0) | (rd_iy >= op.in_h) | (rd_ix < 0) | (rd_ix >= op.in_w)),
+            a_first.eq(first)]
+        a_step = Signal()                 # a read was issued last cycle
+        m.d.sync += a_step.eq(step)
+        with m.If(step):
+            m.d.sync += [a_ph.eq(Mux(pairs, ph, PH_1)), a_half.eq(half)]
 
         def start_pass(n_ky, n_kx, n_cb_base, n_ky_iw):
             return [
@@ -350,12 +391,18 @@ class Engine(wiring.Component):
                 first.eq(1),
             ]
 
+        # A pixel is done after its one read, or in PAIRS after its second.
+        advance = Signal()
+        m.d.comb += advance.eq(step & (~pairs | (ph == PH_1)))
         with m.If(mac_go):
-            m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0),
-                         a_running.eq(1), s_iw.eq(Mux(op.stride == 2, op.in_w << 1, op.in_w))]
+            m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0), half.eq(0),
+                         ph.eq(PH_K), a_running.eq(1),
+                         s_iw.eq(Mux(op.stride == 2, op.in_w << 1, op.in_w))]
             m.d.sync += start_pass(0, 0, 0, 0)
-        with m.Elif(a_rd.issue):
-            m.d.sync += first.eq(0)
+        with m.Elif(step & pairs & (ph != PH_1)):
+            m.d.sync += [ph.eq(ph + 1), first.eq(0)]
+        with m.Elif(advance):
+            m.d.sync += [first.eq(0), ph.eq(PH_0)]
             # Upsampling repeats every input pixel and row twice.
             with m.If(ox + 1 != op.out_w):
                 m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], op.stride))]
@@ -365,6 +412,21 @@ class Engine(wiring.Component):
                     m.d.sync += [iy.eq(iy + op.stride), row_addr.eq(row_addr + s_iw)]
                 with m.Elif(oy[0]):
                     m.d.sync += [iy.eq(iy + 1), row_addr.eq(row_addr + op.in_w)]
+            # PAIRS: pass (tap pair, half), half inner; the next pair is two taps on.
+            with m.Elif(pairs & ~half):
+                m.d.sync += [half.eq(1), ph.eq(PH_K)]
+                m.d.sync += start_pass(ky, kx, 0, ky_iw)
+            with m.Elif(pairs):
+                m.d.sync += [half.eq(0), ph.eq(PH_K)]
+                with m.If(ky * op.kernel + kx + 2 >= kk):
+                    m.d.sync += a_running.eq(0)
+                with m.Elif(kx + 2 < op.kernel):
+                    m.d.sync += kx.eq(kx + 2)
+                    m.d.sync += start_pass(ky, kx + 2, 0, ky_iw)
+                with m.Else():
+                    m.d.sync += [kx.eq(kx + 2 - op.kernel), ky.eq(ky + 1),
+                                 ky_iw.eq(ky_iw + op.in_w)]
+                    m.d.sync += start_pass(ky + 1, kx + 2 - op.kernel, 0, ky_iw + op.in_w)
             with m.Elif(cb + 1 != op.cin_blocks):
                 m.d.sync += [cb.eq(cb + 1), cb_base.eq(cb_base + ihw)]
                 m.d.sync += start_pass(ky, kx, cb_base + ihw, ky_iw)
@@ -385,16 +447,36 @@ class Engine(wiring.Component):
         # Max pooling ignores padding (-infinity, below any q - zp); convolution pads with the
         # zero point, which is 0 after the subtraction.
         pad_value = Mux(op.pad_min, -(2 ** B), 0)
+        word = Signal(data.ArrayLayout(signed(cfg.signed_operand_bits), R))
         for r in range(R):
             q = Mux(op.in_signed, raw[r].as_signed(), raw[r].as_unsigned())
-            m.d.comb += vec.data[r].eq(Mux(a_pad, pad_value, q - op.zp_in))
+            m.d.comb += word[r].eq(Mux(a_pad, pad_value, q - op.zp_in))
+        m.d.comb += vec.swap.eq(a_first)
+        if R % 2 == 0:
+            # PAIRS: rows [0, R/2) hold the half's channels under tap t (held from P0), rows
+            # [R/2, R) the same channels under tap t + 1; the zero-point vector is zp_in in
+            # every row.
+            H = R // 2
+            hold = Signal(data.ArrayLayout(signed(cfg.signed_operand_bits), H))
+            sel = [Mux(a_half, word[H + i], word[i]) for i in range(H)]
+            with m.If(a_step & (a_ph == PH_0)):
+                m.d.sync += [hold[i].eq(sel[i]) for i in range(H)]
+            for i in range(H):
+                m.d.comb += [
+                    vec.data[i].eq(Mux(~pairs, word[i], Mux(a_ph == PH_K, op.zp_in, hold[i]))),
+                    vec.data[H + i].eq(Mux(~pairs, word[H + i],
+                                           Mux(a_ph == PH_K, op.zp_in, sel[i]))),
+                ]
+        else:
+            m.d.comb += vec.data.eq(word)
         m.d.comb += [
-            vec.swap.eq(a_first),
-            a_rd.issue.eq(a_running & a_rd.can_issue),
+            step.eq(a_running & a_rd.can_issue),
+            # The first read of a PAIRS pixel reserves no FIFO slot: it writes none.
+            a_rd.issue.eq(step & ~(pairs & (ph == PH_0))),
             ibuf.r.en.eq(1),
             ibuf.r.bank.eq(Mux(elt_run, eop.ibuf_bank, op.ibuf_bank)),
             ibuf.r.addr.eq(Mux(elt_run, eop.ibuf_addr + elt_p,
-                               (row_addr + ix)[:_abits(cfg.act_buffer_depth)])),
+                               (rd_row + rd_ix)[:_abits(cfg.act_buffer_depth)])),
             a_rd.buf.w_data.eq(vec),
             array.acts.payload.eq(a_rd.buf.r_data),
             array.acts.valid.eq(a_rd.buf.r_valid & ~bypass),
@@ -419,13 +501,31 @@ class Engine(wiring.Component):
         if R == C:
             for c in range(C):
                 m.d.comb += bypass_sum[c].eq(a_rd.buf.r_data.data[c])
-        m.d.sync += [s1_valid.eq(take), s1_sum.eq(Mux(bypass, bypass_sum, array.sums.payload)),
+        # PAIRS: the pass's first sums are zp_in x colsum(W) = kz; its pixels then add
+        # sat16(s + kz) - kz = clamp(s, -2^15 - kz, 2^15 - 1 - kz), bounds kept per column.
+        k_next = Signal()                 # the next sums are a PAIRS pass's zero-point sums
+        k_take = Signal()
+        m.d.comb += k_take.eq(take & k_next)
+        sat_lo = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        sat_hi = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        mac_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        for c in range(C):
+            sc = array.sums.payload[c]
+            with m.If(k_take):
+                m.d.sync += [sat_lo[c].eq(-(2 ** 15) - sc), sat_hi[c].eq(2 ** 15 - 1 - sc)]
+            m.d.comb += mac_sum[c].eq(Mux(pairs & (sc < sat_lo[c]), sat_lo[c],
+                                          Mux(pairs & (sc > sat_hi[c]), sat_hi[c], sc)))
+        m.d.sync += [s1_valid.eq(take & ~k_next), s1_sum.eq(Mux(bypass, bypass_sum, mac_sum)),
                      s1_p.eq(Mux(sumpool, 0, acc_p)),
                      s1_first.eq((acc_n == 0) & (~sumpool | (acc_p == 0)) & ~op.acc_cont),
                      s1_last.eq((acc_n + 1 == passes) & (acc_p + 1 == pixels))]
-        with m.If(take):
+        with m.If(mac_go):
+            m.d.sync += k_next.eq(pairs)
+        with m.Elif(k_take):
+            m.d.sync += k_next.eq(0)
+        with m.Elif(take):
             with m.If(acc_p + 1 == pixels):
-                m.d.sync += [acc_p.eq(0), acc_n.eq(acc_n + 1)]
+                m.d.sync += [acc_p.eq(0), acc_n.eq(acc_n + 1), k_next.eq(pairs)]
             with m.Else():
                 m.d.sync += acc_p.eq(acc_p + 1)
 

@@ -31,6 +31,8 @@ LAYERS = [
     # depthwise as the compiler runs it today: diagonal weight tiles, one block per command
     ("dw3x3 c16/cmd 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
     ("dw3x3 s2 c16/cmd 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
+    # torch.ao fbgemm depthwise whose int16 tap pairs can saturate (isa.Mode.PAIRS)
+    ("dw3x3 fbgemm pairs 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, pairs=True)),
     # a bypass layer: no MACs, so cycles per output pixel (one word of R channels) instead
     ("maxpool2x2 s2 56x56", dict(k=2, stride=2, pad=0, cin=16, h=56, w=56, maxpool=True)),
 ]

@@ -44,8 +44,9 @@ def _outputs(y) -> list[np.ndarray]:
     return [t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in ys]
 
 
-def prepare(name: str, scheme: str, size: int, seed: int = 0):
-    """(graph, input, the framework's outputs) of zoo network ``name`` quantized by ``scheme``."""
+def prepare(name: str, scheme: str, size: int, seed: int = 0, **kwargs):
+    """(graph, input, the framework's outputs) of zoo network ``name`` quantized by ``scheme``;
+    ``kwargs`` go to ``zoo.get`` (e.g. ``width_mult``)."""
     import torch
 
     import zynqnn
@@ -53,7 +54,7 @@ def prepare(name: str, scheme: str, size: int, seed: int = 0):
     from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session
     from zynqnn.zoo.quant import quiet_torch_ao
 
-    model = zoo.get(name, seed=seed)
+    model = zoo.get(name, seed=seed, **kwargs)
     x = zoo.example_input(name, size, batch=1, seed=seed + 100)
     calib = [zoo.example_input(name, size, batch=2, seed=seed + i) for i in range(3)] + [x]
     if scheme in ("fbgemm", "qnnpack"):
@@ -77,13 +78,14 @@ def prepare(name: str, scheme: str, size: int, seed: int = 0):
     return graph, x.numpy(), ref
 
 
-def run_one(name: str, scheme: str, cfg: str, sim: str, fast: bool = False) -> dict:
+def run_one(name: str, scheme: str, cfg: str, sim: str, fast: bool = False,
+            size: int | None = None, **kwargs) -> dict:
     import zynqnn
     from zynqnn.compiler.perf import DmaModel
 
-    size = SIZES[name]
+    size = size or SIZES[name]
     t0 = time.time()
-    graph, x, ref = prepare(name, scheme, size)
+    graph, x, ref = prepare(name, scheme, size, **kwargs)
     try:
         prog = zynqnn.compile(graph, config=cfg)
     except zynqnn.CompileError as e:
@@ -114,6 +116,10 @@ def main(argv=None) -> int:
     ap.add_argument("--schemes", nargs="*", default=list(SCHEMES), choices=list(SCHEMES))
     ap.add_argument("--fast", action="store_true",
                     help="lean DDR model without the AXI checker (about twice as fast)")
+    ap.add_argument("--size", type=int, help="input height = width (default: 32, YOLO 64)")
+    ap.add_argument("--width-mult", type=float,
+                    help="MobileNetV2's width multiplier (default 1.0; 0.35 is the smallest "
+                         "published variant, for the slow simulator)")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line to this file")
     args = ap.parse_args(argv)
 
@@ -121,9 +127,12 @@ def main(argv=None) -> int:
     for name in args.models:
         for scheme in args.schemes:
             try:
-                r = run_one(name, scheme, args.config, args.sim, args.fast)
+                extra = ({"width_mult": args.width_mult}
+                         if args.width_mult and name == "mobilenet_v2" else {})
+                r = run_one(name, scheme, args.config, args.sim, args.fast, args.size, **extra)
+                r.update(extra)
             except Exception as e:  # report and go on with the next network
-                r = dict(model=name, scheme=scheme, size=SIZES[name], status="FAILED",
+                r = dict(model=name, scheme=scheme, size=args.size or SIZES[name], status="FAILED",
                          reason=f"{type(e).__name__}: {e}")
             r["sim"] = args.sim + (" (fast)" if args.fast else "")
             rows.append(r)
@@ -139,7 +148,8 @@ def main(argv=None) -> int:
 
 
 def _line(r: dict) -> str:
-    head = f"{r['model']:13s} {r['scheme']:11s} {r['size']:>3d}x{r['size']:<3d}"
+    name = r["model"] + (f" x{r['width_mult']}" if "width_mult" in r else "")
+    head = f"{name:13s} {r['scheme']:11s} {r['size']:>3d}x{r['size']:<3d}"
     if r["status"] in ("refused", "FAILED"):
         return f"{head} {r['status']}: {r['reason']}"
     dev = (100 * (r["model_cycles"] - r["rtl_cycles"]) / r["rtl_cycles"]

@@ -14,7 +14,7 @@ from cocotb.utils import get_sim_time
 from zynqnn import isa
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
-from zynqnn.sim.tb_engine import BypassLayer, EngineTB, Layer, load
+from zynqnn.sim.tb_engine import BypassLayer, EngineTB, Layer, PairsLayer, load
 
 
 @cocotb.test()
@@ -32,6 +32,8 @@ async def bench_layers(dut):
         if s.get("maxpool"):  # one channel block, no MACs: cycles per output pixel matter
             layer = BypassLayer(cfg, rng, isa.Mode.MAXPOOL, s["k"], s["stride"], s["pad"],
                                 s["h"], s["w"])
+        elif s.get("pairs"):  # fbgemm's saturating depthwise pairs (isa.Mode.PAIRS)
+            layer = PairsLayer(cfg, rng, s["k"], s["stride"], s["pad"], s["h"], s["w"])
         else:
             layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
                           depthwise=s.get("depthwise", False))
@@ -47,7 +49,8 @@ async def bench_layers(dut):
             got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
             assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
         # useful MACs: a depthwise output channel reads one input channel, not cin
-        per_out = 0 if s.get("maxpool") else 1 if s.get("depthwise") else s["cin"]
+        per_out = (0 if s.get("maxpool") else 1 if s.get("depthwise") or s.get("pairs")
+                   else s["cin"])
         macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * per_out * cfg.cols
         results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
                         "macs": int(macs)})

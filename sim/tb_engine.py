@@ -16,6 +16,8 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from zynqnn import isa
+from zynqnn.numerics import ops
+from zynqnn.compiler.layout import pairs_tiles
 from zynqnn.compiler.reference import post_codes
 from zynqnn.compiler.testing import random_requant
 from zynqnn.rtl.postproc import (
@@ -195,6 +197,42 @@ class BypassLayer(Layer):
                                       "op": op})
 
 
+class PairsLayer(Layer):
+    """A depthwise layer of one channel block in ``isa.Mode.PAIRS``: fbgemm's sums, whose tap
+    pairs saturate to int16 (golden: ``numerics.ops.conv2d_acc(saturate_pairs=True)``)."""
+
+    def __init__(self, cfg, rng, k, stride, pad, h, w):
+        C, B = cfg.cols, cfg.operand_bits
+        self.cfg_rows, self.cb, self.signed_in = cfg.rows, 1, False
+        self.k, self.stride, self.pad, self.h, self.w = k, stride, pad, h, w
+        self.zp_in = int(rng.integers(0, 2**B))
+        # Codes and weights near the extremes, so that many pairs saturate.
+        self.x = np.where(rng.random((C, h, w)) < 0.7, 2**B - 1 - rng.integers(0, 16, (C, h, w)),
+                          rng.integers(0, 2**B, (C, h, w)))
+        wl = 2 ** (B - 1) - 1
+        self.dw = rng.integers(-wl, wl + 1, size=(C, k, k))
+        kw = dict(zp_x=self.zp_in, stride=stride, padding=pad, groups=C)
+        acc = ops.conv2d_acc(self.x[None], self.dw[:, None], saturate_pairs=True, **kw)[0]
+        exact = ops.conv2d_acc(self.x[None], self.dw[:, None], **kw)[0]
+        self.saturated = int(np.count_nonzero(acc != exact))
+        self.oh, self.ow = acc.shape[1:]
+        self.post, self.act, q = random_post(cfg, rng, acc.reshape(C, -1))
+        self.expected = q & (2**B - 1)
+
+    def wbuf_words(self, cfg):
+        B = cfg.operand_bits
+        tiles = pairs_tiles(self.dw, cfg.rows)
+        return [sum((int(v) & (2**B - 1)) << (c * B) for c, v in enumerate(row))
+                for tile in tiles for row in tile]
+
+    def command(self, **kw):
+        c = isa.ConvCommand.from_bits(Layer.command(self, **kw))
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(mode=isa.Mode.PAIRS)
+        return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": c.obuf_bank,
+                                      "op": op})
+
+
 class EngineTB:
     def __init__(self, dut, cfg):
         self.dut, self.cfg = dut, cfg
@@ -344,6 +382,32 @@ async def bypass_modes(dut):
         dut._log.info("%s: %d outputs, %d mismatches", name, got.size, bad)
         assert not tb.errors, f"{name}: error {tb.errors}"
         assert bad == 0, f"{name}: {bad} of {got.size} differ"
+
+
+@cocotb.test()
+async def saturating_pairs(dut):
+    """fbgemm's depthwise sums (PAIRS): 3x3 stride 1 and 2, 5x5, 1x1 (its pair's second tap is
+    below the kernel), tiles narrower than the kernel; accumulators changed by saturation."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(17)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    cases = [(3, 1, 1, 6, 7), (3, 2, 1, 7, 6), (5, 1, 2, 6, 5), (1, 1, 0, 3, 4), (3, 1, 1, 2, 1)]
+    saturated = 0
+    for i, (k, s, p, h, w) in enumerate(cases):
+        layer = PairsLayer(cfg, rng, k, s, p, h, w)
+        await load(tb, layer)
+        await tb.send(layer.command())
+        await tb.wait_done(i + 1, 50_000)
+        got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
+        bad = int(np.sum(got != layer.expected))
+        dut._log.info("pairs k%d s%d %dx%d: %d outputs (%d accumulators saturated), %d "
+                      "mismatches", k, s, h, w, got.size, layer.saturated, bad)
+        assert not tb.errors, f"k{k} s{s}: error {tb.errors}"
+        assert bad == 0, f"k{k} s{s}: {bad} of {got.size} differ"
+        saturated += layer.saturated
+    assert saturated > 0
 
 
 @cocotb.test()

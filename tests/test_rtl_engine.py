@@ -12,4 +12,4 @@ from zynqnn.sim.runner import SIMULATORS, run
 def test_engine_conv(sim):
     cfg = get_config("tiny")
     tests, failures = run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", sim, cfg)
-    assert (tests, failures) == (9, 0)
+    assert (tests, failures) == (10, 0)

@@ -35,6 +35,7 @@ __all__ = [
     "LoadStore",
     "ComputeHeader",
     "Mode",
+    "pairs_passes",
     "Scheme",
     "Pool",
     "ConvOp",
@@ -143,16 +144,37 @@ class Scheme(enum.IntEnum, shape=3):
 class Mode(enum.IntEnum, shape=3):
     """What a ``CONV`` command computes over its windows.
 
-    ``CONV`` multiplies in the PE array. The others bypass it (they need ``rows == cols``): the
-    accumulator takes the window generator's ``q - zp_in`` vectors directly and keeps their
-    maximum (``MAXPOOL``), their sum over every pixel into one output (``SUMPOOL``, global
-    average pooling), or copies them (``COPY``: with ``upsample``, nearest-neighbour x2).
+    ``CONV`` multiplies in the PE array. ``PAIRS`` is a depthwise convolution with fbgemm's
+    saturating tap pairs (see :func:`pairs_passes`). The others bypass the array (they need
+    ``rows == cols``): the accumulator takes the window generator's ``q - zp_in`` vectors
+    directly and keeps their maximum (``MAXPOOL``), their sum over every pixel into one output
+    (``SUMPOOL``, global average pooling), or copies them (``COPY``: with ``upsample``,
+    nearest-neighbour x2).
     """
 
     CONV = 0
+    PAIRS = 1
     MAXPOOL = 2
     SUMPOOL = 3
     COPY = 4
+
+
+def pairs_passes(kernel: int) -> int:
+    """Passes of a ``PAIRS`` command: taps ``(2m, 2m + 1)`` for each pair ``m``, each over the
+    two halves of the channel block.
+
+    ``PAIRS`` (needs ``rows == cols``, even, and ``cin_blocks == 1``) is fbgemm's depthwise
+    kernel, which adds the raw-code products of taps ``2m`` and ``2m + 1`` (row-major, a last odd
+    tap paired with nothing) in saturating int16. Pass ``(m, h)`` (``h`` inner) reads each output
+    pixel's input word under tap ``2m`` and under tap ``2m + 1`` (tap ``t`` at ``(t // k, t % k)``;
+    tap ``k*k`` lies below the kernel and its weights are 0) and gives the array the vector of
+    channels ``[h R/2, (h+1) R/2)`` of the first word, then the same channels of the second, as
+    ``q - zp_in``. With the pass's ``R x C`` weight tile ``W`` the accumulators add
+    ``sat16(v W + zp_in colsum(W)) - zp_in colsum(W)``: the pair sum over raw codes saturated,
+    back in ``q - zp_in`` terms (the compiler puts channel ``c`` of the half at row ``c`` (tap 2m)
+    and row ``R/2 + c`` (tap 2m + 1) of column ``h R/2 + c``).
+    """
+    return 2 * ((kernel * kernel + 1) // 2)
 
 
 class Pool(enum.IntEnum, shape=2):

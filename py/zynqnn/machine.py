@@ -173,7 +173,9 @@ class Machine:
         oh, ow = int(op.out_h), int(op.out_w)
         pixels = oh * ow
         out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
-        bypass = mode != isa.Mode.CONV
+        pairs = mode == isa.Mode.PAIRS
+        bypass = mode not in (isa.Mode.CONV, isa.Mode.PAIRS)
+        passes = isa.pairs_passes(k) if pairs else k * k * cb_n
 
         def bad(why):
             raise MachineError(isa.ErrorCause.BAD_COMPUTE, index, why)
@@ -186,7 +188,7 @@ class Machine:
             bad("empty geometry or input wider than max_width")
         if op.ibuf_addr + cb_n * ih * iw > cfg.act_buffer_depth:
             bad("input tile beyond IBUF")
-        if not bypass and op.wbuf_addr + k * k * cb_n * R > cfg.weight_buffer_depth:
+        if not bypass and op.wbuf_addr + passes * R > cfg.weight_buffer_depth:
             bad("weights beyond WBUF")
         lanes = cfg.requant_lanes
         n_words = C + (lanes if op.act else 0)
@@ -200,6 +202,8 @@ class Machine:
             bad("bypass modes need rows == cols and one channel block")
         if op.upsample and (k != 1 or s != 1):
             bad("upsampling needs kernel 1, stride 1")
+        if pairs and (R != C or R % 2 or cb_n != 1 or op.acc_cont or op.acc_keep):
+            bad("PAIRS needs rows == cols (even), one channel block and no acc_cont/acc_keep")
 
         # Input tile (cb, y, x, r) as q - zp_in, padded outside the tile.
         ibuf = self.buffers[isa.Buffer.IBUF].data[op.ibuf_bank]
@@ -213,21 +217,26 @@ class Machine:
         else:
             base_y, base_x = oy * s, ox * s
         taps = []
-        for ky in range(k):
-            for kx in range(k):
-                iy = base_y + ky + int(op.y_off)
-                ix = base_x + kx + int(op.x_off)
-                inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
-                v = x[:, np.clip(iy, 0, ih - 1), np.clip(ix, 0, iw - 1), :]  # (cb, oh, ow, R)
-                taps.append(np.where(inside[None, :, :, None], v, pad_value))
-        tap = np.stack(taps)  # (k*k, cb, oh, ow, R)
+        # PAIRS reads up to tap k*k, (k, 0): below the kernel (its weights are 0).
+        for t in range(passes if pairs else k * k):
+            ky, kx = divmod(t, k)
+            iy = base_y + ky + int(op.y_off)
+            ix = base_x + kx + int(op.x_off)
+            inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
+            v = x[:, np.clip(iy, 0, ih - 1), np.clip(ix, 0, iw - 1), :]  # (cb, oh, ow, R)
+            taps.append(np.where(inside[None, :, :, None], v, pad_value))
+        tap = np.stack(taps)  # (taps, cb, oh, ow, R)
 
-        if mode == isa.Mode.CONV:
+        if not bypass:
             wbuf = self.buffers[isa.Buffer.WBUF].data[op.wbuf_bank]
-            wn = k * k * cb_n * R
+            wn = passes * R
             w = unpack_words(wbuf[op.wbuf_addr:op.wbuf_addr + wn], B, True)
+        if mode == isa.Mode.CONV:
             w = w.reshape(k * k, cb_n, R, C)
             acc = np.einsum("tbhwr,tbrc->hwc", tap, w, optimize=True).reshape(pixels, C)
+        elif pairs:
+            acc = self._pairs(tap[:, 0].reshape(-1, pixels, R), w.reshape(passes, R, C),
+                              int(op.zp_in))
         elif mode == isa.Mode.MAXPOOL:
             acc = tap[:, 0].max(axis=0).reshape(pixels, C)
         elif mode == isa.Mode.SUMPOOL:
@@ -259,6 +268,22 @@ class Machine:
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
 
+
+    @staticmethod
+    def _pairs(tap, w, zp_in):
+        """``PAIRS`` accumulators (``isa.pairs_passes``): ``tap`` (taps, pixels, R) as
+        ``q - zp_in``, ``w`` (passes, R, C)."""
+        R = tap.shape[2]
+        half = R // 2
+        acc = 0
+        for n in range(w.shape[0]):
+            m, h = divmod(n, 2)
+            ch = slice(h * half, (h + 1) * half)
+            v = np.concatenate([tap[2 * m][:, ch], tap[2 * m + 1][:, ch]], axis=1)
+            s = v @ w[n]
+            kv = zp_in * w[n].sum(axis=0)     # the raw codes' part: zp_in under every row
+            acc = acc + np.clip(s + kv, -(2 ** 15), 2 ** 15 - 1) - kv
+        return acc
 
     def _eltwise(self, index, c):
         """``ELTWISE``: A (IBUF words) + B (WBUF words) with the add constants of the PBUF row."""

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
+from zynqnn import isa
 from zynqnn.compiler import CompileError, compile_network, run_reference
 from zynqnn.compiler.layers import HwConv, HwGlobalSumPool
 from zynqnn.compiler.lower import BoundaryInfo, lower_graph
@@ -525,11 +526,32 @@ def test_depthwise(fl):
     assert net.layers[-1].groups == 6
 
 
-def test_depthwise_fbgemm_saturation_and_grouped_refused():
-    # fbgemm's saturating depthwise kernel (8k channels, 3x3, same padding): pairs can saturate
-    b = Builder("torch-fbgemm", (8, 8, 8), seed=21)
-    _err(b.finish(b.conv(b.x, 8, groups=8)), r"\(conv2d\): torch-fbgemm depthwise convolution: "
-                                             r"fbgemm adds pairs of products in saturating int16")
+@pytest.mark.parametrize("cfg,stride", [("tiny", 1), ("tiny", 2), ("pynq_z2", 1)])
+def test_depthwise_fbgemm_saturating_pairs(cfg, stride):
+    """fbgemm's depthwise kernel (8k channels, 3x3, same padding) saturates tap pairs in int16:
+    the layer runs as PAIRS commands and equals the graph, on inputs where saturation changes
+    accumulators (an exact-sum model would fail)."""
+    from zynqnn.ir import execute
+    from zynqnn.numerics import ops
+
+    b = Builder("torch-fbgemm", (16, 8, 8), seed=21, name=f"dw-fbgemm-pairs-{cfg}-s{stride}")
+    g = b.finish(b.conv(b.x, 16, groups=16, stride=stride))
+    net, _ = check(g, cfg, samples=8, golden=8)
+    assert net.layers[-1].saturate_pairs
+    prog = compile_network(net, get_config(cfg))
+    assert any(st.op["mode"] == isa.Mode.PAIRS for st in prog.steps)
+    # check()'s inputs (the conv reads the quantized input) do saturate pairs
+    n = next(n for n in g.nodes if n.op == "conv2d")
+    assert execute.fbgemm_saturates(g, n)
+    q = g.tensors[g.quant_inputs[0]]
+    codes = np.random.default_rng(0).integers(q.qmin, q.qmax + 1, size=(8,) + tuple(q.shape[1:]))
+    args = (codes, np.asarray(g.tensors[n.inputs[1]].data), q.zero_point)
+    kw = dict(stride=stride, padding=1, groups=16)
+    assert not np.array_equal(ops.conv2d_acc(*args, **kw),
+                              ops.conv2d_acc(*args, **kw, saturate_pairs=True))
+
+
+def test_depthwise_fbgemm_grouped_refused():
     # 4 channels: torch takes an exact path, so the layer lowers and matches
     b = Builder("torch-fbgemm", (4, 8, 8), seed=21, name="dw-fbgemm-exact-path")
     check(b.finish(b.conv(b.x, 4, groups=4)), "tiny", golden=1)

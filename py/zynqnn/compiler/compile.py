@@ -31,7 +31,7 @@ import numpy as np
 
 from zynqnn import isa
 from zynqnn.config import HwConfig, get_config
-from zynqnn.machine import Machine
+from zynqnn.machine import Machine, pack_words
 
 from .layers import (
     CompileError,
@@ -46,7 +46,16 @@ from .layers import (
     code_range,
     norm_padding,
 )
-from .layout import act_bytes, act_codes, cblocks, has_act, param_bytes, post_layer, weight_bytes
+from .layout import (
+    act_bytes,
+    act_codes,
+    cblocks,
+    has_act,
+    pairs_tiles,
+    param_bytes,
+    post_layer,
+    weight_bytes,
+)
 
 __all__ = ["Program", "compile_network", "Step"]
 
@@ -332,6 +341,9 @@ class _Compiler:
                                    f"(groups = input channels = output channels) are supported")
             if R != C:
                 raise CompileError(f"{la.name}: depthwise convolution needs rows == cols")
+            if la.saturate_pairs and R % 2:
+                raise CompileError(f"{la.name}: fbgemm's saturating tap pairs need an even "
+                                   f"number of rows (rows = {R})")
             cin = R
         elif cin != x.channels:
             raise CompileError(f"{la.name}: weights have {cin} input channels, input has "
@@ -339,16 +351,18 @@ class _Compiler:
         H, W = x.height, x.width
         OH, OW = y.height, y.width
         cb_total = cblocks(cin, R)
-        if k * k * R > cfg.weight_buffer_depth:
+        pairs = dw and la.saturate_pairs
+        taps = isa.pairs_passes(k) if pairs else k * k   # weight tiles per channel block
+        if taps * R > cfg.weight_buffer_depth:
             raise CompileError(f"{la.name}: one input-channel block of a {k}x{k} kernel needs "
-                               f"{k * k * R} weight words, above weight_buffer_depth = "
+                               f"{taps * R} weight words, above weight_buffer_depth = "
                                f"{cfg.weight_buffer_depth}")
         if OW > cfg.acc_buffer_depth:
             raise CompileError(f"{la.name}: an output row of {OW} pixels exceeds "
                                f"acc_buffer_depth = {cfg.acc_buffer_depth}")
 
         one = min(H, k) * W
-        cbp = min(cb_total, cfg.weight_buffer_depth // (k * k * R),
+        cbp = min(cb_total, cfg.weight_buffer_depth // (taps * R),
                   cfg.act_buffer_depth // one, _CB_MAX)
         if cbp == 0:
             raise CompileError(f"{la.name}: {min(H, k)} input rows of {W} words exceed "
@@ -367,6 +381,10 @@ class _Compiler:
             for p in range(parts):
                 i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
                 w = la.weights[c0:c1, i0:i1]
+                if pairs:
+                    words = pack_words(pairs_tiles(la.weights[c0:c1, 0], R), cfg.operand_bits)
+                    waddr[j, p] = (self.add_const(words.reshape(-1)), 1)
+                    continue
                 if dw:
                     n = c1 - c0
                     w = np.zeros((n, n, k, k), np.int64)
@@ -390,7 +408,8 @@ class _Compiler:
                 wa, ncb = waddr[j, p]
                 macs = oh * OW * k * k * (1 if dw else min(cin - p * cbp * R, ncb * R)) * (
                     min(cout, (j + 1) * C) - j * C)
-                op = dict(mode=isa.Mode.CONV, kernel=k, stride=s, y_off=iy_lo - y_lo,
+                op = dict(mode=isa.Mode.PAIRS if pairs else isa.Mode.CONV, kernel=k, stride=s,
+                          y_off=iy_lo - y_lo,
                           x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,
                           in_signed=int(x.signed), zp_in=x.zero_point, zp_out=post.zp_out,
                           clamp_min=post.clamp_min, clamp_max=post.clamp_max,
@@ -400,7 +419,7 @@ class _Compiler:
                     isa.Buffer.IBUF: Load((la.name, "in", t, j if dw else p),
                                           self.addr(x, j if dw else p * cbp) + y_lo * W * self.wb,
                                           ih * W, ncb, H * W * self.wb),
-                    isa.Buffer.WBUF: Load((la.name, "w", j, p), wa, k * k * ncb * R),
+                    isa.Buffer.WBUF: Load((la.name, "w", j, p), wa, taps * ncb * R),
                 }
                 store = None
                 if p == parts - 1:

@@ -99,7 +99,8 @@ class HwConv:
     """Convolution + requantization (+ activation).
 
     ``weights``: (cout, cin / groups, k, k) signed codes (weight zero point 0); ``groups``: 1, or
-    depthwise (groups = cin = cout, weights (cout, 1, k, k)). ``requant``: a
+    depthwise (groups = cin = cout, weights (cout, 1, k, k); ``saturate_pairs`` for fbgemm's
+    int16 tap pairs). ``requant``: a
     ``zynqnn.numerics`` Requant (``make_requant``), any scheme; ``act``: None,
     ``zynqnn.rtl.postproc.LeakyFixed`` or ``LeakyTorch``. Without ``requant``: TFLite
     ``clamp(MBQM(acc + bias) + zp_out, lo, hi)`` from ``bias``, ``multiplier``, ``shift`` (per
@@ -122,6 +123,9 @@ class HwConv:
     requant: object = None
     act: object = None
     groups: int = 1
+    #: Depthwise only: fbgemm's sums (raw-code products of taps 2m, 2m+1 added in saturating
+    #: int16, ``numerics.ops.conv2d_acc(saturate_pairs=True)``), run as ``isa.Mode.PAIRS``.
+    saturate_pairs: bool = False
 
     def __post_init__(self):
         self.weights = np.asarray(self.weights, dtype=np.int64)

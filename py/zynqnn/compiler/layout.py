@@ -50,6 +50,27 @@ def weight_bytes(cfg: HwConfig, w: np.ndarray) -> np.ndarray:
     return pack_words(rows, cfg.operand_bits).reshape(-1)
 
 
+def pairs_tiles(w: np.ndarray, R: int) -> np.ndarray:
+    """A ``PAIRS`` command's weight tiles (``isa.pairs_passes``): (passes, R, R) from one channel
+    block's depthwise weights ``w`` (n <= R, k, k). Pass ``(m, h)``: channel ``c`` of half ``h``
+    is column ``h R/2 + c``, its tap ``2m`` weight in row ``c``, its tap ``2m + 1`` in row
+    ``R/2 + c`` (0 beyond the kernel)."""
+    from zynqnn import isa
+
+    n, k, _ = w.shape
+    half = R // 2
+    taps = np.zeros((isa.pairs_passes(k), R), np.int64)   # (tap, channel)
+    taps[:k * k, :n] = w.reshape(n, k * k).T
+    tiles = np.zeros((len(taps), R, R), np.int64)
+    c = np.arange(half)
+    for p in range(len(taps)):
+        m, h = divmod(p, 2)
+        col = h * half + c
+        tiles[p, c, col] = taps[2 * m, col]
+        tiles[p, half + c, col] = taps[2 * m + 1, col]
+    return tiles
+
+
 def post_layer(cfg: HwConfig, la, channels: int):
     """The engine's post-processing of a conv or global-pool layer (``PostProcLayer``): from its
     Requant (+ activation), or from its TFLite constants."""

@@ -15,7 +15,8 @@ quantize / dequantize      the boundary (the input's quantize, the outputs' dequ
 conv2d (groups 1)          :class:`HwConv` with the node's Requant; a ``clamp`` attribute narrows
                            the Requant's range; non-square kernels are zero-padded to square
 conv2d (depthwise)         :class:`HwConv` with ``groups`` (diagonal weight tiles); torch-fbgemm
-                           only when its saturating int16 pair sums cannot saturate
+                           when its saturating int16 pair sums can saturate: ``saturate_pairs``
+                           (``isa.Mode.PAIRS``, fbgemm's sums exactly)
 linear                     :class:`HwConv` on the flattened map: the weights ``(K, C*H*W)`` become
                            a ``K x C x k x k`` kernel (``k = max(H, W)``, zero-padded) applied
                            once: a 1x1 output. After global pooling (1x1 maps) it is a 1x1 conv.
@@ -546,7 +547,7 @@ class _Lowering:
                   pad_value=v.hw.zero_point if value is None else int(value))
 
     def _conv_layer(self, node, v: _Val, w: np.ndarray, stride: int, pads, rq, y: Tensor,
-                    groups: int = 1):
+                    groups: int = 1, saturate_pairs: bool = False):
         """An HwConv of ``w`` (K, C, kh, kw) over ``v``; kernels made square by zero rows or
         columns at the bottom/right (the padding grows there so the output size is kept)."""
         _, _, kh, kw = w.shape
@@ -560,7 +561,7 @@ class _Lowering:
             raise _fail(node, f"output zero point {y.zero_point} differs from the "
                               f"requantization's {rq.zp_out}")
         layer = HwConv(node.name, v.hw, y, w, stride=stride, padding=(t, b, left, r), requant=rq,
-                       groups=groups)
+                       groups=groups, saturate_pairs=saturate_pairs)
         self.produce(layer, rq.lo, rq.hi)
         return layer
 
@@ -588,12 +589,12 @@ class _Lowering:
                                   "zero point)")
             pads = tuple(p + q for p, q in zip(pads, v.pad, strict=True))
         wq = self.weights(node, w)
-        if groups != 1 and node.flavour == "torch-fbgemm":
-            self._check_fbgemm_depthwise(node, v, wq)
+        pairs = groups != 1 and self._fbgemm_pairs_saturate(node, v, wq)
         if self._patches_on_host(node, v, wq, sh, pads, groups):
             return
         self._conv_layer(node, v, wq, sh, pads, self.requant(node),
-                         self.hw_tensor(node, node.outputs[0]), groups=groups)
+                         self.hw_tensor(node, node.outputs[0]), groups=groups,
+                         saturate_pairs=pairs)
 
     def _patches_on_host(self, node, v, wq, stride, pads, groups) -> bool:
         """The first convolution over few input channels (an RGB stem uses 3 of the array's R
@@ -623,15 +624,17 @@ class _Lowering:
                          self.requant(node), self.hw_tensor(node, node.outputs[0]))
         return True
 
-    def _check_fbgemm_depthwise(self, node, v, wq):
-        """fbgemm's depthwise kernel adds the products of taps 2m and 2m+1 (raw codes) in
-        saturating int16 (``zynqnn.numerics.ops.fbgemm_depthwise_path``); the accelerator's sums
-        are exact. Lower only when no pair can saturate for any input code the producer can
-        emit (padding holds the zero point, also inside that range)."""
+    def _fbgemm_pairs_saturate(self, node, v, wq) -> bool:
+        """Whether the layer must run fbgemm's saturating tap pairs (``isa.Mode.PAIRS``): it
+        takes fbgemm's depthwise kernel (``zynqnn.numerics.ops.fbgemm_depthwise_path``, which
+        adds the raw-code products of taps 2m and 2m+1 in saturating int16) and some pair can
+        reach beyond int16 for an input code the producer can emit (padding holds the zero
+        point, also inside that range). Otherwise the exact sums are fbgemm's and the faster
+        diagonal tiles run it."""
         from zynqnn.ir.execute import fbgemm_saturates
 
         if not fbgemm_saturates(self.g, node):
-            return
+            return False
         w = self.g.tensors[node.inputs[1]]
         raw = np.asarray(w.data, dtype=np.int64).reshape(wq.shape[0], -1)
         lo, hi = self.range.get(id(v.hw), (0, 255))
@@ -641,12 +644,7 @@ class _Lowering:
         w1, w2 = raw[:, 0::2], raw[:, 1::2]
         top = np.where(w1 > 0, hi, lo) * w1 + np.where(w2 > 0, hi, lo) * w2
         bottom = np.where(w1 > 0, lo, hi) * w1 + np.where(w2 > 0, lo, hi) * w2
-        worst = int(max(top.max(), -bottom.min()))
-        if top.max() > 32767 or bottom.min() < -32768:
-            raise _fail(node, f"torch-fbgemm depthwise convolution: fbgemm adds pairs of "
-                              f"products in saturating int16 and pairs here can reach {worst} "
-                              f"(beyond int16) for input codes {lo}..{hi}; the accelerator's "
-                              "exact sums would differ. Quantize with qnnpack or ONNX Runtime.")
+        return bool(top.max() > 32767 or bottom.min() < -32768)
 
     def _op_linear(self, node):
         v = self.val(node, node.inputs[0])

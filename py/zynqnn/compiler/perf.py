@@ -106,12 +106,15 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
     mode = isa.Mode(int(op.mode))
     k, cb = int(op.kernel), int(op.cin_blocks)
     pixels = int(op.out_h) * int(op.out_w)
-    passes = {isa.Mode.CONV: k * k * cb, isa.Mode.MAXPOOL: k * k}.get(mode, 1)
+    passes = {isa.Mode.CONV: k * k * cb, isa.Mode.PAIRS: isa.pairs_passes(k),
+              isa.Mode.MAXPOOL: k * k}.get(mode, 1)
     fill = R + C // 2 + 2
-    mac = 2 * fill + passes * max(pixels, 2 * R + C // 2)
+    # PAIRS: two IBUF reads per vector, and the zero-point vector first in every pass.
+    per_pass = 2 * pixels + 1 if mode == isa.Mode.PAIRS else pixels
+    mac = 2 * fill + passes * max(per_pass, 2 * R + C // 2)
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
     post = 0 if op.acc_keep else out_pixels * C // cfg.requant_lanes + POST_LATENCY
-    macs = k * k * cb * R * C * pixels if mode == isa.Mode.CONV else 0
+    macs = (k * k * cb * R * C * pixels if mode in (isa.Mode.CONV, isa.Mode.PAIRS) else 0)
     return mac, post, macs
 
 

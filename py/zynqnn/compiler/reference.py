@@ -80,7 +80,7 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8, all_outputs: bool 
         if isinstance(la, HwConv):
             acc = ops.conv2d_acc(a[None], la.weights, zp_x=la.input.zero_point, zp_w=0,
                                  stride=la.stride, padding=norm_padding(la.padding),
-                                 groups=la.groups)[0]
+                                 groups=la.groups, saturate_pairs=la.saturate_pairs)[0]
             out = _post(la, acc, lo, hi)
         elif isinstance(la, HwMaxPool):
             pad = norm_padding(la.padding)
