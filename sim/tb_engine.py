@@ -16,10 +16,10 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from zynqnn import isa
-from zynqnn.numerics import ops
 from zynqnn.compiler.layout import pairs_tiles
 from zynqnn.compiler.reference import post_codes
 from zynqnn.compiler.testing import random_requant
+from zynqnn.numerics import ops
 from zynqnn.rtl.postproc import (
     PBUF_WORD_BITS,
     PostProcLayer,
