@@ -149,3 +149,25 @@ def test_int16_build(semantics):
     add = net.layers[-1]
     assert add.out_range(16) == (-(2**15), 2**15 - 1)
     check(net, cfg)
+
+
+def test_torch_scalar_tail_channels_take_the_scalar_formula():
+    """``scalar_from``: channels from there on run as their own ELTWISE commands with the scalar
+    constants. Scales where the two formulas differ for one code (180): every pixel holds it,
+    so the vector channels and the scalar channels must give different, each exact, codes."""
+    cfg = get_config("pynq_z2")
+    s_a, s_out, zp_a, zp_out = 0.09743165508780148, 0.07944840637334591, 254, 226
+    x = Tensor("x", 48, 1, 1, zp_a)
+    la = HwAdd("add", x, x, Tensor("y", 48, 1, 1, zp_out), "torch", s_a, s_a, s_out,
+               scalar_from=32)
+    prog = compile_network(Network(x, [la]), cfg)
+    assert len(eltwise_ops(prog)) == 2
+    codes = np.full((48, 1, 1), 180)
+    got = prog.run_golden(codes)
+    from zynqnn.numerics import ops
+
+    want = [ops.add_torch(np.array([180]), s_a, zp_a, np.array([180]), s_a, zp_a, s_out, zp_out,
+                          path=p)[0] for p in ("vector", "scalar")]
+    assert want[0] != want[1]
+    assert np.array_equal(got[:32].ravel(), np.full(32, want[0]))
+    assert np.array_equal(got[32:].ravel(), np.full(16, want[1]))

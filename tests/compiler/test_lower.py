@@ -511,6 +511,23 @@ def test_residual_add(fl, relu):
     assert kinds(net)[-1] == "HwAdd" and net.layers[-1].relu == relu
 
 
+@pytest.mark.parametrize("shape, block, scalar_from", [((160, 1, 1), 128, 128),
+                                                      ((48, 1, 1), 32, 32), ((32, 1, 1), 64, 0)])
+def test_add_torch_scalar_tail_as_channel_blocks(shape, block, scalar_from):
+    """PyTorch's add takes the scalar formulas for the last n % block elements in memory order
+    (1x1 maps, as MobileNetV2's 160-channel adds at 32x32): when they are whole channel blocks they run as ELTWISE commands of their own with the
+    scalar constants, equal to the graph."""
+    b = Builder("torch-fbgemm", shape, seed=24, name=f"add-tail-{shape}-{block}")
+    a, c = b.conv(b.x, shape[0], k=1, pad=0), b.conv(b.x, shape[0], k=1, pad=0)
+    s = b.node("add", [a, c], attrs={"vector_block": block}, scale=b.t(a).scale * 0.7,
+               zp=b.t(a).zero_point + 2)
+    net, _ = check(b.finish(s), "pynq_z2", samples=16, golden=4)
+    assert net.layers[-1].scalar_from == scalar_from
+    prog = compile_network(net, get_config("pynq_z2"))
+    elt = [st for st in prog.steps if st.opcode == isa.Opcode.ELTWISE]
+    assert len(elt) == (1 if scalar_from == 0 else 2)
+
+
 def test_add_torch_tail_is_refused():
     b = Builder("torch-fbgemm", (4, 3, 3), seed=22)
     a, c = b.conv(b.x, 4), b.conv(b.x, 4)

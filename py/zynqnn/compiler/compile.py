@@ -25,7 +25,7 @@ words, loaded once) into PBUF, and the output tile stored from OBUF.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -501,39 +501,58 @@ class _Compiler:
         lo, hi = la.out_range(bits)
         if la.semantics == "qnnpack" and (a.signed or b.signed or y.signed):
             raise CompileError(f"{la.name}: qnnpack adds uint8 tensors")
-        try:
-            # numerics' own checks (zero points in range, scales, output range) ...
-            add_codes(la, np.array([a.zero_point]), np.array([b.zero_point]), bits)
-            # ... and the hardware's constants
-            lay = add_layer(la.semantics, cfg, la.s_a, a.zero_point, la.s_b, b.zero_point,
-                            la.s_out, y.zero_point, la.relu, lo, hi, path=la.path,
-                            left_shift=la.left_shift, single_rounding=la.single_rounding)
-        except ValueError as e:
-            raise CompileError(f"{la.name}: {e}") from None
+        total = cblocks(a.channels, R) * a.height * a.width
+        # (first word, end word, path): PyTorch's scalar tail as words of its own
+        split = total
+        if la.scalar_from is not None:
+            if la.scalar_from % R:
+                raise CompileError(f"{la.name}: scalar_from = {la.scalar_from} is not a "
+                                   f"multiple of rows = {R}")
+            split = la.scalar_from // R * a.height * a.width
+            if split * self.wb % self.beat:
+                raise CompileError(f"{la.name}: PyTorch's scalar tail starts inside an AXI beat")
+        ranges = [r for r in ((0, split, la.path), (split, total, "scalar")) if r[0] < r[1]]
+        lays = {}
+        for _, _, path in ranges:
+            try:
+                # numerics' own checks (zero points in range, scales, output range) ...
+                add_codes(replace(la, path=path), np.array([a.zero_point]),
+                          np.array([b.zero_point]), bits)
+                # ... and the hardware's constants
+                lays[path] = add_layer(la.semantics, cfg, la.s_a, a.zero_point, la.s_b,
+                                       b.zero_point, la.s_out, y.zero_point, la.relu, lo, hi,
+                                       path=path, left_shift=la.left_shift,
+                                       single_rounding=la.single_rounding)
+            except ValueError as e:
+                raise CompileError(f"{la.name}: {e}") from None
         if add_params_layout(cfg).size > L * 128:
             raise CompileError(f"{la.name}: the add constants do not fit a PBUF row of "
                                f"requant_lanes = {L} words")
-        paddr = self.add_const(lay.params.to_bytes(L * 16, "little"))
-        # Tiles of consecutive words; every tile but the last a whole number of AXI beats.
-        total = cblocks(a.channels, R) * a.height * a.width
         unit = self.beat // gcd(self.beat, self.wb)
         cap = min(cfg.act_buffer_depth, cfg.weight_buffer_depth, cfg.acc_buffer_depth, 0xFFFF)
         size = cap // unit * unit
         if size == 0:
             raise CompileError(f"{la.name}: {unit} words (one AXI beat) exceed the buffers")
-        common = dict(a_signed=int(a.signed), b_signed=int(b.signed), zp_out=lay.zp_out,
-                      clamp_min=lay.clamp_min, clamp_max=lay.clamp_max)
-        for t, p0 in enumerate(range(0, total, size)):
-            n = min(size, total - p0)
-            loads = {
-                isa.Buffer.IBUF: Load((la.name, "a", t), self.addr(a) + p0 * self.wb, n),
-                isa.Buffer.WBUF: Load((la.name, "b", t), self.addr(b) + p0 * self.wb, n,
-                                      arena=True),
-                isa.Buffer.PBUF: Load((la.name, "p"), paddr, L),
-            }
-            store = (self.addr(y) + p0 * self.wb, n, 1, 0)
-            self.steps.append(Step(la.name, dict(common, pixels=n), loads, store, 0,
-                                   opcode=isa.Opcode.ELTWISE))
+        # Tiles of consecutive words; every tile but the last of a range a whole number of AXI
+        # beats.
+        t = 0
+        for w0, w1, path in ranges:
+            lay = lays[path]
+            paddr = self.add_const(lay.params.to_bytes(L * 16, "little"))
+            common = dict(a_signed=int(a.signed), b_signed=int(b.signed), zp_out=lay.zp_out,
+                          clamp_min=lay.clamp_min, clamp_max=lay.clamp_max)
+            for p0 in range(w0, w1, size):
+                n = min(size, w1 - p0)
+                loads = {
+                    isa.Buffer.IBUF: Load((la.name, "a", t), self.addr(a) + p0 * self.wb, n),
+                    isa.Buffer.WBUF: Load((la.name, "b", t), self.addr(b) + p0 * self.wb, n,
+                                          arena=True),
+                    isa.Buffer.PBUF: Load((la.name, "p", path), paddr, L),
+                }
+                store = (self.addr(y) + p0 * self.wb, n, 1, 0)
+                self.steps.append(Step(la.name, dict(common, pixels=n), loads, store, 0,
+                                       opcode=isa.Opcode.ELTWISE))
+                t += 1
 
     def compile(self) -> Program:
         cfg = self.cfg

@@ -255,7 +255,9 @@ class HwAdd:
     ``path`` holds for every element. PyTorch's own loop (``zynqnn.ir.kernels.torch_elementwise``)
     takes the scalar formulas for the last ``n % vector_block`` elements in memory order, so a
     PyTorch add lowers exactly with ``path="vector"`` when its element count is a multiple of the
-    block, and with ``path="scalar"`` when the block is 0; otherwise the tail may differ.
+    block, and with ``path="scalar"`` when the block is 0; when the tail is whole channel blocks
+    (NCHW order, or 1x1 maps) ``scalar_from`` names its first channel and it runs as separate
+    ``ELTWISE`` commands with the scalar constants; otherwise the tail may differ.
 
     Scale combinations a framework refuses (qnnpack's ratio range, TFLite's multipliers below
     one) raise :class:`CompileError`. The hardware runs it as ``ELTWISE`` commands over pixel
@@ -276,6 +278,9 @@ class HwAdd:
     single_rounding: bool = False
     qmin: int | None = None
     qmax: int | None = None
+    #: ``torch`` with ``path="vector"``: channels from this one on take the scalar formulas
+    #: (PyTorch's scalar tail when it is whole channel blocks; a multiple of ``rows``).
+    scalar_from: int | None = None
 
     def __post_init__(self):
         if self.semantics not in ADD_SEMANTICS:

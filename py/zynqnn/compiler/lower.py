@@ -759,6 +759,17 @@ class _Lowering:
     def _op_add(self, node):
         self._lower_add(node)
 
+    def _torch_scalar_tail(self, node, t, x: Tensor, tail: int):
+        """First channel of PyTorch's scalar tail when the last ``tail`` elements (memory order)
+        are whole channel blocks of the hardware (``HwAdd.scalar_from``), else None."""
+        c, h, w = x.shape
+        hw = h * w
+        if hw > 1 and t.layout == "nhwc":
+            return None              # the tail is the last pixels' channels: parts of words
+        if tail % hw or (c - tail // hw) % self.cfg.rows:
+            return None
+        return c - tail // hw
+
     def _lower_add(self, node):
         """An :class:`HwAdd` in the flavour's add semantics (ELTWISE commands)."""
         va, vb = (self.map4(node, n) for n in node.inputs[:2])
@@ -782,11 +793,16 @@ class _Lowering:
             if block == 0:
                 path = "scalar"
             elif n % block:
-                raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector block "
-                                  f"({block}): its scalar tail rounds differently and the "
-                                  "hardware uses one formula per layer")
+                scalar_from = self._torch_scalar_tail(node, ta, va.hw, n % block)
+                if scalar_from is None:
+                    raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector "
+                                      f"block ({block}): its scalar tail (the last {n % block} "
+                                      "elements in memory order) rounds differently and is not "
+                                      f"whole channel blocks of {self.cfg.rows}")
         y = self.hw_tensor(node, node.outputs[0])
         kw = {}
+        if fl == "torch-fbgemm" and path == "vector" and n % block:
+            kw["scalar_from"] = scalar_from
         if fl == "tflite" and "left_shift" in node.attrs:
             kw["left_shift"] = int(node.attrs["left_shift"])
         try:

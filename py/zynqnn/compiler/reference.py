@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from zynqnn.numerics import gemmlowp, ops
@@ -52,6 +54,11 @@ def add_codes(la: HwAdd, a, b, bits: int = 8) -> np.ndarray:
     zp_out = la.output.zero_point
     args = (a, la.s_a, la.a.zero_point, b, la.s_b, la.b.zero_point, la.s_out, zp_out)
     if la.semantics == "torch":
+        s = la.scalar_from
+        if s is not None and np.ndim(a) == 3:   # (C, H, W): the scalar tail from channel s
+            head = add_codes(replace(la, scalar_from=None), a[:s], b[:s], bits)
+            tail = add_codes(replace(la, scalar_from=None, path="scalar"), a[s:], b[s:], bits)
+            return np.concatenate([head, tail])
         return ops.add_torch(*args, relu=la.relu, path=la.path, qmin=lo, qmax=hi)
     if la.semantics == "qnnpack":
         return ops.add_qnnpack(*args, relu=la.relu, qmin=lo, qmax=hi)
