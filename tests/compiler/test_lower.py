@@ -515,8 +515,8 @@ def test_residual_add(fl, relu):
                                                       ((48, 1, 1), 32, 32), ((32, 1, 1), 64, 0)])
 def test_add_torch_scalar_tail_as_channel_blocks(shape, block, scalar_from):
     """PyTorch's add takes the scalar formulas for the last n % block elements in memory order
-    (1x1 maps, as MobileNetV2's 160-channel adds at 32x32): when they are whole channel blocks they run as ELTWISE commands of their own with the
-    scalar constants, equal to the graph."""
+    (1x1 maps, as MobileNetV2's 160-channel adds at 32x32): when they are whole channel blocks
+    they run as ELTWISE commands of their own with the scalar constants, equal to the graph."""
     b = Builder("torch-fbgemm", shape, seed=24, name=f"add-tail-{shape}-{block}")
     a, c = b.conv(b.x, shape[0], k=1, pad=0), b.conv(b.x, shape[0], k=1, pad=0)
     s = b.node("add", [a, c], attrs={"vector_block": block}, scale=b.t(a).scale * 0.7,
