@@ -39,6 +39,33 @@ def test_compute_model_within_5_percent_of_rtl(name, k, s, pad, cin, size, rtl):
     assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
 
 
+#: scripts/bench_engine.py, the same four commands as depthwise 3x3 layers (16 channels each):
+#: diagonal tiles (CONV) and fbgemm's saturating pairs (PAIRS). (name, stride, input, RTL cycles)
+RTL_DEPTHWISE = [
+    ("dw3x3 diagonal 28x28", False, 1, 28, 31627),
+    ("dw3x3 diagonal s2 56x56", False, 2, 56, 31627),
+    ("dw3x3 fbgemm pairs 28x28", True, 1, 28, 66151),
+]
+
+
+@pytest.mark.parametrize("name, pairs, s, size, rtl", RTL_DEPTHWISE,
+                         ids=[r[0] for r in RTL_DEPTHWISE])
+def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl):
+    from zynqnn import isa
+    from zynqnn.compiler import HwConv
+
+    rng = np.random.default_rng(0)
+    x = tensor(rng, "x", 64, size, size)
+    c = conv(rng, "dw", x, 64, 3, s, 1)
+    la = HwConv("dw", x, c.output, rng.integers(-127, 128, size=(64, 1, 3, 3)), c.bias,
+                c.multiplier, c.shift, stride=s, padding=1, groups=64, saturate_pairs=pairs)
+    prog = compile_network(Network(x, [la]), PYNQ)
+    modes = {st.op["mode"] for st in prog.steps}
+    assert modes == {isa.Mode.PAIRS if pairs else isa.Mode.CONV}
+    rep = prog.perf(DmaModel(enabled=False))
+    assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
+
+
 def test_network_report_bounds_and_overlap():
     rng = np.random.default_rng(1)
     x = tensor(rng, "x", 64, 28, 28)
