@@ -501,11 +501,17 @@ async def bad_geometry(dut):
     bad.w = cfg.max_width + 1
     await tb.send(bad.command())
     await tb.send(layer.command(wbuf_addr=cfg.weight_buffer_depth - 1))
+    # PAIRS over two channel blocks, and PAIRS as part of a split reduction
+    pairs = PairsLayer(cfg, rng, 3, 1, 1, 5, 5)
+    pairs.cb = 2
+    await tb.send(pairs.command())
+    pairs.cb = 1
+    await tb.send(pairs.command(acc_keep=1))
     await ClockCycles(dut.clk, 20)
-    assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * 2, tb.errors
+    assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * 4, tb.errors
     await load(tb, layer)
     await tb.send(layer.command())
-    await tb.wait_done(3, 50_000)
+    await tb.wait_done(5, 50_000)
     got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
     assert np.array_equal(got, layer.expected)
 
