@@ -18,8 +18,8 @@ A ``CONV`` command runs in two stages that overlap across commands:
 An ``ELTWISE`` command (a residual add, :data:`zynqnn.isa.EltwiseCommand`) runs alone: it waits
 until the post stage is idle, so it owns the IBUF, WBUF and PBUF read ports and the OBUF write
 port, reads the add's constants (one PBUF row) once, then streams its pixels: per pixel the IBUF
-word (input A) and the WBUF word (input B) at the same offset, ``cols / requant_lanes`` lane
-groups through :class:`~zynqnn.rtl.eltwise.EltwiseAdd` (``requant_lanes`` lanes, one group per
+word (input A) and the WBUF word (input B) at the same offset, ``cols / add_lanes`` lane
+groups through :class:`~zynqnn.rtl.eltwise.EltwiseAdd` (``add_lanes`` lanes, one group per
 cycle), and the output word into OBUF. It then frees the MAC stage for the next command.
 
 Commands are checked before they start: a geometry the buffers cannot hold ends the command with
@@ -106,6 +106,8 @@ class Engine(wiring.Component):
         R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
         LANES = cfg.requant_lanes
         GROUPS = C // LANES
+        ADD_LANES = cfg.add_lanes
+        ADD_GROUPS = C // ADD_LANES
         m = Module()
 
         # -- buffers -----------------------------------------------------------------------------
@@ -206,9 +208,9 @@ class Engine(wiring.Component):
         elt_prm = Signal(add_params_layout(cfg))
         elt_run = Signal()                # streaming pixels; owns the read and OBUF ports
         elt_p = Signal(16)                # pixel being read
-        elt_g = Signal(range(GROUPS + 1))  # lane group being read
+        elt_g = Signal(range(ADD_GROUPS + 1))  # lane group being read
         # Output assembly (shared by the post stage and ELTWISE, which never overlap).
-        out_g = Signal(range(GROUPS + 1))
+        out_g = Signal(range(max(GROUPS, ADD_GROUPS) + 1))
         out_p = Signal(24)
         w_now = Signal()
 
@@ -642,25 +644,25 @@ class Engine(wiring.Component):
             rq.act.eq(act_reg),
             rq.o.ready.eq(1),
         ]
-        # -- ELTWISE: A (IBUF) + B (WBUF), one lane group per cycle -------------------------------
+        # -- ELTWISE: A (IBUF) + B (WBUF), one group of add_lanes codes per cycle -----------------
         # Like the post stage, every group re-reads its pixel's words and keeps its lanes.
-        m.submodules.eltwise = eadd = EltwiseAdd(cfg, LANES)
-        lane_codes = eltwise_in_layout(cfg, LANES)
+        m.submodules.eltwise = eadd = EltwiseAdd(cfg, ADD_LANES)
+        lane_codes = eltwise_in_layout(cfg, ADD_LANES)
         e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
                             depth=4)
         m.d.comb += e_rd.issue.eq(elt_run & (elt_p != eop.pixels) & e_rd.can_issue)
         with m.If(e_rd.issue):
-            with m.If(elt_g + 1 == GROUPS):
+            with m.If(elt_g + 1 == ADD_GROUPS):
                 m.d.sync += [elt_g.eq(0), elt_p.eq(elt_p + 1)]
             with m.Else():
                 m.d.sync += elt_g.eq(elt_g + 1)
         elt_rd_g = Signal.like(elt_g)     # group of the words on the read ports
         m.d.sync += elt_rd_g.eq(elt_g)
         e_in = Signal(e_rd.buf.w_data.shape())
-        for n in range(LANES):
+        for n in range(ADD_LANES):
             for word, flag, lane in ((ibuf.r.data, eop.a_signed, e_in.a[n]),
                                      (wbuf.r.data, eop.b_signed, e_in.b[n])):
-                code = word.word_select(elt_rd_g * LANES + n, B)
+                code = word.word_select(elt_rd_g * ADD_LANES + n, B)
                 m.d.comb += lane.eq(Mux(flag, code.as_signed(), code.as_unsigned()))
         m.d.comb += [
             e_rd.buf.w_data.eq(e_in),
@@ -676,19 +678,19 @@ class Engine(wiring.Component):
             eadd.o.ready.eq(1),
         ]
 
-        # Assemble the output word group by group (post stage or ELTWISE); write it when complete.
+        # Assemble the output word group by group (post stage: requant_lanes codes per group,
+        # ELTWISE: add_lanes); write it when complete.
         res_valid = Signal()
-        res = Signal(data.ArrayLayout(unsigned(B), LANES))
         m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid)
-        for n in range(LANES):
-            m.d.comb += res[n].eq(Mux(elt_run, eadd.o.payload[n][:B], rq.o.payload[n][:B]))
+        n_groups = Mux(elt_run, ADD_GROUPS, GROUPS)
         with m.If(res_valid):
-            for g in range(GROUPS):
-                with m.If(out_g == g):
-                    for n in range(LANES):
-                        m.d.sync += out_word[g * LANES + n].eq(res[n])
-            m.d.sync += out_g.eq(Mux(out_g + 1 == GROUPS, 0, out_g + 1))
-        m.d.sync += w_now.eq(res_valid & (out_g + 1 == GROUPS))
+            for c in range(C):
+                with m.If(elt_run & (out_g == c // ADD_LANES)):
+                    m.d.sync += out_word[c].eq(eadd.o.payload[c % ADD_LANES][:B])
+                with m.If(~elt_run & (out_g == c // LANES)):
+                    m.d.sync += out_word[c].eq(rq.o.payload[c % LANES][:B])
+            m.d.sync += out_g.eq(Mux(out_g + 1 == n_groups, 0, out_g + 1))
+        m.d.sync += w_now.eq(res_valid & (out_g + 1 == n_groups))
         m.d.comb += [
             obuf.w.en.eq(w_now),
             obuf.w.bank.eq(Mux(elt_run, cmd.obuf_bank, q_cmd.obuf_bank)),

@@ -606,7 +606,7 @@ async def eltwise_adds(dut):
             dut._log.info("%s: %d pixels in %d cycles", job.name, job.pixels, cycles)
             total += await job.check(tb, dut)
     assert not tb.errors, tb.errors
-    # A long add measures the steady rate: cols / requant_lanes cycles per pixel.
+    # A long add measures the steady rate: cols / add_lanes cycles per pixel.
     case = add_cases("tflite", cfg, rng, cfg.cols * 200)[0]
     job = AddJob(cfg, case)
     await job.load(tb)
@@ -617,6 +617,8 @@ async def eltwise_adds(dut):
     total += await job.check(tb, dut)
     dut._log.info("eltwise: %d pixels in %d cycles (%.3f per pixel); %d outputs matched",
                   job.pixels, cycles, cycles / job.pixels, total)
+    steady = job.pixels * cfg.cols // cfg.add_lanes
+    assert steady <= cycles <= steady + 80, (cycles, steady)
 
 
 @cocotb.test()

@@ -64,6 +64,11 @@ class HwConfig:
         the int16 build (the DSP48E1 P register).
     requant_lanes:
         Parallel post-processing (bias, requantization, activation) lanes; divides ``cols``.
+    add_lanes:
+        Lanes of the element-wise (residual add) unit; divides ``cols``. An ``ELTWISE`` command
+        takes ``cols / add_lanes`` cycles per pixel. Fewer than ``requant_lanes``: each lane's
+        float32 emulation of every framework's add is large, and adds are a small share of a
+        network's cycles.
     act_buffer_depth:
         Words of the on-chip activation buffer, one word = ``rows`` operands (one pixel's
         input-channel slice).
@@ -93,6 +98,7 @@ class HwConfig:
     operand_bits: int = 8
     acc_bits: int = 32
     requant_lanes: int = 4
+    add_lanes: int = 2
     act_buffer_depth: int = 4096
     weight_buffer_depth: int = 2048
     acc_buffer_depth: int = 1024
@@ -120,6 +126,7 @@ class HwConfig:
             "operand_bits",
             "acc_bits",
             "requant_lanes",
+            "add_lanes",
             "act_buffer_depth",
             "weight_buffer_depth",
             "acc_buffer_depth",
@@ -151,6 +158,8 @@ class HwConfig:
             self._fail("acc_bits", "must be 48 for the 16-bit build (the DSP48E1 P register)")
         if self.requant_lanes < 1 or self.cols % self.requant_lanes:
             self._fail("requant_lanes", f"must be >= 1 and divide cols ({self.cols})")
+        if self.add_lanes < 1 or self.cols % self.add_lanes:
+            self._fail("add_lanes", f"must be >= 1 and divide cols ({self.cols})")
         for fname in ("act_buffer_depth", "weight_buffer_depth", "acc_buffer_depth",
                       "param_buffer_depth"):
             v = getattr(self, fname)
@@ -248,6 +257,7 @@ PRESETS: dict[str, HwConfig] = {
         operand_bits=16,
         acc_bits=48,
         requant_lanes=4,
+        add_lanes=2,
         dsp_packing=False,
     ),
     "tiny": HwConfig(
@@ -255,6 +265,7 @@ PRESETS: dict[str, HwConfig] = {
         rows=4,
         cols=4,
         requant_lanes=2,
+        add_lanes=1,
         act_buffer_depth=1024,
         weight_buffer_depth=256,
         acc_buffer_depth=256,
@@ -268,6 +279,7 @@ PRESETS: dict[str, HwConfig] = {
         operand_bits=16,
         acc_bits=48,
         requant_lanes=2,
+        add_lanes=1,
         act_buffer_depth=1024,
         weight_buffer_depth=256,
         acc_buffer_depth=256,

@@ -110,7 +110,7 @@ def test_perf_model_counts_eltwise():
     ops = eltwise_ops(prog)
     busy = sum(eltwise_cycles(TINY, op) for op in ops)
     assert rep.layers["add"]["mac"] == busy
-    assert busy >= 2 * 16 * 16 * TINY.cols // TINY.requant_lanes
+    assert busy >= 2 * 16 * 16 * TINY.cols // TINY.add_lanes
     assert rep.layers["add"]["end"] - rep.layers["add"]["start"] >= busy
 
 

@@ -11,7 +11,7 @@ double-buffering overlap comes out of the program itself. Per command:
 * **post stage**: ``pixels x C / requant_lanes`` cycles plus the requantizer's pipeline; it
   overlaps the next command's MAC stage (two accumulator banks).
 * **ELTWISE** (residual add): waits until the post stage is idle, then ``ELT_LATENCY +
-  pixels x C / requant_lanes`` cycles with the engine to itself.
+  pixels x C / add_lanes`` cycles with the engine to itself.
 * **DMA** (:class:`DmaModel`): ``bytes / min(beat, DDR bandwidth / clock)``, the first burst's
   latency, and more latency when too few bursts are in flight to hide it (bursts of at most
   16 beats per line).
@@ -120,7 +120,7 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
 
 def eltwise_cycles(cfg: HwConfig, op) -> int:
     """Cycles of one ``ELTWISE`` command's ``op`` fields (the engine does nothing else)."""
-    return ELT_LATENCY + int(op.pixels) * cfg.cols // cfg.requant_lanes
+    return ELT_LATENCY + int(op.pixels) * cfg.cols // cfg.add_lanes
 
 
 @dataclass
