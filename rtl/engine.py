@@ -393,9 +393,6 @@ class Engine(wiring.Component):
                 first.eq(1),
             ]
 
-        # A pixel is done after its one read, or in PAIRS after its second.
-        advance = Signal()
-        m.d.comb += advance.eq(step & (~pairs | (ph == PH_1)))
         with m.If(mac_go):
             m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0), half.eq(0),
                          ph.eq(PH_K), a_running.eq(1),
@@ -403,7 +400,8 @@ class Engine(wiring.Component):
             m.d.sync += start_pass(0, 0, 0, 0)
         with m.Elif(step & pairs & (ph != PH_1)):
             m.d.sync += [ph.eq(ph + 1), first.eq(0)]
-        with m.Elif(advance):
+        # A pixel is done after its one read, or in PAIRS after its second.
+        with m.Elif(step):
             m.d.sync += [first.eq(0), ph.eq(PH_0)]
             # Upsampling repeats every input pixel and row twice.
             with m.If(ox + 1 != op.out_w):

@@ -268,7 +268,6 @@ class Machine:
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
 
-
     @staticmethod
     def _pairs(tap, w, zp_in):
         """``PAIRS`` accumulators (``isa.pairs_passes``): ``tap`` (taps, pixels, R) as

@@ -379,12 +379,12 @@ class _Compiler:
         for j in range(coblocks):
             c0, c1 = j * C, min(cout, (j + 1) * C)
             for p in range(parts):
-                i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
-                w = la.weights[c0:c1, i0:i1]
                 if pairs:
                     words = pack_words(pairs_tiles(la.weights[c0:c1, 0], R), cfg.operand_bits)
                     waddr[j, p] = (self.add_const(words.reshape(-1)), 1)
                     continue
+                i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
+                w = la.weights[c0:c1, i0:i1]
                 if dw:
                     n = c1 - c0
                     w = np.zeros((n, n, k, k), np.int64)

@@ -759,7 +759,7 @@ class _Lowering:
     def _op_add(self, node):
         self._lower_add(node)
 
-    def _torch_scalar_tail(self, node, t, x: Tensor, tail: int):
+    def _torch_scalar_tail(self, t, x: Tensor, tail: int):
         """First channel of PyTorch's scalar tail when the last ``tail`` elements (memory order)
         are whole channel blocks of the hardware (``HwAdd.scalar_from``), else None."""
         c, h, w = x.shape
@@ -785,6 +785,7 @@ class _Lowering:
                               f"{list(vb.hw.shape)} (the hardware adds equal shapes only)")
         relu = bool(node.attrs.get("relu", False))
         path = "vector"
+        kw = {}
         if fl == "torch-fbgemm":
             from zynqnn.ir import kernels as K
 
@@ -793,16 +794,13 @@ class _Lowering:
             if block == 0:
                 path = "scalar"
             elif n % block:
-                scalar_from = self._torch_scalar_tail(node, ta, va.hw, n % block)
-                if scalar_from is None:
+                kw["scalar_from"] = self._torch_scalar_tail(ta, va.hw, n % block)
+                if kw["scalar_from"] is None:
                     raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector "
                                       f"block ({block}): its scalar tail (the last {n % block} "
                                       "elements in memory order) rounds differently and is not "
                                       f"whole channel blocks of {self.cfg.rows}")
         y = self.hw_tensor(node, node.outputs[0])
-        kw = {}
-        if fl == "torch-fbgemm" and path == "vector" and n % block:
-            kw["scalar_from"] = scalar_from
         if fl == "tflite" and "left_shift" in node.attrs:
             kw["left_shift"] = int(node.attrs["left_shift"])
         try:
