@@ -207,6 +207,13 @@ class HwConfig:
         return self.cols * self.operand_bits
 
     @property
+    def dw_kernel(self) -> int:
+        """Kernel of the depthwise mode (``isa.Mode.DW``): 3 when ``rows == cols >= 9`` (PE row
+        ``r`` holds channel ``r``'s nine taps), else 0 (no such mode; depthwise layers take
+        diagonal weight tiles)."""
+        return 3 if self.rows == self.cols >= 9 else 0
+
+    @property
     def macs_per_cycle(self) -> int:
         return self.rows * self.cols
 

@@ -36,6 +36,7 @@ __all__ = [
     "ComputeHeader",
     "Mode",
     "pairs_passes",
+    "dw_walk",
     "Scheme",
     "Pool",
     "ConvOp",
@@ -145,8 +146,9 @@ class Mode(enum.IntEnum, shape=3):
     """What a ``CONV`` command computes over its windows.
 
     ``CONV`` multiplies in the PE array. ``PAIRS`` is a depthwise convolution with fbgemm's
-    saturating tap pairs (see :func:`pairs_passes`). The others bypass the array (they need
-    ``rows == cols``): the accumulator takes the window generator's ``q - zp_in`` vectors
+    saturating tap pairs (see :func:`pairs_passes`). ``DW`` is an exact 3x3 depthwise
+    convolution in one pass over the input (see :func:`dw_walk`). The others bypass the array
+    (they need ``rows == cols``): the accumulator takes the window generator's ``q - zp_in`` vectors
     directly and keeps their maximum (``MAXPOOL``), their sum over every pixel into one output
     (``SUMPOOL``, global average pooling), or copies them (``COPY``: with ``upsample``,
     nearest-neighbour x2).
@@ -157,6 +159,7 @@ class Mode(enum.IntEnum, shape=3):
     MAXPOOL = 2
     SUMPOOL = 3
     COPY = 4
+    DW = 5
 
 
 def pairs_passes(kernel: int) -> int:
@@ -175,6 +178,22 @@ def pairs_passes(kernel: int) -> int:
     and row ``R/2 + c`` (tap 2m + 1) of column ``h R/2 + c``).
     """
     return 2 * ((kernel * kernel + 1) // 2)
+
+
+def dw_walk(out: int, stride: int, kernel: int = 3) -> int:
+    """Input pixels a ``DW`` command walks along one axis for ``out`` outputs: every position of
+    the padded window span, ``(out - 1) * stride + kernel``.
+
+    ``DW`` (needs ``HwConfig.dw_kernel`` = 3: ``rows == cols >= 9``; ``kernel`` 3, one channel
+    block, no ``acc_cont`` / ``acc_keep`` / ``upsample``) holds one ``R x C`` weight tile: row
+    ``r`` is channel ``r``, column ``t`` its tap ``t = ky * 3 + kx`` (columns 9.. are unused).
+    The window generator streams the span ``[y_off, y_off + dw_walk(out_h))`` x ``[x_off,
+    x_off + dw_walk(out_w))`` in raster order, one input word per cycle (the zero point outside
+    the tile); PE row ``r`` multiplies channel ``r`` by its nine taps and a transposed FIR (two
+    line delays of ``dw_walk(out_w) - 2`` pixels, at most ``max_width``) sums each window, so a
+    command takes about ``dw_walk(out_h) * dw_walk(out_w)`` cycles instead of nine passes.
+    """
+    return (out - 1) * stride + kernel
 
 
 class Pool(enum.IntEnum, shape=2):

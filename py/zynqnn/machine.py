@@ -174,8 +174,9 @@ class Machine:
         pixels = oh * ow
         out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
         pairs = mode == isa.Mode.PAIRS
-        bypass = mode not in (isa.Mode.CONV, isa.Mode.PAIRS)
-        passes = isa.pairs_passes(k) if pairs else k * k * cb_n
+        dw = mode == isa.Mode.DW
+        bypass = mode not in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW)
+        passes = isa.pairs_passes(k) if pairs else 1 if dw else k * k * cb_n
 
         def bad(why):
             raise MachineError(isa.ErrorCause.BAD_COMPUTE, index, why)
@@ -204,6 +205,13 @@ class Machine:
             bad("upsampling needs kernel 1, stride 1")
         if pairs and (R != C or R % 2 or cb_n != 1 or op.acc_cont or op.acc_keep):
             bad("PAIRS needs rows == cols (even), one channel block and no acc_cont/acc_keep")
+        if dw and not cfg.dw_kernel:
+            bad(f"DW needs rows == cols >= 9 (the array is {R}x{C})")
+        if dw and (k != 3 or cb_n != 1 or op.acc_cont or op.acc_keep or op.upsample):
+            bad("DW needs kernel 3, one channel block and no acc_cont/acc_keep/upsample")
+        if dw and isa.dw_walk(ow, s) - 2 > cfg.max_width:
+            bad(f"DW walk of {isa.dw_walk(ow, s)} pixels per line: its line delays hold "
+                f"{cfg.max_width} + 2")
 
         # Input tile (cb, y, x, r) as q - zp_in, padded outside the tile.
         ibuf = self.buffers[isa.Buffer.IBUF].data[op.ibuf_bank]
@@ -234,6 +242,9 @@ class Machine:
         if mode == isa.Mode.CONV:
             w = w.reshape(k * k, cb_n, R, C)
             acc = np.einsum("tbhwr,tbrc->hwc", tap, w, optimize=True).reshape(pixels, C)
+        elif dw:  # row r of the tile is channel r, column t its tap t
+            acc = np.einsum("thwc,ct->hwc", tap[:, 0], w.reshape(R, C)[:, :k * k],
+                            optimize=True).reshape(pixels, C)
         elif pairs:
             acc = self._pairs(tap[:, 0].reshape(-1, pixels, R), w.reshape(passes, R, C),
                               int(op.zp_in))
