@@ -40,6 +40,7 @@ from zynqnn.config import HwConfig
 
 from .buffers import BankedBuffer, MemoryReader
 from .compute import PARAM_WORD_BITS, ComputeSignature
+from .depthwise import DepthwiseFIR, dw_line_depth
 from .eltwise import EltwiseAdd, add_params_layout, eltwise_in_layout
 from .pe_array import PEArray, act_layout
 from .postproc import (
@@ -139,6 +140,8 @@ class Engine(wiring.Component):
         ]
 
         m.submodules.array = array = PEArray(cfg)
+        if cfg.dw_kernel:
+            m.submodules.dw_fir = fir = DepthwiseFIR(cfg)
 
         # -- in-order answers ------------------------------------------------------------------
         SLOTS = 4                         # > commands the engine holds (MAC + pending + post)
@@ -186,6 +189,13 @@ class Engine(wiring.Component):
         bypass = Signal()                 # the command skips the PE array
         sumpool = Signal()
         pairs = Signal()                  # fbgemm's saturating tap pairs (isa.Mode.PAIRS)
+        dwm = Signal()                    # one-pass depthwise (isa.Mode.DW)
+        # The window generator's walk: the command's geometry, or in DW mode its padded window
+        # span as a 1x1, stride-1 walk (isa.dw_walk).
+        g_k = Signal(4)
+        g_s = Signal(2)
+        g_ow = Signal(13)
+        g_oh = Signal(13)
         ihw = Signal(24)
         yoff_iw = Signal(signed(18))
         ispan = Signal(32)
@@ -222,9 +232,11 @@ class Engine(wiring.Component):
                                  seq_in.eq(seq_in + 1)]
                     new = isa.ConvCommand(self.cmd.payload.as_value())
                     m.d.sync += [bypass.eq((new.op.mode != isa.Mode.CONV)
-                                           & (new.op.mode != isa.Mode.PAIRS)),
+                                           & (new.op.mode != isa.Mode.PAIRS)
+                                           & (new.op.mode != isa.Mode.DW)),
                                  sumpool.eq(new.op.mode == isa.Mode.SUMPOOL),
-                                 pairs.eq(new.op.mode == isa.Mode.PAIRS)]
+                                 pairs.eq(new.op.mode == isa.Mode.PAIRS),
+                                 dwm.eq(new.op.mode == isa.Mode.DW)]
                     with m.If(new.opcode == isa.Opcode.ELTWISE):
                         m.next = "ELT_CHECK"
                     with m.Else():
@@ -235,12 +247,18 @@ class Engine(wiring.Component):
                     pixels.eq(op.out_h * op.out_w),
                     ihw.eq(op.in_h * op.in_w),
                     yoff_iw.eq(op.y_off * op.in_w),
+                    g_k.eq(Mux(dwm, 1, op.kernel)),
+                    g_s.eq(Mux(dwm, 1, op.stride)),
+                    g_ow.eq(Mux(dwm, Mux(op.stride == 2, (op.out_w - 1) << 1, op.out_w - 1) + 3,
+                                op.out_w)),
+                    g_oh.eq(Mux(dwm, Mux(op.stride == 2, (op.out_h - 1) << 1, op.out_h - 1) + 3,
+                                op.out_h)),
                 ]
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 m.d.sync += [
                     # PAIRS: isa.pairs_passes(kernel) = kk rounded up to even.
-                    passes.eq(Mux(pairs, (kk + 1) & ~1, kk * op.cin_blocks)),
+                    passes.eq(Mux(pairs, (kk + 1) & ~1, Mux(dwm, 1, kk * op.cin_blocks))),
                     ispan.eq(op.cin_blocks * ihw),
                     out_pixels.eq(Mux(sumpool, 1, pixels)),
                 ]
@@ -260,7 +278,7 @@ class Engine(wiring.Component):
                     | ~depth_ok(op.obuf_addr + out_pixels, cfg.acc_buffer_depth)
                     | (op.pool != isa.Pool.NONE)
                     | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
-                        | (op.mode == isa.Mode.PAIRS)
+                        | (op.mode == isa.Mode.PAIRS) | (op.mode == isa.Mode.DW)
                         | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
                     # The bypass modes feed input channels straight to output channels.
                     | (bypass & ((op.cin_blocks != 1) if R == C else 1))
@@ -268,6 +286,11 @@ class Engine(wiring.Component):
                     # PAIRS splits the channel block into halves across the array's rows.
                     | (pairs & ((op.cin_blocks != 1) | op.acc_cont | op.acc_keep | op.upsample
                                 if R == C and R % 2 == 0 else pairs))
+                    # DW holds a channel's 3x3 taps in a PE row; its line delays hold
+                    # dw_line_depth pixels.
+                    | (dwm & ((op.kernel != 3) | (op.cin_blocks != 1) | op.acc_cont | op.acc_keep
+                              | op.upsample | (g_ow - 2 > dw_line_depth(cfg))
+                              if cfg.dw_kernel else dwm))
                 )
                 with m.If(bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
@@ -334,8 +357,8 @@ class Engine(wiring.Component):
         ky = Signal(3)
         kx = Signal(3)
         cb = Signal(8)
-        oy = Signal(12)
-        ox = Signal(12)
+        oy = Signal(13)                   # 13 bits: a DW walk spans up to 2 * out_h + 1 rows
+        ox = Signal(13)
         iy = Signal(signed(16))
         ix = Signal(signed(16))
         row_addr = Signal(signed(24))     # IBUF address of (cb, iy, 0)
@@ -359,9 +382,9 @@ class Engine(wiring.Component):
         iy2 = Signal(signed(16))
         ix2 = Signal(signed(16))
         m.d.comb += [
-            wrap2.eq(kx + 1 == op.kernel),
+            wrap2.eq(kx + 1 == g_k),
             iy2.eq(iy + wrap2),
-            ix2.eq(Mux(wrap2, ix - (op.kernel - 1), ix + 1)),
+            ix2.eq(Mux(wrap2, ix - (g_k - 1), ix + 1)),
         ]
         second = Signal()                 # this cycle reads tap t + 1
         rd_iy = Signal(signed(16))
@@ -396,7 +419,7 @@ class Engine(wiring.Component):
         with m.If(mac_go):
             m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0), half.eq(0),
                          ph.eq(PH_K), a_running.eq(1),
-                         s_iw.eq(Mux(op.stride == 2, op.in_w << 1, op.in_w))]
+                         s_iw.eq(Mux(g_s == 2, op.in_w << 1, op.in_w))]
             m.d.sync += start_pass(0, 0, 0, 0)
         with m.Elif(step & pairs & (ph != PH_1)):
             m.d.sync += [ph.eq(ph + 1), first.eq(0)]
@@ -404,12 +427,12 @@ class Engine(wiring.Component):
         with m.Elif(step):
             m.d.sync += [first.eq(0), ph.eq(PH_0)]
             # Upsampling repeats every input pixel and row twice.
-            with m.If(ox + 1 != op.out_w):
-                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], op.stride))]
-            with m.Elif(oy + 1 != op.out_h):
+            with m.If(ox + 1 != g_ow):
+                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], g_s))]
+            with m.Elif(oy + 1 != g_oh):
                 m.d.sync += [ox.eq(0), ix.eq(kx + op.x_off), oy.eq(oy + 1)]
                 with m.If(~op.upsample):
-                    m.d.sync += [iy.eq(iy + op.stride), row_addr.eq(row_addr + s_iw)]
+                    m.d.sync += [iy.eq(iy + g_s), row_addr.eq(row_addr + s_iw)]
                 with m.Elif(oy[0]):
                     m.d.sync += [iy.eq(iy + 1), row_addr.eq(row_addr + op.in_w)]
             # PAIRS: pass (tap pair, half), half inner; the next pair is two taps on.
@@ -418,22 +441,22 @@ class Engine(wiring.Component):
                 m.d.sync += start_pass(ky, kx, 0, ky_iw)
             with m.Elif(pairs):
                 m.d.sync += [half.eq(0), ph.eq(PH_K)]
-                with m.If(ky * op.kernel + kx + 2 >= kk):
+                with m.If(ky * g_k + kx + 2 >= kk):
                     m.d.sync += a_running.eq(0)
-                with m.Elif(kx + 2 < op.kernel):
+                with m.Elif(kx + 2 < g_k):
                     m.d.sync += kx.eq(kx + 2)
                     m.d.sync += start_pass(ky, kx + 2, 0, ky_iw)
                 with m.Else():
-                    m.d.sync += [kx.eq(kx + 2 - op.kernel), ky.eq(ky + 1),
+                    m.d.sync += [kx.eq(kx + 2 - g_k), ky.eq(ky + 1),
                                  ky_iw.eq(ky_iw + op.in_w)]
-                    m.d.sync += start_pass(ky + 1, kx + 2 - op.kernel, 0, ky_iw + op.in_w)
+                    m.d.sync += start_pass(ky + 1, kx + 2 - g_k, 0, ky_iw + op.in_w)
             with m.Elif(cb + 1 != op.cin_blocks):
                 m.d.sync += [cb.eq(cb + 1), cb_base.eq(cb_base + ihw)]
                 m.d.sync += start_pass(ky, kx, cb_base + ihw, ky_iw)
-            with m.Elif(kx + 1 != op.kernel):
+            with m.Elif(kx + 1 != g_k):
                 m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(kx + 1)]
                 m.d.sync += start_pass(ky, kx + 1, 0, ky_iw)
-            with m.Elif(ky + 1 != op.kernel):
+            with m.Elif(ky + 1 != g_k):
                 m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(0), ky.eq(ky + 1),
                              ky_iw.eq(ky_iw + op.in_w)]
                 m.d.sync += start_pass(ky + 1, 0, 0, ky_iw + op.in_w)
@@ -496,7 +519,19 @@ class Engine(wiring.Component):
         # The accumulator takes the array's sums, or in the bypass modes the window vectors.
         m.d.comb += array.sums.ready.eq(1)
         take = Signal()
-        m.d.comb += take.eq(Mux(bypass, a_rd.buf.r_valid, array.sums.valid))
+        if cfg.dw_kernel:
+            m.d.comb += [
+                array.dw.eq(dwm),
+                fir.i_products.eq(array.dw_products),
+                fir.i_valid.eq(array.dw_valid),
+                fir.start.eq(mac_go),
+                fir.width.eq(g_ow),
+                fir.stride2.eq(op.stride == 2),
+            ]
+            mac_valid = Mux(dwm, fir.o_valid, array.sums.valid)
+        else:
+            mac_valid = array.sums.valid
+        m.d.comb += take.eq(Mux(bypass, a_rd.buf.r_valid, mac_valid))
         bypass_sum = Signal.like(s1_sum)
         if R == C:
             for c in range(C):
@@ -515,6 +550,8 @@ class Engine(wiring.Component):
                 m.d.sync += [sat_lo[c].eq(-(2 ** 15) - sc), sat_hi[c].eq(2 ** 15 - 1 - sc)]
             m.d.comb += mac_sum[c].eq(Mux(pairs & (sc < sat_lo[c]), sat_lo[c],
                                           Mux(pairs & (sc > sat_hi[c]), sat_hi[c], sc)))
+        if cfg.dw_kernel:
+            mac_sum = Mux(dwm, fir.o_sums, mac_sum)
         m.d.sync += [s1_valid.eq(take & ~k_next), s1_sum.eq(Mux(bypass, bypass_sum, mac_sum)),
                      s1_p.eq(Mux(sumpool, 0, acc_p)),
                      s1_first.eq((acc_n == 0) & (~sumpool | (acc_p == 0)) & ~op.acc_cont),

@@ -10,6 +10,11 @@ Each PE is three registered stages, the DSP48E1's own pipeline: operand register
 product (M) and the accumulate (P, with the column's partial sum arriving on the cascade), so
 nothing between two registers is more than one multiplier or one adder.
 
+In the depthwise mode (``dw``, :attr:`HwConfig.dw_kernel`) a vector enters every row at once
+and, within a row, every PE holding a tap (PE ``j`` holds taps ``j * pack ..``): row ``r``
+multiplies channel ``r``'s operand by its tap weights, and the product registers leave the
+array (``dw_products``, ``dw_valid``) for the depthwise FIR; no column sums are emitted.
+
 Weights are double-buffered: a new tile shifts into shadow registers (entering at the bottom row,
 so the first row sent ends in row 0) while the array computes with the active tile; the first
 activation vector that uses the new tile carries ``swap``, and each PE copies its shadow weight
@@ -17,7 +22,7 @@ when that vector reaches it. The array enforces the ordering itself: a ``swap`` 
 a full tile is loaded, and a new tile waits until the previous swap has passed every PE.
 """
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +30,7 @@ from zynqnn.config import HwConfig
 
 from .common import CreditBuffer
 
-__all__ = ["PEArray", "weight_row_layout", "act_layout", "sum_layout"]
+__all__ = ["PEArray", "weight_row_layout", "act_layout", "sum_layout", "dw_products_layout"]
 
 
 def weight_row_layout(cfg: HwConfig) -> data.ArrayLayout:
@@ -49,6 +54,26 @@ def sum_layout(cfg: HwConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
 
 
+def _pack(cfg: HwConfig) -> int:
+    return 2 if cfg.dsp_packing else 1
+
+
+def product_bits(cfg: HwConfig) -> int:
+    """Width of a PE's product register: the activation times the (packed) weight."""
+    return cfg.signed_operand_bits + (25 if _pack(cfg) == 2 else cfg.operand_bits)
+
+
+def dw_pes(cfg: HwConfig) -> int:
+    """PEs per row that hold depthwise taps (0 without a depthwise mode)."""
+    return -(-cfg.dw_kernel ** 2 // _pack(cfg))
+
+
+def dw_products_layout(cfg: HwConfig) -> data.ArrayLayout:
+    """The depthwise mode's product registers: per row, the first :func:`dw_pes` PEs' products
+    (packed: tap ``2j`` in the low 16 bits, tap ``2j + 1`` above, as in the column sums)."""
+    return data.ArrayLayout(data.ArrayLayout(signed(product_bits(cfg)), dw_pes(cfg)), cfg.rows)
+
+
 class PEArray(wiring.Component):
     """The ``rows x cols`` systolic array of a :class:`~zynqnn.config.HwConfig`.
 
@@ -59,18 +84,30 @@ class PEArray(wiring.Component):
     acts: In(stream)
         Activation vectors; ``swap`` marks the first vector of a newly loaded tile.
     sums: Out(stream)
-        One vector of ``cols`` sums per activation vector, in order.
+        One vector of ``cols`` sums per activation vector, in order (none in the depthwise mode).
+    dw: In(1)
+        Depthwise mode (configs with :attr:`HwConfig.dw_kernel`); held while vectors are in the
+        array.
+    dw_products, dw_valid: Out
+        The product registers of the depthwise PEs, valid :attr:`DW_LATENCY` cycles after a
+        vector was accepted in the depthwise mode.
 
     The array itself never stalls; ``acts`` is ready while the output buffer has a free slot.
     """
 
     def __init__(self, cfg: HwConfig):
         self._cfg = cfg
-        super().__init__({
+        members = {
             "weights": In(stream.Signature(weight_row_layout(cfg))),
             "acts": In(stream.Signature(act_layout(cfg))),
             "sums": Out(stream.Signature(sum_layout(cfg))),
-        })
+        }
+        if cfg.dw_kernel:
+            members.update(dw=In(1), dw_products=Out(dw_products_layout(cfg)), dw_valid=Out(1))
+        super().__init__(members)
+
+    #: Cycles from an accepted depthwise vector to its products (skew register, A, M).
+    DW_LATENCY = 3
 
     @property
     def cfg(self) -> HwConfig:
@@ -79,7 +116,7 @@ class PEArray(wiring.Component):
     @property
     def pack(self) -> int:
         """Columns per PE: 2 when two int8 products share a DSP48E1, else 1."""
-        return 2 if self._cfg.dsp_packing else 1
+        return _pack(self._cfg)
 
     @property
     def latency(self) -> int:
@@ -106,10 +143,13 @@ class PEArray(wiring.Component):
         ]
         accept = Signal()
         accept_swap = Signal()
+        DWJ = dw_pes(cfg)
+        dw = self.dw if DWJ else Const(0)
         m.d.comb += [
             accept.eq(self.acts.valid & self.acts.ready),
             accept_swap.eq(accept & self.acts.payload.swap),
-            obuf.accept.eq(accept),
+            # Depthwise vectors leave as products, not column sums.
+            obuf.accept.eq(accept & ~dw),
         ]
         w_shift = Signal()
         m.d.comb += w_shift.eq(self.weights.valid & self.weights.ready)
@@ -125,6 +165,7 @@ class PEArray(wiring.Component):
         a_bits = cfg.signed_operand_bits
         w_bits = cfg.operand_bits
         a_west = []  # (operand, swap) entering PE (r, 0)
+        dw_west = []  # the same without the skew: entering row r's tap PEs in depthwise mode
         for r in range(R):
             a, s = self.acts.payload.data[r], accept_swap
             for k in range(r + 1):
@@ -132,6 +173,8 @@ class PEArray(wiring.Component):
                 s_d = Signal(name=f"skew_r{r}_swap{k}")
                 m.d.sync += [a_d.eq(a), s_d.eq(s)]
                 a, s = a_d, s_d
+                if k == 0:
+                    dw_west.append((a, s))
             a_west.append((a, s))
 
         # -- the PEs -----------------------------------------------------------------------------
@@ -149,6 +192,7 @@ class PEArray(wiring.Component):
         else:
             pw_bits = w_bits
             packed_in = [self.weights.payload[j] for j in range(J)]
+        assert product_bits(cfg) == a_bits + pw_bits
         shadow = [[Signal(signed(pw_bits), name=f"pe_r{r}_j{j}_wshadow") for j in range(J)]
                   for r in range(R)]
         with m.If(w_shift):
@@ -163,11 +207,14 @@ class PEArray(wiring.Component):
         bottom = []
         for r in range(R):
             a_in, s_in = a_west[r]
+            a_dw, s_dw = dw_west[r]
             # Partial sums of r + 1 products; the packed build sums in fabric at minimal width,
             # the unpacked one at accumulator width (the DSP48E1's P cascade).
             sum_bits = field_bits + r.bit_length() if P == 2 else cfg.acc_bits
             for j in range(J):
                 pfx = f"pe_r{r}_j{j}"
+                if j < DWJ:  # a tap PE: the row's operand without the skew in depthwise mode
+                    a_in, s_in = Mux(dw, a_dw, a_in), Mux(dw, s_dw, s_in)
                 a_reg = Signal(signed(a_bits), name=f"{pfx}_a")        # A/B register
                 s_reg = Signal(name=f"{pfx}_swap")
                 w_act = Signal(signed(pw_bits), name=f"{pfx}_w")
@@ -176,6 +223,8 @@ class PEArray(wiring.Component):
                 with m.If(s_in):
                     m.d.sync += w_act.eq(shadow[r][j])
                 m.d.sync += prod.eq(a_reg * w_act)
+                if j < DWJ:
+                    m.d.comb += self.dw_products[r][j].eq(prod)
                 if P == 2:
                     terms = [prod[:16].as_signed(), prod[16:32].as_signed() + prod[15]]
                 else:
@@ -201,8 +250,16 @@ class PEArray(wiring.Component):
                     v = v_d
                 m.d.comb += out[j * P + k].eq(v)
 
+        if DWJ:
+            v = accept & dw
+            for k in range(self.DW_LATENCY):
+                v_d = Signal(name=f"dw_valid_d{k}")
+                m.d.sync += v_d.eq(v)
+                v = v_d
+            m.d.comb += self.dw_valid.eq(v)
+
         # The valid bit of an accepted vector, delayed by the array's latency.
-        valid = accept
+        valid = accept & ~dw
         for k in range(self.latency):
             v_d = Signal(name=f"valid_d{k}")
             m.d.sync += v_d.eq(valid)

@@ -233,6 +233,26 @@ class PairsLayer(Layer):
                                       "op": op})
 
 
+class DwLayer(Layer):
+    """A depthwise 3x3 layer of one channel block in ``isa.Mode.DW``: one weight tile whose row
+    ``r`` holds channel ``r``'s nine taps (golden: the exact depthwise conv)."""
+
+    def __init__(self, cfg, rng, stride, pad, h, w):
+        super().__init__(cfg, rng, 3, stride, pad, cfg.cols, h, w, depthwise=True)
+
+    def wbuf_words(self, cfg):
+        B, C = cfg.operand_bits, cfg.cols
+        taps = self.wt[np.arange(C), np.arange(C)].reshape(C, 9)
+        return [sum((int(v) & (2**B - 1)) << (t * B) for t, v in enumerate(row)) for row in taps]
+
+    def command(self, **kw):
+        c = isa.ConvCommand.from_bits(Layer.command(self, **kw))
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(mode=isa.Mode.DW)
+        return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": c.obuf_bank,
+                                      "op": op})
+
+
 class EngineTB:
     def __init__(self, dut, cfg):
         self.dut, self.cfg = dut, cfg
@@ -408,6 +428,63 @@ async def saturating_pairs(dut):
         assert bad == 0, f"k{k} s{s}: {bad} of {got.size} differ"
         saturated += layer.saturated
     assert saturated > 0
+
+
+@cocotb.test()
+async def depthwise_one_pass(dut):
+    """Depthwise 3x3 in ``DW`` mode (configs with ``dw_kernel``): stride 1 and 2, with and
+    without padding, a single output (the shortest line delay), maps wider than tall; DW right
+    after a CONV and the other way round; malformed DW commands end in BAD_COMPUTE. Configs
+    without the mode answer every DW command with BAD_COMPUTE."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(23)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    if not cfg.dw_kernel:
+        layer = DwLayer.__new__(DwLayer)
+        Layer.__init__(layer, cfg, rng, 3, 1, 1, cfg.cols, 4, 4, depthwise=True)
+        await tb.send(layer.command())
+        await tb.wait_done(1, 100)
+        assert tb.errors == [isa.ErrorCause.BAD_COMPUTE], tb.errors
+        return
+    done = 0
+    cases = [(1, 1, 6, 7), (2, 1, 7, 6), (1, 0, 5, 5), (1, 1, 1, 1), (2, 1, 3, 9), (2, 0, 5, 4)]
+    for s, p, h, w in cases:
+        layer = DwLayer(cfg, rng, s, p, h, w)
+        await load(tb, layer)
+        await tb.send(layer.command())
+        done += 1
+        await tb.wait_done(done, 50_000)
+        got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
+        bad = int(np.sum(got != layer.expected))
+        dut._log.info("dw s%d p%d %dx%d: %d outputs, %d mismatches", s, p, h, w, got.size, bad)
+        assert not tb.errors, f"s{s} p{p} {h}x{w}: error {tb.errors}"
+        assert bad == 0, f"s{s} p{p} {h}x{w}: {bad} of {got.size} differ"
+    # Back to back: CONV then DW then CONV, in alternating banks.
+    a = Layer(cfg, rng, 3, 1, 1, cfg.rows, 5, 6)
+    b = DwLayer(cfg, rng, 1, 1, 6, 5)
+    c = Layer(cfg, rng, 1, 1, 0, cfg.rows, 4, 4)
+    await load(tb, a, 0, 0, 0)
+    await load(tb, b, 1, 1, 1)
+    await tb.send(a.command(obuf_bank=0))
+    await tb.send(b.command(ibuf_bank=1, wbuf_bank=1, pbuf_bank=1, obuf_bank=1))
+    await tb.wait_done(done + 2, 100_000)
+    await load(tb, c, 0, 0, 0)
+    await tb.send(c.command(obuf_bank=0))
+    await tb.wait_done(done + 3, 100_000)
+    for layer, bank in ((b, 1), (c, 0)):
+        got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
+        assert np.array_equal(got, layer.expected), f"{type(layer).__name__} after a switch"
+    # Malformed: two channel blocks, part of a split reduction, a line beyond the delays.
+    for over in ({"cb": 2}, {"w": cfg.max_width + 2, "pad": 2}):
+        bad = DwLayer(cfg, rng, 1, 1, 4, 4)
+        bad.__dict__.update(over)
+        bad.oh, bad.ow = 1, bad.w + 2 * bad.pad - 2
+        await tb.send(bad.command())
+    await tb.send(DwLayer(cfg, rng, 1, 1, 4, 4).command(acc_keep=1))
+    await ClockCycles(dut.clk, 20)
+    assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * 3, tb.errors
 
 
 @cocotb.test()

@@ -12,4 +12,13 @@ from zynqnn.sim.runner import SIMULATORS, run
 def test_engine_conv(sim):
     cfg = get_config("tiny")
     tests, failures = run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", sim, cfg)
-    assert (tests, failures) == (10, 0)
+    assert (tests, failures) == (11, 0)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_engine_depthwise_mode(sim):
+    """The one-pass depthwise mode needs a 16x16 array (nine taps per PE row): pynq_z2."""
+    cfg = get_config("pynq_z2")
+    tests, failures = run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.tb_engine", sim, cfg,
+                          testcase="depthwise_one_pass")
+    assert (tests, failures) == (1, 0)
