@@ -161,6 +161,31 @@ def test_depthwise(c, k, s, scheme):
     assert len(ops) >= -(-c // TINY.cols) and all(op.cin_blocks == 1 for op in ops)
 
 
+@pytest.mark.parametrize("c, s, pad, h, w, scheme", [
+    (20, 1, 1, 9, 8, "torch-qnnpack"), (16, 2, 1, 11, 10, "onnxruntime"),
+    (16, 1, 0, 7, 6, "tflite"), (18, 1, 1, 40, 40, "torch-fbgemm"),
+])
+def test_depthwise_one_pass(c, s, pad, h, w, scheme):
+    """3x3 depthwise convs on pynq_z2 run as DW commands (one tile of taps, one walk), across
+    channel blocks and output-row tiles (40x40 does not fit one accumulator bank); 5x5 keeps the
+    diagonal tiles."""
+    cfg = get_config("pynq_z2")
+    rng = np.random.default_rng(c + h)
+    x = tensor(rng, "x", c, h, w)
+    la = conv_rq(rng, "dw", x, c, 3, s, pad, scheme=scheme)
+    la.weights = la.weights[:, :1]
+    la.groups = c
+    prog = check(Network(x, [la]), cfg)
+    ops = _convs(prog)
+    assert {isa.Mode(int(op.mode)) for op in ops} == {isa.Mode.DW}
+    assert len(ops) >= -(-c // cfg.cols) * (2 if h == 40 else 1)
+    la5 = conv_rq(rng, "dw5", x, c, 5, 1, 2, scheme=scheme)
+    la5.weights = la5.weights[:, :1]
+    la5.groups = c
+    ops = _convs(check(Network(x, [la5]), cfg))
+    assert {isa.Mode(int(op.mode)) for op in ops} == {isa.Mode.CONV}
+
+
 def test_global_pool_any_scheme():
     rng = np.random.default_rng(5)
     cfg = get_config("pynq_z2")

@@ -39,18 +39,21 @@ def test_compute_model_within_5_percent_of_rtl(name, k, s, pad, cin, size, rtl):
     assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
 
 
-#: scripts/bench_engine.py, the same four commands as depthwise 3x3 layers (16 channels each):
-#: diagonal tiles (CONV) and fbgemm's saturating pairs (PAIRS). (name, stride, input, RTL cycles)
+#: scripts/bench_engine.py, the same four commands as depthwise 3x3 layers (16 channels each),
+#: as the compiler emits them on pynq_z2: one-pass (DW) and fbgemm's saturating pairs (PAIRS).
+#: (name, pairs, stride, input, RTL cycles, mode)
 RTL_DEPTHWISE = [
-    ("dw3x3 diagonal 28x28", False, 1, 28, 31627),
-    ("dw3x3 diagonal s2 56x56", False, 2, 56, 31627),
-    ("dw3x3 fbgemm pairs 28x28", True, 1, 28, 66151),
+    ("dw3x3 one-pass 28x28", False, 1, 28, 13706, "DW"),
+    ("dw3x3 one-pass 14x14", False, 1, 14, 3654, "DW"),
+    ("dw3x3 one-pass 7x7", False, 1, 7, 1127, "DW"),
+    ("dw3x3 one-pass s2 56x56", False, 2, 56, 16307, "DW"),
+    ("dw3x3 fbgemm pairs 28x28", True, 1, 28, 66151, "PAIRS"),
 ]
 
 
-@pytest.mark.parametrize("name, pairs, s, size, rtl", RTL_DEPTHWISE,
+@pytest.mark.parametrize("name, pairs, s, size, rtl, mode", RTL_DEPTHWISE,
                          ids=[r[0] for r in RTL_DEPTHWISE])
-def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl):
+def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl, mode):
     from zynqnn import isa
     from zynqnn.compiler import HwConv
 
@@ -61,7 +64,7 @@ def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl):
                 c.multiplier, c.shift, stride=s, padding=1, groups=64, saturate_pairs=pairs)
     prog = compile_network(Network(x, [la]), PYNQ)
     modes = {st.op["mode"] for st in prog.steps}
-    assert modes == {isa.Mode.PAIRS if pairs else isa.Mode.CONV}
+    assert modes == {isa.Mode[mode]}
     rep = prog.perf(DmaModel(enabled=False))
     assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
 

@@ -50,6 +50,7 @@ from .layout import (
     act_bytes,
     act_codes,
     cblocks,
+    dw_tile,
     has_act,
     pairs_tiles,
     param_bytes,
@@ -352,7 +353,11 @@ class _Compiler:
         OH, OW = y.height, y.width
         cb_total = cblocks(cin, R)
         pairs = dw and la.saturate_pairs
-        taps = isa.pairs_passes(k) if pairs else k * k   # weight tiles per channel block
+        # One-pass depthwise (isa.Mode.DW): one tile of nine taps per channel, one walk over the
+        # padded span; the line delays bound the walk's width.
+        one_pass = (dw and not pairs and k == cfg.dw_kernel
+                    and isa.dw_walk(OW, s) - 2 <= cfg.max_width)
+        taps = isa.pairs_passes(k) if pairs else 1 if one_pass else k * k  # tiles per block
         if taps * R > cfg.weight_buffer_depth:
             raise CompileError(f"{la.name}: one input-channel block of a {k}x{k} kernel needs "
                                f"{taps * R} weight words, above weight_buffer_depth = "
@@ -379,8 +384,10 @@ class _Compiler:
         for j in range(coblocks):
             c0, c1 = j * C, min(cout, (j + 1) * C)
             for p in range(parts):
-                if pairs:
-                    words = pack_words(pairs_tiles(la.weights[c0:c1, 0], R), cfg.operand_bits)
+                if pairs or one_pass:
+                    wt = (pairs_tiles(la.weights[c0:c1, 0], R) if pairs
+                          else dw_tile(la.weights[c0:c1, 0], R, C))
+                    words = pack_words(wt, cfg.operand_bits)
                     waddr[j, p] = (self.add_const(words.reshape(-1)), 1)
                     continue
                 i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
@@ -408,7 +415,9 @@ class _Compiler:
                 wa, ncb = waddr[j, p]
                 macs = oh * OW * k * k * (1 if dw else min(cin - p * cbp * R, ncb * R)) * (
                     min(cout, (j + 1) * C) - j * C)
-                op = dict(mode=isa.Mode.PAIRS if pairs else isa.Mode.CONV, kernel=k, stride=s,
+                mode = (isa.Mode.PAIRS if pairs else isa.Mode.DW if one_pass
+                        else isa.Mode.CONV)
+                op = dict(mode=mode, kernel=k, stride=s,
                           y_off=iy_lo - y_lo,
                           x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,
                           in_signed=int(x.signed), zp_in=x.zero_point, zp_out=post.zp_out,

@@ -13,7 +13,8 @@ import numpy as np
 from zynqnn.config import HwConfig
 from zynqnn.machine import PARAM_WORD_BITS, pack_words, unpack_words
 
-__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "cblocks"]
+__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "cblocks",
+           "pairs_tiles", "dw_tile"]
 
 
 def cblocks(channels: int, n: int) -> int:
@@ -69,6 +70,16 @@ def pairs_tiles(w: np.ndarray, R: int) -> np.ndarray:
         tiles[p, c, col] = taps[2 * m, col]
         tiles[p, half + c, col] = taps[2 * m + 1, col]
     return tiles
+
+
+def dw_tile(w: np.ndarray, R: int, C: int) -> np.ndarray:
+    """A ``DW`` command's weight tile (``isa.dw_walk``): (R, C) from one channel block's 3x3
+    depthwise weights ``w`` (n <= R, 3, 3); row ``c`` holds channel ``c``'s taps ``ky * 3 + kx``
+    in columns 0..8."""
+    n, k, _ = w.shape
+    tile = np.zeros((R, C), np.int64)
+    tile[:n, :k * k] = w.reshape(n, k * k)
+    return tile
 
 
 def post_layer(cfg: HwConfig, la, channels: int):

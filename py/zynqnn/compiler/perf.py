@@ -7,7 +7,7 @@ double-buffering overlap comes out of the program itself. Per command:
 * **MAC stage** (engine): ``R + C/2 + 2`` cycles of array fill and as many of drain, then
   one pass per (tap, input channel block) over the tile's output pixels; a pass is never
   shorter than ``2R + C/2`` cycles (the next weight tile must be shifted into the array).
-  Bypass modes make one pass per tap.
+  Bypass modes make one pass per tap; ``DW`` one pass over its padded window span.
 * **post stage**: ``pixels x C / requant_lanes`` cycles plus the requantizer's pipeline; it
   overlaps the next command's MAC stage (two accumulator banks).
 * **ELTWISE** (residual add): waits until the post stage is idle, then ``ELT_LATENCY +
@@ -111,10 +111,14 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
     fill = R + C // 2 + 2
     # PAIRS: two IBUF reads per vector, and the zero-point vector first in every pass.
     per_pass = 2 * pixels + 1 if mode == isa.Mode.PAIRS else pixels
+    if mode == isa.Mode.DW:  # one walk over the padded window span
+        s = int(op.stride)
+        per_pass = isa.dw_walk(int(op.out_h), s) * isa.dw_walk(int(op.out_w), s)
     mac = 2 * fill + passes * max(per_pass, 2 * R + C // 2)
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
     post = 0 if op.acc_keep else out_pixels * C // cfg.requant_lanes + POST_LATENCY
-    macs = (k * k * cb * R * C * pixels if mode in (isa.Mode.CONV, isa.Mode.PAIRS) else 0)
+    macs = (k * k * cb * R * C * pixels
+            if mode in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW) else 0)
     return mac, post, macs
 
 
