@@ -1,6 +1,6 @@
 """Utilization of the compute engine on representative layers, measured in RTL simulation.
 
-    python scripts/bench_engine.py [--config pynq_z2] [--sim verilator]
+    python scripts/bench_engine.py [--config pynq_z2] [--sim verilator] [--only TEXT]
 
 Each layer runs as four back-to-back CONV commands, one per block of ``cols`` output channels
 (64 output channels on the 16x16 array), as the compiler emits them. Cycles run from the first
@@ -28,9 +28,15 @@ LAYERS = [
     ("conv1x1 c64 28x28", dict(k=1, stride=1, pad=0, cin=64, h=28, w=28)),
     ("conv1x1 c16 28x28", dict(k=1, stride=1, pad=0, cin=16, h=28, w=28)),
     ("stem7x7 s2 c3 32x32", dict(k=7, stride=2, pad=3, cin=3, h=32, w=32)),
-    # depthwise as the compiler runs it today: diagonal weight tiles, one block per command
-    ("dw3x3 c16/cmd 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
-    ("dw3x3 s2 c16/cmd 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
+    # depthwise in one pass (isa.Mode.DW, how the compiler runs 3x3 depthwise layers on a
+    # 16x16 array), one block of 16 channels per command
+    ("dw3x3 one-pass 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, dw=True)),
+    ("dw3x3 one-pass 14x14", dict(k=3, stride=1, pad=1, cin=16, h=14, w=14, dw=True)),
+    ("dw3x3 one-pass 7x7", dict(k=3, stride=1, pad=1, cin=16, h=7, w=7, dw=True)),
+    ("dw3x3 one-pass s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, dw=True)),
+    # depthwise with diagonal weight tiles (configs without the DW mode)
+    ("dw3x3 diagonal 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
+    ("dw3x3 diagonal s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
     # torch.ao fbgemm depthwise whose int16 tap pairs can saturate (isa.Mode.PAIRS)
     ("dw3x3 fbgemm pairs 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, pairs=True)),
     # a bypass layer: no MACs, so cycles per output pixel (one word of R channels) instead
@@ -42,18 +48,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="pynq_z2")
     ap.add_argument("--sim", default="verilator")
+    ap.add_argument("--only", default="", help="run the layers whose name contains this")
     args = ap.parse_args()
     cfg = get_config(args.config)
+    layers = [(n, s) for n, s in LAYERS if args.only in n]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "bench.json"
-        env = {"TB_BENCH": json.dumps([s for _, s in LAYERS]), "TB_REPORT": str(report)}
+        env = {"TB_BENCH": json.dumps([s for _, s in layers]), "TB_REPORT": str(report)}
         run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.bench_engine", args.sim, cfg,
             extra_env=env)
         results = json.loads(report.read_text())
     peak = cfg.rows * cfg.cols
     print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak")
     print(f"{'layer':<24} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
-    for (name, _), r in zip(LAYERS, results, strict=True):
+    for (name, _), r in zip(layers, results, strict=True):
         if not r["macs"]:
             per_px = r["cycles"] / (4 * r["oh"] * r["ow"])  # four commands
             print(f"{name:<24} {r['oh']:>3}x{r['ow']:<3} {'-':>9} {r['cycles']:>8} "

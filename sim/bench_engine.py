@@ -14,7 +14,7 @@ from cocotb.utils import get_sim_time
 from zynqnn import isa
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
-from zynqnn.sim.tb_engine import BypassLayer, EngineTB, Layer, PairsLayer, load
+from zynqnn.sim.tb_engine import BypassLayer, DwLayer, EngineTB, Layer, PairsLayer, load
 
 
 @cocotb.test()
@@ -34,6 +34,8 @@ async def bench_layers(dut):
                                 s["h"], s["w"])
         elif s.get("pairs"):  # fbgemm's saturating depthwise pairs (isa.Mode.PAIRS)
             layer = PairsLayer(cfg, rng, s["k"], s["stride"], s["pad"], s["h"], s["w"])
+        elif s.get("dw"):  # one-pass depthwise (isa.Mode.DW)
+            layer = DwLayer(cfg, rng, s["stride"], s["pad"], s["h"], s["w"])
         else:
             layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
                           depthwise=s.get("depthwise", False))
@@ -49,8 +51,8 @@ async def bench_layers(dut):
             got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
             assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
         # useful MACs: a depthwise output channel reads one input channel, not cin
-        per_out = (0 if s.get("maxpool") else 1 if s.get("depthwise") or s.get("pairs")
-                   else s["cin"])
+        per_out = (0 if s.get("maxpool")
+                   else 1 if s.get("depthwise") or s.get("pairs") or s.get("dw") else s["cin"])
         macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * per_out * cfg.cols
         results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
                         "macs": int(macs)})
