@@ -124,14 +124,19 @@ def test_errors_name_cause_and_command():
 
 
 def test_dw_mode_checks():
-    """DW needs a 16x16-class array and a 3x3 kernel over one channel block."""
+    """DW needs a 16x16-class array and a 3x3 kernel over one channel block; DW_PAIRS also an
+    int8 build."""
     op = dict(mode=isa.Mode.DW, kernel=3, stride=1, y_off=-1, x_off=-1, cin_blocks=1, in_h=4,
               in_w=4, out_h=4, out_w=4, scheme=isa.Scheme.TFLITE, clamp_max=255)
     for cfg, over, why in [(CFG, {}, r"DW needs rows == cols >= 9 \(the array is 4x4\)"),
                            (get_config("pynq_z2"), {"kernel": 5}, "DW needs kernel 3"),
                            (get_config("pynq_z2"), {"cin_blocks": 2}, "one channel block"),
                            (get_config("pynq_z2"), {"in_w": 512, "out_w": 514, "out_h": 1,
-                                                    "x_off": -2}, "line delays hold 512")]:
+                                                    "x_off": -2}, "line delays hold 512"),
+                           (get_config("pynq_z2_int16"), {"mode": isa.Mode.DW_PAIRS},
+                            r"DW_PAIRS needs an int8 build with the DW mode \(12x12, 16-bit"),
+                           (get_config("pynq_z2"), {"mode": isa.Mode.DW_PAIRS, "kernel": 5},
+                            "DW needs kernel 3")]:
         m = Machine(cfg, ddr_bytes=1 << 16)
         m.write(0, isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, op={**op, **over}))
         with pytest.raises(MachineError, match=f"command 0: BAD_COMPUTE: .*{why}"):

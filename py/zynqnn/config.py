@@ -214,6 +214,12 @@ class HwConfig:
         return 3 if self.rows == self.cols >= 9 else 0
 
     @property
+    def dw_pairs(self) -> bool:
+        """Whether the depthwise mode also has fbgemm's saturating int16 tap pairs
+        (``isa.Mode.DW_PAIRS``): int8 builds with :attr:`dw_kernel`."""
+        return bool(self.dw_kernel) and self.operand_bits == 8
+
+    @property
     def macs_per_cycle(self) -> int:
         return self.rows * self.cols
 

@@ -147,7 +147,8 @@ class Mode(enum.IntEnum, shape=3):
 
     ``CONV`` multiplies in the PE array. ``PAIRS`` is a depthwise convolution with fbgemm's
     saturating tap pairs (see :func:`pairs_passes`). ``DW`` is an exact 3x3 depthwise
-    convolution in one pass over the input (see :func:`dw_walk`). The others bypass the array
+    convolution in one pass over the input (see :func:`dw_walk`); ``DW_PAIRS`` the same with
+    fbgemm's saturating tap pairs. The others bypass the array
     (they need ``rows == cols``): the accumulator takes the window generator's ``q - zp_in`` vectors
     directly and keeps their maximum (``MAXPOOL``), their sum over every pixel into one output
     (``SUMPOOL``, global average pooling), or copies them (``COPY``: with ``upsample``,
@@ -160,6 +161,7 @@ class Mode(enum.IntEnum, shape=3):
     SUMPOOL = 3
     COPY = 4
     DW = 5
+    DW_PAIRS = 6
 
 
 def pairs_passes(kernel: int) -> int:
@@ -192,6 +194,12 @@ def dw_walk(out: int, stride: int, kernel: int = 3) -> int:
     the tile); PE row ``r`` multiplies channel ``r`` by its nine taps and a transposed FIR (two
     line delays of ``dw_walk(out_w) - 2`` pixels, at most ``max_width``) sums each window, so a
     command takes about ``dw_walk(out_h) * dw_walk(out_w)`` cycles instead of nine passes.
+
+    ``DW_PAIRS`` (``HwConfig.dw_pairs``: int8 builds) is ``DW`` with fbgemm's sums (see
+    :func:`pairs_passes`): the walk starts with one zero-point vector (``zp_in`` in every row),
+    whose products give each channel's ``kz_m = zp_in (w[2m] + w[2m + 1])``, and the FIR adds
+    ``clamp(P[2m] + P[2m + 1], -2^15 - kz_m, 2^15 - 1 - kz_m)`` for the pairs ``m = 0..3`` of
+    every window, then tap 8 alone (a raw code times one int8 weight cannot leave int16).
     """
     return (out - 1) * stride + kernel
 

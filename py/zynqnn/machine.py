@@ -174,8 +174,9 @@ class Machine:
         pixels = oh * ow
         out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
         pairs = mode == isa.Mode.PAIRS
-        dw = mode == isa.Mode.DW
-        bypass = mode not in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW)
+        dw_pairs = mode == isa.Mode.DW_PAIRS
+        dw = mode == isa.Mode.DW or dw_pairs
+        bypass = mode not in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW, isa.Mode.DW_PAIRS)
         passes = isa.pairs_passes(k) if pairs else 1 if dw else k * k * cb_n
 
         def bad(why):
@@ -207,6 +208,9 @@ class Machine:
             bad("PAIRS needs rows == cols (even), one channel block and no acc_cont/acc_keep")
         if dw and not cfg.dw_kernel:
             bad(f"DW needs rows == cols >= 9 (the array is {R}x{C})")
+        if dw_pairs and not cfg.dw_pairs:
+            bad(f"DW_PAIRS needs an int8 build with the DW mode ({R}x{C}, "
+                f"{B}-bit operands)")
         if dw and (k != 3 or cb_n != 1 or op.acc_cont or op.acc_keep or op.upsample):
             bad("DW needs kernel 3, one channel block and no acc_cont/acc_keep/upsample")
         if dw and isa.dw_walk(ow, s) - 2 > cfg.max_width:
@@ -242,6 +246,13 @@ class Machine:
         if mode == isa.Mode.CONV:
             w = w.reshape(k * k, cb_n, R, C)
             acc = np.einsum("tbhwr,tbrc->hwc", tap, w, optimize=True).reshape(pixels, C)
+        elif dw_pairs:  # fbgemm's tap pairs (2m, 2m + 1) saturated as raw codes, then tap 8
+            wt = w.reshape(R, C)[:, :k * k]
+            p = tap[:, 0].reshape(k * k, pixels, R) * wt.T[:, None, :]  # (taps, pixels, R)
+            acc = p[k * k - 1]
+            for m in range(k * k // 2):
+                kz = int(op.zp_in) * (wt[:, 2 * m] + wt[:, 2 * m + 1])
+                acc = acc + np.clip(p[2 * m] + p[2 * m + 1] + kz, -(2 ** 15), 2 ** 15 - 1) - kz
         elif dw:  # row r of the tile is channel r, column t its tap t
             acc = np.einsum("thwc,ct->hwc", tap[:, 0], w.reshape(R, C)[:, :k * k],
                             optimize=True).reshape(pixels, C)
