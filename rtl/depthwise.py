@@ -17,9 +17,17 @@ only when a product arrives (``i_valid``), so gaps in the stream cost time, not 
 The two line delays of every row share one simple dual-port memory (``max_width`` deep, BRAM)
 written with ``s_2`` and ``s_5`` as they are produced and read ``width - 2`` writes later; the
 read is issued a cycle ahead (sync read) and is transparent for ``width = 3``.
+
+With ``pairs`` (``isa.Mode.DW_PAIRS``, fbgemm's int16 tap pairs) the first product vector of a
+command is the zero-point vector: it sets each row's bounds ``lo_m = -2^15 - kz_m``, ``hi_m =
+2^15 - 1 - kz_m`` (``kz_m = P_2m + P_2m+1``) and moves nothing. A pair's two products must meet
+before they join the window sum, so the FIR carries them apart: ``s_1`` is the clamped pair 0;
+the line memory takes ``s_1`` and ``P_2`` (not their sum) and row 1 adds ``clamp(P_2 + P_3)``;
+``s_4`` and ``s_6`` hold ``P_4`` and ``P_6`` while ``u`` and ``v`` carry the sums, so ``s_5 = u
++ clamp(P_4 + P_5)`` and ``s_7 = v + clamp(P_6 + P_7)``; ``s_8`` adds ``P_8`` alone.
 """
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,6 +56,9 @@ class DepthwiseFIR(wiring.Component):
         Walk pixels per line (``isa.dw_walk(out_w, stride)``), 3 .. ``dw_line_depth + 2``.
     stride2: In(1)
         The command's stride is 2 (every other window is an output).
+    pairs: In(1)
+        ``DW_PAIRS`` (configs with :attr:`HwConfig.dw_pairs`): the first product vector after
+        ``start`` sets the pair bounds.
     o_sums, o_valid: Out
         Window sums of the ``rows`` channels at accumulator width, one vector per output pixel in
         raster order, one cycle after the product of its bottom-right pixel.
@@ -65,6 +76,7 @@ class DepthwiseFIR(wiring.Component):
             "start": In(1),
             "width": In(range(self._depth + 3)),
             "stride2": In(1),
+            "pairs": In(1),
             "o_sums": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.rows)),
             "o_valid": Out(1),
         })
@@ -86,10 +98,30 @@ class DepthwiseFIR(wiring.Component):
         m = Module()
         field = 16 if cfg.dsp_packing else len(self.i_products[0][0])
         bits = [field + t.bit_length() for t in range(9)]  # s_t sums t + 1 products
+        PB = 18  # a clamped pair: |2^15 + kz| < 2^17 (kz = zp x two int8 weights)
+        if cfg.dw_pairs:
+            # s_1, s_2: one clamped pair; s_3: two; s_5, s_7, s_8: up to four and P_8.
+            bits = [max(b, p) for b, p in zip(bits, [field, PB, PB, PB + 1, 0, PB + 2, 0,
+                                                     PB + 2, PB + 2], strict=True)]
+        pm = self.pairs if cfg.dw_pairs else 0
 
-        ev = self.i_valid
+        def pair(x, lo, hi):
+            """``x`` clamped to a pair's bounds in pairs mode."""
+            return x if lo is None else Mux(pm & (x < lo), lo, Mux(pm & (x > hi), hi, x))
+
+        # The zero-point vector (pairs) sets the bounds and is not part of the walk.
+        k_pending = Signal()
+        with m.If(self.start):
+            m.d.sync += k_pending.eq(1)
+        with m.Elif(self.i_valid):
+            m.d.sync += k_pending.eq(0)
+        kcap = Signal()
+        ev = Signal()
+        m.d.comb += [kcap.eq(self.i_valid & k_pending & pm), ev.eq(self.i_valid & ~kcap)]
+
         depth = 1 << (self._depth - 1).bit_length()
-        line_bits = bits[2] + bits[5]
+        slots = [bits[2], field if cfg.dw_pairs else 0, bits[5]]  # s_2 (or s_1), P_2, s_5
+        line_bits = sum(slots)
         m.submodules.line = line = memory.Memory(shape=unsigned(R * line_bits), depth=depth,
                                                  init=[])
         wr = line.write_port()
@@ -105,16 +137,43 @@ class DepthwiseFIR(wiring.Component):
             p = self._taps(self.i_products[r])
             s = [Signal(signed(bits[t]), name=f"fir_r{r}_s{t}") for t in range(9)]
             old = rd.data.word_select(r, line_bits)
-            delayed = {3: old[:bits[2]].as_signed(), 6: old[bits[2]:].as_signed()}
-            nxt = []
-            for t in range(9):
-                if t == 0:
-                    nxt.append(p[0])
-                else:
-                    nxt.append(delayed.get(t, s[t - 1]) + p[t])
+            a_d = old[:slots[0]].as_signed()
+            b_d = old[slots[0]:slots[0] + slots[1]].as_signed()
+            c_d = old[slots[0] + slots[1]:].as_signed()
+            if cfg.dw_pairs:
+                lo = [Signal(signed(PB), name=f"fir_r{r}_lo{i}") for i in range(4)]
+                hi = [Signal(signed(PB), name=f"fir_r{r}_hi{i}") for i in range(4)]
+                u = Signal(signed(bits[3]), name=f"fir_r{r}_u")
+                v = Signal(signed(bits[5]), name=f"fir_r{r}_v")
+                with m.If(kcap):
+                    for i in range(4):
+                        kz = p[2 * i] + p[2 * i + 1]
+                        m.d.sync += [lo[i].eq(-(2 ** 15) - kz), hi[i].eq(2 ** 15 - 1 - kz)]
+            else:
+                u = v = 0
+                lo = hi = [None] * 4
+            nxt = [
+                p[0],
+                pair(s[0] + p[1], lo[0], hi[0]),
+                s[1] + p[2],
+                a_d + pair(Mux(pm, b_d, 0) + p[3], lo[1], hi[1]),
+                Mux(pm, 0, s[3]) + p[4],
+                Mux(pm, u, 0) + pair(s[4] + p[5], lo[2], hi[2]),
+                Mux(pm, 0, c_d) + p[6],
+                Mux(pm, v, 0) + pair(s[6] + p[7], lo[3], hi[3]),
+                s[7] + p[8],
+            ]
             with m.If(ev):
                 m.d.sync += [s[t].eq(nxt[t]) for t in range(9)]
-            line_in.append(Cat(nxt[2].as_signed()[:bits[2]], nxt[5].as_signed()[:bits[5]]))
+                if cfg.dw_pairs:
+                    m.d.sync += [u.eq(s[3]), v.eq(c_d)]
+            # pairs: row 1 adds clamp(P_2 + P_3) to the clamped pair 0, so the line keeps both.
+            a_in = Mux(pm, s[1], nxt[2]) if cfg.dw_pairs else nxt[2]
+            fields = [a_in.as_signed()[:slots[0]]]
+            if cfg.dw_pairs:
+                fields.append(p[2].as_signed()[:slots[1]])
+            fields.append(nxt[5].as_signed()[:slots[2]])
+            line_in.append(Cat(*fields))
             m.d.sync += self.o_sums[r].eq(s[8])  # one register after s_8 for routing to ABUF
         m.d.comb += [wr.en.eq(ev), wr.addr.eq(wp), wr.data.eq(Cat(*line_in))]
 

@@ -189,7 +189,8 @@ class Engine(wiring.Component):
         bypass = Signal()                 # the command skips the PE array
         sumpool = Signal()
         pairs = Signal()                  # fbgemm's saturating tap pairs (isa.Mode.PAIRS)
-        dwm = Signal()                    # one-pass depthwise (isa.Mode.DW)
+        dwm = Signal()                    # one-pass depthwise (isa.Mode.DW or DW_PAIRS)
+        dwp = Signal()                    # ... with fbgemm's saturating pairs (DW_PAIRS)
         # The window generator's walk: the command's geometry, or in DW mode its padded window
         # span as a 1x1, stride-1 walk (isa.dw_walk).
         g_k = Signal(4)
@@ -233,10 +234,13 @@ class Engine(wiring.Component):
                     new = isa.ConvCommand(self.cmd.payload.as_value())
                     m.d.sync += [bypass.eq((new.op.mode != isa.Mode.CONV)
                                            & (new.op.mode != isa.Mode.PAIRS)
-                                           & (new.op.mode != isa.Mode.DW)),
+                                           & (new.op.mode != isa.Mode.DW)
+                                           & (new.op.mode != isa.Mode.DW_PAIRS)),
                                  sumpool.eq(new.op.mode == isa.Mode.SUMPOOL),
                                  pairs.eq(new.op.mode == isa.Mode.PAIRS),
-                                 dwm.eq(new.op.mode == isa.Mode.DW)]
+                                 dwm.eq((new.op.mode == isa.Mode.DW)
+                                        | (new.op.mode == isa.Mode.DW_PAIRS)),
+                                 dwp.eq(new.op.mode == isa.Mode.DW_PAIRS)]
                     with m.If(new.opcode == isa.Opcode.ELTWISE):
                         m.next = "ELT_CHECK"
                     with m.Else():
@@ -279,6 +283,7 @@ class Engine(wiring.Component):
                     | (op.pool != isa.Pool.NONE)
                     | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
                         | (op.mode == isa.Mode.PAIRS) | (op.mode == isa.Mode.DW)
+                        | (op.mode == isa.Mode.DW_PAIRS)
                         | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
                     # The bypass modes feed input channels straight to output channels.
                     | (bypass & ((op.cin_blocks != 1) if R == C else 1))
@@ -291,6 +296,7 @@ class Engine(wiring.Component):
                     | (dwm & ((op.kernel != 3) | (op.cin_blocks != 1) | op.acc_cont | op.acc_keep
                               | op.upsample | (g_ow - 2 > dw_line_depth(cfg))
                               if cfg.dw_kernel else dwm))
+                    | (dwp if not cfg.dw_pairs else 0)
                 )
                 with m.If(bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
@@ -406,7 +412,7 @@ class Engine(wiring.Component):
         a_step = Signal()                 # a read was issued last cycle
         m.d.sync += a_step.eq(step)
         with m.If(step):
-            m.d.sync += [a_ph.eq(Mux(pairs, ph, PH_1)), a_half.eq(half)]
+            m.d.sync += [a_ph.eq(Mux(pairs | dwp, ph, PH_1)), a_half.eq(half)]
 
         def start_pass(n_ky, n_kx, n_cb_base, n_ky_iw):
             return [
@@ -423,6 +429,9 @@ class Engine(wiring.Component):
             m.d.sync += start_pass(0, 0, 0, 0)
         with m.Elif(step & pairs & (ph != PH_1)):
             m.d.sync += [ph.eq(ph + 1), first.eq(0)]
+        # DW_PAIRS: the zero-point vector, then the walk.
+        with m.Elif(step & dwp & (ph == PH_K)):
+            m.d.sync += [ph.eq(PH_0), first.eq(0)]
         # A pixel is done after its one read, or in PAIRS after its second.
         with m.Elif(step):
             m.d.sync += [first.eq(0), ph.eq(PH_0)]
@@ -475,10 +484,12 @@ class Engine(wiring.Component):
             q = Mux(op.in_signed, raw[r].as_signed(), raw[r].as_unsigned())
             m.d.comb += word[r].eq(Mux(a_pad, pad_value, q - op.zp_in))
         m.d.comb += vec.swap.eq(a_first)
+        # PAIRS and DW_PAIRS: the zero-point vector is zp_in in every row.
+        zpv = Signal()
+        m.d.comb += zpv.eq((pairs | dwp) & (a_ph == PH_K))
         if R % 2 == 0:
             # PAIRS: rows [0, R/2) hold the half's channels under tap t (held from P0), rows
-            # [R/2, R) the same channels under tap t + 1; the zero-point vector is zp_in in
-            # every row.
+            # [R/2, R) the same channels under tap t + 1.
             H = R // 2
             hold = Signal(data.ArrayLayout(signed(cfg.signed_operand_bits), H))
             sel = [Mux(a_half, word[H + i], word[i]) for i in range(H)]
@@ -486,12 +497,11 @@ class Engine(wiring.Component):
                 m.d.sync += [hold[i].eq(sel[i]) for i in range(H)]
             for i in range(H):
                 m.d.comb += [
-                    vec.data[i].eq(Mux(~pairs, word[i], Mux(a_ph == PH_K, op.zp_in, hold[i]))),
-                    vec.data[H + i].eq(Mux(~pairs, word[H + i],
-                                           Mux(a_ph == PH_K, op.zp_in, sel[i]))),
+                    vec.data[i].eq(Mux(zpv, op.zp_in, Mux(~pairs, word[i], hold[i]))),
+                    vec.data[H + i].eq(Mux(zpv, op.zp_in, Mux(~pairs, word[H + i], sel[i]))),
                 ]
         else:
-            m.d.comb += vec.data.eq(word)
+            m.d.comb += [vec.data[i].eq(Mux(zpv, op.zp_in, word[i])) for i in range(R)]
         m.d.comb += [
             step.eq(a_running & a_rd.can_issue),
             # The first read of a PAIRS pixel reserves no FIFO slot: it writes none.
@@ -527,6 +537,7 @@ class Engine(wiring.Component):
                 fir.start.eq(mac_go),
                 fir.width.eq(g_ow),
                 fir.stride2.eq(op.stride == 2),
+                fir.pairs.eq(dwp),
             ]
             mac_valid = Mux(dwm, fir.o_valid, array.sums.valid)
         else:

@@ -253,6 +253,26 @@ class DwLayer(Layer):
                                       "op": op})
 
 
+class DwPairsLayer(PairsLayer):
+    """A depthwise 3x3 layer in ``isa.Mode.DW_PAIRS``: ``PairsLayer``'s codes and golden output
+    (fbgemm's saturating pairs), ``DwLayer``'s weight tile."""
+
+    def __init__(self, cfg, rng, stride, pad, h, w):
+        super().__init__(cfg, rng, 3, stride, pad, h, w)
+
+    def wbuf_words(self, cfg):
+        B = cfg.operand_bits
+        return [sum((int(v) & (2**B - 1)) << (t * B) for t, v in enumerate(row))
+                for row in self.dw.reshape(cfg.cols, 9)]
+
+    def command(self, **kw):
+        c = isa.ConvCommand.from_bits(Layer.command(self, **kw))
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(mode=isa.Mode.DW_PAIRS)
+        return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": c.obuf_bank,
+                                      "op": op})
+
+
 class EngineTB:
     def __init__(self, dut, cfg):
         self.dut, self.cfg = dut, cfg
@@ -432,10 +452,11 @@ async def saturating_pairs(dut):
 
 @cocotb.test()
 async def depthwise_one_pass(dut):
-    """Depthwise 3x3 in ``DW`` mode (configs with ``dw_kernel``): stride 1 and 2, with and
-    without padding, a single output (the shortest line delay), maps wider than tall; DW right
-    after a CONV and the other way round; malformed DW commands end in BAD_COMPUTE. Configs
-    without the mode answer every DW command with BAD_COMPUTE."""
+    """Depthwise 3x3 in ``DW`` and ``DW_PAIRS`` mode (configs with ``dw_kernel``): stride 1 and
+    2, with and without padding, a single output (the shortest line delay), maps wider than tall,
+    fbgemm pairs that saturate, DW after DW_PAIRS; DW_PAIRS right after a CONV and the other way
+    round; malformed DW commands end in BAD_COMPUTE. Configs without the mode answer every DW
+    command with BAD_COMPUTE."""
     cfg = config_from_env()
     rng = np.random.default_rng(23)
     tb = EngineTB(dut, cfg)
@@ -448,22 +469,31 @@ async def depthwise_one_pass(dut):
         await tb.wait_done(1, 100)
         assert tb.errors == [isa.ErrorCause.BAD_COMPUTE], tb.errors
         return
-    done = 0
+    done = saturated = 0
     cases = [(1, 1, 6, 7), (2, 1, 7, 6), (1, 0, 5, 5), (1, 1, 1, 1), (2, 1, 3, 9), (2, 0, 5, 4)]
-    for s, p, h, w in cases:
-        layer = DwLayer(cfg, rng, s, p, h, w)
+    pairs = [(1, 1, 6, 7), (2, 1, 7, 6), (1, 0, 4, 5), (1, 1, 1, 1)]
+    for fbgemm, (s, p, h, w) in ([(False, c) for c in cases] + [(True, c) for c in pairs]
+                                 + [(False, (1, 1, 5, 3))]):
+        if fbgemm and not cfg.dw_pairs:
+            continue
+        layer = (DwPairsLayer if fbgemm else DwLayer)(cfg, rng, s, p, h, w)
+        saturated += layer.saturated if fbgemm else 0
         await load(tb, layer)
         await tb.send(layer.command())
         done += 1
         await tb.wait_done(done, 50_000)
         got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
         bad = int(np.sum(got != layer.expected))
-        dut._log.info("dw s%d p%d %dx%d: %d outputs, %d mismatches", s, p, h, w, got.size, bad)
+        dut._log.info("%s s%d p%d %dx%d: %d outputs, %d mismatches", type(layer).__name__,
+                      s, p, h, w, got.size, bad)
         assert not tb.errors, f"s{s} p{p} {h}x{w}: error {tb.errors}"
         assert bad == 0, f"s{s} p{p} {h}x{w}: {bad} of {got.size} differ"
+    # The pairs cases must exercise the saturation they model.
+    dut._log.info("DW_PAIRS: %d accumulators differ from the exact sums", saturated)
+    assert saturated > 0 or not cfg.dw_pairs, "no DW_PAIRS accumulator saturated"
     # Back to back: CONV then DW then CONV, in alternating banks.
     a = Layer(cfg, rng, 3, 1, 1, cfg.rows, 5, 6)
-    b = DwLayer(cfg, rng, 1, 1, 6, 5)
+    b = (DwPairsLayer if cfg.dw_pairs else DwLayer)(cfg, rng, 1, 1, 6, 5)
     c = Layer(cfg, rng, 1, 1, 0, cfg.rows, 4, 4)
     await load(tb, a, 0, 0, 0)
     await load(tb, b, 1, 1, 1)
