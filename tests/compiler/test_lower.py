@@ -546,8 +546,9 @@ def test_depthwise(fl):
 @pytest.mark.parametrize("cfg,stride", [("tiny", 1), ("tiny", 2), ("pynq_z2", 1)])
 def test_depthwise_fbgemm_saturating_pairs(cfg, stride):
     """fbgemm's depthwise kernel (8k channels, 3x3, same padding) saturates tap pairs in int16:
-    the layer runs as PAIRS commands and equals the graph, on inputs where saturation changes
-    accumulators (an exact-sum model would fail)."""
+    the layer runs as DW_PAIRS commands (pynq_z2) or PAIRS commands (tiny, no DW mode) and
+    equals the graph, on inputs where saturation changes accumulators (an exact-sum model would
+    fail)."""
     from zynqnn.ir import execute
     from zynqnn.numerics import ops
 
@@ -556,7 +557,8 @@ def test_depthwise_fbgemm_saturating_pairs(cfg, stride):
     net, _ = check(g, cfg, samples=8, golden=8)
     assert net.layers[-1].saturate_pairs
     prog = compile_network(net, get_config(cfg))
-    assert any(st.op["mode"] == isa.Mode.PAIRS for st in prog.steps)
+    mode = isa.Mode.DW_PAIRS if get_config(cfg).dw_pairs else isa.Mode.PAIRS
+    assert any(st.op["mode"] == mode for st in prog.steps)
     # check()'s inputs (the conv reads the quantized input) do saturate pairs
     n = next(n for n in g.nodes if n.op == "conv2d")
     assert execute.fbgemm_saturates(g, n)

@@ -342,9 +342,6 @@ class _Compiler:
                                    f"(groups = input channels = output channels) are supported")
             if R != C:
                 raise CompileError(f"{la.name}: depthwise convolution needs rows == cols")
-            if la.saturate_pairs and R % 2:
-                raise CompileError(f"{la.name}: fbgemm's saturating tap pairs need an even "
-                                   f"number of rows (rows = {R})")
             cin = R
         elif cin != x.channels:
             raise CompileError(f"{la.name}: weights have {cin} input channels, input has "
@@ -353,11 +350,14 @@ class _Compiler:
         OH, OW = y.height, y.width
         cb_total = cblocks(cin, R)
         pairs = dw and la.saturate_pairs
-        # One-pass depthwise (isa.Mode.DW): one tile of nine taps per channel, one walk over the
-        # padded span; the line delays bound the walk's width.
-        one_pass = (dw and not pairs and k == cfg.dw_kernel
+        # One-pass depthwise (isa.Mode.DW, DW_PAIRS for fbgemm's pairs): one tile of nine taps
+        # per channel, one walk over the padded span; the line delays bound the walk's width.
+        one_pass = (dw and k == cfg.dw_kernel and (cfg.dw_pairs or not pairs)
                     and isa.dw_walk(OW, s) - 2 <= cfg.max_width)
-        taps = isa.pairs_passes(k) if pairs else 1 if one_pass else k * k  # tiles per block
+        if pairs and not one_pass and R % 2:
+            raise CompileError(f"{la.name}: fbgemm's saturating tap pairs need an even "
+                               f"number of rows (rows = {R})")
+        taps = 1 if one_pass else isa.pairs_passes(k) if pairs else k * k  # tiles per block
         if taps * R > cfg.weight_buffer_depth:
             raise CompileError(f"{la.name}: one input-channel block of a {k}x{k} kernel needs "
                                f"{taps * R} weight words, above weight_buffer_depth = "
@@ -385,8 +385,8 @@ class _Compiler:
             c0, c1 = j * C, min(cout, (j + 1) * C)
             for p in range(parts):
                 if pairs or one_pass:
-                    wt = (pairs_tiles(la.weights[c0:c1, 0], R) if pairs
-                          else dw_tile(la.weights[c0:c1, 0], R, C))
+                    wt = (dw_tile(la.weights[c0:c1, 0], R, C) if one_pass
+                          else pairs_tiles(la.weights[c0:c1, 0], R))
                     words = pack_words(wt, cfg.operand_bits)
                     waddr[j, p] = (self.add_const(words.reshape(-1)), 1)
                     continue
@@ -415,8 +415,8 @@ class _Compiler:
                 wa, ncb = waddr[j, p]
                 macs = oh * OW * k * k * (1 if dw else min(cin - p * cbp * R, ncb * R)) * (
                     min(cout, (j + 1) * C) - j * C)
-                mode = (isa.Mode.PAIRS if pairs else isa.Mode.DW if one_pass
-                        else isa.Mode.CONV)
+                mode = (isa.Mode.DW_PAIRS if one_pass and pairs else isa.Mode.DW if one_pass
+                        else isa.Mode.PAIRS if pairs else isa.Mode.CONV)
                 op = dict(mode=mode, kernel=k, stride=s,
                           y_off=iy_lo - y_lo,
                           x_off=-pl, cin_blocks=ncb, in_h=ih, in_w=W, out_h=oh, out_w=OW,

@@ -124,7 +124,8 @@ class HwConv:
     act: object = None
     groups: int = 1
     #: Depthwise only: fbgemm's sums (raw-code products of taps 2m, 2m+1 added in saturating
-    #: int16, ``numerics.ops.conv2d_acc(saturate_pairs=True)``), run as ``isa.Mode.PAIRS``.
+    #: int16, ``numerics.ops.conv2d_acc(saturate_pairs=True)``), run as ``isa.Mode.DW_PAIRS``
+    #: (3x3 on configs with ``dw_pairs``) or ``isa.Mode.PAIRS``.
     saturate_pairs: bool = False
 
     def __post_init__(self):

@@ -16,7 +16,7 @@ conv2d (groups 1)          :class:`HwConv` with the node's Requant; a ``clamp`` 
                            the Requant's range; non-square kernels are zero-padded to square
 conv2d (depthwise)         :class:`HwConv` with ``groups`` (diagonal weight tiles); torch-fbgemm
                            when its saturating int16 pair sums can saturate: ``saturate_pairs``
-                           (``isa.Mode.PAIRS``, fbgemm's sums exactly)
+                           (``isa.Mode.DW_PAIRS`` / ``PAIRS``, fbgemm's sums exactly)
 linear                     :class:`HwConv` on the flattened map: the weights ``(K, C*H*W)`` become
                            a ``K x C x k x k`` kernel (``k = max(H, W)``, zero-padded) applied
                            once: a 1x1 output. After global pooling (1x1 maps) it is a 1x1 conv.
@@ -625,12 +625,12 @@ class _Lowering:
         return True
 
     def _fbgemm_pairs_saturate(self, node, v, wq) -> bool:
-        """Whether the layer must run fbgemm's saturating tap pairs (``isa.Mode.PAIRS``): it
-        takes fbgemm's depthwise kernel (``zynqnn.numerics.ops.fbgemm_depthwise_path``, which
-        adds the raw-code products of taps 2m and 2m+1 in saturating int16) and some pair can
-        reach beyond int16 for an input code the producer can emit (padding holds the zero
-        point, also inside that range). Otherwise the exact sums are fbgemm's and the faster
-        diagonal tiles run it."""
+        """Whether the layer must run fbgemm's saturating tap pairs (``isa.Mode.DW_PAIRS`` /
+        ``PAIRS``): it takes fbgemm's depthwise kernel (``zynqnn.numerics.ops.
+        fbgemm_depthwise_path``, which adds the raw-code products of taps 2m and 2m+1 in
+        saturating int16) and some pair can reach beyond int16 for an input code the producer
+        can emit (padding holds the zero point, also inside that range). Otherwise the exact
+        sums are fbgemm's and the exact modes run it."""
         from zynqnn.ir.execute import fbgemm_saturates
 
         if not fbgemm_saturates(self.g, node):

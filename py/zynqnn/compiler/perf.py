@@ -111,14 +111,15 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
     fill = R + C // 2 + 2
     # PAIRS: two IBUF reads per vector, and the zero-point vector first in every pass.
     per_pass = 2 * pixels + 1 if mode == isa.Mode.PAIRS else pixels
-    if mode == isa.Mode.DW:  # one walk over the padded window span
+    if mode in (isa.Mode.DW, isa.Mode.DW_PAIRS):  # one walk over the padded window span
         s = int(op.stride)
-        per_pass = isa.dw_walk(int(op.out_h), s) * isa.dw_walk(int(op.out_w), s)
+        per_pass = (isa.dw_walk(int(op.out_h), s) * isa.dw_walk(int(op.out_w), s)
+                    + (mode == isa.Mode.DW_PAIRS))  # DW_PAIRS: the zero-point vector first
     mac = 2 * fill + passes * max(per_pass, 2 * R + C // 2)
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
     post = 0 if op.acc_keep else out_pixels * C // cfg.requant_lanes + POST_LATENCY
     macs = (k * k * cb * R * C * pixels
-            if mode in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW) else 0)
+            if mode in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW, isa.Mode.DW_PAIRS) else 0)
     return mac, post, macs
 
 
