@@ -37,8 +37,13 @@ LAYERS = [
     # depthwise with diagonal weight tiles (configs without the DW mode)
     ("dw3x3 diagonal 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
     ("dw3x3 diagonal s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
-    # torch.ao fbgemm depthwise whose int16 tap pairs can saturate (isa.Mode.PAIRS)
-    ("dw3x3 fbgemm pairs 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, pairs=True)),
+    # torch.ao fbgemm depthwise whose int16 tap pairs can saturate: one pass (isa.Mode.DW_PAIRS)
+    # and the two-reads-per-pair mode of other kernels and configs (isa.Mode.PAIRS)
+    ("dw3x3 fbgemm one-pass 28x28",
+     dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, dw_pairs=True)),
+    ("dw3x3 fbgemm one-pass s2 56x56",
+     dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, dw_pairs=True)),
+    ("dw3x3 fbgemm PAIRS 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, pairs=True)),
     # a bypass layer: no MACs, so cycles per output pixel (one word of R channels) instead
     ("maxpool2x2 s2 56x56", dict(k=2, stride=2, pad=0, cin=16, h=56, w=56, maxpool=True)),
 ]

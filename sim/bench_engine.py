@@ -14,7 +14,15 @@ from cocotb.utils import get_sim_time
 from zynqnn import isa
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
-from zynqnn.sim.tb_engine import BypassLayer, DwLayer, EngineTB, Layer, PairsLayer, load
+from zynqnn.sim.tb_engine import (
+    BypassLayer,
+    DwLayer,
+    DwPairsLayer,
+    EngineTB,
+    Layer,
+    PairsLayer,
+    load,
+)
 
 
 @cocotb.test()
@@ -34,6 +42,8 @@ async def bench_layers(dut):
                                 s["h"], s["w"])
         elif s.get("pairs"):  # fbgemm's saturating depthwise pairs (isa.Mode.PAIRS)
             layer = PairsLayer(cfg, rng, s["k"], s["stride"], s["pad"], s["h"], s["w"])
+        elif s.get("dw_pairs"):  # one-pass depthwise with fbgemm's pairs (isa.Mode.DW_PAIRS)
+            layer = DwPairsLayer(cfg, rng, s["stride"], s["pad"], s["h"], s["w"])
         elif s.get("dw"):  # one-pass depthwise (isa.Mode.DW)
             layer = DwLayer(cfg, rng, s["stride"], s["pad"], s["h"], s["w"])
         else:
@@ -52,7 +62,8 @@ async def bench_layers(dut):
             assert np.array_equal(got, layer.expected), f"layer {s}: outputs differ"
         # useful MACs: a depthwise output channel reads one input channel, not cin
         per_out = (0 if s.get("maxpool")
-                   else 1 if s.get("depthwise") or s.get("pairs") or s.get("dw") else s["cin"])
+                   else 1 if any(s.get(f) for f in ("depthwise", "pairs", "dw", "dw_pairs"))
+                   else s["cin"])
         macs = repeat * layer.oh * layer.ow * s["k"] ** 2 * per_out * cfg.cols
         results.append({**s, "oh": int(layer.oh), "ow": int(layer.ow), "cycles": int(cycles),
                         "macs": int(macs)})
