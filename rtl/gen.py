@@ -24,11 +24,14 @@ def components(cfg: HwConfig) -> dict:
     from .engine import Engine
     from .pe_array import PEArray
     from .requant import TfliteRequant
+    from .steprequant import StepRequant
     from .top import Top
 
     return {
         "zynqnn_pe_array": lambda: PEArray(cfg),
         "zynqnn_requant_tflite": lambda: TfliteRequant(cfg),
+        # cols step lanes: one requantized pixel per cycle (not in the engine yet).
+        "zynqnn_step_requant": lambda: StepRequant(cfg),
         "zynqnn_engine": lambda: Engine(cfg),
         # The accelerator (zynqnn.platform.TOP_NAME): SoC shell with the compute engine.
         "zynqnn_top": lambda: Top(cfg, Engine(cfg)),

@@ -219,6 +219,47 @@ class HwConfig:
         (``isa.Mode.DW_PAIRS``): int8 builds with :attr:`dw_kernel`."""
         return bool(self.dw_kernel) and self.operand_bits == 8
 
+    # The step requantizer (``zynqnn.rtl.steprequant``, ``zynqnn.numerics.stepfit``): one lane is
+    # ``clamp((acc * mult + offset) >> step_frac_bits) + exception``. The widths follow the
+    # DSP48E1: ``mult`` is two 17-bit B-port pieces, ``offset`` enters the first piece's 48-bit
+    # post-adder (C port) beside a product of up to 38 bits.
+
+    @property
+    def dw_acc_bits(self) -> int:
+        """Signed width of a 3x3 depthwise accumulator: 9 taps of (x - zp_x) * w."""
+        top = 9 * (2 ** self.operand_bits - 1) * 2 ** (self.operand_bits - 1)
+        return top.bit_length() + 1
+
+    @property
+    def step_frac_bits(self) -> int:
+        """Fraction bits of a step lane's multiplier."""
+        return 32
+
+    @property
+    def step_mult_bits(self) -> int:
+        """Unsigned width of a step lane's multiplier (two 17-bit DSP pieces)."""
+        return 34
+
+    @property
+    def step_offset_bits(self) -> int:
+        """Signed width of a step lane's offset (the first DSP's 48-bit sum keeps a bit of
+        headroom for the product)."""
+        return 46
+
+    @property
+    def step_exceptions(self) -> int:
+        """Accumulator values per channel where a step lane corrects its affine result: as many
+        as fit beside ``mult`` and ``offset`` in the channel's 128-bit PBUF word (2 in int8
+        builds, each a ``dw_acc_bits`` value and a 2-bit correction)."""
+        return (128 - self.step_mult_bits - self.step_offset_bits) // (self.dw_acc_bits + 2)
+
+    @property
+    def step_lanes(self) -> int:
+        """Step requantization lanes of the engine (``isa.ConvOp.step``): one per column, in
+        builds with the depthwise mode and int8 operands (a 3x3 depthwise sum then fits the
+        DSP48E1's 25-bit port); else 0."""
+        return self.cols if self.dw_kernel and self.operand_bits == 8 else 0
+
     @property
     def macs_per_cycle(self) -> int:
         return self.rows * self.cols
