@@ -50,6 +50,7 @@ from .postproc import (
     pbuf_word_layout,
     postproc_in_layout,
 )
+from .steprequant import StepRequant, step_params_layout
 
 __all__ = ["Engine", "PBUF_WORD_BITS", "pbuf_word_layout"]
 
@@ -297,6 +298,8 @@ class Engine(wiring.Component):
                               | op.upsample | (g_ow - 2 > dw_line_depth(cfg))
                               if cfg.dw_kernel else dwm))
                     | (dwp if not cfg.dw_pairs else 0)
+                    # The step lanes take a DW walk's pixels whole, with no activation word.
+                    | (op.step & (~dwm | op.act) if cfg.step_lanes else op.step)
                 )
                 with m.If(bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
@@ -623,6 +626,8 @@ class Engine(wiring.Component):
         m.submodules.post = rq = PostProc(cfg)
         pp = Signal(24)                   # pixel being read
         pg = Signal(range(GROUPS + 1))    # lane group being read
+        STEP = bool(cfg.step_lanes)
+        q_step = Signal()                 # the command uses the step lanes (one pixel a cycle)
         # PostProc takes an input whenever its own output buffer has room (o.ready is tied
         # high), so a short read FIFO keeps one group per cycle flowing.
         p_rd = MemoryReader(m, "p_reader", postproc_in_layout(cfg, LANES), depth=4)
@@ -642,30 +647,50 @@ class Engine(wiring.Component):
         with m.If(mac_done & ~op.acc_keep):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(out_pixels),
                          post_src.eq(mac_bank), post_seq.eq(mac_seq)]
+        # Before the first pixel, ``pre`` reads the activation row, or for the step lanes the
+        # GROUPS rows of the block's channel words (pre_n counts them).
+        pre_n = Signal(range(GROUPS + 1))
+        cap_n = Signal.like(pre_n)
         with m.If(~post_run & post_pending & ~mac_done):
             m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
                          q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
-                         out_g.eq(0), out_p.eq(0), pre.eq(1)]
+                         out_g.eq(0), out_p.eq(0), pre.eq(1), pre_n.eq(0)]
+            if STEP:
+                m.d.sync += q_step.eq(post_cmd.op.step)
         with m.Elif(pre):
-            m.d.sync += pre.eq(0)
-        m.d.sync += act_cap.eq(pre)
-        with m.If(act_cap):
+            with m.If(~q_step | (pre_n + 1 == GROUPS)):
+                m.d.sync += pre.eq(0)
+            m.d.sync += pre_n.eq(pre_n + 1)
+        m.d.sync += [act_cap.eq(pre), cap_n.eq(pre_n)]
+        with m.If(act_cap & ~q_step):
             m.d.sync += act_reg.eq(Mux(q_op.act, pbuf.r.data[:actw_layout.size], 0))
 
         more = post_run & ~pre & (pp != q_pixels)
-        m.d.comb += p_rd.issue.eq(more & p_rd.can_issue)
+        # The step lanes' reader: one pixel's accumulators (their low dw_acc_bits) per issue.
+        if STEP:
+            s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C),
+                                depth=4)
+            m.submodules.step = sq = StepRequant(cfg, C)
+            s_issue = s_rd.issue
+            m.d.comb += s_rd.issue.eq(more & q_step & s_rd.can_issue)
+        else:
+            s_issue = 0
+        m.d.comb += p_rd.issue.eq(more & ~q_step & p_rd.can_issue)
         with m.If(p_rd.issue):
             with m.If(pg + 1 == GROUPS):
                 m.d.sync += [pg.eq(0), pp.eq(pp + 1)]
             with m.Else():
                 m.d.sync += pg.eq(pg + 1)
+        with m.If(s_issue):
+            m.d.sync += pp.eq(pp + 1)
         m.d.comb += [
             post_rd_addr.eq(pp),
-            post_rd_en.eq(p_rd.issue),
+            post_rd_en.eq(p_rd.issue | s_issue),
             pbuf.r.en.eq(1),
             pbuf.r.bank.eq(Mux(elt_prm_read, eop.pbuf_bank, q_op.pbuf_bank)),
             pbuf.r.addr.eq(Mux(elt_prm_read, eop.pbuf_addr >> lane_shift,
-                               (q_op.pbuf_addr >> lane_shift) + Mux(pre, GROUPS, pg))),
+                               (q_op.pbuf_addr >> lane_shift)
+                               + Mux(pre, Mux(q_step, pre_n, GROUPS), pg))),
         ]
         # Words read this cycle belong to the group issued last cycle.
         rd_g = Signal.like(pg)
@@ -690,6 +715,26 @@ class Engine(wiring.Component):
             rq.act.eq(act_reg),
             rq.o.ready.eq(1),
         ]
+        if STEP:
+            # The block's channel words, captured row by row; held for the command.
+            step_regs = Signal(data.ArrayLayout(step_params_layout(cfg), C))
+            for g in range(GROUPS):
+                with m.If(act_cap & q_step & (cap_n == g)):
+                    for n in range(LANES):
+                        m.d.sync += step_regs[g * LANES + n].eq(
+                            pbuf.r.data.word_select(n, PBUF_WORD_BITS)[
+                                :step_params_layout(cfg).size])
+            for c in range(C):
+                m.d.comb += s_rd.buf.w_data[c].eq(acc_now[c][:cfg.dw_acc_bits])
+            m.d.comb += [
+                sq.i.payload.eq(s_rd.buf.r_data),
+                sq.i.valid.eq(s_rd.buf.r_valid),
+                s_rd.buf.r_ready.eq(sq.i.ready),
+                sq.params.eq(step_regs),
+                sq.clamp_min.eq(q_op.clamp_min),
+                sq.clamp_max.eq(q_op.clamp_max),
+                sq.o.ready.eq(1),
+            ]
         # -- ELTWISE: A (IBUF) + B (WBUF), one group of add_lanes codes per cycle -----------------
         # Like the post stage, every group re-reads its pixel's words and keeps its lanes.
         m.submodules.eltwise = eadd = EltwiseAdd(cfg, ADD_LANES)
@@ -727,14 +772,18 @@ class Engine(wiring.Component):
         # Assemble the output word group by group (post stage: requant_lanes codes per group,
         # ELTWISE: add_lanes); write it when complete.
         res_valid = Signal()
-        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid)
-        n_groups = Mux(elt_run, ADD_GROUPS, GROUPS)
+        step_valid = sq.o.valid if STEP else 0
+        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | step_valid)
+        n_groups = Mux(elt_run, ADD_GROUPS, Mux(q_step, 1, GROUPS))
         with m.If(res_valid):
             for c in range(C):
                 with m.If(elt_run & (out_g == c // ADD_LANES)):
                     m.d.sync += out_word[c].eq(eadd.o.payload[c % ADD_LANES][:B])
-                with m.If(~elt_run & (out_g == c // LANES)):
+                with m.If(~elt_run & ~q_step & (out_g == c // LANES)):
                     m.d.sync += out_word[c].eq(rq.o.payload[c % LANES][:B])
+                if STEP:
+                    with m.If(~elt_run & q_step):
+                        m.d.sync += out_word[c].eq(sq.o.payload[c][:B])
             m.d.sync += out_g.eq(Mux(out_g + 1 == n_groups, 0, out_g + 1))
         m.d.sync += w_now.eq(res_valid & (out_g + 1 == n_groups))
         m.d.comb += [

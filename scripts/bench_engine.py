@@ -34,6 +34,20 @@ LAYERS = [
     ("dw3x3 one-pass 14x14", dict(k=3, stride=1, pad=1, cin=16, h=14, w=14, dw=True)),
     ("dw3x3 one-pass 7x7", dict(k=3, stride=1, pad=1, cin=16, h=7, w=7, dw=True)),
     ("dw3x3 one-pass s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, dw=True)),
+    # the same with a float-scheme requantization on the step lanes (ConvOp.step: one output
+    # pixel a cycle), as the compiler runs PyTorch / ONNX Runtime depthwise layers
+    ("dw3x3 step 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, dw=True,
+                              step="torch-qnnpack")),
+    ("dw3x3 step 14x14", dict(k=3, stride=1, pad=1, cin=16, h=14, w=14, dw=True,
+                              step="onnxruntime")),
+    ("dw3x3 step 7x7", dict(k=3, stride=1, pad=1, cin=16, h=7, w=7, dw=True,
+                            step="torch-qnnpack")),
+    ("dw3x3 step s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, dw=True,
+                                 step="torch-qnnpack")),
+    ("dw3x3 fbgemm step 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, dw_pairs=True,
+                                     step="torch-fbgemm")),
+    ("dw3x3 fbgemm step s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56,
+                                        dw_pairs=True, step="torch-fbgemm")),
     # depthwise with diagonal weight tiles (configs without the DW mode)
     ("dw3x3 diagonal 28x28", dict(k=3, stride=1, pad=1, cin=16, h=28, w=28, depthwise=True)),
     ("dw3x3 diagonal s2 56x56", dict(k=3, stride=2, pad=1, cin=16, h=56, w=56, depthwise=True)),
@@ -65,15 +79,15 @@ def main():
         results = json.loads(report.read_text())
     peak = cfg.rows * cfg.cols
     print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak")
-    print(f"{'layer':<24} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
+    print(f"{'layer':<26} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
     for (name, _), r in zip(layers, results, strict=True):
         if not r["macs"]:
             per_px = r["cycles"] / (4 * r["oh"] * r["ow"])  # four commands
-            print(f"{name:<24} {r['oh']:>3}x{r['ow']:<3} {'-':>9} {r['cycles']:>8} "
+            print(f"{name:<26} {r['oh']:>3}x{r['ow']:<3} {'-':>9} {r['cycles']:>8} "
                   f"{per_px:>8.2f} cycles per output pixel")
             continue
         rate = r["macs"] / r["cycles"]
-        print(f"{name:<24} {r['oh']:>3}x{r['ow']:<3} {r['macs']:>9} {r['cycles']:>8} "
+        print(f"{name:<26} {r['oh']:>3}x{r['ow']:<3} {r['macs']:>9} {r['cycles']:>8} "
               f"{rate:>8.1f} {rate / peak:>6.1%}")
 
 

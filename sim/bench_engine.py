@@ -21,6 +21,7 @@ from zynqnn.sim.tb_engine import (
     EngineTB,
     Layer,
     PairsLayer,
+    StepLayer,
     load,
 )
 
@@ -49,6 +50,8 @@ async def bench_layers(dut):
         else:
             layer = Layer(cfg, rng, s["k"], s["stride"], s["pad"], s["cin"], s["h"], s["w"],
                           depthwise=s.get("depthwise", False))
+        if s.get("step"):  # post-processed by the step lanes in scheme s["step"]
+            layer = StepLayer(cfg, rng, layer, s["step"])
         await load(tb, layer)
         # One command per block of output channels, back to back as the compiler emits them,
         # so each one's post-processing overlaps the next one's MAC stage.

@@ -19,12 +19,14 @@ from zynqnn import isa
 from zynqnn.compiler.layout import pairs_tiles
 from zynqnn.compiler.reference import post_codes
 from zynqnn.compiler.testing import random_requant
-from zynqnn.numerics import ops
+from zynqnn.numerics import make_requant, ops
+from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
 from zynqnn.rtl.postproc import (
     PBUF_WORD_BITS,
     PostProcLayer,
     postproc_layer,
 )
+from zynqnn.rtl.steprequant import step_params, step_params_layout
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import pack
@@ -81,6 +83,7 @@ class Layer:
             self.wt *= np.eye(C, dtype=self.wt.dtype)[:, :, None, None]
         acc = conv_acc(self.x - self.zp_in, self.wt, stride, pad)
         self.oh, self.ow = acc.shape[1:]
+        self.acc = acc.reshape(C, -1)
         self.post, self.act, q = random_post(cfg, rng, acc.reshape(C, -1))
         self.expected = q & (2**B - 1)  # (pixels, C), as OBUF holds them
 
@@ -216,6 +219,7 @@ class PairsLayer(Layer):
         exact = ops.conv2d_acc(self.x[None], self.dw[:, None], **kw)[0]
         self.saturated = int(np.count_nonzero(acc != exact))
         self.oh, self.ow = acc.shape[1:]
+        self.acc = acc.reshape(C, -1)
         self.post, self.act, q = random_post(cfg, rng, acc.reshape(C, -1))
         self.expected = q & (2**B - 1)
 
@@ -269,6 +273,47 @@ class DwPairsLayer(PairsLayer):
         c = isa.ConvCommand.from_bits(Layer.command(self, **kw))
         op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
         op.update(mode=isa.Mode.DW_PAIRS)
+        return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": c.obuf_bank,
+                                      "op": op})
+
+
+class StepLayer:
+    """A ``DwLayer`` / ``DwPairsLayer`` post-processed by the step lanes (``ConvOp.step``): a
+    float-scheme requantization (fbgemm, qnnpack or ONNX Runtime, ReLU6 or not) fitted by
+    ``numerics.stepfit``; golden: the scheme's own ``Requant.apply``."""
+
+    def __init__(self, cfg, rng, base, scheme, relu6=False):
+        self.base, self.scheme = base, scheme
+        B, C = cfg.operand_bits, cfg.cols
+        taps = (base.dw if isinstance(base, DwPairsLayer)
+                else base.wt[np.arange(C), np.arange(C)]).reshape(C, 3, 3)
+        s_in = float(rng.uniform(0.01, 0.05))
+        s_w = rng.uniform(0.002, 0.02, C)
+        # Multipliers of 0.002..0.01 spread these random sums over the whole code range.
+        s_out = s_in * float(np.mean(s_w)) / float(rng.uniform(0.002, 0.01))
+        zp_out = int(rng.integers(0, 100))
+        bias = (rng.integers(-5000, 5000, C) if scheme == "onnxruntime"
+                else rng.normal(0, 0.2, C))
+        qmax = min(2**B - 1, zp_out + round(6 / s_out)) if relu6 else 2**B - 1
+        self.rq = make_requant(scheme, s_in, s_w, s_out, zp_out=zp_out, bias=bias, qmax=qmax,
+                               relu=relu6, per_channel=True)
+        lo, hi = dw_acc_range(taps, 0, 2**B - 1, base.zp_in)
+        fit = fit_steps(self.rq, lo, hi, cfg.step_frac_bits, cfg.step_exceptions)
+        self.exceptions = sum(len(e) for e in fit.exceptions)
+        self.words = [pack(step_params_layout(cfg), p) for p in step_params(fit, cfg)]
+        self.expected = self.rq.apply(base.acc.T, axis=1) & (2**B - 1)
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def pbuf_words(self, cfg):
+        return self.words
+
+    def command(self, step=1, **kw):
+        c = isa.ConvCommand.from_bits(self.base.command(**kw))
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(step=step, act=0, zp_out=self.rq.zp_out, clamp_min=self.rq.lo,
+                  clamp_max=self.rq.hi)
         return pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "obuf_bank": c.obuf_bank,
                                       "op": op})
 
@@ -515,6 +560,75 @@ async def depthwise_one_pass(dut):
     await tb.send(DwLayer(cfg, rng, 1, 1, 4, 4).command(acc_keep=1))
     await ClockCycles(dut.clk, 20)
     assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * 3, tb.errors
+
+
+@cocotb.test()
+async def depthwise_step_lanes(dut):
+    """DW and DW_PAIRS commands post-processed by the step lanes, one pixel per cycle, in the
+    three float schemes with and without ReLU6: strides 1 and 2, padding or not, one output;
+    step commands between ordinary ones (DW with the general lanes, CONV); a step command on a
+    mode other than DW, or with an activation word, ends in BAD_COMPUTE, as does every step
+    command on configs without step lanes."""
+    cfg = config_from_env()
+    rng = np.random.default_rng(29)
+    tb = EngineTB(dut, cfg)
+    await start(dut)
+    cocotb.start_soon(tb.monitor())
+    if not cfg.step_lanes:
+        await tb.send(Layer(cfg, rng, 1, 1, 0, cfg.rows, 3, 3).command())
+        await tb.wait_done(1, 20_000)
+        c = isa.ConvCommand.from_bits(Layer(cfg, rng, 1, 1, 0, cfg.rows, 3, 3).command())
+        op = {name: getattr(c.op, name) for name, _ in isa.ConvOp}
+        op.update(step=1)
+        await tb.send(pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "op": op}))
+        await tb.wait_done(2, 100)
+        assert tb.errors == [isa.ErrorCause.BAD_COMPUTE], tb.errors
+        return
+    schemes = ("torch-fbgemm", "torch-qnnpack", "onnxruntime")
+    cases = [(DwLayer, 1, 1, 6, 7), (DwLayer, 2, 1, 7, 6), (DwLayer, 1, 0, 5, 5),
+             (DwLayer, 1, 1, 1, 1), (DwPairsLayer, 1, 1, 6, 7), (DwPairsLayer, 2, 1, 7, 6)]
+    done = exceptions = 0
+    for i, (kind, s, p, h, w) in enumerate(cases):
+        scheme = "torch-fbgemm" if kind is DwPairsLayer else schemes[i % 3]
+        layer = StepLayer(cfg, rng, kind(cfg, rng, s, p, h, w), scheme, relu6=bool(i % 2))
+        exceptions += layer.exceptions
+        await load(tb, layer)
+        await tb.send(layer.command())
+        done += 1
+        await tb.wait_done(done, 50_000)
+        got = tb.decode(await tb.read_obuf(0, 0, layer.oh * layer.ow))
+        bad = int(np.sum(got != layer.expected))
+        dut._log.info("step %s %s s%d p%d %dx%d: %d outputs, %d mismatches", kind.__name__,
+                      scheme, s, p, h, w, got.size, bad)
+        assert not tb.errors, f"s{s} p{p} {h}x{w}: error {tb.errors}"
+        assert bad == 0, f"{scheme} s{s} p{p} {h}x{w}: {bad} of {got.size} differ"
+    # Mixed: DW (general lanes), step DW, CONV, step DW_PAIRS, in alternating banks, queued.
+    a = DwLayer(cfg, rng, 1, 1, 5, 6)
+    b = StepLayer(cfg, rng, DwLayer(cfg, rng, 1, 1, 6, 5), "onnxruntime")
+    c = Layer(cfg, rng, 1, 1, 0, cfg.rows, 4, 4)
+    d = StepLayer(cfg, rng, DwPairsLayer(cfg, rng, 2, 1, 5, 5), "torch-fbgemm", relu6=True)
+    for first, second in ((a, b), (c, d)):
+        await load(tb, first, 0, 0, 0)
+        await load(tb, second, 1, 1, 1)
+        await tb.send(first.command(obuf_bank=0))
+        await tb.send(second.command(ibuf_bank=1, wbuf_bank=1, pbuf_bank=1, obuf_bank=1))
+        done += 2
+        await tb.wait_done(done, 100_000)
+        for layer, bank in ((first, 0), (second, 1)):
+            got = tb.decode(await tb.read_obuf(bank, 0, layer.oh * layer.ow))
+            assert np.array_equal(got, layer.expected), f"{type(layer).__name__} in a mix"
+    assert not tb.errors
+    # Malformed: step on a CONV command, step with an activation word.
+    conv = Layer(cfg, rng, 1, 1, 0, cfg.rows, 3, 3)
+    raw = isa.ConvCommand.from_bits(conv.command())
+    for change in ({"step": 1}, {"step": 1, "act": 1, "mode": isa.Mode.DW, "kernel": 3}):
+        op = {name: getattr(raw.op, name) for name, _ in isa.ConvOp}
+        op.update(change)
+        await tb.send(pack(isa.ConvCommand, {"opcode": isa.Opcode.CONV, "op": op}))
+    await ClockCycles(dut.clk, 20)
+    assert tb.errors == [isa.ErrorCause.BAD_COMPUTE] * 2, tb.errors
+    dut._log.info("step lanes: %d layers bit-exact, %d exception values in their fits",
+                  len(cases) + 2, exceptions)
 
 
 @cocotb.test()

@@ -254,6 +254,9 @@ ConvOp = data.StructLayout({
     "zp_out": signed(17),
     "clamp_min": signed(17),
     "clamp_max": signed(17),
+    # DW / DW_PAIRS only (configs with HwConfig.step_lanes): post-process with the step lanes,
+    # one pixel per cycle; each channel's PBUF word is a rtl.steprequant.step_params_layout.
+    "step": unsigned(1),
 })
 
 ConvCommand = data.StructLayout({

@@ -19,7 +19,7 @@ from zynqnn import isa
 from zynqnn.addmodel import apply_add
 from zynqnn.config import HwConfig
 from zynqnn.numerics import gemmlowp
-from zynqnn.postmodel import apply_post
+from zynqnn.postmodel import apply_post, apply_step
 
 __all__ = ["Machine", "MachineError", "PARAM_WORD_BITS", "pack_words", "unpack_words"]
 
@@ -213,6 +213,9 @@ class Machine:
                 f"{B}-bit operands)")
         if dw and (k != 3 or cb_n != 1 or op.acc_cont or op.acc_keep or op.upsample):
             bad("DW needs kernel 3, one channel block and no acc_cont/acc_keep/upsample")
+        if op.step and not (cfg.step_lanes and dw and not op.act):
+            bad("step lanes need a DW/DW_PAIRS command without an activation word on a build "
+                f"with them ({cfg.step_lanes} step lanes)")
         if dw and isa.dw_walk(ow, s) - 2 > cfg.max_width:
             bad(f"DW walk of {isa.dw_walk(ow, s)} pixels per line: its line delays hold "
                 f"{cfg.max_width} + 2")
@@ -279,14 +282,17 @@ class Machine:
         pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
         words = [int.from_bytes(bytes(w), "little")
                  for w in pbuf[op.pbuf_addr:op.pbuf_addr + n_words]]
-        act = 0
-        if op.act:
-            from zynqnn.rtl.postproc import act_params_layout
+        if op.step:
+            q = apply_step(cfg, int(op.clamp_min), int(op.clamp_max), words[:C], acc)
+        else:
+            act = 0
+            if op.act:
+                from zynqnn.rtl.postproc import act_params_layout
 
-            act = sum(w << (PARAM_WORD_BITS * i) for i, w in enumerate(words[C:]))
-            act &= (1 << act_params_layout(cfg).size) - 1
-        q = apply_post(cfg, op.scheme, int(op.zp_out), int(op.clamp_min), int(op.clamp_max), act,
-                       words[:C], acc)
+                act = sum(w << (PARAM_WORD_BITS * i) for i, w in enumerate(words[C:]))
+                act &= (1 << act_params_layout(cfg).size) - 1
+            q = apply_post(cfg, op.scheme, int(op.zp_out), int(op.clamp_min),
+                           int(op.clamp_max), act, words[:C], acc)
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + out_pixels] = pack_words(q, B)
 

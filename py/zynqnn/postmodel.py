@@ -24,7 +24,7 @@ from zynqnn.numerics.quant import torch_quantize_val, torch_vec_quantize
 from zynqnn.numerics.rounding import ROUNDING_MODES, shift_round
 from zynqnn.numerics.schemes import x86_cvt
 
-__all__ = ["apply_post", "decode_act"]
+__all__ = ["apply_post", "apply_step", "decode_act"]
 
 f32 = np.float32
 
@@ -121,3 +121,28 @@ def apply_post(cfg: HwConfig, scheme, zp_out: int, clamp_min: int, clamp_max: in
         return torch_quantize_val(d, inv, zp_out, clamp_min, clamp_max)
     return torch_vec_quantize(d, inv, zp_out, clamp_min, clamp_max)
 
+
+
+def apply_step(cfg: HwConfig, clamp_min: int, clamp_max: int, words, acc) -> np.ndarray:
+    """Output codes ``(pixels, channels)`` of the step lanes (``ConvOp.step``,
+    :class:`zynqnn.rtl.steprequant.StepRequant`): ``words`` one
+    :func:`~zynqnn.rtl.steprequant.step_params_layout` PBUF word per channel; the lanes see the
+    low ``dw_acc_bits`` of each accumulator."""
+    from amaranth.lib import data
+
+    from zynqnn.rtl.steprequant import step_params_layout
+
+    layout = step_params_layout(cfg)
+    A = cfg.dw_acc_bits
+    acc = np.asarray(acc, dtype=np.int64)
+    acc = ((acc + (1 << (A - 1))) & ((1 << A) - 1)) - (1 << (A - 1))
+    out = np.empty_like(acc)
+    for c, w in enumerate(words):
+        p = data.Const(layout, int(w) & ((1 << layout.size) - 1))
+        v = acc[:, c]
+        y = (v.astype(object) * int(p.mult) + int(p.offset)) >> cfg.step_frac_bits
+        q = np.clip(y.astype(np.int64), clamp_min, clamp_max)
+        for e in range(cfg.step_exceptions):
+            q[v == int(p.exc_acc[e])] += int(p.exc_delta[e])
+        out[:, c] = q
+    return out

@@ -726,3 +726,18 @@ def test_summary_counts():
     for case, (n, bad) in sorted(TOTALS.items()):
         print(f"{case:50s} {n:>9,d} ({bad})")
     assert all(bad == 0 for _, bad in TOTALS.values())
+
+
+@pytest.mark.parametrize("fl", ["torch-fbgemm", "torch-qnnpack", "onnxruntime"])
+@pytest.mark.parametrize("stride, act", [(1, "none"), (2, "relu")])
+def test_depthwise_step_lanes(fl, stride, act):
+    """On pynq_z2 a float-scheme 3x3 depthwise layer goes to the step lanes (``ConvOp.step``,
+    one PBUF step word per channel) and equals the graph bit for bit; tiny has no step lanes."""
+    b = Builder(fl, (16, 12, 12), seed=31, name=f"dw-step-{fl}-s{stride}-{act}")
+    g = b.finish(b.conv(b.x, 16, groups=16, stride=stride, act=act))
+    net, _ = check(g, "pynq_z2", samples=8, golden=8)
+    steps = [st for st in compile_network(net, get_config("pynq_z2")).steps
+             if st.opcode == isa.Opcode.CONV]
+    assert steps and all(st.op["step"] == 1 and st.op["act"] == 0 for st in steps)
+    tiny = compile_network(lower_graph(g, get_config("tiny"))[0], get_config("tiny"))
+    assert not any(st.op.get("step") for st in tiny.steps if st.opcode == isa.Opcode.CONV)

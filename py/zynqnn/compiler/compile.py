@@ -55,6 +55,7 @@ from .layout import (
     pairs_tiles,
     param_bytes,
     post_layer,
+    step_post,
     weight_bytes,
 )
 
@@ -378,6 +379,11 @@ class _Compiler:
         tiles = [(oy, min(th, OH - oy)) for oy in range(0, OH, th)]
         coblocks = cblocks(cout, C)
         post, pwords = self.post_of(la, cout, C)
+        # One-pass depthwise layers of a float scheme go to the step lanes when they fit (one
+        # pixel a cycle instead of one lane group).
+        step = step_post(cfg, la, post) if one_pass else None
+        if step is not None:
+            post, pwords = step, C
 
         # Constants: weights per (cout block, part), parameters per cout block.
         waddr, paddr = {}, {}
@@ -423,7 +429,8 @@ class _Compiler:
                           in_signed=int(x.signed), zp_in=x.zero_point, zp_out=post.zp_out,
                           clamp_min=post.clamp_min, clamp_max=post.clamp_max,
                           scheme=post.scheme, act=int(has_act(post)),
-                          acc_cont=int(p > 0), acc_keep=int(p < parts - 1))
+                          acc_cont=int(p > 0), acc_keep=int(p < parts - 1),
+                          step=int(step is not None))
                 loads = {
                     isa.Buffer.IBUF: Load((la.name, "in", t, j if dw else p),
                                           self.addr(x, j if dw else p * cbp) + y_lo * W * self.wb,

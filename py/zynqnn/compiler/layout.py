@@ -13,8 +13,8 @@ import numpy as np
 from zynqnn.config import HwConfig
 from zynqnn.machine import PARAM_WORD_BITS, pack_words, unpack_words
 
-__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "cblocks",
-           "pairs_tiles", "dw_tile"]
+__all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "step_post",
+           "cblocks", "pairs_tiles", "dw_tile"]
 
 
 def cblocks(channels: int, n: int) -> int:
@@ -115,6 +115,41 @@ def post_layer(cfg: HwConfig, la, channels: int):
     scheme = isa.Scheme.TFLITE_SINGLE_ROUNDING if la.single_rounding else isa.Scheme.TFLITE
     act = act_params_layout(cfg).const({}).as_bits()
     return PostProcLayer(scheme, y.zero_point, lo, hi, act, words)
+
+
+def step_post(cfg: HwConfig, la, post):
+    """The step lanes' post-processing of a one-pass depthwise layer (``ConvOp.step``): the
+    layer's float-scheme requantization fitted by ``numerics.stepfit`` on the accumulator range
+    its weights and input codes allow, one :func:`~zynqnn.rtl.steprequant.step_params_layout`
+    PBUF word per channel; ``None`` when the build has no step lanes, the layer has an activation
+    word, its scheme has no step form, or the fit needs more than the lane holds (the general
+    lanes then do the layer)."""
+    from dataclasses import replace
+
+    from zynqnn import isa
+    from zynqnn.numerics.errors import RangeError
+    from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
+    from zynqnn.rtl.steprequant import step_params, step_params_layout
+
+    from .layers import code_range
+
+    rq, x = la.requant, la.input
+    floats = (isa.Scheme.TORCH_FBGEMM, isa.Scheme.TORCH_QNNPACK, isa.Scheme.ONNXRUNTIME)
+    if not cfg.step_lanes or rq is None or has_act(post) or post.scheme not in floats:
+        return None
+    x_lo, x_hi = code_range(x.signed, cfg.operand_bits)
+    lo, hi = dw_acc_range(la.weights, x_lo, x_hi, x.zero_point)
+    if rq.channels == 1:
+        lo, hi = lo.min(), hi.max()
+    try:
+        fit = fit_steps(rq, lo, hi, cfg.step_frac_bits, cfg.step_exceptions)
+        params = step_params(fit, cfg, la.name)
+    except (RangeError, ValueError):
+        return None
+    if rq.channels == 1:
+        params = params * len(post.words)
+    layout = step_params_layout(cfg)
+    return replace(post, words=tuple(layout.const(p).as_bits() for p in params))
 
 
 def has_act(post) -> bool:

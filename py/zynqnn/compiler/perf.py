@@ -117,7 +117,10 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
                     + (mode == isa.Mode.DW_PAIRS))  # DW_PAIRS: the zero-point vector first
     mac = 2 * fill + passes * max(per_pass, 2 * R + C // 2)
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
-    post = 0 if op.acc_keep else out_pixels * C // cfg.requant_lanes + POST_LATENCY
+    post = (0 if op.acc_keep
+            # Step lanes: the lane groups' constants first, then one pixel a cycle.
+            else out_pixels + C // cfg.requant_lanes + POST_LATENCY if op.step
+            else out_pixels * C // cfg.requant_lanes + POST_LATENCY)
     macs = (k * k * cb * R * C * pixels
             if mode in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW, isa.Mode.DW_PAIRS) else 0)
     return mac, post, macs
