@@ -1,11 +1,13 @@
 """Utilization of the compute engine on representative layers, measured in RTL simulation.
 
     python scripts/bench_engine.py [--config pynq_z2] [--sim verilator] [--only TEXT]
+                                   [--repeat 4]
 
-Each layer runs as four back-to-back CONV commands, one per block of ``cols`` output channels
-(64 output channels on the 16x16 array), as the compiler emits them. Cycles run from the first
-command's acceptance to the last one's final output in OBUF (fill, drain and the last
-post-processing included); utilization = useful MACs / (cycles x rows x cols). Outputs are
+Each layer runs as ``--repeat`` (4) back-to-back CONV commands, one per block of ``cols`` output
+channels (64 output channels on the 16x16 array), as the compiler emits them. Cycles run from
+the first command's acceptance to the last one's final output in OBUF (fill, drain and the last
+post-processing included); utilization = useful MACs / (cycles x rows x cols). The difference
+of two runs with different ``--repeat`` is the steady-state cost of a command. Outputs are
 checked against numpy on the way.
 """
 
@@ -68,12 +70,14 @@ def main():
     ap.add_argument("--config", default="pynq_z2")
     ap.add_argument("--sim", default="verilator")
     ap.add_argument("--only", default="", help="run the layers whose name contains this")
+    ap.add_argument("--repeat", type=int, default=4, help="commands per layer")
     args = ap.parse_args()
     cfg = get_config(args.config)
     layers = [(n, s) for n, s in LAYERS if args.only in n]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "bench.json"
-        env = {"TB_BENCH": json.dumps([s for _, s in layers]), "TB_REPORT": str(report)}
+        env = {"TB_BENCH": json.dumps([s for _, s in layers]), "TB_REPORT": str(report),
+               "TB_REPEAT": str(args.repeat)}
         run(lambda: Engine(cfg), "zynqnn_engine", "zynqnn.sim.bench_engine", args.sim, cfg,
             extra_env=env)
         results = json.loads(report.read_text())
@@ -82,7 +86,7 @@ def main():
     print(f"{'layer':<26} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
     for (name, _), r in zip(layers, results, strict=True):
         if not r["macs"]:
-            per_px = r["cycles"] / (4 * r["oh"] * r["ow"])  # four commands
+            per_px = r["cycles"] / (args.repeat * r["oh"] * r["ow"])
             print(f"{name:<26} {r['oh']:>3}x{r['ow']:<3} {'-':>9} {r['cycles']:>8} "
                   f"{per_px:>8.2f} cycles per output pixel")
             continue

@@ -222,13 +222,24 @@ def default_target(cfg: HwConfig) -> str:
     return TOP_NAME if TOP_NAME in components(cfg) else FALLBACK_TARGET
 
 
-def yosys_script(verilog: str, module: str) -> str:
-    """The Yosys script: map to xc7 (DSP, BRAM, LUTRAM inference on), count, find the depth."""
+#: Yosys 0.70 aborts in ABC's reintegration on some netlists (the assertion
+#: ``count_id(wire->name) == 0``, YosysHQ/yosys#4349; seen on ``zynqnn_step_requant``); running
+#: the LUT mapping on split nets avoids it.
+ABC_REINTEGRATE_ASSERT = "count_id(wire->name) == 0"
+
+
+def yosys_script(verilog: str, module: str, split_nets: bool = False) -> str:
+    """The Yosys script: map to xc7 (DSP, BRAM, LUTRAM inference on), count, find the depth.
+    ``split_nets``: split multi-bit nets before LUT mapping (the workaround of
+    :data:`ABC_REINTEGRATE_ASSERT`)."""
+    # -flatten: cross-boundary optimization and a single module for ltp. -noiopad and
+    # -noclkbuf: a component estimate, like Vivado's out-of-context synthesis.
+    synth = f"synth_xilinx -family xc7 -top {module} -flatten -noiopad -noclkbuf"
+    steps = ([f"{synth} -run :map_luts", "splitnets", f"{synth} -run map_luts:"] if split_nets
+             else [synth])
     return "\n".join([
         f"read_verilog {verilog}",
-        # -flatten: cross-boundary optimization and a single module for ltp. -noiopad and
-        # -noclkbuf: a component estimate, like Vivado's out-of-context synthesis.
-        f"synth_xilinx -family xc7 -top {module} -flatten -noiopad -noclkbuf",
+        *steps,
         "tee -q -o stat.json stat -json",
         "design -save mapped",
         f"delete {SEQUENTIAL_SELECT}",
@@ -270,13 +281,16 @@ def run_synth(cfg: HwConfig, target: str | None = None, out_dir: str | Path = "b
     for name in ("stat.json", "ltp.txt", "path.json"):
         (work / name).unlink(missing_ok=True)
     shutil.copyfile(written[0], work / written[0].name)
-    (work / "synth.ys").write_text(yosys_script(written[0].name, module))
     cmd = [yosys or find_yosys(), "-q", "-l", "yosys.log", "-s", "synth.ys"]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    for split_nets in (False, True):
+        (work / "synth.ys").write_text(yosys_script(written[0].name, module, split_nets))
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
+        if proc.returncode == 0 or ABC_REINTEGRATE_ASSERT not in proc.stderr + log:
+            break
     seconds = time.monotonic() - start
     if proc.returncode != 0:
-        log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
         raise RuntimeError(f"yosys failed ({proc.returncode}):\n{proc.stderr}\n{log[-3000:]}")
     r = resources_from_counts(module, parse_stat((work / "stat.json").read_text()))
     r.logic_depth = parse_ltp((work / "ltp.txt").read_text())

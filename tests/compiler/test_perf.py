@@ -49,23 +49,40 @@ RTL_DEPTHWISE = [
     ("dw3x3 one-pass s2 56x56", False, 2, 56, 16307, "DW"),
     ("dw3x3 fbgemm one-pass 28x28", True, 1, 28, 13707, "DW_PAIRS"),
     ("dw3x3 fbgemm one-pass s2 56x56", True, 2, 56, 16311, "DW_PAIRS"),
+    # float-scheme requantization on the step lanes (ConvOp.step)
+    ("dw3x3 step 28x28", False, 1, 28, 4519, "DW", "torch-qnnpack"),
+    ("dw3x3 step 14x14", False, 1, 14, 1355, "DW", "onnxruntime"),
+    ("dw3x3 step 7x7", False, 1, 7, 508, "DW", "torch-qnnpack"),
+    ("dw3x3 step s2 56x56", False, 2, 56, 13915, "DW", "torch-qnnpack"),
+    ("dw3x3 fbgemm step 28x28", True, 1, 28, 4523, "DW_PAIRS", "torch-fbgemm"),
+    ("dw3x3 fbgemm step s2 56x56", True, 2, 56, 13919, "DW_PAIRS", "torch-fbgemm"),
 ]
 
 
-@pytest.mark.parametrize("name, pairs, s, size, rtl, mode", RTL_DEPTHWISE,
+@pytest.mark.parametrize("name, pairs, s, size, rtl, mode, step",
+                         [r + (None,) * (7 - len(r)) for r in RTL_DEPTHWISE],
                          ids=[r[0] for r in RTL_DEPTHWISE])
-def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl, mode):
+def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl, mode, step):
     from zynqnn import isa
     from zynqnn.compiler import HwConv
+    from zynqnn.numerics import make_requant
 
     rng = np.random.default_rng(0)
     x = tensor(rng, "x", 64, size, size)
     c = conv(rng, "dw", x, 64, 3, s, 1)
-    la = HwConv("dw", x, c.output, rng.integers(-127, 128, size=(64, 1, 3, 3)), c.bias,
-                c.multiplier, c.shift, stride=s, padding=1, groups=64, saturate_pairs=pairs)
+    w = rng.integers(-127, 128, size=(64, 1, 3, 3))
+    if step:
+        rq = make_requant(step, 0.02, rng.uniform(0.002, 0.02, 64), 0.5,
+                          zp_out=c.output.zero_point, bias=rng.integers(-500, 500, 64),
+                          per_channel=True)
+        la = HwConv("dw", x, c.output, w, stride=s, padding=1, groups=64,
+                    saturate_pairs=pairs, requant=rq)
+    else:
+        la = HwConv("dw", x, c.output, w, c.bias, c.multiplier, c.shift, stride=s, padding=1,
+                    groups=64, saturate_pairs=pairs)
     prog = compile_network(Network(x, [la]), PYNQ)
-    modes = {st.op["mode"] for st in prog.steps}
-    assert modes == {isa.Mode[mode]}
+    assert {st.op["mode"] for st in prog.steps} == {isa.Mode[mode]}
+    assert {st.op["step"] for st in prog.steps} == {int(step is not None)}
     rep = prog.perf(DmaModel(enabled=False))
     assert abs(rep.cycles - rtl) / rtl < 0.05, (rep.cycles, rtl)
 

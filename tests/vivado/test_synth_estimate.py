@@ -123,6 +123,15 @@ def test_gate(fields, failure):
         assert "fit: FAIL: " + failure in format_report(r)
 
 
+def test_step_lanes_synthesize_despite_the_abc_assert(tmp_path):
+    """Yosys 0.70 aborts in ABC on the step lanes (ABC_REINTEGRATE_ASSERT); run_synth retries
+    with split nets and gets two DSP48E1 per lane."""
+    cfg = get_config("tiny")
+    r = run_synth(cfg, "zynqnn_step_requant", tmp_path)
+    assert r.dsp == 2 * cfg.cols
+    assert r.lut > 0 and not gate(r)
+
+
 def test_tiny_pe_array_synthesizes_and_parses(tmp_path):
     """A real Yosys run (~10 s): DSPs inferred, the text and JSON stat agree, depth found."""
     cfg = get_config("tiny")

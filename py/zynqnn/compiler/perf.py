@@ -40,6 +40,11 @@ __all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cy
 #: Post-processing pipeline depth after the last lane group (read, requantize, write back);
 #: fitted to the RTL figures in tests/compiler/test_perf.py.
 POST_LATENCY = 59
+#: A DW / DW_PAIRS command's MAC stage besides its walk (check, weights, FIR and array pipeline;
+#: RTL: 929 cycles per 28x28 command of 900 walk pixels).
+DW_OVERHEAD = 29
+#: The step lanes' post stage besides one cycle per pixel (constants, the 7-stage lane, OBUF).
+STEP_POST_LATENCY = 19
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
 #: 36-stage pipeline, output write); RTL: 2 x pixels + 47 on tiny from issue to answer.
 ELT_LATENCY = 46
@@ -115,11 +120,11 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
         s = int(op.stride)
         per_pass = (isa.dw_walk(int(op.out_h), s) * isa.dw_walk(int(op.out_w), s)
                     + (mode == isa.Mode.DW_PAIRS))  # DW_PAIRS: the zero-point vector first
-    mac = 2 * fill + passes * max(per_pass, 2 * R + C // 2)
+    mac = (per_pass + DW_OVERHEAD if mode in (isa.Mode.DW, isa.Mode.DW_PAIRS)
+           else 2 * fill + passes * max(per_pass, 2 * R + C // 2))
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
     post = (0 if op.acc_keep
-            # Step lanes: the lane groups' constants first, then one pixel a cycle.
-            else out_pixels + C // cfg.requant_lanes + POST_LATENCY if op.step
+            else out_pixels + STEP_POST_LATENCY if op.step  # one pixel a cycle
             else out_pixels * C // cfg.requant_lanes + POST_LATENCY)
     macs = (k * k * cb * R * C * pixels
             if mode in (isa.Mode.CONV, isa.Mode.PAIRS, isa.Mode.DW, isa.Mode.DW_PAIRS) else 0)
