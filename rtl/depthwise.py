@@ -14,6 +14,15 @@ so ``s_8(n)`` is the window whose bottom-right pixel is ``n``. It is an output w
 is at walk position (x, y) with x, y >= 2 and, at stride 2, x and y even. Every register moves
 only when a product arrives (``i_valid``), so gaps in the stream cost time, not correctness.
 
+A padding line or column carries only zero products, so in ``DW`` mode the engine skips the
+walk's first line when it is the top padding (``skip_top``) and each line's first pixel when it
+is the left padding (``skip_left``); positions count from the unskipped walk. The a-slot values
+read on the first walked line are taken as zero (the skipped line's row-0 sums; on an unskipped
+walk those reads only reach windows above the first output row), and on the first pixel of a
+line ``s_0 = 0`` and ``s_3``, ``s_6`` take the line values read one event earlier (the skipped
+pixel's). ``DW_PAIRS`` walks whole: a zero-point pair ``zp_in (w_0 + w_1)`` can saturate int16,
+so its padding is not zero.
+
 The two line delays of every row share one simple dual-port memory (``max_width`` deep, BRAM)
 written with ``s_2`` and ``s_5`` as they are produced and read ``width - 2`` writes later; the
 read is issued a cycle ahead (sync read) and is transparent for ``width = 3``.
@@ -53,7 +62,11 @@ class DepthwiseFIR(wiring.Component):
     start: In(1)
         Pulse before a command's first product: restart the walk position.
     width: In
-        Walk pixels per line (``isa.dw_walk(out_w, stride)``), 3 .. ``dw_line_depth + 2``.
+        Walked pixels per line (``isa.dw_walk(out_w, stride)`` less ``skip_left``), 3 ..
+        ``dw_line_depth + 2``.
+    skip_top, skip_left: In(1)
+        The walk skips its first line / each line's first pixel (zero padding; not with
+        ``pairs``).
     stride2: In(1)
         The command's stride is 2 (every other window is an output).
     pairs: In(1)
@@ -75,6 +88,8 @@ class DepthwiseFIR(wiring.Component):
             "i_valid": In(1),
             "start": In(1),
             "width": In(range(self._depth + 3)),
+            "skip_top": In(1),
+            "skip_left": In(1),
             "stride2": In(1),
             "pairs": In(1),
             "o_sums": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.rows)),
@@ -132,14 +147,29 @@ class DepthwiseFIR(wiring.Component):
         # The entry written width - 2 events before the next one.
         m.d.comb += [rd.en.eq(1), rd.addr.eq(wp + ev - (self.width - 2))]
 
+        # Walk position of the arriving pixel (walked x, y from 0); the window it completes is an
+        # output at unskipped x, y >= 2 (every other one at stride 2).
+        x = Signal(range(self._depth + 3))
+        y = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [x.eq(0), y.eq(0)]
+        with m.Elif(ev):
+            with m.If(x + 1 == self.width):
+                m.d.sync += [x.eq(0), y.eq(y + 1)]
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+        first_line = Signal()
+        line_start = Signal()
+        m.d.comb += [first_line.eq(y == 0), line_start.eq(self.skip_left & (x == 0))]
+
         line_in = []
         for r in range(R):
             p = self._taps(self.i_products[r])
             s = [Signal(signed(bits[t]), name=f"fir_r{r}_s{t}") for t in range(9)]
             old = rd.data.word_select(r, line_bits)
-            a_d = old[:slots[0]].as_signed()
-            b_d = old[slots[0]:slots[0] + slots[1]].as_signed()
-            c_d = old[slots[0] + slots[1]:].as_signed()
+            a_raw = old[:slots[0]].as_signed()
+            b_raw = old[slots[0]:slots[0] + slots[1]].as_signed()
+            c_raw = old[slots[0] + slots[1]:].as_signed()
             if cfg.dw_pairs:
                 lo = [Signal(signed(PB), name=f"fir_r{r}_lo{i}") for i in range(4)]
                 hi = [Signal(signed(PB), name=f"fir_r{r}_hi{i}") for i in range(4)]
@@ -152,15 +182,32 @@ class DepthwiseFIR(wiring.Component):
             else:
                 u = v = 0
                 lo = hi = [None] * 4
+            # The previous event's line values: the skipped pixel's, at a line's first pixel
+            # (the first line's: zero).
+            a_prev = Signal(signed(slots[0]), name=f"fir_r{r}_a_prev")
+            c_prev = Signal(signed(slots[2]), name=f"fir_r{r}_c_prev")
+            with m.If(self.start):
+                m.d.sync += a_prev.eq(0)
+            with m.Elif(ev):
+                m.d.sync += [a_prev.eq(a_raw), c_prev.eq(c_raw)]
+            # Row 0 of the first walked line's windows: the skipped padding line (zero). The row
+            # 2 values read there only reach windows above the first output row.
+            a_d = Mux(first_line, 0, a_raw)
+            b_d = b_raw
+            c_d = c_raw
+            # What the skipped left pixel would have left in s_0, s_3, s_6 (DW only).
+            s0 = Mux(line_start, 0, s[0])
+            s3 = Mux(line_start, a_prev, s[3])
+            s6 = Mux(line_start, c_prev, s[6])
             nxt = [
                 p[0],
-                pair(s[0] + p[1], lo[0], hi[0]),
+                pair(s0 + p[1], lo[0], hi[0]),
                 s[1] + p[2],
                 a_d + pair(Mux(pm, b_d, 0) + p[3], lo[1], hi[1]),
-                Mux(pm, 0, s[3]) + p[4],
+                Mux(pm, 0, s3) + p[4],
                 Mux(pm, u, 0) + pair(s[4] + p[5], lo[2], hi[2]),
                 Mux(pm, 0, c_d) + p[6],
-                Mux(pm, v, 0) + pair(s[6] + p[7], lo[3], hi[3]),
+                Mux(pm, v, 0) + pair(s6 + p[7], lo[3], hi[3]),
                 s[7] + p[8],
             ]
             with m.If(ev):
@@ -177,19 +224,11 @@ class DepthwiseFIR(wiring.Component):
             m.d.sync += self.o_sums[r].eq(s[8])  # one register after s_8 for routing to ABUF
         m.d.comb += [wr.en.eq(ev), wr.addr.eq(wp), wr.data.eq(Cat(*line_in))]
 
-        # Walk position of the arriving pixel; the window it completes is an output at x, y >= 2
-        # (every other one at stride 2).
-        x = Signal(range(self._depth + 3))
-        y = Signal(16)
-        with m.If(self.start):
-            m.d.sync += [x.eq(0), y.eq(0)]
-        with m.Elif(ev):
-            with m.If(x + 1 == self.width):
-                m.d.sync += [x.eq(0), y.eq(y + 1)]
-            with m.Else():
-                m.d.sync += x.eq(x + 1)
+        ux = Signal(range(self._depth + 4))
+        uy = Signal(17)
+        m.d.comb += [ux.eq(x + self.skip_left), uy.eq(y + self.skip_top)]
         out = Signal()
-        m.d.sync += out.eq(ev & (x >= 2) & (y >= 2) & ~(self.stride2 & (x[0] | y[0])))
+        m.d.sync += out.eq(ev & (ux >= 2) & (uy >= 2) & ~(self.stride2 & (ux[0] | uy[0])))
         # s_8 is registered on the event; o_sums one cycle later.
         m.d.sync += self.o_valid.eq(out)
         return m

@@ -200,6 +200,12 @@ class Engine(wiring.Component):
         g_oh = Signal(13)
         ihw = Signal(24)
         yoff_iw = Signal(signed(18))
+        # DW: the walk skips its first line / each line's first pixel when they are padding
+        # (rtl.depthwise); the walk then starts at g_yoff, g_xoff.
+        skip_top = Signal()
+        skip_left = Signal()
+        g_yoff = Signal(signed(5))
+        g_xoff = Signal(signed(5))
         ispan = Signal(32)
         bad = Signal()
         mac_go = Signal()                 # pulse: start the feeders
@@ -251,17 +257,25 @@ class Engine(wiring.Component):
                     kk.eq(op.kernel * op.kernel),
                     pixels.eq(op.out_h * op.out_w),
                     ihw.eq(op.in_h * op.in_w),
-                    yoff_iw.eq(op.y_off * op.in_w),
                     g_k.eq(Mux(dwm, 1, op.kernel)),
                     g_s.eq(Mux(dwm, 1, op.stride)),
                     g_ow.eq(Mux(dwm, Mux(op.stride == 2, (op.out_w - 1) << 1, op.out_w - 1) + 3,
                                 op.out_w)),
                     g_oh.eq(Mux(dwm, Mux(op.stride == 2, (op.out_h - 1) << 1, op.out_h - 1) + 3,
                                 op.out_h)),
+                    # One output column leaves a 3-pixel line: its line delay needs all three.
+                    # Not DW_PAIRS: its zero-point pairs can saturate, padding is not zero.
+                    skip_top.eq(dwm & ~dwp & (op.y_off < 0)),
+                    skip_left.eq(dwm & ~dwp & (op.x_off < 0) & (op.out_w > 1)),
                 ]
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 m.d.sync += [
+                    g_yoff.eq(op.y_off + skip_top),
+                    g_xoff.eq(op.x_off + skip_left),
+                    yoff_iw.eq((op.y_off + skip_top) * op.in_w),
+                    g_ow.eq(g_ow - skip_left),
+                    g_oh.eq(g_oh - skip_top),
                     # PAIRS: isa.pairs_passes(kernel) = kk rounded up to even.
                     passes.eq(Mux(pairs, (kk + 1) & ~1, Mux(dwm, 1, kk * op.cin_blocks))),
                     ispan.eq(op.cin_blocks * ihw),
@@ -295,7 +309,7 @@ class Engine(wiring.Component):
                     # DW holds a channel's 3x3 taps in a PE row; its line delays hold
                     # dw_line_depth pixels.
                     | (dwm & ((op.kernel != 3) | (op.cin_blocks != 1) | op.acc_cont | op.acc_keep
-                              | op.upsample | (g_ow - 2 > dw_line_depth(cfg))
+                              | op.upsample | (g_ow + skip_left - 2 > dw_line_depth(cfg))
                               if cfg.dw_kernel else dwm))
                     | (dwp if not cfg.dw_pairs else 0)
                     # The step lanes take a DW walk's pixels whole, with no activation word.
@@ -420,7 +434,7 @@ class Engine(wiring.Component):
         def start_pass(n_ky, n_kx, n_cb_base, n_ky_iw):
             return [
                 oy.eq(0), ox.eq(0),
-                iy.eq(n_ky + op.y_off), ix.eq(n_kx + op.x_off),
+                iy.eq(n_ky + g_yoff), ix.eq(n_kx + g_xoff),
                 row_addr.eq(op.ibuf_addr + n_cb_base + n_ky_iw + yoff_iw),
                 first.eq(1),
             ]
@@ -442,7 +456,7 @@ class Engine(wiring.Component):
             with m.If(ox + 1 != g_ow):
                 m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], g_s))]
             with m.Elif(oy + 1 != g_oh):
-                m.d.sync += [ox.eq(0), ix.eq(kx + op.x_off), oy.eq(oy + 1)]
+                m.d.sync += [ox.eq(0), ix.eq(kx + g_xoff), oy.eq(oy + 1)]
                 with m.If(~op.upsample):
                     m.d.sync += [iy.eq(iy + g_s), row_addr.eq(row_addr + s_iw)]
                 with m.Elif(oy[0]):
@@ -539,6 +553,8 @@ class Engine(wiring.Component):
                 fir.i_valid.eq(array.dw_valid),
                 fir.start.eq(mac_go),
                 fir.width.eq(g_ow),
+                fir.skip_top.eq(skip_top),
+                fir.skip_left.eq(skip_left),
                 fir.stride2.eq(op.stride == 2),
                 fir.pairs.eq(dwp),
             ]
@@ -628,6 +644,7 @@ class Engine(wiring.Component):
         pg = Signal(range(GROUPS + 1))    # lane group being read
         STEP = bool(cfg.step_lanes)
         q_step = Signal()                 # the command uses the step lanes (one pixel a cycle)
+        q_early = Signal()                # ... and was handed over at its start
         # PostProc takes an input whenever its own output buffer has room (o.ready is tied
         # high), so a short read FIFO keeps one group per cycle flowing.
         p_rd = MemoryReader(m, "p_reader", postproc_in_layout(cfg, LANES), depth=4)
@@ -642,11 +659,34 @@ class Engine(wiring.Component):
         q_op = q_cmd.op
         q_pixels = Signal(24)
 
-        # The MAC stage hands a full bank over; the post stage takes it when it is free.
+        # The MAC stage hands a full bank over; the post stage takes it when it is free. A step
+        # command is handed over when its walk starts (when nothing else waits): a DW walk
+        # writes each accumulator once, in raster order, so its post stage can trail the writes
+        # in the same bank instead of waiting for the whole bank.
         post_seq = Signal.like(mac_seq)
-        with m.If(mac_done & ~op.acc_keep):
+        post_early = Signal()             # the pending command was handed over at its start
+        early = Signal()                  # the MAC stage's command was handed over early
+        in_run = Signal()                 # the MAC stage runs a command (mac_go .. mac_done)
+        in_run_d = Signal()
+        acc_written = Signal(24)          # its accumulators written so far
+        with m.If(mac_go):
+            m.d.sync += [in_run.eq(1), acc_written.eq(0)]
+        with m.Else():
+            with m.If(mac_done):
+                m.d.sync += in_run.eq(0)
+            with m.If(s1_valid):
+                m.d.sync += acc_written.eq(acc_written + 1)
+        m.d.sync += in_run_d.eq(in_run)
+        early_go = Signal()
+        if STEP:
+            m.d.comb += early_go.eq(mac_go & op.step & dwm & ~post_pending)
+        with m.If(early_go | (mac_done & ~op.acc_keep & ~early)):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(out_pixels),
-                         post_src.eq(mac_bank), post_seq.eq(mac_seq)]
+                         post_src.eq(mac_bank), post_seq.eq(mac_seq), post_early.eq(early_go)]
+        with m.If(early_go):
+            m.d.sync += early.eq(1)
+        with m.Elif(mac_done):
+            m.d.sync += early.eq(0)
         # Before the first pixel, ``pre`` reads the activation row, or for the step lanes the
         # GROUPS rows of the block's channel words (pre_n counts them).
         pre_n = Signal(range(GROUPS + 1))
@@ -656,7 +696,7 @@ class Engine(wiring.Component):
                          q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
                          out_g.eq(0), out_p.eq(0), pre.eq(1), pre_n.eq(0)]
             if STEP:
-                m.d.sync += q_step.eq(post_cmd.op.step)
+                m.d.sync += [q_step.eq(post_cmd.op.step), q_early.eq(post_early)]
         with m.Elif(pre):
             with m.If(~q_step | (pre_n + 1 == GROUPS)):
                 m.d.sync += pre.eq(0)
@@ -666,13 +706,18 @@ class Engine(wiring.Component):
             m.d.sync += act_reg.eq(Mux(q_op.act, pbuf.r.data[:actw_layout.size], 0))
 
         more = post_run & ~pre & (pp != q_pixels)
+        # An early step command reads pixel pp once pp + 1 is written (so pp is in the memory),
+        # and everything once its MAC stage is a cycle past done.
+        readable = Signal()
+        m.d.comb += readable.eq(~q_early | ~((in_run | in_run_d) & (mac_seq == q_seq))
+                                | (pp + 2 <= acc_written))
         # The step lanes' reader: one pixel's accumulators (their low dw_acc_bits) per issue.
         if STEP:
             s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C),
                                 depth=4)
             m.submodules.step = sq = StepRequant(cfg, C)
             s_issue = s_rd.issue
-            m.d.comb += s_rd.issue.eq(more & q_step & s_rd.can_issue)
+            m.d.comb += s_rd.issue.eq(more & q_step & readable & s_rd.can_issue)
         else:
             s_issue = 0
         m.d.comb += p_rd.issue.eq(more & ~q_step & p_rd.can_issue)

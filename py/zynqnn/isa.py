@@ -37,6 +37,7 @@ __all__ = [
     "Mode",
     "pairs_passes",
     "dw_walk",
+    "dw_walked",
     "Scheme",
     "Pool",
     "ConvOp",
@@ -193,7 +194,8 @@ def dw_walk(out: int, stride: int, kernel: int = 3) -> int:
     x_off + dw_walk(out_w))`` in raster order, one input word per cycle (the zero point outside
     the tile); PE row ``r`` multiplies channel ``r`` by its nine taps and a transposed FIR (two
     line delays of ``dw_walk(out_w) - 2`` pixels, at most ``max_width``) sums each window, so a
-    command takes about ``dw_walk(out_h) * dw_walk(out_w)`` cycles instead of nine passes.
+    command takes about ``dw_walk(out_h) * dw_walk(out_w)`` cycles instead of nine passes (less
+    the padding line and column the engine skips, :func:`dw_walked`).
 
     ``DW_PAIRS`` (``HwConfig.dw_pairs``: int8 builds) is ``DW`` with fbgemm's sums (see
     :func:`pairs_passes`): the walk starts with one zero-point vector (``zp_in`` in every row),
@@ -202,6 +204,14 @@ def dw_walk(out: int, stride: int, kernel: int = 3) -> int:
     every window, then tap 8 alone (a raw code times one int8 weight cannot leave int16).
     """
     return (out - 1) * stride + kernel
+
+
+def dw_walked(out: int, stride: int, skip: bool) -> int:
+    """Positions a ``DW`` command's walk visits along one axis: :func:`dw_walk`, less the first
+    one when it is padding (``y_off < 0``; ``x_off < 0`` with ``out_w > 1``), which the
+    engine skips (``rtl.depthwise``; ``DW_PAIRS`` walks it: its zero-point pairs can
+    saturate)."""
+    return dw_walk(out, stride) - int(bool(skip))
 
 
 class Pool(enum.IntEnum, shape=2):

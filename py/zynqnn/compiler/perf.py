@@ -45,6 +45,9 @@ POST_LATENCY = 59
 DW_OVERHEAD = 29
 #: The step lanes' post stage besides one cycle per pixel (constants, the 7-stage lane, OBUF).
 STEP_POST_LATENCY = 19
+#: A step command's post stage trails its walk (handed over at the start): its last output
+#: this many cycles after the MAC stage's end.
+STEP_TAIL = 16
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
 #: 36-stage pipeline, output write); RTL: 2 x pixels + 47 on tiny from issue to answer.
 ELT_LATENCY = 46
@@ -118,8 +121,11 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
     per_pass = 2 * pixels + 1 if mode == isa.Mode.PAIRS else pixels
     if mode in (isa.Mode.DW, isa.Mode.DW_PAIRS):  # one walk over the padded window span
         s = int(op.stride)
-        per_pass = (isa.dw_walk(int(op.out_h), s) * isa.dw_walk(int(op.out_w), s)
-                    + (mode == isa.Mode.DW_PAIRS))  # DW_PAIRS: the zero-point vector first
+        dw = mode == isa.Mode.DW        # DW_PAIRS walks its padding: it can saturate
+        per_pass = (isa.dw_walked(int(op.out_h), s, dw and int(op.y_off) < 0)
+                    * isa.dw_walked(int(op.out_w), s,
+                                    dw and int(op.x_off) < 0 and int(op.out_w) > 1)
+                    + (not dw))  # DW_PAIRS: the zero-point vector first
     mac = (per_pass + DW_OVERHEAD if mode in (isa.Mode.DW, isa.Mode.DW_PAIRS)
            else 2 * fill + passes * max(per_pass, 2 * R + C // 2))
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
@@ -289,6 +295,10 @@ def simulate(cfg: HwConfig, commands: bytes, labels=None, dma: DmaModel | None =
                         done = post_free = mac_end
                     elif c.op.acc_keep:
                         done = mac_end
+                    elif c.op.step:  # handed over at its start: the post stage trails the walk
+                        p0 = max(start, post_free)
+                        done = post_free = max(p0 + post, mac_end + STEP_TAIL)
+                        post_ends.append(done)
                     else:
                         p0 = max(mac_end, post_free)
                         done = post_free = p0 + post
