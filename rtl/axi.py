@@ -2,7 +2,7 @@
 
 Signatures are written from the manager's side, with AXI's own member names (``awaddr``, ...), so
 that a flat top-level port is ``<prefix>_<member>`` (``s_axi_awaddr``), the names Vivado infers
-interfaces from (see :mod:`zynqnn.platform`).
+interfaces from (see :mod:`zynqnn.hw.platform`).
 """
 
 from amaranth import Module, Signal
@@ -133,7 +133,7 @@ class _AxiBase(wiring.Signature):
 
 
 class AxiSignature(_AxiBase):
-    """AXI4 (full), manager's view; the members of :func:`zynqnn.platform.top_ports`' ``m_axi``.
+    """AXI4 (full), manager's view; the members of :func:`zynqnn.hw.platform.top_ports`' ``m_axi``.
 
     Parameters
     ----------

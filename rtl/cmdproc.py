@@ -1,7 +1,7 @@
 """The command processor: fetch, decode, dispatch and the load / store units.
 
-:class:`CommandProcessor` runs a program of :mod:`zynqnn.isa` commands (``CMD_COUNT`` commands
-of :data:`~zynqnn.isa.COMMAND_BITS` bits from ``CMD_BASE``):
+:class:`CommandProcessor` runs a program of :mod:`zynqnn.hw.isa` commands (``CMD_COUNT`` commands
+of :data:`~zynqnn.hw.isa.COMMAND_BITS` bits from ``CMD_BASE``):
 
 * the **fetcher** reads the commands with the DMA (up to :data:`FETCH_BEATS` beats read ahead,
   sharing the read port with the load unit through a round-robin arbiter);
@@ -44,22 +44,24 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from zynqnn import isa, platform
-from zynqnn.config import HwConfig
-from zynqnn.regs import CMD_INDEX_BITS, watchdog_default_cycles
-
-from .axi import AxiSignature, Resp
-from .compute import (
+from zynqnn.hw import isa, platform
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.geometry import (
     COMPUTE_OUTSTANDING,
-    BufferReadSignature,
-    BufferWriteSignature,
-    ComputeSignature,
+    FETCH_BEATS,
+    MAX_BURST,
+    PAGE_BYTES,
+    QUEUE_DEPTH,
+    READ_OUTSTANDING,
+    WRITE_OUTSTANDING,
     buffer_depth,
     buffer_word_bits,
 )
+from zynqnn.hw.regs import CMD_INDEX_BITS, watchdog_default_cycles
+
+from .axi import AxiSignature, Resp
+from .compute import BufferReadSignature, BufferWriteSignature, ComputeSignature
 from .dma import (
-    MAX_BURST,
-    PAGE_BYTES,
     AxiReadPort,
     AxiWritePort,
     BurstGen,
@@ -71,31 +73,11 @@ from .dma import (
     wbeat_layout,
 )
 
-__all__ = ["CommandProcessor", "FETCH_BEATS", "QUEUE_DEPTH", "line_beats"]
+__all__ = ["CommandProcessor"]
 
-#: Beats of commands the fetcher reads ahead.
-FETCH_BEATS = 32
-#: Commands each unit queue holds (besides the one its unit works on).
-QUEUE_DEPTH = 4
-#: Bursts the read port keeps in flight: 8 x 16 beats cover the board's ~100 cycles from
-#: address to data (zynqnn.compiler.perf.BOARD_LATENCY) at a beat per cycle; with 4 the
-#: reads would run at 16 / 29 of the port's rate. The cost is an 8-entry tag FIFO.
-READ_OUTSTANDING = 8
-#: Write bursts awaiting their response.
-WRITE_OUTSTANDING = 8
 
 IDX = CMD_INDEX_BITS
 LS_BUFFERS = (isa.Buffer.IBUF, isa.Buffer.WBUF, isa.Buffer.PBUF)
-
-
-def line_beats(cfg: HwConfig, buffer: isa.Buffer, line_words: int) -> int:
-    """Bus beats of one DDR line of ``line_words`` words of ``buffer`` (what the hardware
-    transfers; a line's last beat may be partly unused when words are narrower than beats)."""
-    wb, bb = buffer_word_bits(cfg, buffer), cfg.axi_data_bits
-    if wb >= bb:
-        return line_words * (wb // bb)
-    k = bb // wb
-    return (line_words + k - 1) // k
 
 
 #: A LOAD / STORE after checking, as the load and store units take it.
@@ -118,7 +100,7 @@ compute_entry = data.StructLayout({
 
 
 def _flag(buffer, bank):
-    """Bit of (buffer, bank) in the 8 full flags; equals zynqnn.isa.bank_bit() for the
+    """Bit of (buffer, bank) in the 8 full flags; equals zynqnn.hw.isa.bank_bit() for the
     buffers that have one."""
     return buffer * isa.BANKS + bank
 
@@ -164,9 +146,13 @@ class Fetcher(wiring.Component):
     start: In(1)
     base, count: In
     req: Out(stream.Signature(burst_layout))
+        Read bursts for the DMA's read port.
     beats: In(stream.Signature(rbeat_layout))
-    cmd: Out(stream.Signature({"bits", "index"}))
+        Their data, in order.
+    cmd: Out(stream.Signature(compute_entry))
+        One command (``cmd``, ``isa.COMMAND_BITS`` bits) with its ``index`` in the stream.
     error, error_cause, error_index: Out
+        A read error (AXI response) while fetching the command at ``error_index``.
     """
 
     def __init__(self, cfg: HwConfig):

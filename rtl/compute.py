@@ -3,7 +3,7 @@
 The shell (``zynqnn.rtl.top``: registers, command processor, DMA) executes ``LOAD``, ``STORE`` and
 ``END`` itself and hands every ``CONV`` / ``ELTWISE`` command to a compute engine through
 :class:`ComputeSignature`. **The engine owns the on-chip buffers** (IBUF, WBUF, PBUF and OBUF, two
-banks each, depths from the :class:`~zynqnn.config.HwConfig`), so it can shape them as its
+banks each, depths from the :class:`~zynqnn.hw.config.HwConfig`), so it can shape them as its
 datapath needs (width, read ports, banking); the shell only writes loaded words into IBUF / WBUF /
 PBUF and reads stored words out of OBUF.
 
@@ -13,7 +13,7 @@ members ``cmd``, ``done``, ... are at its top level) and is passed to
 
 Protocol (the shell is the manager; every signal is in the accelerator's one clock domain)
 -------------------------------------------------------------------------------------------
-``cmd`` (stream of 256-bit commands, ``zynqnn.isa.ComputeHeader`` + the engine's ``op`` bits)
+``cmd`` (stream of 256-bit commands, ``zynqnn.hw.isa.ComputeHeader`` + the engine's ``op`` bits)
     ``CONV`` and ``ELTWISE`` commands in program order (the engine may view the payload with any
     256-bit layout, e.g. ``isa.ConvCommand``). The shell presents a command once its ``needs``
     banks are full and not being released by a command still in the engine, and its output bank
@@ -28,7 +28,7 @@ Protocol (the shell is the manager; every signal is in the accelerator's one clo
     clears the command's ``releases`` banks and marks its output bank full. Answers come in
     command order.
 ``error``, ``error_cause`` (1 cycle, instead of ``done``)
-    The oldest outstanding command cannot run (``error_cause`` is a ``zynqnn.isa.ErrorCause``,
+    The oldest outstanding command cannot run (``error_cause`` is a ``zynqnn.hw.isa.ErrorCause``,
     normally ``BAD_COMPUTE``). The shell stops the program with that cause and the command's
     index, and pulses ``cancel``.
 ``array_busy``
@@ -44,7 +44,7 @@ Protocol (the shell is the manager; every signal is in the accelerator's one clo
     no back-pressure: the engine accepts a write in every cycle. The shell only writes a bank
     whose full flag is clear, so the engine never computes on a bank being loaded.
     Word widths: IBUF ``cfg.act_word_bits``, WBUF ``cfg.out_word_bits``, PBUF
-    :data:`PARAM_WORD_BITS`; depths ``act_buffer_depth``, ``weight_buffer_depth``,
+    :data:`zynqnn.hw.config.PBUF_WORD_BITS`; depths ``act_buffer_depth``, ``weight_buffer_depth``,
     ``param_buffer_depth``.
 ``obuf_r`` (buffer read port, to the store unit)
     ``en`` with ``bank`` and ``addr``: ``data`` holds that word in the next cycle (a synchronous
@@ -60,44 +60,17 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.geometry import buffer_depth, buffer_word_bits
 
 __all__ = [
-    "COMPUTE_OUTSTANDING",
-    "PARAM_WORD_BITS",
-    "buffer_word_bits",
-    "buffer_depth",
     "BufferWriteSignature",
     "BufferReadSignature",
     "ComputeSignature",
     "check_engine",
 ]
 
-#: Bits of one PBUF word: one output channel's post-processing constants.
-PARAM_WORD_BITS = 128
-#: Compute commands the shell lets the engine hold at once.
-COMPUTE_OUTSTANDING = 2
-
-
-def buffer_word_bits(cfg: HwConfig, buffer: isa.Buffer) -> int:
-    """Bits of one word of ``buffer``."""
-    return {
-        isa.Buffer.IBUF: cfg.act_word_bits,
-        isa.Buffer.WBUF: cfg.out_word_bits,
-        isa.Buffer.PBUF: PARAM_WORD_BITS,
-        isa.Buffer.OBUF: cfg.out_word_bits,
-    }[isa.Buffer(buffer)]
-
-
-def buffer_depth(cfg: HwConfig, buffer: isa.Buffer) -> int:
-    """Words per bank of ``buffer``."""
-    return {
-        isa.Buffer.IBUF: cfg.act_buffer_depth,
-        isa.Buffer.WBUF: cfg.weight_buffer_depth,
-        isa.Buffer.PBUF: cfg.param_buffer_depth,
-        isa.Buffer.OBUF: cfg.acc_buffer_depth,
-    }[isa.Buffer(buffer)]
 
 
 class BufferWriteSignature(wiring.Signature):
@@ -162,9 +135,9 @@ class ComputeSignature(wiring.Signature):
 
     Members
     -------
-    cmd: Out(stream.Signature(zynqnn.isa.ComputeHeader))
+    cmd: Out(stream.Signature(zynqnn.hw.isa.ComputeHeader))
     done, error: In(1)
-    error_cause: In(zynqnn.isa.ErrorCause)
+    error_cause: In(zynqnn.hw.isa.ErrorCause)
     array_busy: In(1)
     cancel: Out(1)
     ibuf_w, wbuf_w, pbuf_w: Out(BufferWriteSignature)

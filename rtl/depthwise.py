@@ -40,7 +40,7 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
 
 from .pe_array import dw_products_layout
 

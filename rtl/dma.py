@@ -1,7 +1,7 @@
 """DMA between DDR (an AXI4 manager port) and the on-chip buffers.
 
 The port is built for a Zynq HP port behind an AXI3 converter: INCR bursts of at most
-:data:`MAX_BURST` beats of the full bus width, never crossing a :data:`PAGE_BYTES` boundary,
+``MAX_BURST`` beats of the full bus width, never crossing a ``PAGE_BYTES`` boundary,
 one transaction id (data returns in order). Pieces:
 
 * :class:`BurstGen` splits a 2-D transfer (``lines`` lines of ``line_beats`` beats, line ``i`` at
@@ -26,12 +26,12 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from zynqnn.hw.geometry import MAX_BURST, PAGE_BYTES
+
 from .axi import AxiReadSignature, AxiWriteSignature, Burst, Resp
 from .compute import BufferReadSignature, BufferWriteSignature
 
 __all__ = [
-    "MAX_BURST",
-    "PAGE_BYTES",
     "LINE_BEATS_BITS",
     "xfer_layout",
     "burst_layout",
@@ -43,10 +43,6 @@ __all__ = [
     "Packer",
 ]
 
-#: Longest burst (AXI3, the Zynq HP ports).
-MAX_BURST = 16
-#: No burst crosses a boundary of this many bytes.
-PAGE_BYTES = 4096
 #: Width of a transfer's beats-per-line count.
 LINE_BEATS_BITS = 24
 #: AxCACHE for the HP ports: normal, non-cacheable, bufferable.
@@ -84,8 +80,8 @@ def wbeat_layout(data_bits: int) -> data.StructLayout:
 
 
 class BurstGen(wiring.Component):
-    """Splits 2-D transfers into bursts of at most :data:`MAX_BURST` beats that never cross a
-    :data:`PAGE_BYTES` boundary, one burst per cycle.
+    """Splits 2-D transfers into bursts of at most ``MAX_BURST`` beats that never cross a
+    ``PAGE_BYTES`` boundary, one burst per cycle.
 
     Members
     -------

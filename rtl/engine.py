@@ -15,7 +15,7 @@ A ``CONV`` command runs in two stages that overlap across commands:
   after its constants). Meanwhile the MAC stage runs the next command into the
   other ABUF bank.
 
-An ``ELTWISE`` command (a residual add, :data:`zynqnn.isa.EltwiseCommand`) runs alone: it waits
+An ``ELTWISE`` command (a residual add, :data:`zynqnn.hw.isa.EltwiseCommand`) runs alone: it waits
 until the post stage is idle, so it owns the IBUF, WBUF and PBUF read ports and the OBUF write
 port, reads the add's constants (one PBUF row) once, then streams its pixels: per pixel the IBUF
 word (input A) and the WBUF word (input B) at the same offset, ``cols / add_lanes`` lane
@@ -35,26 +35,21 @@ from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.hdl import ResetInserter
 from amaranth.lib import data, wiring
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
+from zynqnn.hw import isa
+from zynqnn.hw.add import add_params_layout
+from zynqnn.hw.config import PBUF_WORD_BITS, HwConfig
+from zynqnn.hw.post import act_params_layout, pbuf_word_layout
+from zynqnn.hw.step import step_params_layout
 
 from .buffers import BankedBuffer, MemoryReader
-from .compute import PARAM_WORD_BITS, ComputeSignature
+from .compute import ComputeSignature
 from .depthwise import DepthwiseFIR, dw_line_depth
-from .eltwise import EltwiseAdd, add_params_layout, eltwise_in_layout
+from .eltwise import EltwiseAdd, eltwise_in_layout
 from .pe_array import PEArray, act_layout
-from .postproc import (
-    PBUF_WORD_BITS,
-    PostProc,
-    act_params_layout,
-    pbuf_word_layout,
-    postproc_in_layout,
-)
-from .steprequant import StepRequant, step_params_layout
+from .postproc import PostProc, postproc_in_layout
+from .steprequant import StepRequant
 
-__all__ = ["Engine", "PBUF_WORD_BITS", "pbuf_word_layout"]
-
-assert PBUF_WORD_BITS == PARAM_WORD_BITS
+__all__ = ["Engine"]
 
 
 def _abits(depth):
@@ -67,8 +62,8 @@ class Engine(wiring.Component):
     Members
     -------
     cmd: In(stream)
-        ``CONV`` commands (viewed as :data:`zynqnn.isa.ConvCommand`) and ``ELTWISE`` commands
-        (:data:`zynqnn.isa.EltwiseCommand`).
+        ``CONV`` commands (viewed as :data:`zynqnn.hw.isa.ConvCommand`) and ``ELTWISE`` commands
+        (:data:`zynqnn.hw.isa.EltwiseCommand`).
     done: Out(1)
         Pulses once per command, in command order, when its outputs are in OBUF.
     error, error_cause: Out

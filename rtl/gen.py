@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from zynqnn.config import HwConfig, get_config
+from zynqnn.hw.config import HwConfig, get_config
 
 # An old Yosys on PATH must never be picked over the pinned, bundled one.
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
@@ -23,17 +23,15 @@ def components(cfg: HwConfig) -> dict:
     """The top-level components of a build, by Verilog module name."""
     from .engine import Engine
     from .pe_array import PEArray
-    from .requant import TfliteRequant
     from .steprequant import StepRequant
     from .top import Top
 
     return {
         "zynqnn_pe_array": lambda: PEArray(cfg),
-        "zynqnn_requant_tflite": lambda: TfliteRequant(cfg),
-        # cols step lanes: one requantized pixel per cycle (not in the engine yet).
+        # cols step lanes on their own (the engine's depthwise post stage).
         "zynqnn_step_requant": lambda: StepRequant(cfg),
         "zynqnn_engine": lambda: Engine(cfg),
-        # The accelerator (zynqnn.platform.TOP_NAME): SoC shell with the compute engine.
+        # The accelerator (zynqnn.hw.platform.TOP_NAME): SoC shell with the compute engine.
         "zynqnn_top": lambda: Top(cfg, Engine(cfg)),
     }
 

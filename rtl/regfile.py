@@ -1,4 +1,4 @@
-"""The register file, generated from the register map in :mod:`zynqnn.regs`.
+"""The register file, generated from the register map in :mod:`zynqnn.hw.regs`.
 
 Each register of the map becomes members of :class:`RegFile` by its access mode (names are the
 register's name in lower case, payloads ``data.StructLayout`` views of its fields):
@@ -7,7 +7,7 @@ register's name in lower case, payloads ``data.StructLayout`` views of its field
 * ``WO``: ``Out(layout)``, high for one cycle with the written bits;
 * ``W1C``: ``In(layout)`` ``<name>_set`` (the hardware sets bits) and ``Out(layout)`` ``<name>``;
 * ``RO`` driven by the hardware: ``In(layout)``;
-* ``RO`` constant: no member (the value comes from the :class:`~zynqnn.config.HwConfig`);
+* ``RO`` constant: no member (the value comes from the :class:`~zynqnn.hw.config.HwConfig`);
 * a 64-bit counter ``<C>_LO`` / ``<C>_HI``: one ``In(64)`` member ``<c>``.
 """
 
@@ -15,9 +15,9 @@ from amaranth import Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from zynqnn import platform
-from zynqnn.config import HwConfig
-from zynqnn.regs import REGMAP, Access, Register, RegisterMap
+from zynqnn.hw import platform
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.regs import REGMAP, Access, Register, RegisterMap
 
 from .axi import RegBusSignature
 
@@ -39,7 +39,7 @@ def reg_layout(reg: Register) -> data.StructLayout:
 
 
 class RegFile(wiring.Component):
-    """Registers of ``regmap`` (default :data:`zynqnn.regs.REGMAP`) behind a register bus.
+    """Registers of ``regmap`` (default :data:`zynqnn.hw.regs.REGMAP`) behind a register bus.
 
     Members
     -------

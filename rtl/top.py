@@ -1,10 +1,10 @@
-"""The accelerator's top level, :data:`zynqnn.platform.TOP_NAME`.
+"""The accelerator's top level, :data:`zynqnn.hw.platform.TOP_NAME`.
 
-Exactly the ports of :func:`zynqnn.platform.top_ports`, flat and named for Vivado's interface
+Exactly the ports of :func:`zynqnn.hw.platform.top_ports`, flat and named for Vivado's interface
 inference: ``aclk``, active-low ``aresetn`` (synchronous to ``aclk``, as ``proc_sys_reset``
 gives it), the register port ``s_axi_*``, the DDR port ``m_axi_*`` and ``irq``.
 
-Inside: the AXI4-Lite subordinate and the register file generated from :mod:`zynqnn.regs`, the
+Inside: the AXI4-Lite subordinate and the register file generated from :mod:`zynqnn.hw.regs`, the
 command processor with its DMA (:mod:`zynqnn.rtl.cmdproc`) and the compute engine passed to the
 constructor (:mod:`zynqnn.rtl.compute` defines its interface). ``irq`` is registered:
 ``|(IRQ_STATUS & IRQ_ENABLE)``.
@@ -14,8 +14,8 @@ from amaranth import ClockDomain, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from zynqnn import platform
-from zynqnn.config import HwConfig
+from zynqnn.hw import platform
+from zynqnn.hw.config import HwConfig
 
 from .axi import AxiLiteSubordinate, connect_flat
 from .cmdproc import CommandProcessor

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from zynqnn.config import get_config
-from zynqnn.platform import TOP_NAME
+from zynqnn.hw.config import get_config
+from zynqnn.hw.platform import TOP_NAME
 from zynqnn.rtl.top import Top
 from zynqnn.sim.runner import run
 from zynqnn.sim.test_engine import TestEngine

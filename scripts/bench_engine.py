@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.rtl.engine import Engine
 from zynqnn.sim.runner import run
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.rtl.pe_array import PEArray
 from zynqnn.sim.runner import SIMULATORS, run
 

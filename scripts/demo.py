@@ -82,7 +82,7 @@ def main() -> int:
 
     import zynqnn
     from zynqnn import zoo
-    from zynqnn.config import get_config
+    from zynqnn.hw.config import get_config
     from zynqnn.vivado import fclk_plan
     from zynqnn.zoo import digits
     from zynqnn.zoo.quant import quiet_torch_ao

@@ -11,7 +11,7 @@ import cocotb
 import numpy as np
 from cocotb.utils import get_sim_time
 
-from zynqnn import isa
+from zynqnn.hw import isa
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.tb_engine import (

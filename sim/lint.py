@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.rtl.gen import write_verilog
 from zynqnn.sim.runner import setup_verilator_env
 

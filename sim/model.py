@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
-from zynqnn.rtl.cmdproc import QUEUE_DEPTH, line_beats
-from zynqnn.rtl.compute import buffer_depth, buffer_word_bits
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits, line_beats
 
 from .test_engine import encode_op, op_error, reference
 
@@ -32,7 +31,7 @@ Op = isa.Opcode
 
 
 class Program:
-    """Builds a command stream (little-endian, :data:`zynqnn.isa.COMMAND_BYTES` per command)."""
+    """Builds a command stream (little-endian, :data:`zynqnn.hw.isa.COMMAND_BYTES` per command)."""
 
     def __init__(self):
         self.commands: list[bytes] = []

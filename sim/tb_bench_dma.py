@@ -16,9 +16,8 @@ import random
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from zynqnn import isa
-from zynqnn.rtl.cmdproc import line_beats
-from zynqnn.rtl.compute import buffer_depth, buffer_word_bits
+from zynqnn.hw import isa
+from zynqnn.hw.geometry import buffer_depth, buffer_word_bits, line_beats
 from zynqnn.sim.model import Program
 from zynqnn.sim.tb_soc import SocTb
 

@@ -20,9 +20,10 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.add import AddLayer, add_layer
+from zynqnn.hw.config import HwConfig
 from zynqnn.numerics import ops
-from zynqnn.rtl.eltwise import AddLayer, add_layer, eltwise_in_layout, eltwise_out_layout
+from zynqnn.rtl.eltwise import eltwise_in_layout, eltwise_out_layout
 from zynqnn.sim.clocking import start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import StreamSink, StreamSource

@@ -15,18 +15,15 @@ import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from zynqnn import isa
 from zynqnn.compiler.layout import pairs_tiles
 from zynqnn.compiler.reference import post_codes
 from zynqnn.compiler.testing import random_requant
+from zynqnn.hw import isa
+from zynqnn.hw.config import PBUF_WORD_BITS
+from zynqnn.hw.post import PostProcLayer, postproc_layer
+from zynqnn.hw.step import step_params, step_params_layout
 from zynqnn.numerics import make_requant, ops
 from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
-from zynqnn.rtl.postproc import (
-    PBUF_WORD_BITS,
-    PostProcLayer,
-    postproc_layer,
-)
-from zynqnn.rtl.steprequant import step_params, step_params_layout
 from zynqnn.sim.clocking import CLOCK_NS, start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import pack

@@ -22,17 +22,10 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.post import LeakyFixed, LeakyTorch, PostProcLayer, copy_layer, postproc_layer
 from zynqnn.numerics import make_requant, ops
-from zynqnn.rtl.postproc import (
-    LeakyFixed,
-    LeakyTorch,
-    PostProcLayer,
-    copy_layer,
-    postproc_in_layout,
-    postproc_layer,
-    postproc_out_layout,
-)
+from zynqnn.rtl.postproc import postproc_in_layout, postproc_out_layout
 from zynqnn.sim.clocking import start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import StreamSink, StreamSource

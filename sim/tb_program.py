@@ -30,9 +30,9 @@ import numpy as np
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, First, RisingEdge
 
-from zynqnn import isa
 from zynqnn.driver import AcceleratorError, AcceleratorTimeout, DeviceBuffer, Driver
-from zynqnn.regs import watchdog_default_cycles
+from zynqnn.hw import isa
+from zynqnn.hw.regs import watchdog_default_cycles
 from zynqnn.sim.backend import BusError, CocotbBackend
 from zynqnn.sim.clocking import CLOCK_NS, quiet_bus_logs, reset_top, start_top
 from zynqnn.sim.program_runner import (

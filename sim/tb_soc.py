@@ -21,11 +21,10 @@ from cocotb.utils import get_sim_time
 from cocotbext.axi.constants import AxiResp
 from cocotbext.axi.sparse_memory import SparseMemory
 
-from zynqnn import isa
 from zynqnn.driver import AcceleratorError, Driver
-from zynqnn.regs import REGMAP, VERSION
-from zynqnn.rtl.cmdproc import line_beats
-from zynqnn.rtl.compute import buffer_depth, buffer_word_bits
+from zynqnn.hw import isa
+from zynqnn.hw.geometry import buffer_depth, buffer_word_bits, line_beats
+from zynqnn.hw.regs import REGMAP, VERSION
 from zynqnn.sim.axi_checker import AxiChecker
 from zynqnn.sim.backend import BusError, CocotbBackend
 from zynqnn.sim.clocking import CLOCK_NS, quiet_bus_logs, reset_top, start_top

@@ -2,7 +2,7 @@
 
 import cocotb
 
-from zynqnn import isa
+from zynqnn.hw import isa
 from zynqnn.sim.model import Outcome, Program, SocModel
 from zynqnn.sim.tb_soc import SocTb
 

@@ -18,9 +18,9 @@ import numpy as np
 from amaranth.lib import data
 from cocotb.triggers import ClockCycles
 
+from zynqnn.hw.step import step_params, step_params_layout
 from zynqnn.numerics import schemes
 from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
-from zynqnn.rtl.steprequant import step_params, step_params_layout
 from zynqnn.sim.clocking import start
 from zynqnn.sim.runner import config_from_env
 from zynqnn.sim.streams import StreamSink, StreamSource, pack

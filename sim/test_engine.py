@@ -20,9 +20,10 @@ from amaranth import Cat, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
-from zynqnn.rtl.compute import ComputeSignature, buffer_depth, buffer_word_bits
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.geometry import buffer_depth, buffer_word_bits
+from zynqnn.rtl.compute import ComputeSignature
 
 __all__ = ["TestOp", "TestCommand", "TestEngine", "encode_op", "reference", "op_error"]
 

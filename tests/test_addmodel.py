@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zynqnn.addmodel import apply_add
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.sim.tb_eltwise import GROUPS, add_cases
 
 CASES = [(g, c) for c in ("tiny", "tiny16") for g in GROUPS]
@@ -33,7 +33,7 @@ def test_model_matches_numerics(group, cfg_name):
 
 def test_model_sees_the_bits():
     """A changed constant bit changes the codes (the model reads the bits, nothing else)."""
-    from zynqnn.rtl.eltwise import add_params_layout
+    from zynqnn.hw.add import add_params_layout
 
     cfg = get_config("tiny")
     case = add_cases("qnnpack", cfg, np.random.default_rng(3), 256)[0]

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from zynqnn.config import PRESETS, ConfigError, HwConfig, get_config
+from zynqnn.hw.config import PRESETS, ConfigError, HwConfig, get_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -7,7 +7,8 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from zynqnn.rtl.dma import MAX_BURST, PAGE_BYTES, BurstGen, Packer, Unpacker
+from zynqnn.hw.geometry import MAX_BURST, PAGE_BYTES
+from zynqnn.rtl.dma import BurstGen, Packer, Unpacker
 
 
 def _sim(dut, bench, cycles=20000):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.postmodel import apply_post
 from zynqnn.sim.tb_postproc import GROUPS, layers
 

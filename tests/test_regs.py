@@ -1,19 +1,19 @@
-"""The register map (zynqnn.regs), its generated documentation and the top level's ports."""
+"""The register map (zynqnn.hw.regs), its generated documentation and the top level's ports."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from zynqnn import isa, platform
-from zynqnn.config import PRESETS, get_config
-from zynqnn.regs import REGMAP, Access, Field, Register, render_markdown, watchdog_default_cycles
+from zynqnn.hw import isa, platform
+from zynqnn.hw.config import PRESETS, get_config
+from zynqnn.hw.regs import REGMAP, Access, Field, Register, render_markdown, watchdog_default_cycles
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_docs_registers_md_is_current():
-    """docs/registers.md is generated: `python -m zynqnn.regs --write docs/registers.md`."""
+    """docs/registers.md is generated: `python -m zynqnn.hw.regs --write docs/registers.md`."""
     assert (ROOT / "docs" / "registers.md").read_text() == render_markdown()
 
 

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from zynqnn import isa
-from zynqnn.config import get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
+from zynqnn.hw.geometry import buffer_word_bits
 from zynqnn.machine import Machine, MachineError
-from zynqnn.rtl.compute import buffer_word_bits
 from zynqnn.sim.model import Outcome, Program, dispatch_outcome, transfer_extent
 
 B = isa.Buffer

@@ -1,7 +1,7 @@
 """Word-level model of the engine's element-wise add: output codes from the add's parameter bits.
 
 The hardware (:class:`zynqnn.rtl.eltwise.EltwiseAdd`, run by ``ELTWISE`` commands) sees only the
-:func:`~zynqnn.rtl.eltwise.add_params_layout` bits of its PBUF row and the command's ``zp_out``,
+:func:`~zynqnn.hw.add.add_params_layout` bits of its PBUF row and the command's ``zp_out``,
 ``clamp_min`` and ``clamp_max``. This module computes the same codes from the same bits with
 ``zynqnn.numerics``' integer primitives (``f32int`` for the float32 semantics, ``gemmlowp`` for
 TFLite), so that the command-level model (:mod:`zynqnn.machine`) executes a compiled program
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
 from zynqnn.numerics import f32int as F
 from zynqnn.numerics import gemmlowp
 from zynqnn.numerics.schemes import x86_cvt
@@ -25,7 +25,7 @@ __all__ = ["apply_add", "decode_add"]
 
 def decode_add(cfg: HwConfig, params: int):
     """The parameter bits as a Const view of ``add_params_layout(cfg)``."""
-    from zynqnn.rtl.eltwise import add_params_layout
+    from zynqnn.hw.add import add_params_layout
 
     lay = add_params_layout(cfg)
     return lay.from_bits(int(params) & ((1 << lay.size) - 1))
@@ -40,8 +40,8 @@ def _pair(sig, exp):
 def apply_add(cfg: HwConfig, params: int, zp_out: int, clamp_min: int, clamp_max: int, a, b
               ) -> np.ndarray:
     """Output codes of ``a + b`` (integer code arrays of one shape) for the add parameter bits
-    ``params`` (:func:`zynqnn.rtl.eltwise.add_layer`'s ``AddLayer.params``)."""
-    from zynqnn.rtl.eltwise import AddSemantics
+    ``params`` (:func:`zynqnn.hw.add.add_layer`'s ``AddLayer.params``)."""
+    from zynqnn.hw.add import AddSemantics
 
     p = decode_add(cfg, params)
     a = np.asarray(a, dtype=np.int64)

@@ -1,8 +1,8 @@
 """Word-level model of the engine's post-processing: output codes from PBUF words and a command.
 
 The hardware (:class:`zynqnn.rtl.postproc.PostProc`) sees only what the command stream gave it:
-per output channel one :data:`~zynqnn.rtl.postproc.pbuf_word_layout` word, per layer the scheme,
-output zero point, clamp and (``ConvOp.act``) an :func:`~zynqnn.rtl.postproc.act_params_layout`
+per output channel one :data:`~zynqnn.hw.post.pbuf_word_layout` word, per layer the scheme,
+output zero point, clamp and (``ConvOp.act``) an :func:`~zynqnn.hw.post.act_params_layout`
 word. This module computes the same codes from the same bits with ``zynqnn.numerics``' integer
 primitives, so that the command-level model (:mod:`zynqnn.machine`) executes a compiled program
 without access to the graph's scales: a constant packed wrongly by the compiler shows up here.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig
 from zynqnn.numerics import f32int as F
 from zynqnn.numerics import gemmlowp
 from zynqnn.numerics.quant import torch_quantize_val, torch_vec_quantize
@@ -37,13 +37,13 @@ def _fields(layout, words, name, keys):
 
 def decode_act(cfg: HwConfig, act_bits: int):
     """The activation word as a Const view (``mode`` 0 = none)."""
-    from zynqnn.rtl.postproc import act_params_layout
+    from zynqnn.hw.post import act_params_layout
 
     return act_params_layout(cfg).from_bits(act_bits)
 
 
 def _requant(cfg, scheme, words, acc, zp, lo, hi):
-    from zynqnn.rtl.postproc import pbuf_word_layout as L
+    from zynqnn.hw.post import pbuf_word_layout as L
 
     acc = np.asarray(acc, dtype=np.int64)          # (pixels, channels)
     if scheme == isa.Scheme.COPY:
@@ -94,7 +94,7 @@ def apply_post(cfg: HwConfig, scheme, zp_out: int, clamp_min: int, clamp_max: in
 
     ``words``: one PBUF word (int) per channel; ``act_bits``: the activation word (0: none).
     """
-    from zynqnn.rtl.postproc import ActMode
+    from zynqnn.hw.post import ActMode
 
     scheme = isa.Scheme(int(scheme))
     act = decode_act(cfg, act_bits)
@@ -126,11 +126,11 @@ def apply_post(cfg: HwConfig, scheme, zp_out: int, clamp_min: int, clamp_max: in
 def apply_step(cfg: HwConfig, clamp_min: int, clamp_max: int, words, acc) -> np.ndarray:
     """Output codes ``(pixels, channels)`` of the step lanes (``ConvOp.step``,
     :class:`zynqnn.rtl.steprequant.StepRequant`): ``words`` one
-    :func:`~zynqnn.rtl.steprequant.step_params_layout` PBUF word per channel; the lanes see the
+    :func:`~zynqnn.hw.step.step_params_layout` PBUF word per channel; the lanes see the
     low ``dw_acc_bits`` of each accumulator."""
     from amaranth.lib import data
 
-    from zynqnn.rtl.steprequant import step_params_layout
+    from zynqnn.hw.step import step_params_layout
 
     layout = step_params_layout(cfg)
     A = cfg.dw_acc_bits

@@ -9,10 +9,10 @@ import pytest
 from numerics_helpers import assert_equal
 from test_fbgemm_depthwise import torch_qconv
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
+from zynqnn.hw.step import step_params
 from zynqnn.numerics import RangeError, make_requant, ops
 from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
-from zynqnn.rtl.steprequant import step_params
 
 CFG = get_config("pynq_z2")
 FLOAT_SCHEMES = ("torch-fbgemm", "torch-qnnpack", "onnxruntime")

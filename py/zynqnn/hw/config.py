@@ -6,7 +6,7 @@ Vivado scripts (through a generated parameter file). No size is written anywhere
 
 Example::
 
-    from zynqnn.config import get_config
+    from zynqnn.hw.config import get_config
     cfg = get_config("pynq_z2")
     cfg.config_id          # '16x16i8-…', used in artifact names
     cfg.replace(cols=8)    # a validated variant
@@ -19,7 +19,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["ConfigError", "HwConfig", "PRESETS", "get_config", "XC7Z020"]
+__all__ = ["ConfigError", "HwConfig", "PRESETS", "get_config", "XC7Z020", "PBUF_WORD_BITS"]
+
+#: Bits of one PBUF word: one output channel's post-processing constants (a conv's
+#: ``zynqnn.hw.post`` word or a depthwise channel's ``zynqnn.hw.step`` word).
+PBUF_WORD_BITS = 128
 
 
 class ConfigError(ValueError):
@@ -249,9 +253,10 @@ class HwConfig:
     @property
     def step_exceptions(self) -> int:
         """Accumulator values per channel where a step lane corrects its affine result: as many
-        as fit beside ``mult`` and ``offset`` in the channel's 128-bit PBUF word (2 in int8
+        as fit beside ``mult`` and ``offset`` in the channel's PBUF word (2 in int8
         builds, each a ``dw_acc_bits`` value and a 2-bit correction)."""
-        return (128 - self.step_mult_bits - self.step_offset_bits) // (self.dw_acc_bits + 2)
+        free = PBUF_WORD_BITS - self.step_mult_bits - self.step_offset_bits
+        return free // (self.dw_acc_bits + 2)
 
     @property
     def step_lanes(self) -> int:

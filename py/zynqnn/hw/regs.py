@@ -2,11 +2,11 @@
 
 Every consumer derives from :data:`REGMAP`: the RTL register file (``zynqnn.rtl.regfile``), the
 driver's register access (:mod:`zynqnn.driver`) and the documentation table
-(``docs/registers.md``, written by ``python -m zynqnn.regs --write docs/registers.md``; a test
+(``docs/registers.md``, written by ``python -m zynqnn.hw.regs --write docs/registers.md``; a test
 checks that the committed file is current).
 
 Registers are 32 bits wide at byte offsets inside the AXI4-Lite window of
-:data:`zynqnn.platform.REG_SPACE_BYTES` bytes (base :data:`zynqnn.platform.BASE_ADDRESS` on
+:data:`zynqnn.hw.platform.REG_SPACE_BYTES` bytes (base :data:`zynqnn.hw.platform.BASE_ADDRESS` on
 PYNQ). Access modes:
 
 ``RW``
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 
-from zynqnn import isa, platform
-from zynqnn.config import HwConfig
+from zynqnn.hw import isa, platform
+from zynqnn.hw.config import HwConfig
 
 __all__ = [
     "Access",
@@ -51,6 +51,7 @@ __all__ = [
     "CMD_INDEX_BITS",
     "watchdog_default_cycles",
     "render_markdown",
+    "render_c_header",
 ]
 
 #: Value of the ID register: "ZYNN" in ASCII.
@@ -104,7 +105,7 @@ class Register:
     """One 32-bit register.
 
     ``const`` (RO only) makes the register a constant of the build, computed from the
-    :class:`~zynqnn.config.HwConfig` as a dict of field values; ``const_doc`` says which.
+    :class:`~zynqnn.hw.config.HwConfig` as a dict of field values; ``const_doc`` says which.
     ``counter`` names the 64-bit counter a ``_LO`` / ``_HI`` register belongs to and ``half`` is
     0 (``_LO``) or 1 (``_HI``).
     """
@@ -266,7 +267,7 @@ REGMAP = RegisterMap([
         _f("busy", 0, 1, "running, or completing AXI transactions after an abort"),
         _f("done", 1, 1, "the last run reached END with every unit idle"),
         _f("error", 2, 1, "the last run stopped with an error"),
-        _f("cause", 4, 8, "zynqnn.isa.ErrorCause of the error"),
+        _f("cause", 4, 8, "zynqnn.hw.isa.ErrorCause of the error"),
         _f("cmd_index", 12, _ci, "index of the failing command; while running, the command "
                                  "being dispatched; after done, the END"))),
     Register("IRQ_ENABLE", 0x010, Access.RW, "Interrupt sources routed to irq", (
@@ -341,8 +342,8 @@ def render_markdown() -> str:
     lines = [
         "# zynqnn registers",
         "",
-        "Generated from `zynqnn.regs` by `python -m zynqnn.regs --write docs/registers.md`; do not "
-        "edit by hand.",
+        "Generated from `zynqnn.hw.regs` by `python -m zynqnn.hw.regs --write docs/registers.md`; "
+        "do not edit by hand.",
         "",
         f"32-bit registers on the AXI4-Lite port `s_axi` ({platform.REG_SPACE_BYTES:#x} bytes, "
         f"base {platform.BASE_ADDRESS:#010x} under PYNQ). Offsets no register occupies answer "
@@ -374,10 +375,92 @@ def render_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _c_ident(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def render_c_header(cfg: HwConfig | None = None) -> str:
+    """A C99 header of the register map: offsets, field masks and shifts, enum values.
+
+    With ``cfg``, the values the build's constant registers (ID, VERSION, config readback) read
+    are added as ``ZYNQNN_<REG>_VALUE``, so a bare-metal driver can check it talks to that build.
+    """
+    guard = "ZYNQNN_REGS_H"
+    lines = [
+        "/* zynqnn register map. Generated from zynqnn.hw.regs by",
+        " * `python -m zynqnn.hw.regs --write-header PATH`; do not edit by hand. */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "",
+        "#include <stdint.h>",
+        "",
+        f"#define ZYNQNN_BASE_ADDRESS 0x{platform.BASE_ADDRESS:08X}u /* PYNQ default */",
+        f"#define ZYNQNN_REG_SPACE_BYTES 0x{platform.REG_SPACE_BYTES:X}u",
+        f"#define ZYNQNN_ID_MAGIC 0x{ID_MAGIC:08X}u /* \"ZYNN\" */",
+        f"#define ZYNQNN_REGMAP_VERSION_MAJOR {VERSION[0]}u",
+        f"#define ZYNQNN_REGMAP_VERSION_MINOR {VERSION[1]}u",
+        f"#define ZYNQNN_CMD_INDEX_BITS {CMD_INDEX_BITS}u",
+        f"#define ZYNQNN_WATCHDOG_DEFAULT_US {WATCHDOG_DEFAULT_US}u",
+        "",
+        "/* Register byte offsets inside the AXI4-Lite window (ZYNQNN_REG_<name>). */",
+    ]
+    for r in REGMAP:
+        lines.append(f"#define ZYNQNN_REG_{_c_ident(r.name)} 0x{r.offset:03X}u "
+                     f"/* {r.access.value}: {r.doc.replace('*/', '* /')} */")
+    lines += ["", "/* Fields ZYNQNN_<register>_<field>: _SHIFT the lsb, _MASK the bits in place, "
+                  "_WIDTH. */"]
+    for r in REGMAP:
+        if len(r.fields) == 1 and r.fields[0].width == 32:
+            continue
+        for f in r.fields:
+            base = f"ZYNQNN_{_c_ident(r.name)}_{_c_ident(f.name)}"
+            lines += [f"#define {base}_SHIFT {f.lsb}u",
+                      f"#define {base}_WIDTH {f.width}u",
+                      f"#define {base}_MASK 0x{f.mask:08X}u"]
+    lines += ["", "/* STATUS.cause: zynqnn.hw.isa.ErrorCause. */"]
+    for c in isa.ErrorCause:
+        lines.append(f"#define ZYNQNN_ERROR_CAUSE_{c.name} {int(c)}u")
+    if cfg is not None:
+        lines += ["", f"/* Constant registers of hardware config {cfg.name} ({cfg.config_id}). */",
+                  f"#define ZYNQNN_CONFIG_ID \"{cfg.config_id}\"",
+                  f"#define ZYNQNN_CLOCK_MHZ {float(cfg.clock_mhz)!r}"]
+        for r in REGMAP:
+            if r.const is not None:
+                lines.append(f"#define ZYNQNN_{_c_ident(r.name)}_VALUE 0x{r.const_value(cfg):08X}u")
+    lines += [
+        "",
+        "/* The value of field F of register R in word w, and a word with F set to v. */",
+        "#define ZYNQNN_GET(R, F, w) (((uint32_t)(w) & ZYNQNN_##R##_##F##_MASK) >> "
+        "ZYNQNN_##R##_##F##_SHIFT)",
+        "#define ZYNQNN_SET(R, F, v) (((uint32_t)(v) << ZYNQNN_##R##_##F##_SHIFT) & "
+        "ZYNQNN_##R##_##F##_MASK)",
+        "",
+        f"#endif /* {guard} */",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Print or write the register documentation.")
     ap.add_argument("--write", metavar="PATH", help="write the Markdown table to PATH")
+    ap.add_argument("--write-header", metavar="PATH",
+                    help="write the C header of the register map to PATH")
+    ap.add_argument("--config", metavar="PRESET",
+                    help="with --write-header: add the constant registers' values of this "
+                         "hardware config preset")
     args = ap.parse_args(argv)
+    if args.write_header:
+        cfg = None
+        if args.config:
+            from zynqnn.hw.config import get_config
+
+            cfg = get_config(args.config)
+        path = Path(args.write_header)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_c_header(cfg))
+        if not args.write:
+            return 0
     text = render_markdown()
     if args.write:
         Path(args.write).write_text(text)

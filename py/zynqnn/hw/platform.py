@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
 
 __all__ = [
     "TOP_NAME",

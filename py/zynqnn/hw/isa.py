@@ -265,7 +265,7 @@ ConvOp = data.StructLayout({
     "clamp_min": signed(17),
     "clamp_max": signed(17),
     # DW / DW_PAIRS only (configs with HwConfig.step_lanes): post-process with the step lanes,
-    # one pixel per cycle; each channel's PBUF word is a rtl.steprequant.step_params_layout.
+    # one pixel per cycle; each channel's PBUF word is a zynqnn.hw.step.step_params_layout.
     "step": unsigned(1),
 })
 
@@ -283,7 +283,7 @@ ConvCommand = data.StructLayout({
 #: Input A is ``pixels`` IBUF words from ``ibuf_addr``, input B ``pixels`` WBUF words from
 #: ``wbuf_addr`` (the engine needs ``rows == cols``, so both words hold ``cols`` codes: operand
 #: ``i`` in bits ``[i*B, (i+1)*B)``), uint8/int8 codes as ``a_signed`` / ``b_signed`` say. The
-#: add's constants (``zynqnn.rtl.eltwise.add_params_layout``: semantics, input zero points,
+#: add's constants (``zynqnn.hw.add.add_params_layout``: semantics, input zero points,
 #: multipliers) are the PBUF row at ``pbuf_addr`` (a multiple of ``requant_lanes``): their bits
 #: little-endian across its ``requant_lanes`` 128-bit words, like a CONV command's activation
 #: word. Output ``o = clamp(add(a, b), clamp_min, clamp_max)`` (``zp_out`` added as each
