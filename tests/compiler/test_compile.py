@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from zynqnn import isa
 from zynqnn.compiler import (
     CompileError,
     HwConcat,
@@ -25,7 +24,8 @@ from zynqnn.compiler.testing import (
     random_requant,
     tensor,
 )
-from zynqnn.config import get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
 from zynqnn.numerics import gemmlowp
 
 TINY = get_config("tiny")

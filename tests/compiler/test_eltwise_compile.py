@@ -4,7 +4,6 @@ ops, bit for bit, in every semantics; tiles, padding channels, concat views; a R
 import numpy as np
 import pytest
 
-from zynqnn import isa
 from zynqnn.compiler import (
     CompileError,
     HwAdd,
@@ -15,7 +14,8 @@ from zynqnn.compiler import (
 )
 from zynqnn.compiler.perf import DmaModel, eltwise_cycles
 from zynqnn.compiler.testing import check_compiled, conv, residual_add, resnet_block, tensor
-from zynqnn.config import get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
 
 TINY = get_config("tiny")
 

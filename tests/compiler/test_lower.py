@@ -18,11 +18,11 @@ import warnings
 import numpy as np
 import pytest
 
-from zynqnn import isa
 from zynqnn.compiler import CompileError, compile_network, run_reference
 from zynqnn.compiler.layers import HwConv, HwGlobalSumPool
 from zynqnn.compiler.lower import BoundaryInfo, lower_graph
-from zynqnn.config import get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
 from zynqnn.ir import Graph, Node, Tensor
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
@@ -390,7 +390,7 @@ def test_standalone_clamps_fold_into_the_producer(fl):
 
 @pytest.mark.parametrize("fl", ["torch-fbgemm", "torch-qnnpack", "onnxruntime", "tflite"])
 def test_leaky_relu_becomes_the_activation(fl):
-    from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
+    from zynqnn.hw.post import LeakyFixed, LeakyTorch
 
     b = Builder(fl, (4, 8, 8), seed=7, name=f"leaky-{fl}")
     a = b.conv(b.x, 16)
@@ -683,12 +683,14 @@ def test_graph_shape_and_config_problems():
     _err(g, "nothing to run on the accelerator")
 
 
-def test_flatten_of_a_large_map_into_linear_is_refused():
+def test_flatten_of_a_large_map_into_linear():
+    """A map wider than max_kernel (once refused): the linear layer reads the map's words as a
+    1x1 map (HwView) with its weight columns permuted to them (tests/compiler/
+    test_flatten_linear.py has more)."""
     b = Builder("torch-fbgemm", (2, 8, 9), seed=27)
     f = b.node("flatten", [b.conv(b.x, 4)], attrs={"start_dim": 1})
-    _err(b.finish(b.conv(f, 3, op="linear")),
-         r"\(linear\): its input is a 4x8x9 map flattened; .* 9x9 convolution .* above "
-         r"max_kernel = 7")
+    net, _ = check(b.finish(b.conv(f, 3, op="linear")))
+    assert kinds(net) == ["HwConv", "HwView", "HwConv"] and net.layers[-1].kernel == 1
 
 
 def test_reshaped_map_into_a_conv_is_refused():

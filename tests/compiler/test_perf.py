@@ -6,7 +6,7 @@ import pytest
 from zynqnn.compiler import Network, compile_network
 from zynqnn.compiler.perf import DmaModel, network_report
 from zynqnn.compiler.testing import conv, tensor
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 
 PYNQ = get_config("pynq_z2")
 
@@ -63,8 +63,8 @@ RTL_DEPTHWISE = [
                          [r + (None,) * (7 - len(r)) for r in RTL_DEPTHWISE],
                          ids=[r[0] for r in RTL_DEPTHWISE])
 def test_depthwise_model_within_5_percent_of_rtl(name, pairs, s, size, rtl, mode, step):
-    from zynqnn import isa
     from zynqnn.compiler import HwConv
+    from zynqnn.hw import isa
     from zynqnn.numerics import make_requant
 
     rng = np.random.default_rng(0)
@@ -107,7 +107,7 @@ def test_network_report_bounds_and_overlap():
 def test_dma_model_outstanding_bursts_hide_latency():
     """A transfer pays its first burst's latency once while enough bursts are in flight to
     cover it, and becomes latency-bound (reads: READ_OUTSTANDING bursts per latency) beyond."""
-    from zynqnn.compiler.perf import MAX_BURST, READ_OUTSTANDING, WRITE_OUTSTANDING
+    from zynqnn.hw.geometry import MAX_BURST, READ_OUTSTANDING, WRITE_OUTSTANDING
 
     beat = PYNQ.axi_data_bits // 8
     line = MAX_BURST * beat  # one full burst per line

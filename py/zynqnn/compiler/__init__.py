@@ -16,6 +16,7 @@ from .layers import (
     HwGlobalSumPool,
     HwMaxPool,
     HwUpsample2x,
+    HwView,
     Network,
     Tensor,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "HwGlobalSumPool",
     "HwMaxPool",
     "HwUpsample2x",
+    "HwView",
     "Network",
     "Program",
     "Step",

@@ -2,8 +2,10 @@
 
 ``compile_network(net, cfg)`` returns a :class:`Program`. The passes:
 
-1. **Views and planning.** :class:`HwConcat` makes its inputs channel-block views of its output.
-   Every root tensor gets a DDR buffer (aligned to the AXI beat); an activation buffer whose last
+1. **Views and planning.** :class:`HwConcat` makes its inputs channel-block views of its output
+   (from its ``offsets``: an input of a channel count other than a multiple of ``rows`` takes
+   whole blocks); :class:`HwView` makes its output the same words as its input. Every root
+   tensor gets a DDR buffer (aligned to the AXI beat); an activation buffer whose last
    consumer has run is reused by tensors produced later (first fit over lifetimes). Every output
    of the network (``net.outputs``) lives to the end of the program.
 2. **Tiling** (from the config's buffer depths only): output-channel blocks of ``cols``, spatial
@@ -29,9 +31,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from zynqnn import isa
-from zynqnn.config import HwConfig, get_config
-from zynqnn.machine import Machine, pack_words
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig, get_config
+from zynqnn.hw.geometry import pack_words
+from zynqnn.machine import Machine
 
 from .layers import (
     CompileError,
@@ -41,10 +44,12 @@ from .layers import (
     HwGlobalSumPool,
     HwMaxPool,
     HwUpsample2x,
+    HwView,
     Network,
     Tensor,
     code_range,
     norm_padding,
+    view_words,
 )
 from .layout import (
     act_bytes,
@@ -235,20 +240,44 @@ class _Compiler:
     def resolve_views(self):
         R = self.cfg.rows
         for layer in self.net.layers:
+            if isinstance(layer, HwView):
+                self.view(layer)
             if isinstance(layer, HwConcat):
                 _check_shape(layer)
-                off = 0
-                for i, t in enumerate(layer.inputs):
+                starts = layer.starts()
+                end = 0
+                for i, (t, off) in enumerate(zip(layer.inputs, starts, strict=True)):
                     o = layer.output
                     if (t.height, t.width, t.zero_point, t.signed) != (
                             o.height, o.width, o.zero_point, o.signed):
                         raise CompileError(f"{layer.name}: input {t.name!r} differs from the "
                                            f"output in size, zero point or signedness")
-                    if i < len(layer.inputs) - 1 and t.channels % R:
-                        raise CompileError(f"{layer.name}: input {t.name!r} has {t.channels} "
-                                           f"channels, not a multiple of rows = {R}")
+                    if off % R or off < end:
+                        if layer.offsets is None:
+                            prev = layer.inputs[i - 1]
+                            raise CompileError(
+                                f"{layer.name}: input {prev.name!r} has {prev.channels} "
+                                f"channels, not a multiple of rows = {R}; give the concat "
+                                "offsets (each input from a channel block of its own)")
+                        raise CompileError(f"{layer.name}: input {t.name!r} starts at channel "
+                                           f"{off}, not a multiple of rows = {R} after the "
+                                           f"previous input's end ({end})")
                     self.storage[id(t)] = _Storage(layer.output, off // R)
-                    off += t.channels
+                    end = off + t.channels
+
+    def view(self, layer: HwView):
+        """A re-read of a tensor's words: the output is stored where the input is."""
+        R, t, o = self.cfg.rows, layer.input, layer.output
+        if layer.rows != R:
+            raise CompileError(f"{layer.name}: a view of {layer.rows}-channel words, the config "
+                               f"has rows = {R}")
+        if (t.zero_point, t.signed) != (o.zero_point, o.signed) or o.channels % R:
+            raise CompileError(f"{layer.name}: the view {o!r} of {t!r} needs a multiple of "
+                               f"rows = {R} channels and the input's zero point and signedness")
+        if view_words(o, R) - view_words(t, R) >= max(1, o.height * o.width):
+            raise CompileError(f"{layer.name}: the view {o!r} holds {view_words(o, R)} words, "
+                               f"{t!r} {view_words(t, R)}")
+        self.storage[id(o)] = _Storage(t, 0)
 
     def store_of(self, t: Tensor) -> _Storage:
         s = self.storage.get(id(t))
@@ -259,15 +288,20 @@ class _Compiler:
 
     def plan(self, arena_base: int):
         """First-fit DDR planning over tensor lifetimes (layer indices)."""
-        layers = [la for la in self.net.layers if not isinstance(la, HwConcat)]
+        layers = [la for la in self.net.layers if not isinstance(la, (HwConcat, HwView))]
         life: dict[int, list] = {}
         roots: dict[int, Tensor] = {}
+        extent: dict[int, int] = {}   # bytes of a root's buffer (a view may reach past it)
 
         def touch(t, i):
-            r = self.store_of(t).root
+            s = self.store_of(t)
+            r = s.root
             roots[id(r)] = r
             lo, hi = life.get(id(r), [i, i])
             life[id(r)] = [min(lo, i), max(hi, i)]
+            end = (s.cb_offset * _block_bytes(self.cfg, r)
+                   + cblocks(t.channels, self.cfg.rows) * _block_bytes(self.cfg, t))
+            extent[id(r)] = max(extent.get(id(r), 0), end)
 
         touch(self.net.input, -1)
         for i, la in enumerate(layers):
@@ -281,8 +315,8 @@ class _Compiler:
         top = 0
         for key in sorted(life, key=lambda k: life[k][0]):
             r = roots[key]
-            size = _align(cblocks(r.channels, self.cfg.rows) * _block_bytes(self.cfg, r),
-                          self.beat)
+            size = _align(max(extent[key], cblocks(r.channels, self.cfg.rows)
+                              * _block_bytes(self.cfg, r)), self.beat)
             total += size
             lo, hi = life[key]
             busy = sorted((a, b) for (s, e, a, b) in placed if not (e < lo or s > hi))
@@ -299,8 +333,10 @@ class _Compiler:
         return total, top
 
     def addr(self, t: Tensor, cb: int = 0) -> int:
+        """DDR address (arena-relative) of channel block ``cb`` of ``t``."""
         s = self.store_of(t)
-        return self.addrs[s.root.name] + (s.cb_offset + cb) * _block_bytes(self.cfg, s.root)
+        return (self.addrs[s.root.name] + s.cb_offset * _block_bytes(self.cfg, s.root)
+                + cb * _block_bytes(self.cfg, t))
 
     # tiling --------------------------------------------------------------------------------------
     def rows_per_tile(self, name, out_h, out_w, in_rows, words_per_in_row):
@@ -507,7 +543,7 @@ class _Compiler:
     def eltwise(self, la: HwAdd):
         from math import gcd
 
-        from zynqnn.rtl.eltwise import add_layer, add_params_layout
+        from zynqnn.hw.add import add_layer, add_params_layout
 
         from .reference import add_codes
 
@@ -585,7 +621,7 @@ class _Compiler:
         total, used = self.plan(0)  # arena-relative; the arena's base is known at the end
         first = True
         for la in self.net.layers:
-            if isinstance(la, HwConcat):
+            if isinstance(la, (HwConcat, HwView)):
                 continue
             if not first:
                 self.steps.append(Step("barrier", {}, {}, None, barrier=True))

@@ -9,7 +9,11 @@ networks, TFLite constants (per output channel int32 bias, Q31 multiplier, shift
 A :class:`Network` is an input tensor, a list of layers in execution order and its output
 tensors (``outputs``; ``output`` is the first, for single-output code).
 Channel concatenation costs nothing: :class:`HwConcat` makes its inputs views of channel-block
-ranges of its output, so their producers store straight into the concatenated tensor.
+ranges of its output, so their producers store straight into the concatenated tensor. An input
+whose channel count is not a multiple of ``rows`` takes whole blocks (``HwConcat.offsets``): the
+rest of its last block are padding channels that no consumer reads (zero weights).
+:class:`HwView` re-reads a tensor's ``NHWC<R>`` words as another map (a flattened map as a 1x1
+map of all its words, for a linear layer); it emits no command either.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "HwGlobalSumPool",
     "HwUpsample2x",
     "HwConcat",
+    "HwView",
     "HwAdd",
     "ADD_SEMANTICS",
     "Network",
@@ -102,7 +107,7 @@ class HwConv:
     depthwise (groups = cin = cout, weights (cout, 1, k, k); ``saturate_pairs`` for fbgemm's
     int16 tap pairs). ``requant``: a
     ``zynqnn.numerics`` Requant (``make_requant``), any scheme; ``act``: None,
-    ``zynqnn.rtl.postproc.LeakyFixed`` or ``LeakyTorch``. Without ``requant``: TFLite
+    ``zynqnn.hw.post.LeakyFixed`` or ``LeakyTorch``. Without ``requant``: TFLite
     ``clamp(MBQM(acc + bias) + zp_out, lo, hi)`` from ``bias``, ``multiplier``, ``shift`` (per
     output channel), ``clamp`` (default: the output's code range; ReLU is a clamp at the zero
     point) and ``single_rounding``. With ``requant`` the clamp is the Requant's (or the
@@ -127,6 +132,9 @@ class HwConv:
     #: int16, ``numerics.ops.conv2d_acc(saturate_pairs=True)``), run as ``isa.Mode.DW_PAIRS``
     #: (3x3 on configs with ``dw_pairs``) or ``isa.Mode.PAIRS``.
     saturate_pairs: bool = False
+    #: Useful MACs of the layer when its weights hold zeros the graph does not have (padding
+    #: channels of a concatenation, a linear layer over a re-viewed map); default: all of them.
+    macs: int | None = None
 
     def __post_init__(self):
         self.weights = np.asarray(self.weights, dtype=np.int64)
@@ -217,16 +225,79 @@ class HwUpsample2x:
 @dataclass(eq=False)
 class HwConcat:
     """Channel concatenation by addressing: every input becomes a view of its channel range of
-    ``output`` (all but the last input need a multiple of ``rows`` channels; same size, zero
-    point and signedness). Emits no command."""
+    ``output`` (same size, zero point and signedness). Emits no command.
+
+    ``offsets``: the output channel where each input starts, each a multiple of ``rows``
+    (increasing, ranges apart); the channels between one input's end and the next input's
+    offset are padding channels, whose codes are whatever the producers leave there (no layer
+    reads them as data: the lowering gives them zero weights). Default (None): packed, each
+    input right after the previous one, which needs a multiple of ``rows`` channels in all but
+    the last input."""
 
     name: str
     inputs: list[Tensor]
     output: Tensor
+    offsets: list[int] | None = None
+
+    def starts(self) -> list[int]:
+        """The output channel where each input starts."""
+        if self.offsets is not None:
+            return [int(o) for o in self.offsets]
+        out, off = [], 0
+        for t in self.inputs:
+            out.append(off)
+            off += t.channels
+        return out
 
     def out_shape(self):
-        return (sum(t.channels for t in self.inputs), self.inputs[0].height,
+        return (self.starts()[-1] + self.inputs[-1].channels, self.inputs[0].height,
                 self.inputs[0].width)
+
+
+def view_words(t: Tensor, rows: int) -> int:
+    """``NHWC<rows>`` words of ``t``."""
+    return -(-t.channels // rows) * t.height * t.width
+
+
+@dataclass(eq=False)
+class HwView:
+    """``output`` is ``input``'s DDR words read as another map: the ``NHWC<rows>`` words of
+    ``input`` in memory order (channel block, row, column) become the words of ``output``
+    (channel block, row, column) in the same order. Used for a linear layer over a flattened map:
+    ``output`` is ``n x 1 x w`` words (``w`` words a row so rows are whole AXI beats), and the
+    linear layer a convolution over it whose weights follow the words (the flatten order is the
+    host's business: it permutes the weight columns). Emits no command.
+
+    ``output.channels`` is a multiple of ``rows``; its words may run past ``input``'s last word
+    (at most a row), into the tensor's own allocation. Same zero point and signedness. The
+    reference fills ``input``'s padding channels and the words past it with the zero point;
+    on the hardware they hold what the producer wrote (the consumer's weights there are 0)."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    rows: int
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        o = self.output
+        return (o.channels, o.height, o.width)
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """The output's codes from the input's (C, H, W)."""
+        R, t, o = self.rows, self.input, self.output
+        cb = -(-t.channels // R)
+        xp = np.full((cb * R, t.height, t.width), t.zero_point, np.int64)
+        xp[:t.channels] = x
+        words = xp.reshape(cb, R, t.height, t.width).transpose(0, 2, 3, 1).reshape(-1, R)
+        ob = o.channels // R
+        n = ob * o.height * o.width
+        out = np.full((n, R), o.zero_point, np.int64)
+        out[:min(n, len(words))] = words[:n]
+        return out.reshape(ob, o.height, o.width, R).transpose(0, 3, 1, 2).reshape(o.shape)
 
 
 #: The add semantics of :class:`HwAdd` (``zynqnn.numerics.ops.add_<semantics>``).

@@ -3,15 +3,15 @@
 Activations are ``NHWC<R>``: channel block, row, column, then the ``R`` codes of the block
 (channels padded with the tensor's zero point). Weights of one command are its ``(ky, kx, cin
 block, r)`` WBUF rows of ``C`` weights; constants one 128-bit PBUF word per output channel
-(``zynqnn.rtl.postproc.pbuf_word_layout``), then the layer's activation word if it has one.
+(``zynqnn.hw.post.pbuf_word_layout``), then the layer's activation word if it has one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from zynqnn.config import HwConfig
-from zynqnn.machine import PARAM_WORD_BITS, pack_words, unpack_words
+from zynqnn.hw.config import PBUF_WORD_BITS, HwConfig
+from zynqnn.hw.geometry import pack_words, unpack_words
 
 __all__ = ["act_bytes", "act_codes", "weight_bytes", "param_bytes", "post_layer", "step_post",
            "cblocks", "pairs_tiles", "dw_tile"]
@@ -56,7 +56,7 @@ def pairs_tiles(w: np.ndarray, R: int) -> np.ndarray:
     block's depthwise weights ``w`` (n <= R, k, k). Pass ``(m, h)``: channel ``c`` of half ``h``
     is column ``h R/2 + c``, its tap ``2m`` weight in row ``c``, its tap ``2m + 1`` in row
     ``R/2 + c`` (0 beyond the kernel)."""
-    from zynqnn import isa
+    from zynqnn.hw import isa
 
     n, k, _ = w.shape
     half = R // 2
@@ -85,13 +85,8 @@ def dw_tile(w: np.ndarray, R: int, C: int) -> np.ndarray:
 def post_layer(cfg: HwConfig, la, channels: int):
     """The engine's post-processing of a conv or global-pool layer (``PostProcLayer``): from its
     Requant (+ activation), or from its TFLite constants."""
-    from zynqnn import isa
-    from zynqnn.rtl.postproc import (
-        PostProcLayer,
-        act_params_layout,
-        pbuf_word_layout,
-        postproc_layer,
-    )
+    from zynqnn.hw import isa
+    from zynqnn.hw.post import PostProcLayer, act_params_layout, pbuf_word_layout, postproc_layer
 
     from .layers import CompileError, code_range
 
@@ -120,16 +115,16 @@ def post_layer(cfg: HwConfig, la, channels: int):
 def step_post(cfg: HwConfig, la, post):
     """The step lanes' post-processing of a one-pass depthwise layer (``ConvOp.step``): the
     layer's float-scheme requantization fitted by ``numerics.stepfit`` on the accumulator range
-    its weights and input codes allow, one :func:`~zynqnn.rtl.steprequant.step_params_layout`
+    its weights and input codes allow, one :func:`~zynqnn.hw.step.step_params_layout`
     PBUF word per channel; ``None`` when the build has no step lanes, the layer has an activation
     word, its scheme has no step form, or the fit needs more than the lane holds (the general
     lanes then do the layer)."""
     from dataclasses import replace
 
-    from zynqnn import isa
+    from zynqnn.hw import isa
+    from zynqnn.hw.step import step_params, step_params_layout
     from zynqnn.numerics.errors import RangeError
     from zynqnn.numerics.stepfit import dw_acc_range, fit_steps
-    from zynqnn.rtl.steprequant import step_params, step_params_layout
 
     from .layers import code_range
 
@@ -161,8 +156,8 @@ def param_bytes(cfg: HwConfig, post, c0: int, c1: int, count: int) -> bytes:
     """PBUF words of output channels ``[c0, c1)`` of ``post``, zero up to ``count`` words (the
     padding channels' outputs are discarded), then the activation row when the layer has one
     (``requant_lanes`` words, the activation word's bits little-endian)."""
-    mask = (1 << PARAM_WORD_BITS) - 1
+    mask = (1 << PBUF_WORD_BITS) - 1
     words = list(post.words[c0:c1]) + [0] * (count - (c1 - c0))
     if has_act(post):
-        words += [(post.act >> (PARAM_WORD_BITS * i)) & mask for i in range(cfg.requant_lanes)]
-    return b"".join(w.to_bytes(PARAM_WORD_BITS // 8, "little") for w in words)
+        words += [(post.act >> (PBUF_WORD_BITS * i)) & mask for i in range(cfg.requant_lanes)]
+    return b"".join(w.to_bytes(PBUF_WORD_BITS // 8, "little") for w in words)

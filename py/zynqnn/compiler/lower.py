@@ -17,9 +17,11 @@ conv2d (groups 1)          :class:`HwConv` with the node's Requant; a ``clamp`` 
 conv2d (depthwise)         :class:`HwConv` with ``groups`` (diagonal weight tiles); torch-fbgemm
                            when its saturating int16 pair sums can saturate: ``saturate_pairs``
                            (``isa.Mode.DW_PAIRS`` / ``PAIRS``, fbgemm's sums exactly)
-linear                     :class:`HwConv` on the flattened map: the weights ``(K, C*H*W)`` become
-                           a ``K x C x k x k`` kernel (``k = max(H, W)``, zero-padded) applied
-                           once: a 1x1 output. After global pooling (1x1 maps) it is a 1x1 conv.
+linear                     :class:`HwConv` on the flattened map: maps up to ``max_kernel`` a side:
+                           the weights ``(K, C*H*W)`` become a ``K x C x k x k`` kernel
+                           (``k = max(H, W)``, zero-padded) applied once: a 1x1 output (after
+                           global pooling a 1x1 conv); larger maps: the map's words read as a
+                           1x1 map (:class:`HwView`) and the weight columns permuted to them
 max_pool2d                 :class:`HwMaxPool` (square kernels, equal strides); ``pad_value``
                            None or at most the input's lowest code: ``pad_min``; the zero point:
                            zero-point padding; ``ceil_mode``: extra bottom/right ``pad_min`` rows
@@ -28,7 +30,11 @@ avg pool over the map      reproduces the framework's average exactly (checked o
                            possible window sum; refused when no scheme does)
 upsample_nearest           :class:`HwUpsample2x` (factor 2^k: k layers)
 concat (channels)          :class:`HwConcat`; an input with other qparams than the output is
-                           rescaled first by a layer of its own (see requantize)
+                           rescaled first by a layer of its own (see requantize); every input
+                           starts a channel block (padding channels after an input of another
+                           count than a multiple of ``rows``: zero weights in the consumers,
+                           gathered out of graph outputs on the host, ``_Val.slots``); a tensor
+                           in a second concatenation is copied
 requantize                 nothing for equal qparams, else a 1x1 convolution with identity
                            weights and a Requant equal to the framework's rescaling on every
                            code the input can hold (an exact interval solver, _solve_map)
@@ -59,7 +65,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zynqnn.config import HwConfig, get_config
+from zynqnn.hw.config import HwConfig, get_config
 
 from .layers import (
     CompileError,
@@ -69,8 +75,10 @@ from .layers import (
     HwGlobalSumPool,
     HwMaxPool,
     HwUpsample2x,
+    HwView,
     Network,
     Tensor,
+    code_range,
 )
 
 __all__ = ["BoundaryInfo", "OutputInfo", "lower_graph"]
@@ -94,7 +102,13 @@ _VIEWS = ("flatten", "reshape")
 class OutputInfo:
     """One graph output: the IR name, per-sample ``shape`` (e.g. ``(10,)`` after a linear
     layer), code ``dtype``, ``scale`` and ``zero_point``, and the ``flavour`` of the graph's
-    dequantize (``None``: the graph returns the codes)."""
+    dequantize (``None``: the graph returns the codes).
+
+    Where the output's hardware tensor holds more than the graph's values, :meth:`gather` takes
+    them out of its ``(C, H, W)`` codes: ``slots``, the hardware channel of each of the graph's
+    channels (a concatenation whose inputs take whole channel blocks), and ``size``, the graph's
+    ``[H, W]`` when the tensor is larger (the top-left corner: a 1x1 map stored as a row of
+    whole AXI beats on ``tiny``). Both ``None``: the codes are the values."""
 
     name: str
     shape: tuple
@@ -102,6 +116,17 @@ class OutputInfo:
     scale: float | None
     zero_point: int
     flavour: str | None
+    slots: list | None = None
+    size: list | None = None
+
+    def gather(self, codes) -> np.ndarray:
+        """The hardware tensor's codes ``(..., C, H, W)`` -> the graph's ``(..., *shape)``."""
+        c = np.asarray(codes, dtype=np.int64)
+        if self.slots is not None:
+            c = np.take(c, np.asarray(self.slots, dtype=np.int64), axis=-3)
+        if self.size is not None:
+            c = c[..., :int(self.size[0]), :int(self.size[1])]
+        return c.reshape(c.shape[:-3] + tuple(self.shape))
 
     def dequantize(self, codes) -> np.ndarray:
         """Codes ``(N, *shape)`` -> float32 (the graph's own dequantizer); the codes themselves
@@ -116,12 +141,20 @@ class OutputInfo:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["shape"] = list(self.shape)
+        for key in ("slots", "size"):   # absent when the codes are the values (as before)
+            if d[key] is None:
+                del d[key]
+            else:
+                d[key] = [int(v) for v in d[key]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> OutputInfo:
         d = dict(d)
         d["shape"] = tuple(int(v) for v in d["shape"])
+        for key in ("slots", "size"):
+            if d.get(key) is not None:
+                d[key] = [int(v) for v in d[key]]
         return cls(**d)
 
 
@@ -169,7 +202,7 @@ class BoundaryInfo:
                         for o in self.outputs]
         if not self.outputs:
             self.outputs = [first]
-        elif self.outputs[0] != first:
+        elif any(getattr(self.outputs[0], f) != getattr(first, f) for f in _OUT_FIELDS):
             raise ValueError(f"output_* fields {first} differ from the first of outputs "
                              f"{self.outputs[0]}")
 
@@ -239,6 +272,13 @@ class BoundaryInfo:
         """Codes ``(N, *output_shape)`` of the first output -> float32 (the graph's own
         dequantizer); the codes themselves when the graph returns codes."""
         return self.outputs[0].dequantize(codes)
+
+    def gather_all(self, codes: list) -> list:
+        """The hardware tensors' codes, one per output (``outputs`` order, each ``(..., C, H,
+        W)``) -> the graph's output codes (``(..., *shape)``, :meth:`OutputInfo.gather`)."""
+        if len(codes) != len(self.outputs):
+            raise ValueError(f"{len(codes)} code arrays for {len(self.outputs)} outputs")
+        return [o.gather(c) for o, c in zip(self.outputs, codes, strict=True)]
 
     def dequantize_all(self, codes: list) -> list:
         """One code array per output (``outputs`` order) -> their float values."""
@@ -350,8 +390,8 @@ def _solve_map(acc: np.ndarray, target: np.ndarray, ratio: float, zp_out: int, q
 
 def _act_codes(act, q, rq):
     """The hardware's activation after requantization (``LeakyFixed``/``LeakyTorch``)."""
+    from zynqnn.hw.post import LeakyFixed
     from zynqnn.numerics import ops
-    from zynqnn.rtl.postproc import LeakyFixed
 
     if act is None:
         return q
@@ -369,12 +409,36 @@ _ADD_SEMANTICS = {"torch-fbgemm": "torch", "torch-qnnpack": "qnnpack",
 @dataclass
 class _Val:
     """What an IR tensor is on the hardware: a hardware tensor seen with the IR's per-sample
-    ``shape`` (a view when it differs), or a hardware tensor with a pending ``pad``."""
+    ``shape`` (a view when it differs from the map), or a hardware tensor with a pending ``pad``.
+
+    The IR map (:attr:`map`) may be a part of the hardware tensor: ``slots`` lists the hardware
+    channel of each of its channels (None: channel ``c`` is ``c``; the others are padding
+    channels, which no layer reads as data: a concatenation's inputs take whole channel blocks),
+    ``size`` its ``(H, W)`` when the tensor is larger (the top-left corner: a 1x1 map of several
+    channel blocks stored as a row of whole AXI beats, on configs whose words are shorter)."""
 
     hw: Tensor
     shape: tuple
     pad: tuple | None = None
     pad_value: int | None = None
+    slots: np.ndarray | None = None
+    size: tuple | None = None
+
+    @property
+    def map(self) -> tuple[int, int, int]:
+        """The IR map ``(C, H, W)`` the hardware tensor holds."""
+        c = self.hw.channels if self.slots is None else len(self.slots)
+        h, w = (self.hw.height, self.hw.width) if self.size is None else self.size
+        return (c, h, w)
+
+    def channel_slots(self) -> np.ndarray:
+        """The hardware channel of each IR channel."""
+        return np.arange(self.hw.channels) if self.slots is None else self.slots
+
+    @property
+    def layout(self) -> dict:
+        """``slots`` and ``size``, to bind another IR tensor to the same layout."""
+        return {"slots": self.slots, "size": self.size}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -390,6 +454,7 @@ class _Lowering:
         self.range: dict[int, tuple[int, int]] = {}  # id(hw tensor) -> codes it can hold
         self.names: dict[int, list[str]] = {}       # id(hw tensor) -> IR names that are it
         self.in_concat: dict[int, str] = {}         # id(hw tensor) -> the concat it feeds
+        self.n_aux = 0                              # counter of the lowering's own tensors
         self.net_input: Tensor | None = None
         self.net_input_name: str | None = None
         self.boundary: dict = {}
@@ -418,15 +483,68 @@ class _Lowering:
             shape = t.shape[1:]
         return Tensor(name, *shape, zp, signed)
 
-    def bind(self, name: str, hw: Tensor, shape=None, **kw) -> None:
-        self.vals[name] = _Val(hw, tuple(hw.shape if shape is None else shape), **kw)
+    def bind(self, name: str, hw: Tensor, shape=None, slots=None, size=None, **kw) -> None:
+        """IR tensor ``name`` is ``hw`` (``slots``, ``size``: the part of it, see ``_Val``)."""
+        if slots is not None:
+            slots = np.asarray(slots, dtype=np.int64)
+            if np.array_equal(slots, np.arange(hw.channels)):
+                slots = None
+        if size is not None and tuple(size) == (hw.height, hw.width):
+            size = None
+        v = _Val(hw, (), slots=slots, size=None if size is None else tuple(size), **kw)
+        v.shape = tuple(v.map if shape is None else shape)
+        self.vals[name] = v
         self.names.setdefault(id(hw), []).append(name)
 
-    def produce(self, layer, lo: int, hi: int) -> None:
+    def produce(self, layer, lo: int, hi: int, **layout) -> _Val:
+        """Add ``layer``; its output holds codes ``lo..hi`` (``layout``: ``slots``/``size``
+        of the IR map in it)."""
         self.layers.append(layer)
         self.prod[id(layer.output)] = layer
         self.range[id(layer.output)] = (int(lo), int(hi))
-        self.bind(layer.output.name, layer.output)
+        self.bind(layer.output.name, layer.output, **layout)
+        return self.vals[layer.output.name]
+
+    def unique(self, base: str) -> str:
+        """A hardware tensor/layer name not used yet."""
+        self.n_aux += 1
+        return f"{base}.{self.n_aux}"
+
+    def relayout(self, node, v: _Val, slots=None, channels: int | None = None,
+                 what: str = "slots") -> _Val:
+        """``v``'s IR map moved into hardware channels ``slots`` (default ``0..C-1``) of a new
+        tensor of ``channels`` channels (default ``C``): a 1x1 convolution with 0/1 weights and
+        an identity requantization, ``(q - zp) * 1 + zp``, exact on every code (the other
+        channels get the zero point). Used where two layouts must meet (an add of a
+        concatenation with another tensor), before a depthwise convolution, and to copy a tensor
+        that a second concatenation needs in its own place."""
+        from zynqnn.numerics import make_requant
+
+        x = v.hw
+        c = v.map[0]
+        dst = np.arange(c) if slots is None else np.asarray(slots, dtype=np.int64)
+        n = c if channels is None else int(channels)
+        w = np.zeros((n, x.channels, 1, 1), np.int64)
+        w[dst, v.channel_slots(), 0, 0] = 1
+        name = self.unique(f"{node.name}.{what}")
+        y = Tensor(name, n, x.height, x.width, x.zero_point, x.signed)
+        lo, hi = code_range(x.signed, self.cfg.operand_bits)
+        rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, x.zero_point, np.array([0]),
+                          lo, hi, multiplier=1 << 30, shift=1)
+        h, wd = v.map[1:]
+        layer = HwConv(name, x, y, w, requant=rq, macs=c * h * wd)
+        return self.produce(layer, *self.range[id(x)], slots=dst, size=v.size)
+
+    def only_maps(self, node, name: str, v: _Val) -> None:
+        """Refuse an input whose map is only the corner of its hardware tensor (``_Val.size``)
+        for a layer that would read the rest."""
+        if v.size is not None:
+            c, h, w = v.map
+            raise _fail(node, f"input {name!r} is a {c}x{h}x{w} map that config {self.cfg.name} "
+                              f"stores {v.hw.height}x{v.hw.width} (a row of whole AXI beats); "
+                              "only linear layers, 1x1 convolutions, adds, concatenations, "
+                              "requantizations and the graph output read it there (configs "
+                              "whose words are whole beats, e.g. pynq_z2, take any layer)")
 
     def val(self, node, name: str, pad_ok: bool = False) -> _Val:
         v = self.vals.get(name)
@@ -440,9 +558,9 @@ class _Lowering:
 
     def map4(self, node, name: str, pad_ok: bool = False) -> _Val:
         v = self.val(node, name, pad_ok)
-        if v.shape != v.hw.shape:
+        if v.shape != v.map:
             raise _fail(node, f"input {name!r} is a reshaped view {list(v.shape)} of the "
-                              f"{'x'.join(map(str, v.hw.shape))} map {v.hw.name!r}; only "
+                              f"{'x'.join(map(str, v.map))} map {v.hw.name!r}; only "
                               "linear layers and the graph output may consume reshaped maps")
         return v
 
@@ -510,15 +628,18 @@ class _Lowering:
         x, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
         if x.same_qparams(out):
             v = self.val(node, node.inputs[0])
-            self.bind(node.outputs[0], v.hw, v.shape)
+            self.bind(node.outputs[0], v.hw, v.shape, **v.layout)
             return
         v = self.map4(node, node.inputs[0])
-        self._code_map(node, node.name, v.hw, x, out, self.hw_tensor(node, node.outputs[0]))
+        zp, signed = self.qparams(node, node.outputs[0])
+        y = Tensor(node.outputs[0], *v.hw.shape, zp, signed)
+        self._code_map(node, node.name, v.hw, x, out, y, **v.layout)
 
-    def _code_map(self, node, name: str, x: Tensor, ir_in, ir_out, y: Tensor) -> None:
+    def _code_map(self, node, name: str, x: Tensor, ir_in, ir_out, y: Tensor,
+                  **layout) -> None:
         """``y = f(x)`` for the node's code-to-code map ``f`` (a requantization to other qparams)
         as a 1x1 convolution with identity weights and a requantization equal to ``f`` on every
-        code ``x`` can hold."""
+        code ``x`` can hold (``layout``: the IR map's part of ``x`` and ``y``)."""
         from zynqnn.ir.execute import KERNELS
 
         lo, hi = self.range[id(x)]
@@ -532,27 +653,38 @@ class _Lowering:
                               f"rescaling {ir_in.describe()} -> {ir_out.describe()} on every "
                               "code")
         eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
-        self.produce(HwConv(name, x, y, eye, requant=rq), int(ref.min()), int(ref.max()))
+        self.produce(HwConv(name, x, y, eye, requant=rq), int(ref.min()), int(ref.max()),
+                     **layout)
 
     def _op_flatten(self, node):
         v = self.val(node, node.inputs[0])
-        self.bind(node.outputs[0], v.hw, self.g.tensors[node.outputs[0]].shape[1:])
+        self.bind(node.outputs[0], v.hw, self.g.tensors[node.outputs[0]].shape[1:], **v.layout)
 
     _op_reshape = _op_flatten
 
     def _op_pad(self, node):
         v = self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
         value = node.attrs.get("value")
         self.bind(node.outputs[0], v.hw, pad=_pads(node.attrs.get("pads")),
-                  pad_value=v.hw.zero_point if value is None else int(value))
+                  pad_value=v.hw.zero_point if value is None else int(value), slots=v.slots)
 
     def _conv_layer(self, node, v: _Val, w: np.ndarray, stride: int, pads, rq, y: Tensor,
-                    groups: int = 1, saturate_pairs: bool = False):
+                    groups: int = 1, saturate_pairs: bool = False, size=None):
         """An HwConv of ``w`` (K, C, kh, kw) over ``v``; kernels made square by zero rows or
-        columns at the bottom/right (the padding grows there so the output size is kept)."""
-        _, _, kh, kw = w.shape
+        columns at the bottom/right (the padding grows there so the output size is kept). The
+        input channels of ``w`` are the IR map's: they go to their hardware channels
+        (``v.slots``), the padding channels get zero weights. ``size``: the IR map's part of
+        ``y`` (see ``_Val``)."""
+        kout, cin, kh, kw = w.shape
         k = max(kh, kw)
         t, b, left, r = pads
+        macs = None
+        if v.slots is not None and groups == 1:
+            wide = np.zeros((kout, v.hw.channels, kh, kw), dtype=np.int64)
+            wide[:, v.slots] = w
+            oh, ow = (y.height, y.width) if size is None else size
+            w, macs = wide, kout * cin * kh * kw * oh * ow
         if (kh, kw) != (k, k):
             sq = np.zeros(w.shape[:2] + (k, k), dtype=np.int64)
             sq[:, :, :kh, :kw] = w
@@ -561,20 +693,26 @@ class _Lowering:
             raise _fail(node, f"output zero point {y.zero_point} differs from the "
                               f"requantization's {rq.zp_out}")
         layer = HwConv(node.name, v.hw, y, w, stride=stride, padding=(t, b, left, r), requant=rq,
-                       groups=groups, saturate_pairs=saturate_pairs)
-        self.produce(layer, rq.lo, rq.hi)
+                       groups=groups, saturate_pairs=saturate_pairs, macs=macs)
+        self.produce(layer, rq.lo, rq.hi, size=size)
         return layer
 
     def _op_conv2d(self, node):
         a = node.attrs
         v = self.val(node, node.inputs[0], pad_ok=True)
-        if v.shape != v.hw.shape:
+        if v.shape != v.map:
             self.map4(node, node.inputs[0])
         w = self.g.tensors[node.inputs[1]]
         groups = int(a.get("groups", 1))
-        if groups != 1 and not (groups == v.hw.channels == w.shape[0] and w.shape[1] == 1):
+        if groups != 1 and not (groups == v.map[0] == w.shape[0] and w.shape[1] == 1):
             raise _fail(node, f"grouped convolution (groups = {groups}) is not supported by "
                               "the hardware (groups 1 or depthwise only)")
+        if groups != 1 and v.slots is not None:
+            # a depthwise layer keeps every channel in place: its requantization constants
+            # would need padding channels too; the channels are packed first (a pending
+            # explicit pad stays pending)
+            v = dataclasses.replace(self.relayout(node, v, what="packed"), pad=v.pad,
+                                    pad_value=v.pad_value)
         if _pair(a.get("dilation"), 1) != (1, 1):
             raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
                               "(1 only)")
@@ -592,9 +730,13 @@ class _Lowering:
         pairs = groups != 1 and self._fbgemm_pairs_saturate(node, v, wq)
         if self._patches_on_host(node, v, wq, sh, pads, groups):
             return
-        self._conv_layer(node, v, wq, sh, pads, self.requant(node),
-                         self.hw_tensor(node, node.outputs[0]), groups=groups,
-                         saturate_pairs=pairs)
+        y, size = self.hw_tensor(node, node.outputs[0]), None
+        if v.size is not None:   # a 1x1 map stored as a row: 1x1 kernels keep it so
+            if (wq.shape[2:], sh, any(pads), groups) != ((1, 1), 1, False, 1):
+                self.only_maps(node, node.inputs[0], v)
+            y, size = Tensor(y.name, y.channels, *v.hw.shape[1:], y.zero_point, y.signed), v.size
+        self._conv_layer(node, v, wq, sh, pads, self.requant(node), y, groups=groups,
+                         saturate_pairs=pairs, size=size)
 
     def _patches_on_host(self, node, v, wq, stride, pads, groups) -> bool:
         """The first convolution over few input channels (an RGB stem uses 3 of the array's R
@@ -646,29 +788,86 @@ class _Lowering:
         bottom = np.where(w1 > 0, lo, hi) * w1 + np.where(w2 > 0, lo, hi) * w2
         return bool(top.max() > 32767 or bottom.min() < -32768)
 
+    def _beat_row(self) -> int:
+        """Words of the shortest row of whole AXI beats (1 when a word is whole beats)."""
+        from math import gcd
+
+        beat = self.cfg.axi_data_bits // 8
+        return beat // gcd(beat, self.cfg.rows * self.cfg.operand_bits // 8)
+
     def _op_linear(self, node):
+        """A matrix-vector product over the flattened map (flatten order (C, H, W), as PyTorch
+        and ONNX flatten NCHW). A map of at most ``max_kernel`` pixels a side: a ``k x k``
+        convolution over it applied once (``k = max(H, W)``, zero-padded when not square); a
+        1x1 map is a 1x1 convolution. Larger maps: :meth:`_flat_linear`. The output is a
+        ``K x 1 x 1`` map, or ``K x 1 x row`` (value in the first pixel) where a 1x1 map of
+        several channel blocks would break the AXI beats (``_beat_row``)."""
         v = self.val(node, node.inputs[0])
         x = v.hw
-        c, h, wd = x.shape
+        c, h, wd = v.map
         w = self.weights(node, self.g.tensors[node.inputs[1]])
+        kout = w.shape[0]
         if w.shape[1] != c * h * wd:
             raise _fail(node, f"takes {w.shape[1]} features, its input is the {c}x{h}x{wd} "
                               f"map {x.name!r}")
+        cfg = self.cfg
+        rq = self.requant(node)
+        zp, signed = self.qparams(node, node.outputs[0])
+        row = self._beat_row()
+        ow = row if row > 1 and kout > cfg.rows else 1
         k = max(h, wd)
-        if k > self.cfg.max_kernel:
-            raise _fail(node, f"its input is a {c}x{h}x{wd} map flattened; the accelerator runs "
-                              f"the layer as a {k}x{k} convolution over it, above max_kernel = "
-                              f"{self.cfg.max_kernel} (pool the map first)")
-        w4 = w.reshape(w.shape[0], c, h, wd)  # flatten order is (C, H, W)
-        y = self.hw_tensor(node, node.outputs[0], (w.shape[0], 1, 1))
-        self._conv_layer(node, _Val(x, x.shape), w4, 1, (0, 0, 0, 0), self.requant(node), y)
+        w4 = w.reshape(kout, c, h, wd)  # flatten order is (C, H, W)
+        if v.size is not None:   # a 1x1 map stored as a row: a 1x1 convolution keeps it so
+            y = Tensor(node.outputs[0], kout, x.height, x.width, zp, signed)
+            self._conv_layer(node, v, w4, 1, (0, 0, 0, 0), rq, y, size=(1, 1))
+        elif k <= cfg.max_kernel and ow == 1 and k * k * cfg.rows <= cfg.weight_buffer_depth:
+            y = Tensor(node.outputs[0], kout, 1, 1, zp, signed)
+            self._conv_layer(node, v, w4, 1, (0, 0, 0, 0), rq, y)
+        else:
+            self._flat_linear(node, v, w4, rq, Tensor(node.outputs[0], kout, 1, ow, zp, signed))
         self.vals[node.outputs[0]].shape = tuple(self.g.tensors[node.outputs[0]].shape[1:])
+
+    def _flat_linear(self, node, v: _Val, w4: np.ndarray, rq, y: Tensor) -> None:
+        """A linear layer over any map: the map's ``NHWC<R>`` words in DDR (channel block, row,
+        column; one word = the R channels of a pixel) are read as a map of ``n`` channel blocks
+        of one row of ``row`` words (:class:`HwView`: no copy, ``row`` = 1 unless a word is
+        shorter than an AXI beat), and the layer is a convolution over it whose weights follow
+        the words: the weight of feature ``(c, y, x)`` (PyTorch's flatten order) goes to word
+        ``((p // R) * H + y) * W + x``, lane ``p % R``, of hardware channel ``p`` (``c``, or
+        its slot), the padding channels' lanes get 0. ``row`` = 1: a 1x1 convolution over
+        ``H * W * ceil(C / R) * R`` channels; ``row`` = 2 (``tiny``): a 2x2 kernel whose first
+        row covers a view row (the second reads bottom padding)."""
+        cfg, R = self.cfg, self.cfg.rows
+        x = v.hw
+        c, h, wd = v.map
+        kout = w4.shape[0]
+        row = self._beat_row()
+        if row > cfg.max_kernel:
+            raise _fail(node, f"config {cfg.name}: a row of whole AXI beats is {row} words, "
+                              f"above max_kernel = {cfg.max_kernel}")
+        words = -(-x.channels // R) * x.height * x.width
+        nb = -(-words // row)
+        view = Tensor(self.unique(f"{node.name}.words"), nb * R, 1, row, x.zero_point, x.signed)
+        self.layers.append(HwView(view.name, x, view, R))
+        self.range[id(view)] = self.range[id(x)]
+        ci, yi, xi = (a.reshape(-1) for a in np.indices((c, h, wd)))
+        p = v.channel_slots()[ci]
+        word = ((p // R) * x.height + yi) * x.width + xi
+        wv = np.zeros((kout, nb * R, row, row), np.int64)
+        wv[:, word // row * R + p % R, 0, word % row] = w4.reshape(kout, -1)
+        if y.zero_point != rq.zp_out:
+            raise _fail(node, f"output zero point {y.zero_point} differs from the "
+                              f"requantization's {rq.zp_out}")
+        layer = HwConv(node.name, view, y, wv, padding=(0, row - 1, 0, y.width - 1), requant=rq,
+                       macs=kout * c * h * wd)
+        self.produce(layer, rq.lo, rq.hi, size=(1, 1))
 
     def _op_max_pool2d(self, node):
         a = node.attrs
         v = self.val(node, node.inputs[0], pad_ok=True)
-        if v.shape != v.hw.shape:
+        if v.shape != v.map:
             self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
         x = v.hw
         kh, kw = _pair(a.get("kernel"), None)
         sh, sw = _pair(a.get("stride"), (kh, kw))
@@ -700,12 +899,12 @@ class _Lowering:
                                   "input ignore their missing positions, the hardware pads)")
             pads[1] += eh
             pads[3] += ew
-        y = self.hw_tensor(node, node.outputs[0])
+        y = self.hw_tensor(node, node.outputs[0], (x.channels, oh, ow))
         layer = HwMaxPool(node.name, x, y, kh, sh, tuple(pads), pad_min)
         if pad_min:
-            self.produce(layer, lo, hi)
+            self.produce(layer, lo, hi, slots=v.slots)
         else:
-            self.produce(layer, min(lo, x.zero_point), max(hi, x.zero_point))
+            self.produce(layer, min(lo, x.zero_point), max(hi, x.zero_point), slots=v.slots)
 
     def _op_upsample_nearest(self, node):
         fh, fw = _pair(node.attrs.get("scale"), None)
@@ -715,17 +914,19 @@ class _Lowering:
                               "in both directions)")
         x = v.hw
         if fh == 1:
-            self.bind(node.outputs[0], x)
+            self.bind(node.outputs[0], x, **v.layout)
             return
+        self.only_maps(node, node.inputs[0], v)
         lo, hi = self.range[id(x)]
-        y_final = self.hw_tensor(node, node.outputs[0])
+        y_final = self.hw_tensor(node, node.outputs[0], (x.channels, fh * x.height,
+                                                         fh * x.width))
         steps = fh.bit_length() - 1
         for i in range(steps):
             last = i == steps - 1
             y = y_final if last else Tensor(f"{node.outputs[0]}.x{2 << i}", x.channels,
                                             x.height * 2, x.width * 2, x.zero_point, x.signed)
             name = node.name if steps == 1 else f"{node.name}.{i}"
-            self.produce(HwUpsample2x(name, x, y), lo, hi)
+            self.produce(HwUpsample2x(name, x, y), lo, hi, slots=v.slots)
             x = y
 
     def _op_concat(self, node):
@@ -733,28 +934,54 @@ class _Lowering:
         axis = int(node.attrs.get("axis", 1))
         if axis % len(out.shape) != 1:
             raise _fail(node, f"concatenation on axis {axis}; the hardware concatenates channels")
-        ins = []
-        y = self.hw_tensor(node, node.outputs[0])
+        zp, signed = self.qparams(node, node.outputs[0])
+        vals: list[_Val] = []
         for name in node.inputs:
             t = self.g.tensors[name]
-            hw = self.map4(node, name).hw
+            v = self.map4(node, name)
+            hw = v.hw
             if not t.same_qparams(out):
                 # Requantized into the output's qparams by a layer of its own (the framework's
                 # concat rescales such inputs).
                 self.qparams(node, name)
-                r = Tensor(f"{node.name}.{name}", *hw.shape, y.zero_point, y.signed)
-                self._code_map(node, f"{node.name}.{name}", hw, t, out, r)
-                hw = r
-            elif id(hw) in self.in_concat or any(hw is h for h in ins):
-                other = self.in_concat.get(id(hw), node.name)
-                raise _fail(node, f"input {name!r} also feeds concat {other!r}; a tensor can be "
-                                  "part of one concatenation")
-            ins.append(hw)
+                rname = f"{node.name}.{name}"
+                if rname in self.vals:
+                    rname = self.unique(rname)
+                r = Tensor(rname, *hw.shape, zp, signed)
+                self._code_map(node, rname, hw, t, out, r, **v.layout)
+                v = self.vals[rname]
+            elif id(hw) in self.in_concat or any(hw is u.hw for u in vals):
+                # stored in another concatenation already (or twice in this one): a copy of its
+                # own goes here
+                v = self.relayout(node, v, v.slots, hw.channels, what="copy")
+            vals.append(v)
+        if len({(v.hw.height, v.hw.width) for v in vals}) > 1:
+            sizes = ", ".join(f"{v.hw.height}x{v.hw.width}" for v in vals)
+            raise _fail(node, f"its inputs are stored as maps of different sizes ({sizes}; a 1x1 "
+                              f"map of several channel blocks is a row of whole AXI beats on "
+                              f"config {self.cfg.name}); configs whose words are whole beats, "
+                              "e.g. pynq_z2, take it")
+        # Logical channels to physical slots: every input starts a channel block; an input of
+        # C channels takes ceil(C / R) blocks, the rest of its last block is padding (no layer
+        # reads it: the consumers' weights there are 0; the graph output is gathered).
+        R = self.cfg.rows
+        starts, off = [], 0
+        for v in vals:
+            starts.append(off)
+            off += -(-v.hw.channels // R) * R
+        packed = all(v.hw.channels % R == 0 for v in vals[:-1])
+        slots = np.concatenate([s0 + v.channel_slots() for s0, v in zip(starts, vals,
+                                                                          strict=True)])
+        first = vals[0].hw
+        y = Tensor(node.outputs[0], starts[-1] + vals[-1].hw.channels, first.height,
+                   first.width, zp, signed)
+        ins = [v.hw for v in vals]
         for hw in ins:
             self.in_concat[id(hw)] = node.name
         lo = min(self.range[id(h)][0] for h in ins)
         hi = max(self.range[id(h)][1] for h in ins)
-        self.produce(HwConcat(node.name, ins, y), lo, hi)
+        self.produce(HwConcat(node.name, ins, y, None if packed else starts), lo, hi,
+                     slots=slots, size=vals[0].size)
 
     def _op_add(self, node):
         self._lower_add(node)
@@ -780,6 +1007,11 @@ class _Lowering:
         if sem is None:
             raise _fail(node, f"element-wise add in the {fl} flavour is not supported by the "
                               f"hardware (supported: {', '.join(_ADD_SEMANTICS)})")
+        if va.hw.shape[1:] == vb.hw.shape[1:] and va.size == vb.size and (
+                va.hw.channels != vb.hw.channels
+                or not np.array_equal(va.channel_slots(), vb.channel_slots())):
+            # the two maps lie in different channel slots: b's move to a's
+            vb = self.relayout(node, vb, va.slots, va.hw.channels)
         if va.hw.shape != vb.hw.shape:
             raise _fail(node, f"adds maps of shapes {list(va.hw.shape)} and "
                               f"{list(vb.hw.shape)} (the hardware adds equal shapes only)")
@@ -790,17 +1022,20 @@ class _Lowering:
             from zynqnn.ir import kernels as K
 
             block = int(node.attrs.get("vector_block", K.torch_vector_block()))
-            n = int(np.prod(va.hw.shape))
+            n = int(np.prod(va.map))
             if block == 0:
                 path = "scalar"
             elif n % block:
-                kw["scalar_from"] = self._torch_scalar_tail(ta, va.hw, n % block)
+                s0 = self._torch_scalar_tail(ta, Tensor(va.hw.name, *va.map), n % block)
+                if s0 is not None and va.slots is not None:   # its hardware channel
+                    s0 = int(va.slots[s0]) if va.slots[s0] % self.cfg.rows == 0 else None
+                kw["scalar_from"] = s0
                 if kw["scalar_from"] is None:
                     raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector "
                                       f"block ({block}): its scalar tail (the last {n % block} "
                                       "elements in memory order) rounds differently and is not "
                                       f"whole channel blocks of {self.cfg.rows}")
-        y = self.hw_tensor(node, node.outputs[0])
+        y = self.hw_tensor(node, node.outputs[0], va.hw.shape)
         if fl == "tflite" and "left_shift" in node.attrs:
             kw["left_shift"] = int(node.attrs["left_shift"])
         try:
@@ -810,7 +1045,7 @@ class _Lowering:
         except (CompileError, ValueError) as e:
             raise _fail(node, str(e)) from None
         lo = max(int(out.qmin), y.zero_point) if relu else int(out.qmin)
-        self.produce(layer, lo, int(out.qmax))
+        self.produce(layer, lo, int(out.qmax), **va.layout)
 
     # -- pooling -----------------------------------------------------------------------------
     def _op_global_avg_pool(self, node):
@@ -835,18 +1070,21 @@ class _Lowering:
 
     def _global_pool(self, node):
         v = self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
         x_ir, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
         x = v.hw
         n = x.height * x.width
         if n * max(abs(x_ir.qmin - x_ir.zero_point), abs(x_ir.qmax - x_ir.zero_point)) >= 2**31:
             raise _fail(node, f"a sum over {n} pixels can leave the 32-bit accumulator")
-        rq = self._pool_requant(node, x_ir, out, x)
+        # (the framework's channel classes count the map's channels, not the padding ones)
+        rq = self._pool_requant(node, x_ir, out, Tensor(x.name, *v.map, x.zero_point, x.signed))
         if rq is None:  # identity (a 1x1 map, same qparams)
-            self.bind(node.outputs[0], x)
+            self.bind(node.outputs[0], x, **v.layout)
             return
-        y = self.hw_tensor(node, node.outputs[0])
+        y = self.hw_tensor(node, node.outputs[0], (x.channels, 1, 1))
         if rq.zp_out == y.zero_point:
-            self.produce(HwGlobalSumPool(node.name, x, y, requant=rq), rq.lo, rq.hi)
+            self.produce(HwGlobalSumPool(node.name, x, y, requant=rq), rq.lo, rq.hi,
+                         slots=v.slots)
             return
         # The average needs the zero point inside its rounding: the pooling writes the final
         # codes into a tensor labelled with zero point rq.zp_out, and a 1x1 convolution with
@@ -854,12 +1092,14 @@ class _Lowering:
         from zynqnn.numerics import make_requant
 
         mid = Tensor(f"{node.name}.sum", x.channels, 1, 1, rq.zp_out, y.signed)
-        self.produce(HwGlobalSumPool(node.name, x, mid, requant=rq), rq.lo, rq.hi)
+        self.produce(HwGlobalSumPool(node.name, x, mid, requant=rq), rq.lo, rq.hi,
+                     slots=v.slots)
         relabel = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, y.zero_point,
                                np.array([rq.zp_out - y.zero_point]), int(out.qmin),
                                int(out.qmax), multiplier=1 << 30, shift=1)
         eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
-        self.produce(HwConv(f"{node.name}.zp", mid, y, eye, requant=relabel), rq.lo, rq.hi)
+        self.produce(HwConv(f"{node.name}.zp", mid, y, eye, requant=relabel), rq.lo, rq.hi,
+                     slots=v.slots)
 
     def _pool_requant(self, node, x_ir, out, x: Tensor):
         """A per-tensor Requant of ``sum(q - zp_in)`` equal to the node's average for every
@@ -1009,7 +1249,7 @@ class _Lowering:
             raise _fail(node, "does not act as a clamp of the codes")
         if not (a <= lo and b >= hi):
             self._fold_clamp(node, x, a, b)
-        self.bind(node.outputs[0], x, v.shape)
+        self.bind(node.outputs[0], x, v.shape, **v.layout)
 
     def _fold_clamp(self, node, t: Tensor, a: int, b: int) -> None:
         """Clamp ``t`` to [a, b] in the layer that computes it (through max pooling and
@@ -1041,9 +1281,9 @@ class _Lowering:
         self.range[id(t)] = (min(max(lo, a), b), max(min(hi, b), a))
 
     def _op_leaky_relu(self, node):
+        from zynqnn.hw.post import LeakyFixed, LeakyTorch
         from zynqnn.ir import kernels as K
         from zynqnn.numerics import ops
-        from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
         v = self.val(node, node.inputs[0])
         t = v.hw
@@ -1092,7 +1332,7 @@ class _Lowering:
         t.zero_point, t.signed = self.qparams(node, node.outputs[0])
         layer.act = act
         self.range[id(t)] = (int(got.min()), int(got.max())) if got.size else (0, 0)
-        self.bind(node.outputs[0], t, v.shape)
+        self.bind(node.outputs[0], t, v.shape, **v.layout)
 
     # -- the whole graph ---------------------------------------------------------------------
     def run(self) -> tuple[Network, BoundaryInfo]:
@@ -1152,8 +1392,11 @@ class _Lowering:
         if v.hw is self.net_input:
             raise CompileError(f"graph {g.name!r}: nothing to run on the accelerator (the "
                                f"output {out_name!r} is the input)")
+        # the host gathers the graph's channels (and pixels) out of the hardware tensor
+        slots = None if v.slots is None else [int(c) for c in v.slots]
+        size = None if v.size is None else [int(d) for d in v.size]
         return v.hw, OutputInfo(out_name, tuple(q.shape[1:]), q.dtype, float(q.scale),
-                                int(q.zero_point), flavour)
+                                int(q.zero_point), flavour, slots, size)
 
     def _needed(self) -> list:
         """The nodes the graph outputs depend on, in graph order."""

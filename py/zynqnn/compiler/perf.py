@@ -1,7 +1,7 @@
 """Performance model of a command stream, and a checker of its bank-flag protocol.
 
 :func:`simulate` runs the three in-order units (load, compute, store) of the command processor
-as a discrete-event simulation with the bank full/empty flags of :mod:`zynqnn.isa`, so
+as a discrete-event simulation with the bank full/empty flags of :mod:`zynqnn.hw.isa`, so
 double-buffering overlap comes out of the program itself. Per command:
 
 * **MAC stage** (engine): ``R + C/2 + 2`` cycles of array fill and as many of drain, then
@@ -27,12 +27,15 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from zynqnn import isa
-from zynqnn.config import HwConfig
-from zynqnn.machine import PARAM_WORD_BITS
-from zynqnn.rtl import cmdproc as _cmdproc
-from zynqnn.rtl import compute as _compute
-from zynqnn.rtl import dma as _dma
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.geometry import (
+    COMPUTE_OUTSTANDING,
+    MAX_BURST,
+    READ_OUTSTANDING,
+    WRITE_OUTSTANDING,
+    buffer_word_bits,
+)
 
 __all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cycles",
            "network_report", "simulate", "useful_macs"]
@@ -51,11 +54,8 @@ STEP_TAIL = 16
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
 #: 36-stage pipeline, output write); RTL: 2 x pixels + 47 on tiny from issue to answer.
 ELT_LATENCY = 46
-#: Beats per DMA burst and compute commands the engine holds at once: the RTL's numbers.
-MAX_BURST = _dma.MAX_BURST
-OUTSTANDING = _compute.COMPUTE_OUTSTANDING
-READ_OUTSTANDING = _cmdproc.READ_OUTSTANDING
-WRITE_OUTSTANDING = _cmdproc.WRITE_OUTSTANDING
+#: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
+OUTSTANDING = COMPUTE_OUTSTANDING
 #: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
 #: fitted to the RTL in tests/compiler/test_perf.py.
 TRANSFER_OVERHEAD = 0
@@ -188,8 +188,7 @@ def simulate(cfg: HwConfig, commands: bytes, labels=None, dma: DmaModel | None =
     cmds = [_decode(commands[i * isa.COMMAND_BYTES:(i + 1) * isa.COMMAND_BYTES])
             for i in range(n)]
     labels = labels or ["?"] * n
-    word_bytes = {isa.Buffer.IBUF: cfg.act_word_bits // 8, isa.Buffer.WBUF: cfg.out_word_bits // 8,
-                  isa.Buffer.PBUF: PARAM_WORD_BITS // 8, isa.Buffer.OBUF: cfg.out_word_bits // 8}
+    word_bytes = {b: buffer_word_bits(cfg, b) // 8 for b in isa.Buffer}
     queues = {isa.Opcode.LOAD: [], isa.Opcode.CONV: [], isa.Opcode.STORE: []}
     # Program-order versions: which LOAD a compute's banks hold, which CONV a STORE drains.
     want, ver = {}, {}
@@ -378,6 +377,8 @@ def useful_macs(layer) -> int:
 
     if not isinstance(layer, HwConv):
         return 0
+    if layer.macs is not None:
+        return int(layer.macs)
     cout, cin, k, _ = layer.weights.shape
     return cout * cin * k * k * layer.output.height * layer.output.width
 

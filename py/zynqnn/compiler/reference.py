@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from zynqnn.hw.post import LeakyFixed, LeakyTorch
 from zynqnn.numerics import gemmlowp, ops
-from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
 from .layers import (
     HwAdd,
@@ -16,6 +16,7 @@ from .layers import (
     HwGlobalSumPool,
     HwMaxPool,
     HwUpsample2x,
+    HwView,
     Network,
     code_range,
     norm_padding,
@@ -77,7 +78,16 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8, all_outputs: bool 
     vals = {id(net.input): np.asarray(x, dtype=np.int64)}
     for la in net.layers:
         if isinstance(la, HwConcat):
-            vals[id(la.output)] = np.concatenate([vals[id(t)] for t in la.inputs])
+            # padding channels between the inputs (offsets): the zero point here; on the
+            # hardware whatever the producers wrote (no layer reads them as data)
+            y = la.output
+            out = np.full(y.shape, y.zero_point, np.int64)
+            for t, c0 in zip(la.inputs, la.starts(), strict=True):
+                out[c0:c0 + t.channels] = vals[id(t)]
+            vals[id(y)] = out
+            continue
+        if isinstance(la, HwView):
+            vals[id(la.output)] = la.codes(vals[id(la.input)])
             continue
         if isinstance(la, HwAdd):
             vals[id(la.output)] = add_codes(la, vals[id(la.a)], vals[id(la.b)], bits)

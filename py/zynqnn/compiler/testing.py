@@ -12,8 +12,8 @@ from zynqnn.compiler import (
     Network,
     Tensor,
 )
+from zynqnn.hw.post import LeakyFixed, LeakyTorch
 from zynqnn.numerics import gemmlowp, make_requant
-from zynqnn.rtl.postproc import LeakyFixed, LeakyTorch
 
 #: Requantization schemes of the 8-bit builds (fixed16 needs the 16-bit build's operands).
 SCHEMES_8BIT = ("tflite", "tflite-single-rounding", "torch-fbgemm", "torch-qnnpack",
@@ -157,3 +157,145 @@ def resnet_block(rng, channels=4, size=8, semantics="torch", classes=4, signed=N
                           rng.integers(-100, 100, size=channels))
     fc = conv(rng, "fc", g, classes, 1, signed_out=signed)
     return Network(x, [stem, c1, c2, add, pool, gap, fc])
+
+
+# -------------------------------------------------------------------------------------------------
+# real models through the frameworks' quantizers (tests of whole graphs against the frameworks)
+
+#: Quantization flows of :func:`quantized_graph`: torch.ao FX on both engines, ONNX Runtime QDQ
+#: (per-channel, ``reduce_range``), and zynqnn's own fixed16 (16-bit, for ``pynq_z2_int16``).
+FLOWS = ("fbgemm", "qnnpack", "onnxruntime", "fixed16")
+
+
+def quantized_graph(model, calib, flow: str, workdir=None):
+    """``(graph, reference)`` of the float torch ``model`` quantized by ``flow`` (calibrated on
+    the float tensor ``calib``, traced on its first sample). ``reference(x)`` is the framework's
+    own output for float ``x`` as a list of float32 arrays: the converted torch.ao model
+    (fbgemm, qnnpack), an ONNX Runtime session of the QDQ model (``workdir``: where its files
+    go), or ``None`` for ``fixed16`` (zynqnn's scheme: ``graph.run`` is the reference).
+
+    fbgemm observes activations with ``reduce_range`` (codes 0..127), as the front-end tests do:
+    its int16 pair kernels on CPUs without AVX-512 VNNI then cannot saturate, so PyTorch's result
+    does not depend on the CPU."""
+    import torch
+
+    import zynqnn
+
+    x1 = calib[:1]
+    if flow in ("fbgemm", "qnnpack"):
+        from torch.ao.quantization import (
+            MinMaxObserver,
+            PerChannelMinMaxObserver,
+            QConfig,
+            get_default_qconfig_mapping,
+        )
+
+        from zynqnn import zoo
+        from zynqnn.zoo.quant import quiet_torch_ao
+
+        qmap = get_default_qconfig_mapping(flow)
+        if flow == "fbgemm":
+            qmap.set_global(QConfig(
+                activation=MinMaxObserver.with_args(reduce_range=True),
+                weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                          qscheme=torch.per_channel_symmetric)))
+        with quiet_torch_ao():
+            q = zoo.quantize_fx(model, x1, engine=flow, calibration=calib, qconfig_mapping=qmap)
+            g = zynqnn.from_torch(q, x1, engine=flow)
+
+        def reference(x):
+            torch.backends.quantized.engine = flow
+            with torch.no_grad():
+                y = q(torch.as_tensor(x))
+            ys = y if isinstance(y, (tuple, list)) else [y]
+            return [t.numpy() for t in ys]
+
+        return g, reference
+    if flow == "onnxruntime":
+        import tempfile
+        from pathlib import Path
+
+        from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session
+
+        d = Path(workdir or tempfile.mkdtemp(prefix="zynqnn-ort-"))
+        fpath = export_onnx(model, x1, d / "model.onnx")
+        # the export has a batch of one: calibrate and run sample by sample
+        path = ort_quantize(fpath, [c[None] for c in calib.numpy()], d / "model-qdq.onnx",
+                            fmt="qdq", per_channel=True, reduce_range=True)
+        sess = ort_session(path)
+        g = zynqnn.from_onnx(path)
+
+        def reference(x):
+            runs = [sess.run(None, {"x": np.ascontiguousarray(s[None], dtype=np.float32)})
+                    for s in x]
+            return [np.concatenate(ys) for ys in zip(*runs, strict=True)]
+
+        return g, reference
+    if flow == "fixed16":
+        return zynqnn.quantize(model, calib, example_input=x1, scheme="fixed16"), None
+    raise ValueError(f"unknown flow {flow!r}; use one of {', '.join(FLOWS)}")
+
+
+def config_of(flow: str, cfg: str) -> str:
+    """The config a flow runs on: fixed16 graphs (16-bit codes) on ``pynq_z2_int16``."""
+    return "pynq_z2_int16" if flow == "fixed16" else cfg
+
+
+def check_graph_on_golden(g, reference, x, cfg) -> tuple:
+    """Compile ``g`` for ``cfg``; ``model.run(x)`` on the golden backend (the command stream on
+    ``zynqnn.machine``) must equal ``graph.run(x)`` and the framework's ``reference(x)``
+    (``array_equal``, every output), also through the integer interface. Returns ``(model,
+    values compared)``."""
+    import zynqnn
+
+    model = zynqnn.compile(g, cfg)
+    got = model.run(x)
+    got = list(got) if isinstance(got, tuple) else [got]
+    want = g.run(x)
+    want = list(want) if isinstance(want, tuple) else [want]
+    refs = want if reference is None else reference(x)
+    assert len(got) == len(want) == len(refs)
+    n = 0
+    for a, b, r in zip(got, want, refs, strict=True):
+        assert a.shape == b.shape == r.shape and a.dtype == np.float32
+        assert np.array_equal(a, b), f"{int(np.sum(a != b))} of {a.size} differ from graph.run"
+        assert np.array_equal(a, r), f"{int(np.sum(a != r))} of {a.size} differ from the framework"
+        n += a.size
+    codes = g.quantize_input(x[:1])
+    got = model.run_int(codes)
+    want = g.run_int(codes)
+    for a, b in zip(got if isinstance(got, tuple) else [got],
+                    want if isinstance(want, tuple) else [want], strict=True):
+        assert np.array_equal(a, b)
+    model.program.perf()   # the bank-flag protocol holds (no deadlock, no race)
+    return model, n
+
+
+def check_gathered(cfg, graph, samples: int = 2, seed: int = 0, ref: bool | None = None):
+    """Lower and compile the quantized IR ``graph`` for ``cfg``: the compiled program on the
+    machine model and ``run_reference`` (``ref``; default: not on 16-bit builds, whose
+    accumulators numerics' ``Requant.apply`` does not take), gathered by the boundary
+    (``OutputInfo.gather``), equal ``graph.run_int`` on every output for random input codes;
+    the bank-flag protocol holds. Returns ``(network, boundary)``."""
+    from zynqnn.compiler import compile_network, run_reference
+    from zynqnn.compiler.lower import lower_graph
+    from zynqnn.hw.config import get_config
+
+    cfg = get_config(cfg)
+    ref = cfg.operand_bits == 8 if ref is None else ref
+    net, b = lower_graph(graph, cfg)
+    prog = compile_network(net, cfg)
+    q = graph.tensors[graph.quant_inputs[0]]
+    codes = np.random.default_rng(seed).integers(q.qmin, q.qmax + 1,
+                                                 size=(samples, *q.shape[1:]))
+    want = graph.run_int(codes)
+    want = list(want) if isinstance(want, tuple) else [want]
+    nc = b.to_network(codes)
+    runs = [prog.run_golden_all(c) for c in nc]
+    refs = [run_reference(net, c, cfg.operand_bits, all_outputs=True) for c in nc] if ref else []
+    for k, info in enumerate(b.outputs):
+        assert np.array_equal(np.stack([info.gather(o[k]) for o in runs]), want[k])
+        if ref:
+            assert np.array_equal(np.stack([info.gather(o[k]) for o in refs]), want[k])
+    prog.perf()
+    return net, b
