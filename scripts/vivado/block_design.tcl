@@ -7,11 +7,44 @@
 #     FCLK_CLK0 ----> every aclk; FCLK_RESET0_N -> rst_fclk0 (proc_sys_reset) -> aresetn
 #
 # Vivado infers the accelerator's interfaces from its port names (s_axi_*, m_axi_*, aclk,
-# aresetn, irq; see zynqnn.platform). Sizes, clock and address come from params.tcl.
+# aresetn, irq; see zynqnn.hw.platform). Sizes, clock and address come from params.tcl.
+#
+# zynqnn(accel_source) in params.tcl picks how the accelerator enters the design: module_ref
+# (the default) references the top level's Verilog of the project; ip instantiates the packaged
+# IP that `make ip` writes (IP-XACT component.xml under zynqnn(ip_repo), VLNV zynqnn(ip_vlnv)),
+# whose interfaces, clock, reset and interrupt are declared rather than inferred. An older
+# params.tcl without the key means module_ref.
 
 namespace eval zynqnn {}
 
+# module_ref or ip (see above).
+proc zynqnn::accel_source {} {
+    if {![info exists ::zynqnn(accel_source)]} {
+        return module_ref
+    }
+    set source $::zynqnn(accel_source)
+    if {$source ni {module_ref ip}} {
+        error "zynqnn(accel_source) is $source: one of module_ref ip"
+    }
+    return $source
+}
+
+# With accel_source ip: the packaged IP into the project's catalog, and the top level's own
+# Verilog out of the project (the IP brings its copy; one definition of the module).
+proc zynqnn::use_packaged_ip {} {
+    set repo [zynqnn::path $::zynqnn(ip_repo)]
+    if {![file isfile [file join $repo component.xml]]} {
+        error "no packaged IP at $repo/component.xml: run `make ip` on the source machine"
+    }
+    set_property ip_repo_paths [list $repo] [current_project]
+    update_ip_catalog -rebuild
+    remove_files -fileset sources_1 [zynqnn::bundle_files $::zynqnn(verilog_sources)]
+}
+
 proc zynqnn::create_block_design {} {
+    if {[zynqnn::accel_source] eq "ip"} {
+        zynqnn::use_packaged_ip
+    }
     set bd $::zynqnn(bd_name)
     create_bd_design $bd
 
@@ -29,7 +62,11 @@ proc zynqnn::create_block_design {} {
     set mem_ic [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 mem_ic]
     set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $mem_ic
 
-    set acc [create_bd_cell -type module -reference $::zynqnn(top) zynqnn]
+    if {[zynqnn::accel_source] eq "ip"} {
+        set acc [create_bd_cell -type ip -vlnv $::zynqnn(ip_vlnv) zynqnn]
+    } else {
+        set acc [create_bd_cell -type module -reference $::zynqnn(top) zynqnn]
+    }
 
     # -- PS fixed I/O and DDR to the package pins ----------------------------------------------
     create_bd_intf_port -mode Master -vlnv xilinx.com:interface:ddrx_rtl:1.0 DDR

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from zynqnn.config import XC7Z020, get_config
+from zynqnn.hw.config import XC7Z020, get_config
 from zynqnn.synth import (
     Resources,
     format_report,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from zynqnn.config import get_config
-from zynqnn.platform import TOP_NAME
+from zynqnn.hw.config import get_config
+from zynqnn.hw.platform import TOP_NAME
 from zynqnn.vivado import (
     SCRIPTS_DIR,
     lint,
@@ -214,7 +214,7 @@ MUTATIONS = {
         "cell ps7 has no interface pin S_AXI_HP0 as configured now"),
     "top_ports_differ_from_platform": (
         _rename_top_port("irq", "intr"),
-        "ports differ from zynqnn.platform.top_ports: missing {irq} extra {intr}"),
+        "ports differ from zynqnn.hw.platform.top_ports: missing {irq} extra {intr}"),
     "xdc_port_missing": (
         _append_bundle("pynq_z2.xdc",
                        "set_property -dict {PACKAGE_PIN R14 IOSTANDARD LVCMOS33} "

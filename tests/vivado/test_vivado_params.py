@@ -1,4 +1,4 @@
-"""params.tcl: generated from HwConfig and zynqnn.platform, deterministic, machine-independent."""
+"""params.tcl: generated from HwConfig and zynqnn.hw.platform, deterministic, machine-free."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from zynqnn.config import PRESETS, XC7Z020, get_config
-from zynqnn.platform import BASE_ADDRESS, TOP_NAME, top_ports
+from zynqnn.hw.config import PRESETS, XC7Z020, get_config
+from zynqnn.hw.platform import BASE_ADDRESS, TOP_NAME, top_ports
 from zynqnn.vivado import fclk_plan, output_name, tcl_params, write_tcl_params
 
 

@@ -10,7 +10,7 @@
 #     the PS7 settings whose domain is small;
 #   - pins and ports: a block-design pin exists on its cell as configured so far (S_AXI_HP0 only
 #     once PCW_USE_S_AXI_HP0 is 1); a module reference's pins are its Verilog ports or the AXI
-#     interfaces Vivado infers from them, and the top level's ports equal zynqnn.platform's
+#     interfaces Vivado infers from them, and the top level's ports equal zynqnn.hw.platform's
 #     top_ports (given by params.tcl); XDC constraints name ports the design has;
 #   - connectivity: one driver per net, Master to Slave, each pin in one net, required clocks,
 #     resets and interfaces connected at validation, register window reachable from M_AXI_GP0
@@ -18,7 +18,10 @@
 #   - order: project before sources, block design before cells, cells before their pins,
 #     validate_bd_design after the last change and before generate_target, synth_design after
 #     generate_target (with synth_checkpoint_mode None set before it) and on a known top,
-#     opt/place/route in order, write_bitstream only after route_design and never out of context.
+#     opt/place/route in order, write_bitstream only after route_design and never out of context;
+#   - packaged IP: update_ip_catalog reads each component.xml of ip_repo_paths (VLNV, model,
+#     files, which must exist; the Verilog is scanned), so a block-design cell of that VLNV has
+#     the pins of its top module; the ipx:: packager commands (see the end of this file).
 #
 # A command the stubs do not define fails as "invalid command name": the lint knows every
 # Vivado command the scripts may use. Nothing here runs Vivado or models its results beyond
@@ -41,6 +44,8 @@ namespace eval ::vstub {
     variable intf_peer [dict create] ;# intf pin/port handle -> peer handle
     variable ext_ports [dict create] ;# bd port name -> {kind intf|pin mode/dir vlnv}
     variable assigned [dict create]  ;# {space segment} -> {offset range}
+    variable ip_repo_paths {}        ;# the project's ip_repo_paths (normalized)
+    variable ip_catalog [dict create] ;# VLNV of a packaged user IP -> {module xml files}
     variable setup_slack 0.250
     variable hold_slack 0.050
     variable netcount 0
@@ -259,7 +264,7 @@ proc ::vstub::check_top_ports {cmd module ports} {
         }
     }
     if {$missing ne "" || $extra ne "" || $differ ne ""} {
-        fail $cmd "$module's Verilog ports differ from zynqnn.platform.top_ports:\
+        fail $cmd "$module's Verilog ports differ from zynqnn.hw.platform.top_ports:\
                    missing {$missing} extra {$extra} different {$differ}"
     }
 }
@@ -867,6 +872,74 @@ proc ::get_files {args} {
     return $out
 }
 
+# Drop files from the project (e.g. the top level's Verilog when a packaged IP brings its own).
+proc ::remove_files {args} {
+    ::vstub::rec [info level 0]
+    variable ::vstub::files
+    lassign [::vstub::parse remove_files $args {-quiet} {-fileset} {} 1 -1] opts pos
+    ::vstub::require_project remove_files
+    foreach path [::vstub::objects $pos] {
+        set path [file normalize $path]
+        if {![dict exists $files $path]} {
+            ::vstub::fail remove_files "$path is not in the project"
+        }
+        dict unset files $path
+    }
+    return
+}
+
+# The IP catalog: every component.xml in (a directory of) the project's ip_repo_paths. The lint
+# reads its VLNV, top module and file sets (each file must exist; the Verilog is scanned).
+proc ::update_ip_catalog {args} {
+    ::vstub::rec [info level 0]
+    variable ::vstub::ip_catalog
+    variable ::vstub::ip_repo_paths
+    ::vstub::parse update_ip_catalog $args {-rebuild -scan_changes -quiet} {-repo_path} {} 0 0
+    ::vstub::require_project update_ip_catalog
+    if {$ip_repo_paths eq ""} {
+        ::vstub::fail update_ip_catalog "no ip_repo_paths set on the project"
+    }
+    foreach repo $ip_repo_paths {
+        set found [glob -nocomplain -types f [file join $repo component.xml] \
+                       [file join $repo * component.xml]]
+        if {$found eq ""} {
+            ::vstub::fail update_ip_catalog "no component.xml in IP repository $repo"
+        }
+        foreach xml $found {
+            set f [open $xml r]
+            set text [read $f]
+            close $f
+            set vlnv {}
+            foreach tag {vendor library name version} {
+                if {![regexp "<spirit:$tag>(\[^<\]+)</spirit:$tag>" $text -> v]} {
+                    ::vstub::fail update_ip_catalog "$xml has no spirit:$tag"
+                }
+                lappend vlnv $v
+            }
+            if {![regexp {<spirit:modelName>([^<]+)</spirit:modelName>} $text -> module]} {
+                ::vstub::fail update_ip_catalog "$xml has no spirit:modelName"
+            }
+            set paths {}
+            foreach {- name} [regexp -all -inline \
+                    {<spirit:file>\s*<spirit:name>([^<]+)</spirit:name>} $text] {
+                set p [file join [file dirname $xml] $name]
+                if {![file isfile $p]} {
+                    ::vstub::fail update_ip_catalog "$xml names a missing file: $p"
+                }
+                if {[file extension $p] in {.v .sv} && $p ni $paths} {
+                    lappend paths $p
+                    ::vstub::scan_verilog $p
+                }
+            }
+            if {![dict exists $::vstub::modules $module]} {
+                ::vstub::fail update_ip_catalog "$xml: model $module is in none of its files"
+            }
+            dict set ip_catalog [join $vlnv :] [dict create module $module xml $xml files $paths]
+        }
+    }
+    return
+}
+
 proc ::close_project {args} {
     ::vstub::rec [info level 0]
     ::vstub::parse close_project $args {-delete} {} {} 0 0
@@ -883,10 +956,14 @@ namespace eval ::vstub {
     variable file_props {synth_checkpoint_mode used_in_synthesis used_in_implementation
                          file_type is_enabled}
     variable fileset_props {top}
-    variable project_props {target_language simulator_language default_lib}
+    variable project_props {target_language simulator_language default_lib ip_repo_paths}
     variable port_props {PACKAGE_PIN IOSTANDARD DRIVE SLEW PULLUP PULLDOWN IOB}
     variable design_props {BITSTREAM.GENERAL.COMPRESS BITSTREAM.CONFIG.UNUSEDPIN CFGBVS
                            CONFIG_VOLTAGE}
+    # IP packager objects (ipx::).
+    variable ipx_core_props {vendor library name version display_name description taxonomy
+                             supported_families company_url core_revision}
+    variable ipx_busif_props {display_name description}
 }
 
 proc ::vstub::check_cell_property {cmd cell name value {reading 0}} {
@@ -977,6 +1054,17 @@ proc ::vstub::check_property {cmd obj name value {reading 0}} {
             if {[string tolower $name] ni $project_props} {
                 fail $cmd "$name is not a project property (allow-list: $project_props)"
             }
+            if {[string tolower $name] eq "ip_repo_paths" && !$reading} {
+                foreach dir $value {
+                    if {![file isdirectory $dir]} {
+                        fail $cmd "ip_repo_paths: $dir is not a directory"
+                    }
+                }
+                set ::vstub::ip_repo_paths {}
+                foreach dir $value {
+                    lappend ::vstub::ip_repo_paths [file normalize $dir]
+                }
+            }
         }
         port {
             if {[string toupper $name] ni $port_props} {
@@ -989,6 +1077,26 @@ proc ::vstub::check_property {cmd obj name value {reading 0}} {
         design {
             if {[string toupper $name] ni $design_props} {
                 fail $cmd "$name is not a design property (allow-list: $design_props)"
+            }
+        }
+        ipx_core {
+            if {[string tolower $name] ni $::vstub::ipx_core_props} {
+                fail $cmd "$name is not an IP core property (allow-list:\
+                           $::vstub::ipx_core_props)"
+            }
+        }
+        ipx_busif {
+            if {[string tolower $name] ni $::vstub::ipx_busif_props} {
+                fail $cmd "$name is not a bus interface property (allow-list:\
+                           $::vstub::ipx_busif_props)"
+            }
+        }
+        ipx_param {
+            if {[string tolower $name] ne "value"} {
+                fail $cmd "$name is not a bus parameter property (allow-list: value)"
+            }
+            if {!$reading} {
+                ::vstub::ipx_check_param $cmd $obj $value
             }
         }
         timing_path {
@@ -1040,6 +1148,13 @@ proc ::set_property {args} {
                 }
                 file {
                     dict set files $obj props [string tolower $name] $value
+                }
+                ipx_core {
+                    dict set ::vstub::ipx props [string tolower $name] $value
+                }
+                ipx_param {
+                    lassign [split $obj /] - busif pname
+                    dict set ::vstub::ipx busifs $busif $pname $value
                 }
             }
         }
@@ -1140,8 +1255,19 @@ proc ::create_bd_cell {args} {
             if {$vlnv eq ""} {
                 ::vstub::fail create_bd_cell "-type ip needs -vlnv"
             }
+            if {[dict exists $::vstub::ip_catalog $vlnv]} {
+                # A packaged user IP (update_ip_catalog read its component.xml): its pins are
+                # those of its top module, as for a module reference.
+                set module [dict get $::vstub::ip_catalog $vlnv module]
+                ::vstub::check_top_ports create_bd_cell $module [dict get $modules $module ports]
+                dict set cells $name [dict create kind module vlnv $vlnv module $module props {}]
+                ::vstub::bd_modified
+                return [::vstub::register /$name bd_cell]
+            }
             if {$vlnv ni $ip_vlnvs} {
-                ::vstub::fail create_bd_cell "IP $vlnv is not on the lint's list: $ip_vlnvs"
+                ::vstub::fail create_bd_cell "IP $vlnv is not on the lint's list ($ip_vlnvs) nor\
+                                              in the IP catalog ([dict keys $::vstub::ip_catalog];\
+                                              set ip_repo_paths, then update_ip_catalog)"
             }
             dict set cells $name [dict create kind ip vlnv $vlnv module "" props {}]
         }
@@ -1791,4 +1917,247 @@ proc ::create_clock {args} {
         }
     }
     return [::vstub::register [::vstub::opt $opts -name clk] clock]
+}
+
+# -- the IP packager (ipx::) ------------------------------------------------------------------------
+#
+# package_project packages the project's top module; its bus interfaces are the AXI interfaces
+# Vivado infers from the port names. Clock, reset and interrupt interfaces come from
+# infer_bus_interface, bus parameters from add_bus_parameter (with value checks); save_core needs
+# the core's VLNV to be params.tcl's zynqnn(ip_vlnv), a clock interface associated with both AXI
+# interfaces, and check_integrity run after the last change.
+
+namespace eval ::vstub {
+    variable ipx [dict create]  ;# root_dir top props busifs {name {param value}} checked
+}
+namespace eval ::ipx {}
+
+proc ::vstub::ipx_require_core {cmd core} {
+    variable ipx
+    if {![dict exists $ipx top]} {
+        fail $cmd "no packaged core (ipx::package_project first)"
+    }
+    if {[kind $core] ne "ipx_core"} {
+        fail $cmd "$core is not an IP core (ipx::current_core)"
+    }
+}
+
+proc ::vstub::ipx_modified {} {
+    dict set ::vstub::ipx checked 0
+}
+
+proc ::vstub::ipx_check_param {cmd obj value} {
+    lassign [split $obj /] - busif pname
+    set busifs [dict keys [dict get $::vstub::ipx busifs]]
+    switch -- $pname {
+        POLARITY {
+            if {$value ni {ACTIVE_LOW ACTIVE_HIGH}} {
+                fail $cmd "POLARITY $value: one of ACTIVE_LOW ACTIVE_HIGH"
+            }
+        }
+        SENSITIVITY {
+            if {$value ni {LEVEL_HIGH LEVEL_LOW EDGE_RISING EDGE_FALLING}} {
+                fail $cmd "SENSITIVITY $value: one of LEVEL_HIGH LEVEL_LOW EDGE_RISING\
+                           EDGE_FALLING"
+            }
+        }
+        FREQ_HZ {
+            if {![string is entier -strict $value] || $value <= 0} {
+                fail $cmd "FREQ_HZ $value is not a positive integer"
+            }
+        }
+        ASSOCIATED_BUSIF - ASSOCIATED_RESET {
+            foreach b [split $value :] {
+                if {$b ni $busifs} {
+                    fail $cmd "$pname names $b, not a bus interface of the core ($busifs)"
+                }
+            }
+        }
+    }
+    ipx_modified
+}
+
+proc ::ipx::package_project {args} {
+    ::vstub::rec [info level 0]
+    variable ::vstub::ipx
+    variable ::vstub::modules
+    variable ::vstub::files
+    lassign [::vstub::parse ipx::package_project $args \
+        {-import_files -force -generated_files -archive_source_project} \
+        {-root_dir -vendor -library -taxonomy -set_current -module} {-root_dir} 0 0] opts pos
+    ::vstub::require_project ipx::package_project
+    set root [dict get $opts -root_dir]
+    if {![file isdirectory $root]} {
+        ::vstub::fail ipx::package_project "-root_dir $root does not exist"
+    }
+    set top ""
+    foreach {path f} $files {
+        if {[dict get $f kind] eq "verilog"} {
+            foreach {m info} $modules {
+                if {[dict get $info file] eq $path} {
+                    lappend top $m
+                }
+            }
+        }
+    }
+    if {![info exists ::zynqnn(top)] || $::zynqnn(top) ni $top} {
+        ::vstub::fail ipx::package_project "the project's sources define no top module to\
+                                            package ($top)"
+    }
+    set ports [dict get $modules $::zynqnn(top) ports]
+    ::vstub::check_top_ports ipx::package_project $::zynqnn(top) $ports
+    set busifs [dict create]
+    foreach iname [dict keys [::vstub::infer_interfaces $ports]] {
+        dict set busifs $iname {}
+    }
+    set props [dict create name $::zynqnn(top) version 1.0]
+    foreach {o k} {-vendor vendor -library library -taxonomy taxonomy} {
+        if {[dict exists $opts $o]} {
+            dict set props $k [dict get $opts $o]
+        }
+    }
+    set ipx [dict create root_dir [file normalize $root] top $::zynqnn(top) props $props \
+        busifs $busifs ports $ports checked 0]
+    return
+}
+
+proc ::ipx::current_core {args} {
+    ::vstub::rec [info level 0]
+    ::vstub::parse ipx::current_core $args {} {} {} 0 0
+    if {![dict exists $::vstub::ipx top]} {
+        ::vstub::fail ipx::current_core "no packaged core (ipx::package_project first)"
+    }
+    return [::vstub::register ipcore ipx_core]
+}
+
+proc ::ipx::get_bus_interfaces {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::get_bus_interfaces $args {} {-of_objects} {-of_objects} 0 1] \
+        opts pos
+    ::vstub::ipx_require_core ipx::get_bus_interfaces [dict get $opts -of_objects]
+    set out {}
+    foreach b [dict keys [dict get $::vstub::ipx busifs]] {
+        if {$pos eq "" || [string match [lindex $pos 0] $b]} {
+            lappend out [::vstub::register ipcore/$b ipx_busif]
+        }
+    }
+    return $out
+}
+
+proc ::ipx::infer_bus_interface {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::infer_bus_interface $args {} {} {} 3 3] opts pos
+    lassign $pos port abstraction core
+    ::vstub::ipx_require_core ipx::infer_bus_interface $core
+    set ports [dict get $::vstub::ipx ports]
+    if {![dict exists $ports $port]} {
+        ::vstub::fail ipx::infer_bus_interface "the core has no port $port"
+    }
+    set dir [lindex [dict get $ports $port] 0]
+    set want [dict create \
+        xilinx.com:signal:clock_rtl:1.0 input xilinx.com:signal:reset_rtl:1.0 input \
+        xilinx.com:signal:interrupt_rtl:1.0 output]
+    if {![dict exists $want $abstraction]} {
+        ::vstub::fail ipx::infer_bus_interface "abstraction $abstraction is not on the lint's\
+                                                list ([dict keys $want])"
+    }
+    if {[dict get $want $abstraction] ne $dir} {
+        ::vstub::fail ipx::infer_bus_interface "$port is an $dir, not a [dict get $want \
+                                                $abstraction] as $abstraction needs"
+    }
+    dict set ::vstub::ipx busifs $port {}
+    ::vstub::ipx_modified
+    return
+}
+
+proc ::ipx::get_bus_parameters {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::get_bus_parameters $args {} {-of_objects} {-of_objects} 1 1] \
+        opts pos
+    set busif [dict get $opts -of_objects]
+    if {[::vstub::kind $busif] ne "ipx_busif"} {
+        ::vstub::fail ipx::get_bus_parameters "$busif is not a bus interface"
+    }
+    set b [lindex [split $busif /] 1]
+    set pname [lindex $pos 0]
+    if {[dict exists $::vstub::ipx busifs $b $pname]} {
+        return [::vstub::register $busif/$pname ipx_param]
+    }
+    return ""
+}
+
+proc ::ipx::add_bus_parameter {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::add_bus_parameter $args {} {} {} 2 2] opts pos
+    lassign $pos pname busif
+    if {[::vstub::kind $busif] ne "ipx_busif"} {
+        ::vstub::fail ipx::add_bus_parameter "$busif is not a bus interface"
+    }
+    set b [lindex [split $busif /] 1]
+    if {[dict exists $::vstub::ipx busifs $b $pname]} {
+        ::vstub::fail ipx::add_bus_parameter "$b already has a parameter $pname"
+    }
+    dict set ::vstub::ipx busifs $b $pname ""
+    ::vstub::ipx_modified
+    return [::vstub::register $busif/$pname ipx_param]
+}
+
+proc ::ipx::create_xgui_files {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::create_xgui_files $args {} {} {} 1 1] opts pos
+    ::vstub::ipx_require_core ipx::create_xgui_files [lindex $pos 0]
+    return
+}
+
+proc ::ipx::update_checksums {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::update_checksums $args {} {} {} 1 1] opts pos
+    ::vstub::ipx_require_core ipx::update_checksums [lindex $pos 0]
+    return
+}
+
+proc ::ipx::check_integrity {args} {
+    ::vstub::rec [info level 0]
+    lassign [::vstub::parse ipx::check_integrity $args {-kernel -xrt -quiet} {} {} 1 1] opts pos
+    ::vstub::ipx_require_core ipx::check_integrity [lindex $pos 0]
+    dict set ::vstub::ipx checked 1
+    return
+}
+
+proc ::ipx::save_core {args} {
+    ::vstub::rec [info level 0]
+    variable ::vstub::ipx
+    lassign [::vstub::parse ipx::save_core $args {} {} {} 1 1] opts pos
+    ::vstub::ipx_require_core ipx::save_core [lindex $pos 0]
+    set props [dict get $ipx props]
+    set vlnv {}
+    foreach k {vendor library name version} {
+        lappend vlnv [expr {[dict exists $props $k] ? [dict get $props $k] : "?"}]
+    }
+    set vlnv [join $vlnv :]
+    if {[info exists ::zynqnn(ip_vlnv)] && $vlnv ne $::zynqnn(ip_vlnv)} {
+        ::vstub::fail ipx::save_core "the core is $vlnv, params.tcl says $::zynqnn(ip_vlnv)"
+    }
+    set busifs [dict get $ipx busifs]
+    foreach {b kind} {s_axi AXI m_axi AXI aclk clock aresetn reset irq interrupt} {
+        if {![dict exists $busifs $b]} {
+            ::vstub::fail ipx::save_core "the core has no $kind interface $b"
+        }
+    }
+    set assoc [expr {[dict exists $busifs aclk ASSOCIATED_BUSIF]
+                     ? [split [dict get $busifs aclk ASSOCIATED_BUSIF] :] : {}}]
+    foreach b {s_axi m_axi} {
+        if {$b ni $assoc} {
+            ::vstub::fail ipx::save_core "$b is not in aclk's ASSOCIATED_BUSIF ($assoc)"
+        }
+    }
+    foreach {b pname} {aclk FREQ_HZ aresetn POLARITY irq SENSITIVITY} {
+        if {![dict exists $busifs $b $pname] || [dict get $busifs $b $pname] eq ""} {
+            ::vstub::fail ipx::save_core "$b has no $pname"
+        }
+    }
+    if {![dict get $ipx checked]} {
+        ::vstub::fail ipx::save_core "ipx::check_integrity not run after the last change"
+    }
+    return
 }
