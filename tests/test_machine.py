@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from zynqnn import isa
-from zynqnn.config import get_config
-from zynqnn.machine import Machine, MachineError, pack_words
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
+from zynqnn.hw.geometry import pack_words
+from zynqnn.hw.post import pbuf_word_layout
+from zynqnn.machine import Machine, MachineError
 from zynqnn.numerics import gemmlowp, ops
-from zynqnn.rtl.postproc import pbuf_word_layout
 
 CFG = get_config("tiny")
 R, C, B = CFG.rows, CFG.cols, CFG.operand_bits
@@ -141,3 +142,149 @@ def test_dw_mode_checks():
         m.write(0, isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, op={**op, **over}))
         with pytest.raises(MachineError, match=f"command 0: BAD_COMPUTE: .*{why}"):
             m.run(0, 1)
+
+
+# -------------------------------------------------------------------------------------------------
+# after errors, the model ends as the RTL does (rtl/cmdproc.py dispatcher, rtl/engine.py CHECK)
+
+
+def _ls(op, buf, **fields):
+    return isa.encode(isa.LoadStore, opcode=op, buffer=buf, **fields)
+
+
+END = isa.encode(isa.Header, opcode=isa.Opcode.END)
+
+
+def test_host_access_outside_the_ddr_is_refused():
+    """Negative or out-of-range host reads and writes raise (numpy would wrap a negative offset
+    around to the end of the DDR) and change nothing."""
+    m = Machine(CFG, ddr_bytes=1 << 12)
+    m.write(0, np.arange(1 << 12) % 251)
+    before = m.ddr.copy()
+    for call in (lambda: m.write(-64, bytes(8)), lambda: m.write((1 << 12) - 4, bytes(8)),
+                 lambda: m.write(1 << 40, bytes(1)), lambda: m.read(-8, 8),
+                 lambda: m.read((1 << 12) - 4, 8), lambda: m.read(0, -1)):
+        with pytest.raises(ValueError, match=r"outside the model's DDR \[0x0, 0x1000\)"):
+            call()
+    assert np.array_equal(m.ddr, before)
+    with pytest.raises(TypeError, match="must be integers"):
+        m.read(1.5, 8)
+    off = Machine(CFG, ddr_bytes=1 << 12, ddr_base=0x8000)
+    with pytest.raises(ValueError, match=r"\[0x7ff8, 0x8000\) are outside"):
+        off.write(0x7FF8, bytes(8))
+    off.write(0x8000, b"\x01" * 8)
+    assert off.read(0x8000, 8).tolist() == [1] * 8
+
+
+def _conv_bits(**op):
+    base = dict(mode=isa.Mode.CONV, kernel=1, stride=1, cin_blocks=1, in_h=1, in_w=1, out_h=1,
+                out_w=1, scheme=isa.Scheme.TFLITE, clamp_max=127)
+    return int.from_bytes(isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV,
+                                     op={**base, **op}), "little")
+
+
+@pytest.mark.parametrize("mode", [7])
+def test_undefined_mode_is_bad_compute(mode):
+    """An undefined mode (3 bits, 7 values) is BAD_COMPUTE at its command, as the engine's
+    CHECK state refuses it, not a ValueError of the enum."""
+    at = isa.ConvCommand["op"].offset + isa.ConvOp["mode"].offset
+    bits = _conv_bits() & ~(7 << at) | (mode << at)
+    m = Machine(CFG, ddr_bytes=1 << 12)
+    m.write(0, isa.encode(isa.Header, opcode=isa.Opcode.NOP) + bits.to_bytes(32, "little")
+            + END)
+    with pytest.raises(MachineError, match=f"command 1: BAD_COMPUTE: undefined mode {mode}") as e:
+        m.run(0, 3)
+    assert e.value.cause == isa.ErrorCause.BAD_COMPUTE and e.value.index == 1
+
+
+def test_pairs_with_upsample_is_bad_compute():
+    """The engine refuses PAIRS with upsample (rtl/engine.py CHECK); so does the model."""
+    m = Machine(CFG, ddr_bytes=1 << 12)
+    m.write(0, _conv_bits(mode=isa.Mode.PAIRS, upsample=1).to_bytes(32, "little") + END)
+    with pytest.raises(MachineError, match="command 0: BAD_COMPUTE: PAIRS .*upsample"):
+        m.run(0, 2)
+
+
+def _obuf_machine(ddr_bytes=1 << 12):
+    m = Machine(CFG, ddr_bytes=ddr_bytes)
+    rng = np.random.default_rng(3)
+    obuf = m.buffers[isa.Buffer.OBUF].data
+    obuf[:] = rng.integers(1, 256, size=obuf.shape)
+    m.write(0, rng.integers(0, 256, size=ddr_bytes))
+    return m
+
+
+def test_store_leaving_the_window_writes_nothing():
+    """A STORE of 4 lines whose last two lines leave the window is refused whole at dispatch:
+    DDR_WINDOW and the whole DDR image unchanged (the RTL checks the extent before its first
+    burst). The same STORE inside the window writes all 4 lines (the control)."""
+    word = CFG.cols * B // 8
+    store = dict(line_words=2, lines=4, ddr_stride=0x100, sram_addr=0)
+    m = _obuf_machine()
+    m.write(0, _ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0xE00, **store) + END)
+    before = m.ddr.copy()
+    with pytest.raises(MachineError, match=r"command 0: DDR_WINDOW: bytes \[0xe00, 0x1108\)"):
+        m.run(0, 2)
+    assert np.array_equal(m.ddr, before)
+    m.write(0, _ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0x800, **store) + END)
+    m.run(0, 2)
+    obuf = m.buffers[isa.Buffer.OBUF].data[0]
+    for line in range(4):
+        got = m.read(0x800 + line * 0x100, 2 * word)
+        assert np.array_equal(got, obuf[2 * line:2 * line + 2].reshape(-1))
+    # a LOAD half outside reads nothing into its bank either
+    ibuf = m.buffers[isa.Buffer.IBUF].data
+    ibuf[:] = 7
+    m.write(0, _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0xF00, line_words=64,
+                   lines=2, ddr_stride=0x80) + END)
+    with pytest.raises(MachineError, match="command 0: DDR_WINDOW"):
+        m.run(0, 2)
+    assert (ibuf == 7).all()
+
+
+def test_window_counts_whole_beats():
+    """The window check counts the whole AXI beats the DMA moves (rtl/cmdproc.py EXTENT): one
+    4-byte IBUF word at the last 8-byte beat of a window whose limit is 4 bytes into that beat
+    is refused, though its own bytes are inside."""
+    beat = CFG.axi_data_bits // 8
+    assert CFG.rows * B // 8 < beat
+    m = Machine(CFG, ddr_bytes=(1 << 12) + 4)
+    m.write(0, _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=1 << 12, line_words=1, lines=1)
+            + END)
+    with pytest.raises(MachineError, match=r"command 0: DDR_WINDOW: bytes \[0x1000, 0x1008\)"):
+        m.run(0, 2)
+    m.write(0, _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=(1 << 12) - beat, line_words=1,
+                   lines=1) + END)
+    assert m.run(0, 2) == 2
+
+
+def test_misaligned_command_base_is_bad_align():
+    m = Machine(CFG, ddr_bytes=1 << 12)
+    m.write(0x104, END)
+    with pytest.raises(MachineError, match="command 0: BAD_ALIGN: command base 0x104"):
+        m.run(0x104, 1)
+
+
+def test_huge_zero_word_transfers_return_fast():
+    """LOAD/STORE of 0xFFFF lines of no words moves nothing: no per-line loop (it took seconds).
+    The window is still checked over the lines, as the RTL does."""
+    import time
+
+    m = _obuf_machine()
+    before = m.ddr.copy()
+    prog = (_ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0x800, lines=0xFFFF, line_words=0)
+            + _ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0x800, lines=0xFFFF, line_words=0)
+            + END)
+    m.write(0, prog)
+    before = m.ddr.copy()
+    t = time.perf_counter()
+    assert m.run(0, 3) == 3
+    assert time.perf_counter() - t < 0.1
+    assert np.array_equal(m.ddr, before)
+    m.write(0, _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0x800, lines=0xFFFF,
+                   line_words=0, ddr_stride=0x10000) + END)
+    t = time.perf_counter()
+    with pytest.raises(MachineError, match=r"command 0: DDR_WINDOW: bytes \[0x800, "
+                                           r"0xfffe0800\)"):
+        m.run(0, 2)
+    assert time.perf_counter() - t < 0.1

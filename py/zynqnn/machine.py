@@ -7,6 +7,13 @@ bug shows up here without a simulator, and an RTL run can be compared against it
 Word layouts (shared with the DMA and the engine): a buffer word holds its operands
 little-endian, operand ``i`` in bits ``[i*B, (i+1)*B)``; word ``i`` of a transfer line is DDR
 bytes ``[i*word_bytes, (i+1)*word_bytes)``. PBUF words hold one output channel's constants.
+
+After an error the model ends as the RTL does (``rtl/cmdproc.py``, ``rtl/engine.py``): every
+LOAD / STORE is checked whole at dispatch, in the RTL's order and with its causes (buffer,
+alignment, SRAM range, then the DDR window counted in the whole beats the DMA moves) before a
+byte moves, so a refused STORE writes nothing; a compute command with an undefined ``mode`` is
+``BAD_COMPUTE``. Not modelled: the bank flags (commands run one after the other), so a LOAD of
+zero lines is accepted and moves nothing (the RTL accepts it too and marks its bank full).
 """
 
 from __future__ import annotations
@@ -15,16 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zynqnn import isa
 from zynqnn.addmodel import apply_add
-from zynqnn.config import HwConfig
+from zynqnn.hw import isa
+from zynqnn.hw.config import PBUF_WORD_BITS, HwConfig
+from zynqnn.hw.geometry import buffer_word_bits, pack_words, unpack_words
 from zynqnn.numerics import gemmlowp
 from zynqnn.postmodel import apply_post, apply_step
 
-__all__ = ["Machine", "MachineError", "PARAM_WORD_BITS", "pack_words", "unpack_words"]
-
-#: Bits of a PBUF word (one output channel's post-processing constants).
-PARAM_WORD_BITS = 128
+__all__ = ["Machine", "MachineError", "transfer_extent"]
 
 
 class MachineError(RuntimeError):
@@ -35,30 +40,20 @@ class MachineError(RuntimeError):
         super().__init__(f"command {index}: {self.cause.name}: {detail}")
 
 
-def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
-    """Pack ``(..., n)`` integer operands into little-endian words of ``n*bits`` bits, returned
-    as ``(..., n*bits/8)`` bytes."""
-    v = np.asarray(values, dtype=np.int64) & ((1 << bits) - 1)
-    n = v.shape[-1]
-    if bits % 8:
-        raise ValueError(f"operand width {bits} is not a whole number of bytes")
-    nb = bits // 8
-    out = np.zeros(v.shape[:-1] + (n * nb,), dtype=np.uint8)
-    for b in range(nb):
-        out[..., b::nb] = (v >> (8 * b)) & 0xFF
-    return out
-
-
-def unpack_words(raw: np.ndarray, bits: int, signed: bool) -> np.ndarray:
-    """Inverse of :func:`pack_words`: ``(..., n*bits/8)`` bytes to ``(..., n)`` operands."""
-    raw = np.asarray(raw, dtype=np.int64)
-    nb = bits // 8
-    v = np.zeros(raw.shape[:-1] + (raw.shape[-1] // nb,), dtype=np.int64)
-    for b in range(nb):
-        v |= raw[..., b::nb] << (8 * b)
-    if signed:
-        v = np.where(v >= (1 << (bits - 1)), v - (1 << bits), v)
-    return v
+def transfer_extent(cfg: HwConfig, c) -> tuple[int, int] | None:
+    """DDR bytes ``[first, end)`` a LOAD / STORE ``c`` (an ``isa.LoadStore`` constant) covers,
+    as the command processor's window check counts them (``rtl/cmdproc.py``, dispatcher states
+    MULTIPLY / EXTENT: ``ddr_addr + lines * stride - stride + line_beats * beat``, in whole AXI
+    beats); ``None`` for zero lines (the RTL checks no window for them)."""
+    lines = int(c.lines)
+    if lines == 0:
+        return None
+    beat_bits = cfg.axi_data_bits
+    wb = buffer_word_bits(cfg, isa.Buffer(int(c.buffer)))
+    words = int(c.line_words)
+    beats = words * (wb // beat_bits) if wb >= beat_bits else -(-words // (beat_bits // wb))
+    first = int(c.ddr_addr)
+    return first, first + (lines - 1) * int(c.ddr_stride) + beats * (beat_bits // 8)
 
 
 @dataclass
@@ -85,7 +80,7 @@ class Machine:
         self.buffers = {
             isa.Buffer.IBUF: self._buffer(cfg.rows * B // 8, cfg.act_buffer_depth),
             isa.Buffer.WBUF: self._buffer(cfg.cols * B // 8, cfg.weight_buffer_depth),
-            isa.Buffer.PBUF: self._buffer(PARAM_WORD_BITS // 8, cfg.param_buffer_depth),
+            isa.Buffer.PBUF: self._buffer(PBUF_WORD_BITS // 8, cfg.param_buffer_depth),
             isa.Buffer.OBUF: self._buffer(cfg.cols * B // 8, cfg.acc_buffer_depth),
         }
         self.acc = None  # accumulators kept by an acc_keep command
@@ -99,18 +94,34 @@ class Machine:
     def write(self, addr: int, data: bytes | np.ndarray):
         data = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(
             data, np.ndarray) else data.astype(np.uint8).reshape(-1)
-        off = addr - self.ddr_base
+        off = self._host_offset("write", addr, data.size)
         self.ddr[off:off + data.size] = data
 
     def read(self, addr: int, n: int) -> np.ndarray:
-        off = addr - self.ddr_base
+        off = self._host_offset("read", addr, n)
         return self.ddr[off:off + n].copy()
+
+    def _host_offset(self, what: str, addr, n) -> int:
+        """Offset in ``ddr`` of the host's access to ``[addr, addr + n)``; a negative or
+        out-of-range access is a ValueError (numpy would wrap a negative offset around)."""
+        if (not isinstance(addr, (int, np.integer)) or isinstance(addr, bool)
+                or not isinstance(n, (int, np.integer)) or isinstance(n, bool)):
+            raise TypeError(f"Machine.{what}: address and size must be integers, not "
+                            f"{type(addr).__name__} and {type(n).__name__}")
+        addr, n = int(addr), int(n)
+        lo, hi = self.ddr_base, self.ddr_base + self.ddr.size
+        if n < 0 or addr < lo or addr + n > hi:
+            raise ValueError(f"Machine.{what}: DDR bytes [{addr:#x}, {addr + n:#x}) are outside "
+                             f"the model's DDR [{lo:#x}, {hi:#x})")
+        return addr - lo
 
     # -- execution -----------------------------------------------------------------------------
 
     def run(self, cmd_base: int, count: int):
         if count == 0:
             raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, 0, "no commands")
+        if cmd_base % (self.cfg.axi_data_bits // 8):  # rtl/cmdproc.py CHECK_PROGRAM
+            raise MachineError(isa.ErrorCause.BAD_ALIGN, 0, f"command base {cmd_base:#x}")
         for i in range(count):
             raw = bytes(self._ddr_slice(i, cmd_base + i * isa.COMMAND_BYTES, isa.COMMAND_BYTES))
             bits = int.from_bytes(raw, "little")
@@ -144,6 +155,8 @@ class Machine:
             raise MachineError(isa.ErrorCause.BAD_BUFFER, index,
                                f"{'LOAD into' if load else 'STORE from'} {buf_id.name}")
         buf = self.buffers[buf_id]
+        # The dispatcher's checks (rtl/cmdproc.py, states DECODE and CHECK), in its order, all
+        # before any byte moves: a refused transfer reads and writes nothing.
         beat = self.cfg.axi_data_bits // 8
         if c.ddr_addr % beat or (c.lines > 1 and c.ddr_stride % beat):
             raise MachineError(isa.ErrorCause.BAD_ALIGN, index, "DDR address or stride")
@@ -151,13 +164,24 @@ class Machine:
             raise MachineError(isa.ErrorCause.SRAM_RANGE, index,
                                f"{buf_id.name} words up to {c.sram_addr + c.lines * c.line_words}"
                                f" of {buf.depth}")
-        n = c.line_words * buf.word_bytes
-        for line in range(c.lines):
-            addr = c.ddr_addr + line * c.ddr_stride
-            first = c.sram_addr + line * c.line_words
-            words = buf.data[c.bank, first:first + c.line_words]
+        extent = transfer_extent(self.cfg, c)
+        lo, hi = self.window
+        if extent is not None and (extent[0] < lo or extent[1] > hi):
+            raise MachineError(isa.ErrorCause.DDR_WINDOW, index,
+                               f"bytes [{extent[0]:#x}, {extent[1]:#x}) outside "
+                               f"[{lo:#x}, {hi:#x})")
+        lines, lw = int(c.lines), int(c.line_words)
+        if lines == 0 or lw == 0:
+            return  # nothing moves (0xFFFF lines of no words must not loop)
+        n = lw * buf.word_bytes
+        ddr_addr, stride, sram, bank = int(c.ddr_addr), int(c.ddr_stride), int(c.sram_addr), int(
+            c.bank)
+        for line in range(lines):  # lines * line_words <= depth (checked above)
+            addr = ddr_addr + line * stride
+            first = sram + line * lw
+            words = buf.data[bank, first:first + lw]
             if load:
-                words[:] = self._ddr_slice(index, addr, n).reshape(c.line_words, buf.word_bytes)
+                words[:] = self._ddr_slice(index, addr, n).reshape(lw, buf.word_bytes)
             else:
                 self._ddr_slice(index, addr, n)[:] = words.reshape(-1)
 
@@ -167,7 +191,11 @@ class Machine:
         cfg = self.cfg
         R, C, B = cfg.rows, cfg.cols, cfg.operand_bits
         op = c.op
-        mode = isa.Mode(int(op.mode))
+        mode_field = isa.ConvOp["mode"]
+        raw_mode = (op.as_bits() >> mode_field.offset) & ((1 << mode_field.width) - 1)
+        if raw_mode not in {m.value for m in isa.Mode}:  # the engine's CHECK (rtl/engine.py)
+            raise MachineError(isa.ErrorCause.BAD_COMPUTE, index, f"undefined mode {raw_mode}")
+        mode = isa.Mode(raw_mode)
         k, s = int(op.kernel), int(op.stride)
         cb_n, ih, iw = int(op.cin_blocks), int(op.in_h), int(op.in_w)
         oh, ow = int(op.out_h), int(op.out_w)
@@ -204,8 +232,10 @@ class Machine:
             bad("bypass modes need rows == cols and one channel block")
         if op.upsample and (k != 1 or s != 1):
             bad("upsampling needs kernel 1, stride 1")
-        if pairs and (R != C or R % 2 or cb_n != 1 or op.acc_cont or op.acc_keep):
-            bad("PAIRS needs rows == cols (even), one channel block and no acc_cont/acc_keep")
+        if pairs and (R != C or R % 2 or cb_n != 1 or op.acc_cont or op.acc_keep
+                      or op.upsample):
+            bad("PAIRS needs rows == cols (even), one channel block and no "
+                "acc_cont/acc_keep/upsample")
         if dw and not cfg.dw_kernel:
             bad(f"DW needs rows == cols >= 9 (the array is {R}x{C})")
         if dw_pairs and not cfg.dw_pairs:
@@ -287,9 +317,9 @@ class Machine:
         else:
             act = 0
             if op.act:
-                from zynqnn.rtl.postproc import act_params_layout
+                from zynqnn.hw.post import act_params_layout
 
-                act = sum(w << (PARAM_WORD_BITS * i) for i, w in enumerate(words[C:]))
+                act = sum(w << (PBUF_WORD_BITS * i) for i, w in enumerate(words[C:]))
                 act &= (1 << act_params_layout(cfg).size) - 1
             q = apply_post(cfg, op.scheme, int(op.zp_out), int(op.clamp_min),
                            int(op.clamp_max), act, words[:C], acc)
@@ -341,7 +371,7 @@ class Machine:
         b = unpack_words(wbuf[op.wbuf_addr:op.wbuf_addr + n], B, bool(op.b_signed))
         pbuf = self.buffers[isa.Buffer.PBUF].data[op.pbuf_bank]
         row = pbuf[op.pbuf_addr:op.pbuf_addr + lanes]
-        params = sum(int.from_bytes(bytes(w), "little") << (PARAM_WORD_BITS * i)
+        params = sum(int.from_bytes(bytes(w), "little") << (PBUF_WORD_BITS * i)
                      for i, w in enumerate(row))
         q = apply_add(cfg, params, int(op.zp_out), int(op.clamp_min), int(op.clamp_max), a, b)
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]

@@ -26,6 +26,8 @@ The file (``save``/``load``) is a zip archive: ``zynqnn-program.json`` (format n
 version, config id and name, the SHA-256 of the payload) and the payload: ``program.json``
 (addresses, the boundary, per-command layer labels, the layer table) and one ``segment-<i>.bin``
 per DDR image segment (commands, constants). No pickle: loading runs no code from the file.
+The SHA-256 detects damage; it is not authentication (anyone can recompute it), so ``load``
+then type- and bound-checks every field (:func:`_check_program`) before anything can run.
 Format version 2 lists every output (``program.json`` ``outputs``: name, shape, zero point,
 signedness, address of each; the boundary's ``outputs``); version 1 (one ``output``, written
 before networks could have several) is still read. Version 3 adds the boundary's
@@ -38,16 +40,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from zynqnn import isa
-from zynqnn.config import HwConfig, get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import HwConfig, get_config
 
 __all__ = [
     "BACKENDS",
@@ -138,8 +142,11 @@ class ModelReport:
     def table(self) -> str:
         head = (f"{'layer':24s} {'kind':16s} {'cycles':>10s} {'MACs':>12s} {'util':>7s} "
                 f"{'bound':>8s}")
+        from zynqnn.compiler.perf import BOARD_LATENCY  # the DDR model report() simulates
+
         lines = [f"performance model: config {self.config} ({self.config_id}), "
-                 f"{self.clock_mhz:g} MHz, DDR {self.ddr_gbps:g} GB/s", head, "-" * len(head)]
+                 f"{self.clock_mhz:g} MHz, DDR {self.ddr_gbps:g} GB/s, {BOARD_LATENCY}-cycle "
+                 "burst latency", head, "-" * len(head)]
         for r in self.rows:
             lines.append(f"{r['name'][:24]:24s} {r['kind'][:16]:16s} {r['cycles']:>10,d} "
                          f"{r['macs']:>12,d} {100 * r['utilization']:6.1f}% {r['bound']:>8s}")
@@ -160,7 +167,7 @@ class ModelReport:
 
 
 def _layer_table(net) -> list[dict]:
-    from zynqnn.compiler.layers import HwConcat
+    from zynqnn.compiler.layers import HwConcat, HwView
     from zynqnn.compiler.perf import useful_macs
 
     out = []
@@ -169,7 +176,8 @@ def _layer_table(net) -> list[dict]:
                     "macs": int(useful_macs(la)),
                     "inputs": [t.name for t in getattr(la, "inputs", [])],
                     "output": la.output.name,
-                    "shape": list(la.output.shape), "commands": not isinstance(la, HwConcat)})
+                    "shape": list(la.output.shape),
+                    "commands": not isinstance(la, (HwConcat, HwView))})
     return out
 
 
@@ -219,6 +227,9 @@ class CompiledModel:
         self.name = name
         #: Busy cycles of each sample of the last RTL/board run (None after golden runs).
         self.last_cycles: list[int] | None = None
+        #: What produced :attr:`last_cycles`: ``"RTL verilator, lean DDR model"``, ``"RTL icarus,
+        #: AXI RAM model"``, ``"board"`` (None after golden runs).
+        self.last_memory: str | None = None
         self._pynq = None
 
     @property
@@ -273,9 +284,10 @@ class CompiledModel:
             if options:
                 raise ValueError(f"the golden backend takes no options ({', '.join(options)})")
             outs = [self.program.run_golden_all(s) for s in samples]
-            self.last_cycles = None
+            self.last_cycles = self.last_memory = None
         elif backend == "pynq":
             outs, self.last_cycles = self._run_pynq(samples, **options)
+            self.last_memory = "board"
         else:
             outs, self.last_cycles = self._run_sim(samples, backend, **options)
         result = []
@@ -283,9 +295,8 @@ class CompiledModel:
             shape = tuple(info.shape)
             if not outs:
                 result.append(np.zeros((0,) + shape, dtype=np.int64))
-            else:
-                result.append(np.stack([np.asarray(o[k], dtype=np.int64).reshape(shape)
-                                        for o in outs]))
+            else:   # the graph's values out of the hardware tensor (OutputInfo.gather)
+                result.append(np.stack([info.gather(o[k]) for o in outs]))
         return result
 
     def _run_sim(self, samples, sim, **options):
@@ -298,6 +309,10 @@ class CompiledModel:
                                    "this installation (the RTL simulation runner)") from None
             raise BackendError(f"backend {sim!r} needs the Python package {e.name!r} "
                                "(run `make setup`)") from None
+        label = getattr(program_runner, "memory_model", None)
+        self.last_memory = f"RTL {sim}" + (", " + label(
+            options.get("fast", False), options.get("ddr_latency", 0),
+            options.get("backpressure", 0.0)) if label else "")
         n = len(self.program.net.outputs)
         try:
             if n == 1:
@@ -483,20 +498,26 @@ def compile(graph, config: HwConfig | str = "pynq_z2") -> CompiledModel:  # noqa
     """Compile a quantized IR graph for ``config``: lowering (:func:`zynqnn.compiler.lower.
     lower_graph`), then the compiler (:func:`zynqnn.compiler.compile_network`). Raises
     :class:`zynqnn.compiler.CompileError` naming the node or layer the hardware cannot run."""
+    from zynqnn import progress
     from zynqnn.compiler import compile_network
     from zynqnn.compiler.lower import lower_graph
 
     cfg = get_config(config)
-    net, boundary = lower_graph(graph, cfg)
-    prog = compile_network(net, cfg)
-    return CompiledModel(prog, boundary, _layer_table(net), getattr(graph, "name", "graph"))
+    name = getattr(graph, "name", "graph")
+    nodes = len(getattr(graph, "nodes", ()))
+    with progress.step(f"compiling {name} ({nodes} nodes) for {cfg.name} ({cfg.config_id})"):
+        net, boundary = lower_graph(graph, cfg)
+        prog = compile_network(net, cfg)
+    return CompiledModel(prog, boundary, _layer_table(net), name)
 
 
 def load(path, config: HwConfig | str | None = None) -> CompiledModel:
     """Read a compiled model written by :meth:`CompiledModel.save`. With ``config``, the file
     must have been compiled for that hardware configuration. Raises :class:`ProgramFileError`
     (one line: the file and the problem) for a missing, damaged, truncated, modified or
-    foreign file, another format version, or another config."""
+    foreign file, another format version, or another config, and for any field of the file
+    that is missing, of the wrong type or out of its bounds (checked after the checksum, which
+    detects damage but does not vouch for the contents: nothing of a refused file runs)."""
     from zynqnn.compiler import Network, Tensor
     from zynqnn.compiler.lower import BoundaryInfo
 
@@ -516,12 +537,13 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
             header = json.loads(z.read(HEADER))
         except KeyError:
             raise bad(f"not a zynqnn program (no {HEADER})") from None
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RecursionError):
             raise bad("damaged (the header cannot be read)") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise bad("not a zynqnn program (wrong format name)")
         version = header.get("version")
-        if version not in READ_VERSIONS:
+        if isinstance(version, bool) or not isinstance(version, int) or (
+                version not in READ_VERSIONS):
             raise bad(f"program format version {version!r}; this zynqnn reads versions "
                       f"{', '.join(map(str, READ_VERSIONS))} (recompile the model)")
         try:
@@ -530,9 +552,17 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
             raise bad("damaged (a member fails its CRC or is truncated)") from None
     if _digest(payload) != header.get("sha256"):
         raise bad("checksum mismatch: the file is damaged or was modified")
+    _check_header(header, bad)
+    if "program.json" not in payload:
+        raise bad("not a zynqnn program (no program.json)")
     try:
         doc = json.loads(payload["program.json"])
-        cfg = HwConfig.from_dict(doc["cfg"])
+    except RecursionError:
+        raise bad("program.json is not valid JSON (nested too deeply)") from None
+    except ValueError as e:
+        raise bad(f"program.json is not valid JSON ({str(e)[:80] or type(e).__name__})") from None
+    cfg = _check_program(doc, header, payload, version, bad)
+    try:
         segs = [payload[f"segment-{i}.bin"] for i in range(len(doc["segments"]))]
         boundary = BoundaryInfo.from_dict(doc["boundary"])
         tin = Tensor(**_tensor_args(doc["input"]))
@@ -544,9 +574,6 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
                              "boundary")
     except (KeyError, ValueError, TypeError) as e:
         raise bad(f"damaged (program.json: {e})") from None
-    if cfg.config_id != header.get("config_id"):
-        raise bad(f"damaged (config {cfg.config_id} in program.json, {header.get('config_id')} "
-                  "in the header)")
     if config is not None:
         want = get_config(config)
         if want.config_id != cfg.config_id:
@@ -554,7 +581,8 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
                       f"({want.config_id}); recompile with --config {want.name}")
     image = dict(zip(doc["segments"], segs, strict=True))
     n = doc["command_count"] * isa.COMMAND_BYTES
-    cmds = image[doc["cmd_addr"]][:n] if doc["cmd_addr"] in image else b""
+    home = next(a for a, d in image.items() if a <= doc["cmd_addr"] < a + len(d))
+    cmds = image[home][doc["cmd_addr"] - home:doc["cmd_addr"] - home + n]
     prog = _loaded_program_class()(
         cfg, Network(tin, [], outputs=touts), cmds, doc["cmd_addr"], image, {},
         doc["ddr_bytes"], [], doc.get("stats", {}))
@@ -570,3 +598,362 @@ def _tensor_args(d: dict) -> dict:
     c, h, w = d["shape"]
     return {"name": d["name"], "channels": c, "height": h, "width": w,
             "zero_point": d["zero_point"], "signed": d["signed"]}
+
+
+# -------------------------------------------------------------------------------------------------
+# checking a program file's fields (after its checksum: the checksum detects damage, it does not
+# vouch for the contents; anyone can write a file with a valid checksum)
+
+#: The largest DDR image: its window limit must fit the 32-bit WINDOW_LIMIT register.
+MAX_DDR_BYTES = (1 << 32) - 1
+#: Buffer addresses are 16-bit fields of the commands.
+MAX_BUFFER_DEPTH = 1 << 16
+
+
+def _type_name(v) -> str:
+    if v is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _what(v) -> str:
+    """``v`` for a message: its JSON type and (short) value."""
+    return "null" if v is None else f"{_type_name(v)} {_show(v)}"
+
+
+class _Fields:
+    """Typed reads of a program file's JSON; ``fail(where, why)`` names the member and the
+    field (e.g. ``program.json: input.addr: -64 is negative``)."""
+
+    def __init__(self, bad, member: str = "program.json"):
+        self.bad, self.member = bad, member
+
+    def fail(self, where: str, why: str) -> ProgramFileError:
+        return self.bad(f"{self.member}: {where}: {why}")
+
+    def get(self, d: dict, key: str, where: str):
+        if not isinstance(d, dict):
+            raise self.fail(where, f"must be an object, not {_type_name(d)}")
+        if key not in d:
+            raise self.fail(f"{where}.{key}" if where else key, "missing")
+        return d[key]
+
+    def int(self, v, where: str, lo: int | None = 0, hi: int | None = None) -> int:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise self.fail(where, f"must be an integer, not {_what(v)}")
+        if lo is not None and v < lo:
+            raise self.fail(where, f"{v} is negative" if lo == 0 else f"{v} is below {lo}")
+        if hi is not None and v > hi:
+            raise self.fail(where, f"{v} is above {hi}")
+        return v
+
+    def str(self, v, where: str) -> str:
+        if not isinstance(v, str) or not v:
+            raise self.fail(where, f"must be a non-empty string, not {_what(v)}")
+        return v
+
+    def bool(self, v, where: str) -> bool:
+        if not isinstance(v, bool):
+            raise self.fail(where, f"must be true or false, not {_what(v)}")
+        return v
+
+    def list(self, v, where: str, n: int | None = None) -> list:
+        if not isinstance(v, list):
+            raise self.fail(where, f"must be a list, not {_what(v)}")
+        if n is not None and len(v) != n:
+            raise self.fail(where, f"must have {n} entries, not {len(v)}")
+        return v
+
+    def scale(self, v, where: str, optional: bool, flavour: str | None = None) -> float | None:
+        if v is None and optional:
+            return None
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise self.fail(where, f"must be a number, not {_what(v)}")
+        if v != v:
+            raise self.fail(where, "is NaN (a scale must be finite and > 0)")
+        if v in (float("inf"), float("-inf")):
+            raise self.fail(where, f"is {v} (a scale must be finite and > 0)")
+        if not v > 0:
+            raise self.fail(where, f"{v} is not > 0")
+        if flavour in ("pow2", "fixed16") and math.frexp(v)[0] != 0.5:
+            raise self.fail(where, f"{v} is not a power of two ({flavour})")
+        return float(v)
+
+    def shape(self, v, where: str, n: int | None = None) -> tuple:
+        dims = self.list(v, where, n)
+        if not dims:
+            raise self.fail(where, "is empty")
+        return tuple(self.int(d, f"{where}[{i}]", lo=1, hi=1 << 24) for i, d in enumerate(dims))
+
+    def choice(self, v, where: str, choices, optional: bool = False):
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or v not in choices:
+            raise self.fail(where, f"{_show(v)} is not one of {', '.join(choices)}")
+        return v
+
+
+def _check_header(header: dict, bad) -> None:
+    f = _Fields(bad, HEADER)
+    for key in ("config_id", "config_name"):
+        f.str(f.get(header, key, ""), key)
+
+
+def _check_program(doc, header: dict, payload: dict, version: int, bad) -> HwConfig:
+    """Type- and bound-check every field of ``program.json`` against the config, the image and
+    the command stream; raises :class:`ProgramFileError` naming the first bad field."""
+    from zynqnn.compiler.layers import code_range
+    from zynqnn.hw.regs import CMD_INDEX_BITS
+    from zynqnn.machine import transfer_extent
+
+    f = _Fields(bad)
+    if not isinstance(doc, dict):
+        raise bad(f"program.json: must be an object, not {_type_name(doc)}")
+    if "name" in doc:
+        f.str(doc["name"], "name")
+    # -- the hardware configuration
+    raw_cfg = f.get(doc, "cfg", "")
+    if not isinstance(raw_cfg, dict):
+        raise f.fail("cfg", f"must be an object, not {_type_name(raw_cfg)}")
+    try:
+        cfg = HwConfig.from_dict(raw_cfg)
+    except (ValueError, TypeError) as e:
+        raise f.fail("cfg", str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if cfg.config_id != header["config_id"]:
+        raise bad(f"damaged (config {cfg.config_id} in program.json, {header['config_id']} in "
+                  "the header)")
+    if cfg.name != header["config_name"]:
+        raise bad(f"damaged (config name {cfg.name!r} in program.json, "
+                  f"{header['config_name']!r} in the header)")
+    for name in ("act_buffer_depth", "weight_buffer_depth", "acc_buffer_depth",
+                 "param_buffer_depth"):
+        if getattr(cfg, name) > MAX_BUFFER_DEPTH:
+            raise f.fail(f"cfg.{name}", f"{getattr(cfg, name)} words: beyond the "
+                         f"{MAX_BUFFER_DEPTH} a command's 16-bit buffer address reaches")
+    beat = cfg.axi_data_bits // 8
+
+    def aligned(v, where):
+        if v % beat:
+            raise f.fail(where, f"{v:#x} is not a multiple of the {beat}-byte AXI beat")
+        return v
+
+    # -- the DDR image: segments inside [0, ddr_bytes), not overlapping
+    ddr = f.int(f.get(doc, "ddr_bytes", ""), "ddr_bytes", lo=1, hi=MAX_DDR_BYTES)
+    seg_addrs = f.list(f.get(doc, "segments", ""), "segments")
+    segs = []
+    for i, a in enumerate(seg_addrs):
+        where = f"segments[{i}]"
+        a = aligned(f.int(a, where), where)
+        member = f"segment-{i}.bin"
+        if member not in payload:
+            raise f.fail(where, f"its data {member} is missing")
+        end = a + len(payload[member])
+        if end > ddr:
+            raise f.fail(where, f"{member} ({len(payload[member])} bytes at {a:#x}) ends at "
+                         f"{end:#x}, beyond ddr_bytes {ddr:#x}")
+        segs.append((a, end, i))
+    for (a0, e0, i0), (a1, _, i1) in zip(sorted(segs), sorted(segs)[1:], strict=False):
+        if a1 < e0:
+            raise f.fail(f"segments[{i1}]", f"segment {i1} at {a1:#x} overlaps segment {i0} "
+                         f"[{a0:#x}, {e0:#x})")
+    # -- the command stream: whole commands inside one segment, known opcodes, END last,
+    # every transfer inside the image and no STORE into the commands
+    count = f.int(f.get(doc, "command_count", ""), "command_count", lo=1,
+                  hi=(1 << CMD_INDEX_BITS) - 1)
+    cmd_addr = aligned(f.int(f.get(doc, "cmd_addr", ""), "cmd_addr"), "cmd_addr")
+    home = [s for s in segs if s[0] <= cmd_addr < s[1]]
+    if not home:
+        raise f.fail("cmd_addr", f"{cmd_addr:#x} is in no segment of the image")
+    seg_a, seg_end, seg_i = home[0]
+    if seg_a == cmd_addr and (seg_end - seg_a) % isa.COMMAND_BYTES:
+        raise f.fail("command_count", f"the command stream segment-{seg_i}.bin has "
+                     f"{seg_end - seg_a} bytes, not a whole number of {isa.COMMAND_BYTES}-byte "
+                     "commands")
+    n = count * isa.COMMAND_BYTES
+    if cmd_addr + n > seg_end:
+        raise f.fail("command_count", f"{count} commands ({n} bytes from {cmd_addr:#x}) run "
+                     f"past the end of segment-{seg_i}.bin ({seg_end - cmd_addr} bytes)")
+    cmds = payload[f"segment-{seg_i}.bin"][cmd_addr - seg_a:cmd_addr - seg_a + n]
+    known = {op.value for op in isa.Opcode}
+    # the LOAD/STORE fields by shifts and masks (amaranth's field access is ~100x slower)
+    ls_fields = [(name, isa.LoadStore[name].offset, (1 << isa.LoadStore[name].width) - 1)
+                 for name in ("buffer", "line_words", "lines", "ddr_addr", "ddr_stride")]
+    for i in range(count):
+        bits = int.from_bytes(cmds[i * isa.COMMAND_BYTES:(i + 1) * isa.COMMAND_BYTES], "little")
+        op = bits & 0xF
+        if op not in known:
+            raise f.fail("commands", f"command {i}: undefined opcode {op}")
+        if op in (isa.Opcode.LOAD, isa.Opcode.STORE):
+            c = SimpleNamespace(**{k: (bits >> o) & m for k, o, m in ls_fields})
+            ext = transfer_extent(cfg, c)
+            what = isa.Opcode(op).name
+            if ext is not None and ext[1] > ddr:
+                raise f.fail("commands", f"command {i} ({what}): DDR bytes [{ext[0]:#x}, "
+                             f"{ext[1]:#x}) beyond ddr_bytes {ddr:#x}")
+            if (ext is not None and op == isa.Opcode.STORE and int(c.line_words)
+                    and ext[0] < cmd_addr + n and cmd_addr < ext[1]):
+                raise f.fail("commands", f"command {i} (STORE) writes into the command stream")
+    if bits & 0xF != isa.Opcode.END:
+        raise f.fail("commands", f"the last command ({count - 1}) is not END")
+
+    # -- tensors: typed, in the image, outside the segments (the input) and the commands
+    def tensor(d, where, is_input):
+        name = f.str(f.get(d, "name", where), f"{where}.name")
+        shape = f.shape(f.get(d, "shape", where), f"{where}.shape", 3)
+        if shape[2] > cfg.max_width:
+            raise f.fail(f"{where}.shape", f"width {shape[2]} above max_width {cfg.max_width}")
+        signed = f.bool(f.get(d, "signed", where), f"{where}.signed")
+        lo, hi = code_range(signed, cfg.operand_bits)
+        zp = f.int(f.get(d, "zero_point", where), f"{where}.zero_point", lo=lo, hi=hi)
+        addr = aligned(f.int(f.get(d, "addr", where), f"{where}.addr"), f"{where}.addr")
+        size = -(-shape[0] // cfg.rows) * shape[1] * shape[2] * cfg.rows * cfg.operand_bits // 8
+        if addr + size > ddr:
+            raise f.fail(f"{where}.addr", f"tensor {name!r} ({size} bytes at {addr:#x}) ends "
+                         f"at {addr + size:#x}, beyond ddr_bytes {ddr:#x}")
+        for a, e, i in segs:
+            if (is_input or a == seg_a) and a < addr + size and addr < e:
+                raise f.fail(f"{where}.addr", f"tensor {name!r} [{addr:#x}, "
+                             f"{addr + size:#x}) overlaps segment-{i}.bin [{a:#x}, {e:#x})")
+        return {"name": name, "shape": shape, "signed": signed, "zero_point": zp}
+
+    tin = tensor(f.get(doc, "input", ""), "input", True)
+    if version == 1:
+        touts = [tensor(f.get(doc, "output", ""), "output", False)]
+    else:
+        outs = f.list(f.get(doc, "outputs", ""), "outputs")
+        if not outs:
+            raise f.fail("outputs", "is empty")
+        touts = [tensor(d, f"outputs[{k}]", False) for k, d in enumerate(outs)]
+    names = [t["name"] for t in (tin, *touts)]
+    for k, t in enumerate(touts):
+        if names.count(t["name"]) > 1:  # tensor addresses are looked up by name
+            where = "output" if version == 1 else f"outputs[{k}]"
+            raise f.fail(f"{where}.name", f"{t['name']!r} names another tensor too")
+
+    # -- per-command labels, scratch bytes, statistics, the layer table
+    labels = f.list(f.get(doc, "labels", ""), "labels")
+    if len(labels) != count:
+        raise f.fail("labels", f"{len(labels)} labels for {count} commands")
+    for i, v in enumerate(labels):
+        f.str(v, f"labels[{i}]")
+    lo_s, hi_s = (f.int(v, f"scratch[{i}]", hi=ddr)
+                  for i, v in enumerate(f.list(f.get(doc, "scratch", ""), "scratch", 2)))
+    if lo_s > hi_s:
+        raise f.fail("scratch", f"[{lo_s:#x}, {hi_s:#x}) is inverted")
+    stats = doc.get("stats", {})
+    if not isinstance(stats, dict):
+        raise f.fail("stats", f"must be an object, not {_type_name(stats)}")
+    for k, v in stats.items():
+        f.int(v, f"stats.{k}")
+    for k, la in enumerate(f.list(f.get(doc, "layers", ""), "layers")):
+        where = f"layers[{k}]"
+        f.str(f.get(la, "name", where), f"{where}.name")
+        f.str(f.get(la, "kind", where), f"{where}.kind")
+        f.int(f.get(la, "macs", where), f"{where}.macs")
+        for j, v in enumerate(f.list(la.get("inputs", []), f"{where}.inputs")):
+            f.str(v, f"{where}.inputs[{j}]")
+        if "output" in la:
+            f.str(la["output"], f"{where}.output")
+        if "shape" in la:
+            f.shape(la["shape"], f"{where}.shape")
+        if "commands" in la:
+            f.bool(la["commands"], f"{where}.commands")
+
+    _check_boundary(f, f.get(doc, "boundary", ""), tin, touts, cfg)
+    return cfg
+
+
+def _check_boundary(f: _Fields, b, tin: dict, touts: list, cfg: HwConfig) -> None:
+    """The float interface: known fields, finite scales, shapes that fit the tensors."""
+    import dataclasses
+
+    from zynqnn.compiler.layers import code_range
+    from zynqnn.compiler.lower import BoundaryInfo
+    from zynqnn.ir.core import DTYPES, FLAVOURS
+
+    codes = [d for d in DTYPES if d != "float32"]
+    if not isinstance(b, dict):
+        raise f.fail("boundary", f"must be an object, not {_type_name(b)}")
+    fields = {x.name: x for x in dataclasses.fields(BoundaryInfo)}
+    for key in b:
+        if key not in fields:
+            raise f.fail(f"boundary.{key}", "unknown field")
+    for name, x in fields.items():
+        if x.default is dataclasses.MISSING and x.default_factory is dataclasses.MISSING:
+            f.get(b, name, "boundary")
+    w = "boundary."
+    f.str(b["input_name"], w + "input_name")
+    shape = f.shape(b["input_shape"], w + "input_shape", 3)
+    f.choice(b["input_dtype"], w + "input_dtype", codes)
+    lo, hi = code_range(tin["signed"], cfg.operand_bits)
+    qmin = f.int(b["input_qmin"], w + "input_qmin", lo=lo, hi=hi)
+    f.int(b["input_qmax"], w + "input_qmax", lo=qmin, hi=hi)
+    flavour = f.choice(b["input_flavour"], w + "input_flavour", FLAVOURS, optional=True)
+    f.scale(b["input_scale"], w + "input_scale", optional=flavour is None, flavour=flavour)
+    f.int(b["input_zero_point"], w + "input_zero_point", lo=lo, hi=hi)
+    for key in ("input_rounding", "input_overflow"):
+        if b[key] is not None:
+            f.str(b[key], w + key)
+    patches = b.get("input_patches")
+    if patches is not None:
+        k, s, *pads = (f.int(v, f"{w}input_patches[{i}]", lo=1 if i < 2 else 0, hi=64)
+                       for i, v in enumerate(f.list(patches, w + "input_patches", 6)))
+        c, h, wd = shape
+        t, bo, le, r = pads
+        oh, ow = (h + t + bo - k) // s + 1, (wd + le + r - k) // s + 1
+        net_shape = (k * k * c, oh, ow)
+    else:
+        net_shape = shape
+    if net_shape != tin["shape"]:
+        raise f.fail(w + "input_shape", f"{list(shape)} gives the network {list(net_shape)}, "
+                     f"but input tensor {tin['name']!r} is {list(tin['shape'])}")
+    outs = b.get("outputs") or []
+    infos = [(w + "output_", {x: b["output_" + x] for x in
+                              ("name", "shape", "dtype", "scale", "zero_point", "flavour")})]
+    infos += [(f"{w}outputs[{k}].", o) for k, o in enumerate(f.list(outs, w + "outputs"))]
+    for where, o in infos:
+        if not isinstance(o, dict):
+            raise f.fail(where.rstrip("."), f"must be an object, not {_type_name(o)}")
+        for key in o:
+            if key not in ("name", "shape", "dtype", "scale", "zero_point", "flavour") and (
+                    not where.endswith("].") or key not in ("slots", "size")):
+                raise f.fail(where + key, "unknown field")
+        f.str(f.get(o, "name", where.rstrip(".")), where + "name")
+        f.shape(f.get(o, "shape", where.rstrip(".")), where + "shape")
+        f.choice(f.get(o, "dtype", where.rstrip(".")), where + "dtype", codes)
+        fl = f.choice(f.get(o, "flavour", where.rstrip(".")), where + "flavour", FLAVOURS,
+                      optional=True)
+        f.scale(f.get(o, "scale", where.rstrip(".")), where + "scale", optional=fl is None,
+                flavour=fl)
+        f.int(f.get(o, "zero_point", where.rstrip(".")), where + "zero_point",
+              lo=-(1 << 31), hi=(1 << 31) - 1)
+    listed = [o for _, o in infos[1:]] or [infos[0][1]]
+    if len(listed) != len(touts):
+        raise f.fail(w + "outputs", f"{len(listed)} outputs, {len(touts)} output tensors")
+    for k, (o, t) in enumerate(zip(listed, touts, strict=True)):
+        values = int(np.prod(o["shape"]))
+        size = int(np.prod(t["shape"]))
+        if o.get("slots") is not None or o.get("size") is not None:
+            # the graph's values are a part of the tensor (OutputInfo.gather)
+            where = f"{w}outputs[{k}]."
+            c, h, wd = t["shape"]
+            slots = o.get("slots")
+            if slots is not None:
+                slots = [f.int(v, f"{where}slots[{j}]", lo=0, hi=c - 1)
+                         for j, v in enumerate(f.list(slots, where + "slots"))]
+            part = o.get("size")
+            if part is not None:
+                part = [f.int(v, f"{where}size[{j}]", lo=1, hi=d)
+                        for j, (v, d) in enumerate(zip(f.list(part, where + "size", 2),
+                                                       (h, wd), strict=True))]
+            size = (c if slots is None else len(slots)) * int(np.prod(part or (h, wd)))
+        if values != size:
+            where = f"{w}outputs[{k}].shape" if outs else w + "output_shape"
+            raise f.fail(where, f"{list(o['shape'])} ({values} values) does not fit output "
+                         f"tensor {t['name']!r} {list(t['shape'])} ({size} codes)")

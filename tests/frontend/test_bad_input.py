@@ -179,3 +179,109 @@ def test_onnx_unsupported_attribute(tmp_path):
     m = onnx.load(str(q))
     assert any(n.op_type == "Pad" for n in m.graph.node)
     assert np.isfinite(1.0)
+
+
+# -------------------------------------------------------------------------------------------------
+# messages that say what is wrong: NaN scales, non-finite calibration data, weight scales
+
+
+class _ConvReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.conv(x)))
+
+
+def _with_initializer(src, dst, name, value):
+    """A copy of the ONNX file ``src`` with every value of initializer ``name`` set."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src))
+    for init in m.graph.initializer:
+        if init.name == name:
+            a = numpy_helper.to_array(init).copy()
+            a[...] = value
+            init.CopyFrom(numpy_helper.from_array(a, name))
+            break
+    else:
+        raise AssertionError(f"no initializer {name!r}")
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("init, value, message", [
+    ("x_scale", float("nan"),
+     r"ONNX node 'x_QuantizeLinear' \(QuantizeLinear\) in nan\.onnx: scale 'x_scale' is NaN; "
+     r"a scale must be finite and > 0"),
+    ("/Relu_output_0_scale", float("nan"),
+     r"ONNX node '/Relu_output_0_QuantizeLinear' \(QuantizeLinear\) in nan\.onnx: scale "
+     r"'/Relu_output_0_scale' is NaN"),
+    ("conv.weight_scale", float("nan"),
+     r"ONNX node 'conv.weight_DequantizeLinear' \(DequantizeLinear\) in nan\.onnx: scale "
+     r"'conv.weight_scale' is NaN \(4 of its 4 values are NaN or infinite\)"),
+    ("conv2.weight_scale", float("inf"),
+     r"ONNX node 'conv2.weight_DequantizeLinear' \(DequantizeLinear\) in nan\.onnx: scale "
+     r"'conv2.weight_scale' is infinite"),
+], ids=["input", "activation", "weight", "weight-inf"])
+def test_onnx_nan_scale_names_node_and_scale(tmp_path, init, value, message):
+    """A NaN scale used to read "other qparams (s=nan, ...) than it was quantized with
+    (s=nan, ...)" (NaN is unequal to itself); now the Q/DQ node and its scale say so."""
+    torch.manual_seed(0)
+    f = export_onnx(_ConvReLU().eval(), _x(), tmp_path / "m.onnx")
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "m_qdq.onnx")
+    zynqnn.from_onnx(q)  # the unedited model imports
+    bad = _with_initializer(q, tmp_path / "nan.onnx", init, value)
+    with pytest.raises(FrontendError, match=message) as e:
+        zynqnn.from_onnx(bad)
+    assert "other qparams" not in str(e.value)
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), "some-nan"])
+def test_non_finite_calibration_data_says_so(fill):
+    """All-NaN (or all-inf, or NaN in every batch) calibration data used to read "no
+    calibration statistics"."""
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    data = (torch.where(x > 0.5, x, float("nan")) if fill == "some-nan"
+            else torch.full_like(x, fill))
+    bad = int((~torch.isfinite(data)).sum())
+    with pytest.raises(FrontendError, match=rf"float node 'x': no finite range to calibrate: "
+                                            rf"{bad} of the 768 values of the calibration data "
+                                            "are NaN or infinite"):
+        zynqnn.quantize(_ConvReLU().eval(), data, example_input=x[:1])
+
+
+@pytest.mark.parametrize("scheme", ["tflite", "pow2"])
+def test_nan_weights_name_the_layer(scheme):
+    """NaN weights used to surface as the next node's missing calibration statistics (tflite)
+    or a bare "cannot convert float NaN to integer" (pow2)."""
+    torch.manual_seed(0)
+    m = _ConvReLU().eval()
+    with torch.no_grad():
+        m.conv.weight[1] = float("nan")
+    x = _x((4, 3, 8, 8))
+    with pytest.raises(FrontendError, match=r"float node 'conv': the weight holds 27 NaN or "
+                                            r"infinite values \(of 108\)"):
+        zynqnn.quantize(m, x, example_input=x[:1], scheme=scheme)
+
+
+@pytest.mark.parametrize("value", [0.0, float("nan"), -1.0])
+def test_torch_weight_scale_names_the_weight(value):
+    """A bad weight scale of a quantized conv names the weight; a zero scale used to read
+    "torch-fbgemm: s_in must be finite and > 0, not inf" (the engine probe's input scale,
+    derived from the bias)."""
+    torch.manual_seed(0)
+    x = _x((4, 3, 8, 8))
+    q = zoo.quantize_fx(_ConvReLU().eval(), x, "fbgemm")
+    w, b = q.conv.weight(), q.conv.bias()
+    scales = w.q_per_channel_scales().clone()
+    scales[2] = value
+    q.conv.set_weight_bias(torch._make_per_channel_quantized_tensor(
+        w.int_repr(), scales.double(), w.q_per_channel_zero_points(), 0), b)
+    with pytest.raises(FrontendError, match=rf"torch node 'conv' .*: weight 'conv\.weight' has "
+                                            rf"scale {value!r} \(channel 2 of 4\); a scale must "
+                                            r"be finite and > 0") as e:
+        zynqnn.from_torch(q, x)
+    assert "s_in" not in str(e.value)

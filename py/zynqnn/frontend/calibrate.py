@@ -36,11 +36,17 @@ class RangeStats:
         self.hi = -np.inf
         self.hist: np.ndarray | None = None
         self.edge = 0.0
+        self.count = 0       # values observed
+        self.nonfinite = 0   # of them NaN or infinite (a batch with a NaN gives no min/max)
 
     def observe(self, x: np.ndarray) -> None:
         if x.size:
-            self.lo = min(self.lo, float(x.min()))
-            self.hi = max(self.hi, float(x.max()))
+            lo, hi = float(x.min()), float(x.max())
+            self.count += int(x.size)
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                self.nonfinite += int(x.size - np.count_nonzero(np.isfinite(x)))
+            self.lo = min(self.lo, lo)
+            self.hi = max(self.hi, hi)
 
     def start_histogram(self) -> None:
         self.edge = max(abs(self.lo), abs(self.hi), 1e-12)

@@ -245,6 +245,11 @@ class _Lowering:
     # -- quantize / dequantize -------------------------------------------------------------------
     def _qparams(self, node: QNode):
         a = node.attrs
+        s = np.asarray(a["scale"], dtype=np.float64)
+        if not np.all(np.isfinite(s)):  # NaN compares unequal to itself: say so here
+            raise self.fail(node, f"the scale is {'NaN' if np.isnan(s).any() else 'infinite'} "
+                                  f"({int(np.count_nonzero(~np.isfinite(s)))} of {s.size} "
+                                  "values); a scale must be finite and > 0")
         return _scalar(a["scale"]), _scalar(a["zero_point"]), a["dtype"], a.get("axis")
 
     def op_quantize(self, node: QNode):

@@ -58,8 +58,10 @@ def check_scale(op: str, name: str, value, *, allow_array: bool = True) -> np.nd
         raise ScaleError(f"{op}: {name} is empty")
     bad = ~np.isfinite(arr) | (arr <= 0)
     if np.any(bad):
-        v = arr.reshape(-1)[np.argmax(bad.reshape(-1))]
-        raise ScaleError(f"{op}: {name} must be finite and > 0, not {float(v)!r}")
+        i = int(np.argmax(bad.reshape(-1)))
+        v = arr.reshape(-1)[i]
+        where = f" (entry {i} of {arr.size}, {int(bad.sum())} bad)" if arr.size > 1 else ""
+        raise ScaleError(f"{op}: {name} must be finite and > 0, not {float(v)!r}{where}")
     return arr
 
 
