@@ -13,8 +13,6 @@ import types
 import numpy as np
 import pytest
 
-from zynqnn import isa, platform
-from zynqnn.config import get_config
 from zynqnn.driver import (
     AcceleratorError,
     AcceleratorTimeout,
@@ -23,7 +21,9 @@ from zynqnn.driver import (
     DriverError,
     PynqBackend,
 )
-from zynqnn.regs import REGMAP, Access
+from zynqnn.hw import isa, platform
+from zynqnn.hw.config import get_config
+from zynqnn.hw.regs import REGMAP, Access
 from zynqnn.sim.model import Program, SocModel
 
 B = isa.Buffer
@@ -44,7 +44,7 @@ class FakeBuffer(np.ndarray):
 
 
 class FakeAccelerator:
-    """Registers of :data:`zynqnn.regs.REGMAP`; START runs the program with the model."""
+    """Registers of :data:`zynqnn.hw.regs.REGMAP`; START runs the program with the model."""
 
     def __init__(self, cfg, hang=False):
         self.cfg = cfg
@@ -261,3 +261,86 @@ def test_asynchronous_mode_runs_the_same_code():
     result, out = asyncio.run(main())
     assert result.status["done"] == 1
     assert out == _expected(data, 20)
+
+
+class LoopBoundInterrupt:
+    """``pynq.Interrupt`` over ``pynq.uio.UioController``, with a pipe for ``/dev/uioN``: the
+    read end is watched on ``asyncio.get_event_loop()`` from construction on (as UioController
+    does), arming a wait writes a count into the pipe while the accelerator's ``irq`` is high
+    (a level interrupt re-enabled), and the ``asyncio.Event`` binds to the loop of its first
+    wait. Unlike ``fake_pynq``'s polling interrupt, a wait run on another loop never ends."""
+
+    def __init__(self, dev):
+        import os
+        import warnings
+
+        self.dev = dev
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                self.loop = asyncio.get_event_loop()
+            except RuntimeError:   # an earlier test's asyncio.run() unset the thread's loop
+                self.loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self.loop)
+        self.loop.add_reader(self.r, self._callback)
+        self.event = asyncio.Event()
+        self.waiting = False
+        self.results = []
+
+    def _callback(self):
+        import os
+
+        os.read(self.r, 4)
+        self.event.set()
+
+    async def wait(self):
+        import os
+
+        if not self.waiting:
+            self.event.clear()
+            self.waiting = True
+            if self.dev.irq:
+                os.write(self.w, (1).to_bytes(4, "little"))
+        await self.event.wait()
+        self.waiting = False
+
+    def close(self):
+        import os
+
+        self.loop.remove_reader(self.r)
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_interrupt_is_waited_for_on_the_threads_event_loop():
+    """Two runs in a row each end on the interrupt at once, waited for as PYNQ's own drivers do
+    (the thread's event loop, where pynq serves the UIO device). The old ``asyncio.run`` per
+    wait timed out on the first run and raised on the second. tests/test_pynq_interrupt.py does
+    the same against pynq's own classes."""
+    import time
+
+    dev = FakeAccelerator(CFG)
+    irq = LoopBoundInterrupt(dev)
+    backend = PynqBackend(pynq=fake_pynq(dev), interrupt=irq)
+    seen = []
+    wait_irq = backend.wait_irq
+
+    async def recording(timeout_s):
+        t0 = time.perf_counter()
+        seen.append((await wait_irq(timeout_s), time.perf_counter() - t0))
+        return seen[-1][0]
+
+    backend.wait_irq = recording
+    drv = Driver(backend, CFG)
+    prog, src, dst, data = _copy_program(drv, random.Random(5))
+    drv.write_mem(src, data)
+    try:
+        for _ in range(2):
+            assert drv.run(prog.to_bytes(), timeout_s=2.0).status["done"] == 1
+    finally:
+        irq.close()
+    assert [ok for ok, _ in seen] == [True, True], seen
+    assert all(t < 0.5 for _, t in seen), seen
+    assert drv.read_mem(dst) == _expected(data, 20)

