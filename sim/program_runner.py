@@ -34,12 +34,13 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ProgramRunError", "run_program", "build_dir"]
+__all__ = ["ProgramRunError", "run_program", "build_dir", "memory_model"]
 
 #: Names inside the work directory (shared with zynqnn.sim.tb_program).
 JOB_JSON = "job.json"
@@ -74,7 +75,7 @@ class ProgramRunError(RuntimeError):
 def build_dir(cfg, sim: str, build_root: Path | None = None) -> Path:
     """The simulator build directory :func:`run_program` uses for ``cfg`` on ``sim`` (named as
     :func:`zynqnn.sim.runner.run` names it under ``build_root``, default ``build/system``)."""
-    from zynqnn.platform import TOP_NAME
+    from zynqnn.hw.platform import TOP_NAME
     from zynqnn.sim.runner import default_build_root
 
     root = default_build_root() / "system" if build_root is None else Path(build_root).resolve()
@@ -176,16 +177,100 @@ def _quiet_runner_logs():
 
 
 def _read_progress(work: Path) -> int:
+    return _read_progress_detail(work)[0]
+
+
+def _read_progress_detail(work: Path) -> tuple[int, int | None]:
+    """(inputs finished, their busy cycles so far or None) from the progress file: ``"<done>"``
+    or ``"<done> <cycles>"``."""
     try:
-        return int((work / PROGRESS).read_text() or 0)
+        parts = (work / PROGRESS).read_text().split()
+        return (int(parts[0]) if parts else 0,
+                int(parts[1]) if len(parts) > 1 else None)
     except (OSError, ValueError):
-        return 0
+        return 0, None
+
+
+def memory_model(fast: bool = False, ddr_latency: int = 0, backpressure: float = 0.0) -> str:
+    """What served the accelerator's DDR port in a run of :func:`run_program`, for labelling
+    its cycle counts: ``"lean DDR model"`` (``fast``, with ``ddr_latency``: ``"lean DDR model
+    with 100-cycle latency"``) or ``"AXI RAM model"`` (cocotbext-axi's ``AxiRam`` with the
+    protocol checker; ``"... with 30 % back-pressure"``)."""
+    if fast:
+        return "lean DDR model" + (f" with {ddr_latency}-cycle latency" if ddr_latency else "")
+    return "AXI RAM model" + (f" with {100 * backpressure:g} % back-pressure"
+                              if backpressure else "")
+
+
+def _k(v: float) -> str:
+    return f"{v / 1e3:,.1f}k" if v >= 1e4 else f"{v:,.0f}"
+
+
+class _RunProgress:
+    """The default ``progress`` of :func:`run_program` (:mod:`zynqnn.progress`): inputs done,
+    busy cycles so far and simulated cycles per second of wall time (the perf model's estimate,
+    marked ``~``, until the simulator reports measured cycles). The bar opens when the simulator
+    starts (its ``test-*.log`` appears; :meth:`poll`), after the build and its own lines."""
+
+    def __init__(self, work: Path, sim: str, label: str, estimate: int, total: int):
+        self.work, self.estimate, self.total = work, estimate, total
+        self.desc = f"{sim} run ({label})"
+        self.launched = time.time()
+        self.start = None
+        self.bar = None
+
+    def _open(self):
+        if self.bar is None:
+            from zynqnn.progress import Bar
+
+            self.bar = Bar(self.total, self.desc, "input(s)")
+        return self.bar
+
+    def poll(self) -> None:
+        """Open the bar once the simulator has started (called while waiting for it)."""
+        if self.bar is None and any(p.stat().st_mtime >= self.launched - 1
+                                    for p in self.work.parent.glob("test-*.log")):
+            self._open()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.start is None:   # the first input finished: the build and the image load are
+            self.start = now     # behind; rates count from the first input on
+            self.first = done
+        _, cycles = _read_progress_detail(self.work)
+        info = []
+        if cycles is not None:
+            info.append(f"{cycles:,} cycles")
+        if done > self.first and now > self.start:
+            if cycles is not None:
+                rate = cycles * (done - self.first) / done / (now - self.start)
+                info.append(f"{_k(rate)} cycles/s")
+            elif self.estimate:
+                rate = self.estimate * (done - self.first) / (now - self.start)
+                info.append(f"~{_k(rate)} cycles/s")
+        self._open().set(done, ", ".join(info) or None)
+
+    def fail(self) -> None:
+        if self.bar is not None:
+            self.bar.close("failed")
+
+    def close(self, cycles: list[int] | None) -> None:
+        """End the bar: the busy cycles, and the simulation rate over the inputs after the
+        first (the build and the simulator's start-up come before the first)."""
+        info = None
+        if cycles:
+            info = f"{sum(cycles):,} busy cycles"
+            n = len(cycles)
+            if self.start is not None and n > self.first and time.monotonic() > self.start:
+                rate = sum(cycles[self.first:]) / (time.monotonic() - self.start)
+                info += f", {_k(rate)} cycles/s"
+        self._open().close(info)
 
 
 def _simulate(make, cfg, sim, root, work, progress, total):
     """Run the cocotb process; call ``progress(done, total)`` from this thread as images
     finish."""
-    from zynqnn.platform import TOP_NAME
+    from zynqnn.hw.platform import TOP_NAME
     from zynqnn.sim.runner import run
 
     def launch():
@@ -204,6 +289,9 @@ def _simulate(make, cfg, sim, root, work, progress, total):
                 break
             except concurrent.futures.TimeoutError:
                 pass
+            poll = getattr(progress, "poll", None)
+            if poll is not None:
+                poll()
             done = _read_progress(work)
             if done > seen:
                 seen = done
@@ -239,7 +327,9 @@ def run_program(
     ``backpressure``: probability of a random pause per cycle on every AXI channel (0: none).
     ``build_root``: the simulator builds go to ``<build_root>/sim/`` (default
     ``build/system``, the system tests' builds). ``progress(done, total)`` is called as inputs
-    finish; nothing is printed. ``seed`` seeds the back-pressure pattern.
+    finish; without it, a bar on stderr when :mod:`zynqnn.progress` is on (inputs done, cycles,
+    cycles/s; labelled with :func:`memory_model`), nothing otherwise. ``seed`` seeds the
+    back-pressure pattern.
 
     ``fast``: serve the manager port with a lean always-ready memory model
     (:class:`zynqnn.sim.tb_program.LeanDdr`, no wait states, so slightly fewer cycles) instead
@@ -279,6 +369,14 @@ def run_program(
     # One work directory per build directory (a fixed path keeps the runner's log name fixed,
     # so repeated calls overwrite one log); the lock serializes callers sharing the build.
     work = bdir / "program-run"
+    shown = None
+    if progress is None:
+        from zynqnn.progress import enabled
+
+        if enabled():
+            shown = _RunProgress(work, sim, memory_model(fast, ddr_latency, backpressure),
+                                 _cycle_estimate(program), len(inputs))
+            progress = shown
     with _locked(bdir.parent / f"{bdir.name}.lock"):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -288,6 +386,8 @@ def run_program(
         except (RuntimeError, SystemExit, subprocess.CalledProcessError) as e:
             # zynqnn.sim.runner raises RuntimeError for failed cocotb tests; cocotb's runner
             # exits (SystemExit) instead when it runs under pytest or the simulator crashed.
+            if shown is not None:
+                shown.fail()
             log = _newest_log(bdir)
             err = work / ERROR_JSON
             if err.exists():
@@ -299,6 +399,8 @@ def run_program(
                                   f"({type(e).__name__}: {e}); log: {log}", log=log) from e
         with np.load(work / RESULT_NPZ) as res:
             raw, cycles = res["outputs"], res["cycles"]
+    if shown is not None:
+        shown.close([int(c) for c in cycles])
     outputs = []
     for i in range(len(inputs)):
         per, off = [], 0

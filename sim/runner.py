@@ -8,15 +8,19 @@ rebuild only happens when the generated Verilog changed.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -91,7 +95,8 @@ def run(
     """Elaborate ``make()`` as ``toplevel``, build it for ``simulator`` and run ``test_module``.
 
     The hardware config reaches the testbench as JSON in ``ZYNQNN_CONFIG``. Returns
-    ``(tests, failures)``; raises ``RuntimeError`` when a test failed or none ran.
+    ``(tests, failures)``; raises ``RuntimeError`` unless every cocotb test asked for ran and
+    passed: those named in ``testcase``, or else every ``@cocotb.test`` of ``test_module``.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -108,24 +113,39 @@ def run(
     env_json = json.dumps(dict(extra_env or {}), sort_keys=True)
     tag = hashlib.sha256((cfg.canonical_json() + env_json).encode()).hexdigest()[:8]
     build_dir = build_root / "sim" / f"{toplevel}-{cfg.config_id}-{simulator}"
-    src = _verilog_for(make, toplevel, build_dir)
+    from zynqnn import progress
+
+    # Elaboration alone takes ~20 s for the pynq_z2 top level, before any (re)build.
+    with progress.step(f"generating the Verilog of {toplevel} ({cfg.name})"):
+        src = _verilog_for(make, toplevel, build_dir)
 
     runner = get_runner(simulator)
     # Icarus under cocotb's default -g2012 applies declaration initialisers without an event, so
     # Yosys' trick for running `always @*` blocks at time zero never fires and combinational
     # outputs of idle logic stay X until an input changes; Verilog-2005 semantics fire it.
     build_args = list(VERILATOR_WAIVERS) if simulator == "verilator" else ["-g2005"]
+    sources, build_waves = [src], waves
     if simulator == "verilator":
         build_args += _top_only_public(build_dir, toplevel)
-    runner.build(
-        sources=[src],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        log_file=build_dir / "build.log",
-    )
+        if waves:   # FST (dump.fst) rather than cocotb's default VCD: a tenth of the size
+            build_args += ["--trace-fst", "--trace-structs"]
+    elif waves:
+        # cocotb's Icarus dump module declares a SystemVerilog `string`, which -g2005 rejects:
+        # a Verilog-2005 one of ours instead, writing <toplevel>.fst as cocotb's would.
+        sources.append(_icarus_dump(build_dir, toplevel))
+        build_args += ["-s", "zynqnn_waves_dump"]
+        build_waves = False   # the test step's waves=True only asks vvp for FST
+    with _build_progress(simulator, toplevel, cfg, build_dir, src, build_args + [
+            str(s) for s in sources] + [f"waves={build_waves}"]):
+        runner.build(
+            sources=sources,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=build_waves,
+            log_file=build_dir / "build.log",
+        )
     env = {"ZYNQNN_CONFIG": cfg.canonical_json(), **(extra_env or {})}
     results = runner.test(
         test_module=test_module,
@@ -141,13 +161,83 @@ def run(
         log_file=build_dir / f"test-{tag}.log",
     )
     tests, failures = get_results(results)
-    if tests == 0:
-        raise RuntimeError(f"{toplevel} on {simulator}: no cocotb test ran ({results})")
+    asked = testcase.split(",") if isinstance(testcase, str) else testcase
+    expected = len(asked or cocotb_tests(test_module))
+    if tests != expected:
+        raise RuntimeError(f"{toplevel} on {simulator}: {tests} of the {expected} cocotb tests "
+                           f"asked for ran ({results})")
     if failures:
         raise RuntimeError(
             f"{toplevel} on {simulator}: {failures} of {tests} cocotb tests failed; "
             f"log: {build_dir / f'test-{tag}.log'}")
     return tests, failures
+
+
+#: Seconds per megabyte of generated Verilog a first build takes (measured on 2 shared cores:
+#: the pynq_z2 top level, 3.7 MB, about 4 minutes on Verilator and 10 s on Icarus), and the least.
+BUILD_SECONDS_PER_MB = {"verilator": 65.0, "icarus": 3.0}
+BUILD_SECONDS_MIN = {"verilator": 20.0, "icarus": 2.0}
+#: Written beside a build: the arguments it was made with and how long it took.
+BUILD_STAMP = "zynqnn-build.json"
+
+
+@contextlib.contextmanager
+def _build_progress(simulator: str, toplevel: str, cfg: HwConfig, build_dir: Path, src: Path,
+                    args: list[str]):
+    """Progress of a build (:mod:`zynqnn.progress`): when the simulator binary is missing, older
+    than the Verilog or made with other arguments, a line before ("building <toplevel> for
+    <simulator> (this takes ~N min the first time)") and the elapsed time after."""
+    from zynqnn import progress
+
+    binary = build_dir / ("sim.vvp" if simulator == "icarus" else toplevel)
+    stamp = build_dir / BUILD_STAMP
+    try:
+        old = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        old = {}
+    stale = (not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime
+             or old.get("args", args) != args)
+    if not stale:
+        yield
+        return
+    mb = src.stat().st_size / 1e6
+    guess = max(BUILD_SECONDS_MIN[simulator], BUILD_SECONDS_PER_MB[simulator] * mb)
+    if old.get("seconds") is not None:
+        expect = f"the last build took {progress.duration(old['seconds'])}"
+    else:
+        expect = f"this takes ~{progress.duration(guess)} the first time"
+    start = time.monotonic()
+    with progress.step(f"building {toplevel} ({cfg.name}, {mb:.1f} MB of Verilog) for "
+                       f"{simulator}", f"{expect}; log: {build_dir / 'build.log'}"):
+        yield
+    with contextlib.suppress(OSError):
+        stamp.write_text(json.dumps({"args": args, "seconds": round(time.monotonic() - start,
+                                                                    1)}))
+
+
+def _icarus_dump(build_dir: Path, toplevel: str) -> Path:
+    path = build_dir / "zynqnn_waves_dump.v"
+    fst = (build_dir / f"{toplevel}.fst").resolve()
+    path.write_text(f"module zynqnn_waves_dump();\ninitial begin\n"
+                    f'    $dumpfile("{fst}");\n    $dumpvars(0, {toplevel});\nend\nendmodule\n')
+    return path
+
+
+def cocotb_tests(test_module: str) -> list[str]:
+    """Names of the ``@cocotb.test`` functions of ``test_module`` (read from its source, so the
+    module is not imported outside a simulator)."""
+    spec = importlib.util.find_spec(test_module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no cocotb test module {test_module!r}")
+    tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.AsyncFunctionDef):
+            for d in node.decorator_list:
+                d = d.func if isinstance(d, ast.Call) else d
+                if ast.unparse(d) in ("cocotb.test", "test"):
+                    names.append(node.name)
+    return names
 
 
 def _top_only_public(build_dir: Path, toplevel: str) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 import zynqnn
 from zynqnn import cli
-from zynqnn.config import get_config
+from zynqnn.hw.config import get_config
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
 
@@ -140,23 +140,26 @@ def test_report(env, capsys, tmp_path):
     code, out, err = run(capsys, "report", prog, "--clock-mhz", "142.857", "--ddr-gbps", "1.0",
                          "--build", tmp_path)
     assert code == 0, err
-    for text in ("performance model: config pynq_z2", "142.857 MHz, DDR 1 GB/s", "conv2_1",
+    for text in ("performance model: config pynq_z2", "142.857 MHz, DDR 1 GB/s", "conv2",
                  "estimated latency", "frames/s", "run `make synth CONFIG=pynq_z2`"):
         assert text in out, (text, out)
+    assert "conv2_1" not in out   # layers are named after the modules (conv2)
+    from zynqnn.synth import Resources, format_report, write_outputs
+
     cfg = get_config("pynq_z2")
-    res = tmp_path / cfg.config_id / "resources.txt"
-    res.parent.mkdir()
-    res.write_text("zynqnn resource estimate: zynqnn_top\nDSP48E1  128\n")
+    r = Resources("zynqnn_top", dsp=128, config="pynq_z2", config_id=cfg.config_id)
+    _, res = write_outputs(r, tmp_path)
     code, out, _ = run(capsys, "report", prog, "--build", tmp_path)
-    assert code == 0 and "DSP48E1  128" in out and "make synth" not in out
+    assert code == 0 and "DSP48E1" in out and "make synth" not in out
     # without a program: the resources of a config alone
     code, out, _ = run(capsys, "report", "--build", tmp_path)
-    assert code == 0 and out.strip() == res.read_text().strip()
+    assert code == 0 and out.strip() == (f"synthesis estimate of the accelerator (zynqnn_top), "
+                                         f"from {res}:\n{format_report(r)}").strip()
     code, out, _ = run(capsys, "report", "--config", "tiny", "--build", tmp_path)
     tiny = get_config("tiny")
     assert code == 0 and out.strip() == (
         f"no synthesis estimate for tiny ({tiny.config_id}) in {tmp_path / tiny.config_id}: "
-        "run `make synth CONFIG=tiny`")
+        "run `make synth CONFIG=tiny` (or pass --resources FILE)")
     fails(capsys, "report", prog, "--clock-mhz", "999", match=r"HwConfig.clock_mhz = 999.0")
     fails(capsys, "report", prog, "--config", "tiny", match="compiled for config pynq_z2")
 
@@ -214,7 +217,7 @@ def test_user_errors(env, capsys):
     fails(capsys, "run", prog, "-i", work / "shape.npy", "-o", work / "y.npy",
           match=r"must have shape \(N, 1, 8, 8\), got \[2, 3, 8, 8\]")
     fails(capsys, "run", prog, "-i", work / "x.npy", "-o", work / "y.npy", "--backend", "pynq",
-          match=r"backend 'pynq': no bitstream")
+          match=r"no bitstream .*: pass --bitfile BIT or set \$ZYNQNN_BITFILE")
     fails(capsys, "run", prog, "-i", work / "x.npy", "-o", work / "y.npy", "--backend", "pynq",
           "--bitfile", work / "none.bit", match=r"no bitstream .*none.bit")
 

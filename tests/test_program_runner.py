@@ -11,10 +11,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from zynqnn import isa
 from zynqnn.compiler import compile_network
 from zynqnn.compiler.testing import codes
-from zynqnn.config import get_config
+from zynqnn.hw import isa
+from zynqnn.hw.config import get_config
 from zynqnn.sim.program_runner import ProgramRunError, build_dir, run_program
 from zynqnn.sim.runner import SIMULATORS, default_build_root
 from zynqnn.sim.tb_system import small_network

@@ -32,7 +32,8 @@ import numpy as np
 from .ir import Graph, Node, Tensor
 from .ir import kernels as K
 
-__all__ = ["LayerError", "LayerErrors", "attach_float_weights", "float_shadow", "layer_errors"]
+__all__ = ["LayerError", "LayerErrors", "attach_float_weights", "ellipsize", "float_shadow",
+           "layer_errors"]
 
 
 @dataclass
@@ -48,10 +49,21 @@ class LayerError:
     values: int
 
 
+def ellipsize(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: a longer one keeps its start and its end (the
+    layer's own part) around an ellipsis, ``features.1…conv.0.0``."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "\u2026" + name[len(name) - tail:]
+
+
 class LayerErrors(list):
     """A list of :class:`LayerError` rows with a table and a plot."""
 
     title = "per-layer quantization error"
+    #: Characters of a layer name on the plot's axis (a longer one is ellipsized).
+    label_chars = 28
 
     def table(self) -> str:
         head = f"{'layer':<32} {'op':<18} {'dtype':<6} {'SQNR dB':>8} {'max |err|':>10} " \
@@ -59,35 +71,45 @@ class LayerErrors(list):
         lines = [self.title, head, "-" * len(head)]
         for r in self:
             sq = "inf" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:8.2f}"
-            lines.append(f"{r.name[:32]:<32} {r.op:<18} {r.dtype:<6} {sq:>8} "
+            lines.append(f"{ellipsize(r.name, 32):<32} {r.op:<18} {r.dtype:<6} {sq:>8} "
                          f"{r.max_abs:10.4g} {100 * r.identical:8.2f}%")
         return "\n".join(lines)
 
-    def plot(self, path: Any) -> Path:
-        import matplotlib
+    def figure(self) -> Any:
+        """The plot as a matplotlib ``Figure`` (no pyplot state): SQNR bars and the max error
+        line per layer; the title on top, the legend in a row of its own under it, the layer
+        names slanted under the axis (ellipsized beyond :attr:`label_chars` characters)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        path = Path(path)
-        names = [r.name for r in self]
+        names = [ellipsize(r.name, self.label_chars) for r in self]
         sq = [min(r.sqnr_db, 100.0) for r in self]
         err = [max(r.max_abs, 1e-12) for r in self]
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(self) + 2), 4.8))
+        longest = max((len(n) for n in names), default=0)
+        fig = Figure(figsize=(max(6.4, 0.3 * len(self) + 2.5), 4.2 + 0.055 * longest),
+                     layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
         x = np.arange(len(self))
-        ax.bar(x, sq, color="#4878a8", label="SQNR (dB)")
+        bars = ax.bar(x, sq, color="#4878a8")
         ax.set_ylabel("SQNR (dB, capped at 100)")
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=90, fontsize=7)
+        ax.set_xticks(x, names, rotation=55, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.set_xlim(-0.6, len(self) - 0.4)
         ax2 = ax.twinx()
-        ax2.plot(x, err, "o-", color="#c44e52", label="max |error|")
+        (line,) = ax2.plot(x, err, "o-", color="#c44e52")
         ax2.set_yscale("log")
         ax2.set_ylabel("max |error| (log)")
-        ax.set_title(self.title)
-        fig.legend(loc="upper right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        # the legend in a row of its own right above the axes, the title above the legend
+        ax2.legend([bars, line], ["SQNR (dB, left axis)", "max |error| (right axis)"],
+                   loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=8,
+                   frameon=False, borderaxespad=0.2)
+        ax.set_title(self.title, pad=22)
+        return fig
+
+    def plot(self, path: Any) -> Path:
+        """Write :meth:`figure` as a PNG; returns the path."""
+        path = Path(path)
+        self.figure().savefig(path, dpi=110)
         return path
 
 

@@ -1,8 +1,13 @@
 """The ``zynqnn`` command line.
 
 Sub-commands register themselves with :func:`command`; each gets an ``argparse`` sub-parser and
-a function ``run(args) -> int``. Errors a user can cause (a bad model, a bad option) end the
-program with exit status 1 and one line ``zynqnn <command>: error: <reason>`` on stderr.
+a function ``run(args) -> int``. Errors a user can cause (a bad model, a bad option, a bad
+file) end the program with exit status 1 and one line ``zynqnn <command>: error: <reason>`` on
+stderr, naming the file; any other exception (a bug) with status 2 and one line too. ``--debug``
+(before or after the command) shows the traceback instead. When stdout's reader goes away
+(``zynqnn report PROG | head``) the command stops silently with status 141 (128 + SIGPIPE, as
+``cat`` or ``git log`` do). Long steps show progress on stderr when it is a terminal
+(:mod:`zynqnn.progress`); ``--verbose`` shows it anywhere, ``--quiet`` nowhere.
 
 Adding a sub-command (``compile``, ``run``, ``report``, ``verilog`` ...)::
 
@@ -14,19 +19,23 @@ Adding a sub-command (``compile``, ``run``, ``report``, ``verilog`` ...)::
     COMMANDS["compile"].run = _compile     # or pass run= to command()
 
 Implemented: ``errors`` (per-layer float vs quantized error table and PNG), ``compile`` (a model
-to a program file), ``run`` (a program on an input .npy), ``report`` (performance model and
-synthesis estimate) and ``verilog`` (the generated top level).
+to a program file), ``example-input`` (an input .npy for a program), ``run`` (a program on an
+input .npy), ``report`` (performance model and synthesis estimate), ``deploy`` (a folder that
+runs a program on the board) and ``verilog`` (the generated top level).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import TOOL_PACKAGES
 
 __all__ = ["COMMANDS", "command", "main", "build_parser"]
 
@@ -65,24 +74,70 @@ ENGINES = ("fbgemm", "qnnpack", "onnxruntime", "tflite", "pow2", "fixed16")
 
 @command("errors", help="per-layer float vs quantized error of a model (table and PNG)")
 def _errors_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL",
-                   help="a zoo model name (resnet18, mobilenet_v2, yolov3_tiny, digits_cnn) or "
-                        "an ONNX file (float: quantized here with ONNX Runtime; QDQ/QOperator: "
-                        "imported as is)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP + " (float ONNX: quantized here "
+                   "with ONNX Runtime on random calibration data; QDQ/QOperator ONNX and .zqg: "
+                   "as they are, errors measured against their dequantized weights)")
     p.add_argument("--engine", choices=ENGINES, default="fbgemm",
                    help="who quantizes a zoo model: torch.ao FX with the fbgemm or qnnpack "
                         "engine, ONNX Runtime quantize_static (onnxruntime), or zynqnn.quantize "
                         "with the tflite, pow2 or fixed16 scheme (default: fbgemm)")
     p.add_argument("--size", type=int, default=None,
                    help="input height = width (default: the zoo model's own size; for ONNX "
-                        "files with dynamic sizes this is required)")
+                        "files with dynamic sizes, this or --input-shape is required)")
+    p.add_argument("--input-shape", type=_shape_arg, default=None, metavar="N,C,H,W",
+                   help="the input shape of an ONNX file with dynamic (symbolic) dimensions")
     p.add_argument("--calib", type=int, default=8, metavar="N",
                    help="calibration images (default 8)")
-    p.add_argument("--images", type=int, default=2, metavar="N",
-                   help="images the errors are measured on (default 2)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help=f"images the errors are measured on (default {ERRORS_IMAGES}, or "
+                        f"{ERRORS_IMAGES_LARGE} for inputs above {ERRORS_LARGE}x{ERRORS_LARGE} "
+                        "such as ResNet-18 at 224x224)")
     p.add_argument("--png", type=Path, default=None, metavar="PATH",
                    help="where to write the plot (default: <model>-<engine>-errors.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random zoo weights/inputs")
+
+
+#: `zynqnn errors --images` default: images measured, and fewer for inputs larger than this side.
+ERRORS_IMAGES, ERRORS_IMAGES_LARGE, ERRORS_LARGE = 8, 2, 64
+#: Short names accepted besides the zoo's own, by every command that takes a model.
+ZOO_ALIASES = {"digits": "digits_cnn"}
+MODEL_HELP = ("a zoo model (digits or digits_cnn, resnet18, mobilenet_v2, yolov3_tiny), an ONNX "
+              "file or a zynqnn graph file (.zqg)")
+
+
+def _shape_arg(text: str) -> tuple[int, ...]:
+    """``N,C,H,W`` (or ``NxCxHxW``) -> a tuple of 4 positive ints (argparse type)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: four positive integers N,C,H,W "
+                                         "(e.g. 1,3,224,224)")
+    return shape
+
+
+def _model_source(arg: str) -> tuple[str, Any]:
+    """What MODEL names, the same for every command that takes one: ``("zoo", name)`` (a zoo
+    name or alias), ``("zqg", path)`` or ``("onnx", path)``; a UserError otherwise."""
+    from . import zoo
+
+    name = ZOO_ALIASES.get(arg, arg)
+    if name in zoo.NAMES:
+        return "zoo", name
+    path = Path(arg)
+    suffix = path.suffix.lower()
+    if suffix == ".zqp":
+        raise UserError(f"{arg}: a compiled program (zynqnn compile writes them); this command "
+                        "takes a model: " + MODEL_HELP)
+    if suffix == ".zqg":
+        return "zqg", path
+    if suffix == ".onnx" or path.exists():
+        return "onnx", path
+    names = ", ".join(sorted({*zoo.NAMES, *ZOO_ALIASES}))
+    raise UserError(f"unknown model {arg!r}: not a zoo model ({names}), an ONNX file nor a .zqg "
+                    "graph")
 
 
 def _zoo_inputs(name: str, size: int | None, count: int, seed: int, split: str):
@@ -108,32 +163,61 @@ def _prepare_zoo(args) -> tuple[Any, Any, str]:
     from .zoo.ort import export_onnx, ort_quantize
     from .zoo.quant import quiet_torch_ao
 
-    name = args.model
-    model = zoo.get(name, pretrained=True) if name == "digits_cnn" else zoo.get(name,
-                                                                               seed=args.seed)
+    name = ZOO_ALIASES.get(args.model, args.model)
+    if args.input_shape:
+        raise UserError("--input-shape applies to ONNX files; a zoo model takes --size")
     if name == "digits_cnn" and args.size not in (None, 8):
         raise UserError("digits_cnn takes 8x8 inputs (--size 8)")
     if name == "yolov3_tiny" and args.size and args.size % 32:
         raise UserError("yolov3_tiny needs --size to be a multiple of 32")
+    model = _zoo_model(name, args.seed)
     calib = _zoo_inputs(name, args.size, args.calib, args.seed + 100, "train")
-    x = _zoo_inputs(name, args.size, args.images, args.seed + 1000, "test")
-    if args.engine in ("fbgemm", "qnnpack"):
-        with quiet_torch_ao():
-            q = zoo.quantize_fx(model, x[:1], engine=args.engine, calibration=calib)
-            graph = from_torch(q, x, engine=args.engine)
-        attach_float_weights(graph, model)
-    elif args.engine == "onnxruntime":
-        with tempfile.TemporaryDirectory() as tmp:
-            float_path = Path(tmp) / f"{name}.onnx"
-            export_onnx(model, x[:1], float_path)
-            c = calib.numpy()
-            qpath = ort_quantize(float_path, [c[i:i + 1] for i in range(len(c))],
-                                 Path(tmp) / f"{name}_qdq.onnx")
-            graph = from_onnx(qpath)
-            attach_float_weights(graph, float_path)
-    else:
-        graph = quantize(model, calib, example_input=x, scheme=args.engine)
+    images = args.images or _default_images(calib.shape[-2:])
+    x = _zoo_inputs(name, args.size, images, args.seed + 1000, "test")
+    with _quantizing(name, args.engine, len(calib)):
+        if args.engine in ("fbgemm", "qnnpack"):
+            with quiet_torch_ao():
+                q = zoo.quantize_fx(model, x[:1], engine=args.engine, calibration=calib)
+                graph = from_torch(q, x, engine=args.engine)
+            attach_float_weights(graph, model)
+        elif args.engine == "onnxruntime":
+            with tempfile.TemporaryDirectory() as tmp:
+                float_path = Path(tmp) / f"{name}.onnx"
+                export_onnx(model, x[:1], float_path)
+                c = calib.numpy()
+                qpath = ort_quantize(float_path, [c[i:i + 1] for i in range(len(c))],
+                                     Path(tmp) / f"{name}_qdq.onnx")
+                graph = from_onnx(qpath)
+                attach_float_weights(graph, float_path)
+        else:
+            graph = quantize(model, calib, example_input=x, scheme=args.engine)
     return graph, x.numpy(), f"{name}-{args.engine}"
+
+
+def _default_images(hw) -> int:
+    return ERRORS_IMAGES if max(hw) <= ERRORS_LARGE else ERRORS_IMAGES_LARGE
+
+
+def _zoo_model(name: str, seed: int):
+    """A zoo model: digits_cnn trained (once, then cached), the others with random weights."""
+    from . import progress, zoo
+
+    if name != "digits_cnn":
+        return zoo.get(name, seed=seed)
+    fresh = zoo.digits.cache_path().exists()
+    with (contextlib.nullcontext() if fresh else progress.step(
+            f"training the digits CNN once, for the cache {zoo.digits.cache_dir()}",
+            "about 5-10 s")):
+        return zoo.get(name, pretrained=True)
+
+
+def _quantizing(name: str, engine: str, calib: int):
+    """The progress step of quantizing a zoo model."""
+    from . import progress
+
+    who = {"fbgemm": "torch.ao FX (fbgemm)", "qnnpack": "torch.ao FX (qnnpack)",
+           "onnxruntime": "ONNX Runtime quantize_static"}.get(engine, f"zynqnn.quantize ({engine})")
+    return progress.step(f"quantizing {name} with {who}, calibrating on {calib} images")
 
 
 _QUANT_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "DequantizeLinear"}
@@ -161,20 +245,30 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
     if len(dims) != 4:
         raise UserError(f"{label}: input {vi.name!r} is not 4-D NCHW")
     dynamic = any(d is None for d in dims)
+    if args.input_shape:
+        if args.size:
+            raise UserError("pass --size or --input-shape, not both")
+        if any(d is not None and d != v for d, v in zip(dims, args.input_shape, strict=True)):
+            raise UserError(f"{label}: --input-shape {','.join(map(str, args.input_shape))} "
+                            f"does not fit input {vi.name!r} "
+                            f"[{', '.join(str(d or '?') for d in dims)}]")
+        dims = list(args.input_shape)
     if args.size:
         dims[2] = dims[3] = args.size
     if dims[1] is None or dims[2] is None or dims[3] is None:
-        raise UserError(f"{label}: input {vi.name!r} has dynamic sizes; pass --size")
+        raise UserError(f"{label}: input {vi.name!r} has dynamic sizes; pass --size or "
+                        "--input-shape N,C,H,W")
     shape = (dims[0] or 1, dims[1], dims[2], dims[3])
-    shapes = {vi.name: shape} if dynamic or args.size else None
+    shapes = {vi.name: shape} if dynamic or args.size or args.input_shape else None
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.images,) + shape[1:]).astype(np.float32)
+    images = args.images or _default_images(shape[2:])
+    x = rng.standard_normal((images,) + shape[1:]).astype(np.float32)
     quantized = any(n.op_type in _QUANT_OPS for n in m.graph.node)
     if quantized:
-        graph = from_onnx(m, input_shapes=shapes)
+        graph = from_onnx(path, input_shapes=shapes)  # errors name the file
         return graph, x, path.stem
     calib = rng.standard_normal((args.calib * shape[0],) + shape[1:]).astype(np.float32)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quantizing(path.name, "onnxruntime", len(calib)):
         fixed = onnx.ModelProto()
         fixed.CopyFrom(m)
         for d, v in zip(fixed.graph.input[[i.name for i in fixed.graph.input].index(vi.name)]
@@ -191,24 +285,41 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
     return graph, x, f"{path.stem}-onnxruntime"
 
 
+def _prepare_graph(args, path: Path) -> tuple[Any, Any, str]:
+    """A .zqg graph and random normal inputs of its input's shape."""
+    import numpy as np
+
+    from .ir import load as load_graph
+
+    if args.size or args.input_shape:
+        raise UserError(f"{path}: a .zqg graph has fixed shapes; --size and --input-shape do "
+                        "not apply")
+    graph = load_graph(path)
+    shape = graph.tensors[graph.inputs[0]].shape
+    images = args.images or _default_images(shape[2:])
+    x = np.random.default_rng(args.seed).standard_normal((images, *shape[1:]))
+    return graph, x.astype(np.float32), path.stem
+
+
 def _errors(args: argparse.Namespace) -> int:
-    from . import zoo
+    from . import progress
     from .analysis import layer_errors
 
-    if args.calib < 1 or args.images < 1:
+    if args.calib < 1 or (args.images is not None and args.images < 1):
         raise UserError("--calib and --images must be at least 1")
-    if args.model in zoo.NAMES:
+    kind, _ = _model_source(args.model)
+    if kind != "zoo" and args.engine not in ("fbgemm", "onnxruntime"):
+        raise UserError("ONNX files are quantized (or were quantized) by ONNX Runtime and .zqg "
+                        "graphs are quantized already; --engine does not apply")
+    if kind == "zoo":
         graph, x, label = _prepare_zoo(args)
-    elif args.model.lower().endswith(".onnx") or Path(args.model).exists():
-        if args.engine not in ("fbgemm", "onnxruntime"):
-            raise UserError("ONNX files are quantized (or were quantized) by ONNX Runtime; "
-                            "--engine does not apply")
-        graph, x, label = _prepare_onnx(args)
+    elif kind == "zqg":
+        graph, x, label = _prepare_graph(args, Path(args.model))
     else:
-        raise UserError(f"unknown model {args.model!r}: not a zoo model "
-                        f"({', '.join(zoo.NAMES)}) nor an ONNX file")
-    rows = layer_errors(graph, x)
-    rows.title = f"per-layer quantization error: {label} ({len(x)} image(s))"
+        graph, x, label = _prepare_onnx(args)
+    with progress.step(f"measuring the per-layer errors of {label} on {len(x)} images"):
+        rows = layer_errors(graph, x)
+    rows.title = f"per-layer quantization error: {label} ({len(x)} image{'s' * (len(x) > 1)})"
     print(rows.table())
     png = args.png or Path(f"{label}-errors.png")
     rows.plot(png)
@@ -224,8 +335,6 @@ COMMANDS["errors"].run = _errors
 
 
 COMPILE_ENGINES = ("fbgemm", "qnnpack", "tflite", "pow2", "fixed16")
-#: Short names accepted besides the zoo's own.
-ZOO_ALIASES = {"digits": "digits_cnn"}
 
 
 @command("compile", help="compile a model for the accelerator into a program file")
@@ -234,10 +343,8 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
         "Quantize (zoo models) or import (ONNX, .zqg) a model, map it onto the accelerator's "
         "layers and write the command stream, its constants and the model's float interface "
         "to one program file. Example: zynqnn compile digits -o digits.zqp")
-    p.add_argument("model", metavar="MODEL",
-                   help="a zoo model name (digits, or digits_cnn, resnet18, mobilenet_v2, "
-                        "yolov3_tiny; quantized here), a quantized ONNX file (QDQ or QOperator) "
-                        "or a zynqnn graph file (.zqg)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP + " (zoo models are quantized "
+                   "here; an ONNX file must be quantized already: QDQ or QOperator)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PROG",
                    help="the program file to write (e.g. digits.zqp)")
     p.add_argument("--config", default="pynq_z2", metavar="NAME",
@@ -249,6 +356,9 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
                         "(fixed16 needs --config pynq_z2_int16) (default: fbgemm)")
     p.add_argument("--size", type=int, default=None,
                    help="input height = width of a zoo model (default: its own size)")
+    p.add_argument("--input-shape", type=_shape_arg, default=None, metavar="N,C,H,W",
+                   help="the input shape of an ONNX file with dynamic (symbolic) dimensions, "
+                        "e.g. a batch axis from torch.onnx.export(..., dynamic_shapes=...)")
     p.add_argument("--calib", type=int, default=64, metavar="N",
                    help="calibration images for a zoo model (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of random zoo weights/inputs")
@@ -266,56 +376,65 @@ def _zoo_graph(args):
         raise UserError("digits takes 8x8 inputs (--size 8)")
     if name == "yolov3_tiny" and args.size and args.size % 32:
         raise UserError("yolov3_tiny needs --size to be a multiple of 32")
-    model = zoo.get(name, pretrained=True) if name == "digits_cnn" else zoo.get(name,
-                                                                               seed=args.seed)
+    if getattr(args, "input_shape", None):
+        raise UserError("--input-shape applies to ONNX files; a zoo model takes --size")
+    model = _zoo_model(name, args.seed)
     calib = _zoo_inputs(name, args.size, args.calib, args.seed + 100, "train")
     x = calib[:1]
-    if args.engine in ("fbgemm", "qnnpack"):
-        with quiet_torch_ao():
-            q = zoo.quantize_fx(model, x, engine=args.engine, calibration=calib)
-            graph = from_torch(q, x, engine=args.engine)
-    else:
-        graph = quantize(model, calib, example_input=x, scheme=args.engine)
+    with _quantizing(name, args.engine, len(calib)):
+        if args.engine in ("fbgemm", "qnnpack"):
+            with quiet_torch_ao():
+                q = zoo.quantize_fx(model, x, engine=args.engine, calibration=calib)
+                graph = from_torch(q, x, engine=args.engine)
+        else:
+            graph = quantize(model, calib, example_input=x, scheme=args.engine)
     return graph, f"{name}-{args.engine}"
 
 
 def _load_model(args):
     """(graph, label) of the compile command's MODEL."""
-    from . import zoo
-
-    name = ZOO_ALIASES.get(args.model, args.model)
-    if name in zoo.NAMES:
+    kind, path = _model_source(args.model)
+    if kind == "zoo":
         return _zoo_graph(args)
-    path = Path(args.model)
-    if path.suffix.lower() == ".zqg":
+    if kind == "zqg":
         from .ir import load as load_graph
 
+        if args.input_shape:
+            raise UserError(f"{path}: a .zqg graph has fixed shapes; --input-shape does not "
+                            "apply")
         return load_graph(path), path.stem
-    if path.suffix.lower() == ".onnx" or path.exists():
-        from .frontend import from_onnx
-        from .frontend.onnx_import import load_onnx
+    from .frontend import from_onnx
+    from .frontend.onnx_import import load_onnx
 
-        m, label = load_onnx(path)
-        if not any(n.op_type in _QUANT_OPS for n in m.graph.node):
-            raise UserError(f"{label}: a float ONNX model; quantize it first (ONNX Runtime's "
-                            "quantize_static, QDQ format) or compile a zoo model")
-        return from_onnx(m), path.stem
-    names = ", ".join(sorted({*zoo.NAMES, *ZOO_ALIASES}))
-    raise UserError(f"unknown model {args.model!r}: not a zoo model ({names}), an ONNX file "
-                    "nor a .zqg graph")
+    m, label = load_onnx(path)
+    if not any(n.op_type in _QUANT_OPS for n in m.graph.node):
+        raise UserError(f"{label}: a float ONNX model; quantize it first (ONNX Runtime's "
+                        "quantize_static, QDQ format), or see its per-layer errors with "
+                        f"`zynqnn errors {args.model}`, or compile a zoo model")
+    inits = {i.name for i in m.graph.initializer}
+    for vi in m.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
+                (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+        if vi.name not in inits and not args.input_shape and \
+                not all(isinstance(d, int) for d in dims):
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+            raise UserError(f"{label}: input {vi.name!r} has the dynamic shape "
+                            f"[{', '.join(map(str, dims))}]: pass --input-shape N,C,H,W "
+                            f"(e.g. --input-shape {example})")
+    # errors name the file, not <ModelProto>
+    return from_onnx(path, input_shapes=args.input_shape), path.stem
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from .config import get_config
+    from .hw.config import get_config
     from .program import compile as compile_model
 
     cfg = get_config(args.config)
-    name = ZOO_ALIASES.get(args.model, args.model)
-    if args.engine != "fbgemm" and name not in _zoo_names():
+    if args.engine != "fbgemm" and _model_source(args.model)[0] != "zoo":
         raise UserError("--engine applies to zoo models only")
     graph, label = _load_model(args)
+    graph.name = label
     model = compile_model(graph, cfg)
-    model.name = label
     path = model.save(args.output)
     prog = model.program
     b = model.boundary
@@ -325,12 +444,6 @@ def _compile(args: argparse.Namespace) -> int:
           f"{['N', *b.output_shape]}")
     print(f"wrote {path}")
     return 0
-
-
-def _zoo_names():
-    from . import zoo
-
-    return set(zoo.NAMES)
 
 
 COMMANDS["compile"].run = _compile
@@ -345,10 +458,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Run a compiled program on the inputs of a .npy file (float32 N x C x H x W, like "
         "the framework model; or integer codes with --codes) and write the outputs to a .npy "
-        "file. Example: zynqnn run digits.zqp --input x.npy --output y.npy")
+        "file (an .npz of output0, output1 ... for several outputs); the input may also be an "
+        ".npz holding the array under the model's input name or alone (`zynqnn example-input "
+        "PROG -o x.npy` writes one). Example: zynqnn run digits.zqp --input x.npy --output "
+        "y.npy")
     p.add_argument("program", metavar="PROG", type=Path, help="a program file (zynqnn compile)")
     p.add_argument("--input", "-i", required=True, type=Path, metavar="X.npy",
-                   help="input array, N x C x H x W (a single C x H x W sample is accepted)")
+                   help="input array, N x C x H x W (a single C x H x W sample is accepted): "
+                        "a .npy file, or an .npz with the array under the model's input name "
+                        "or alone")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="Y.npy",
                    help="where to write the output array")
     p.add_argument("--backend", choices=("golden", "verilator", "icarus", "pynq"),
@@ -364,6 +482,28 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitfile", default=None, metavar="BIT",
                    help="pynq backend: the bitstream (.hwh beside it; default "
                         "$ZYNQNN_BITFILE or build/<config id>/zynqnn_<config id>.bit)")
+    p.add_argument("--fast", action="store_true",
+                   help="verilator/icarus: serve the accelerator's DDR port with the lean DDR "
+                        "model (always ready, about twice as fast to simulate) instead of "
+                        "cocotbext-axi's AXI RAM with the protocol checker")
+    p.add_argument("--ddr-latency", type=int, default=0, metavar="CYCLES",
+                   help="with --fast: cycles the lean DDR model waits before each burst (a "
+                        "board-like DDR is about 100; default 0)")
+
+
+def _bitfile(args, cfg) -> str:
+    """The pynq backend's bitstream: --bitfile, else $ZYNQNN_BITFILE, else the build's."""
+    import os
+
+    bit = args.bitfile or os.environ.get("ZYNQNN_BITFILE") or str(
+        Path("build") / cfg.config_id / f"zynqnn_{cfg.config_id}.bit")
+    if not Path(bit).is_file():
+        where = ("--bitfile" if args.bitfile else "$ZYNQNN_BITFILE"
+                 if os.environ.get("ZYNQNN_BITFILE") else "the default")
+        raise UserError(f"no bitstream {bit} ({where}): pass --bitfile BIT or set "
+                        f"$ZYNQNN_BITFILE (`make bitstream CONFIG={cfg.name}` writes "
+                        f"build/{cfg.config_id}/zynqnn_{cfg.config_id}.bit and its .hwh)")
+    return bit
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -372,21 +512,32 @@ def _run(args: argparse.Namespace) -> int:
     from .program import load
 
     model = load(args.program, config=args.config)
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{args.input}: no such file") from None
-    except ValueError as e:
-        raise UserError(f"{args.input}: not a .npy array ({e})") from None
+    x = _read_input(args.input, model.boundary.input_name)
     if x.ndim == len(model.boundary.input_shape):
         x = x[None]
-    options = {"bitfile": args.bitfile} if args.backend == "pynq" and args.bitfile else {}
+    sim = args.backend in ("verilator", "icarus")
+    if (args.fast or args.ddr_latency) and not sim:
+        raise UserError("--fast and --ddr-latency apply to the verilator and icarus backends")
+    if args.ddr_latency and not args.fast:
+        raise UserError("--ddr-latency needs --fast (the lean DDR model adds the latency)")
+    options = {}
+    if args.backend == "pynq":
+        options["bitfile"] = _bitfile(args, model.cfg)
+    elif args.fast:
+        options = {"fast": True, "ddr_latency": args.ddr_latency}
+    if not args.codes and x.dtype.kind != "f":
+        raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
+                        "(pass --codes for integer codes)")
+    try:  # the input's own errors name its file
+        if args.codes:
+            model.boundary.check_codes(x)
+        else:
+            model.boundary.check_shape(x, "input")
+    except ValueError as e:
+        raise UserError(f"{args.input}: {e}") from None
     if args.codes:
         y = model.run_int(x, args.backend, **options)
     else:
-        if x.dtype.kind != "f":
-            raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
-                            "(pass --codes for integer codes)")
         y = model.run(x, args.backend, **options)
     if isinstance(y, tuple):  # several outputs: one array per output in an .npz
         np.savez(args.output, **{f"output{i}": v for i, v in enumerate(y)})
@@ -397,12 +548,132 @@ def _run(args: argparse.Namespace) -> int:
         line = f"wrote {args.output}: {y.dtype} {list(y.shape)} ({args.backend})"
     if model.last_cycles:
         cyc = model.last_cycles
-        line += f"; accelerator busy cycles per input: {', '.join(f'{c:,}' for c in cyc)}"
+        line += (f"; accelerator busy cycles per input ({model.last_memory}): "
+                 f"{', '.join(f'{c:,}' for c in cyc)}")
     print(line)
     return 0
 
 
+def _read_input(path: Path, input_name: str):
+    """The array of ``zynqnn run --input``: a ``.npy`` file, or an ``.npz`` archive holding the
+    array under the model's input name or as its only array (``zynqnn run`` writes several
+    outputs as an ``.npz``, so one model's outputs can feed the next)."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path}: not a .npy array nor an .npz archive ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return data
+    with data:
+        names = list(data.files)
+        if input_name in names:
+            key = input_name
+        elif len(names) == 1:
+            key = names[0]
+        elif not names:
+            raise UserError(f"{path}: an .npz archive without arrays")
+        else:
+            raise UserError(f"{path}: {len(names)} arrays ({', '.join(names)}) and none is named "
+                            f"after the model's input {input_name!r}: store the input under "
+                            "that name or alone")
+        try:
+            return data[key]
+        except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise UserError(f"{path}: array {key!r} cannot be read ({e})") from None
+
+
 COMMANDS["run"].run = _run
+
+
+# ---------------------------------------------------------------------------------------------
+# example-input
+
+
+@command("example-input", help="write an input .npy for a program (for zynqnn run)")
+def _example_input_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Write N inputs of PROG's input shape to a .npy file (an .npz: under the model's input "
+        "name) for `zynqnn run`: held-out images of scikit-learn's digits for the digits CNN "
+        "(their labels are printed), the zoo's representative images for the other zoo "
+        "models, random normal values otherwise (integer codes when the program takes codes). "
+        "Example: zynqnn example-input digits.zqp -o x.npy")
+    p.add_argument("program", metavar="PROG", type=Path, help="a program file (zynqnn compile)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="X.npy",
+                   help="the file to write")
+    p.add_argument("-n", "--count", type=int, default=8, metavar="N",
+                   help="inputs to write (default 8)")
+    p.add_argument("--random", action="store_true",
+                   help="random normal values even for a zoo model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random values")
+
+
+def _zoo_example(name: str, shape, count: int, seed: int):
+    """(array, what it is) of a zoo model's representative inputs, or None."""
+    from . import zoo
+
+    if name == "digits_cnn":
+        _, _, x_te, y_te = zoo.digits.load_data()
+        if count > len(x_te):
+            raise UserError(f"--count {count}: the digits test split has {len(x_te)} images")
+        labels = " ".join(str(int(v)) for v in y_te[:count])
+        return (x_te[:count].numpy(), f"the first {count} held-out images of scikit-learn's "
+                f"digits (labels {labels})")
+    if shape[1] != shape[2]:
+        return None
+    x = zoo.example_input(name, shape[1], batch=count, seed=seed)
+    if tuple(x.shape[1:]) != tuple(shape):
+        return None
+    return x.numpy(), f"zynqnn.zoo.example_input({name!r}, {shape[1]}, batch={count})"
+
+
+def _example_input(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .program import load
+
+    if args.count < 1:
+        raise UserError("--count must be at least 1")
+    model = load(args.program)
+    b = model.boundary
+    shape = tuple(b.input_shape)
+    x, what = None, None
+    zoo_name = model.name.split("-")[0]
+    if b.input_flavour is not None and not args.random:
+        try:
+            from . import zoo
+
+            if zoo_name in zoo.NAMES:
+                found = _zoo_example(zoo_name, shape, args.count, args.seed)
+                if found is not None:
+                    x, what = found
+        except ModuleNotFoundError:  # the runtime alone: no zoo
+            pass
+    rng = np.random.default_rng(args.seed)
+    if x is None and b.input_flavour is None:   # the program takes codes
+        x = rng.integers(b.input_qmin, b.input_qmax + 1, size=(args.count, *shape))
+        what = (f"random integer codes in [{b.input_qmin}, {b.input_qmax}]; run them with "
+                "--codes")
+    elif x is None:
+        x = rng.standard_normal((args.count, *shape)).astype(np.float32)
+        what = f"random normal values (seed {args.seed})"
+    if args.output.suffix.lower() == ".npz":
+        np.savez(args.output, **{b.input_name: x})
+    else:
+        np.save(args.output, x)
+    print(f"wrote {args.output}: {x.dtype} {list(x.shape)}, {what}")
+    return 0
+
+
+COMMANDS["example-input"].run = _example_input
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,11 +682,16 @@ COMMANDS["run"].run = _run
 
 @command("report", help="performance estimate of a program and the synthesis estimate")
 def _report_args(p: argparse.ArgumentParser) -> None:
+    from .hw.platform import TOP_NAME
+
     p.description = (
         "Print the per-layer performance model of a program (cycles, utilization, what bounds "
         "each layer), its estimated latency and frames/s, and the resources of the synthesis "
-        "estimate of its hardware config (written by `make synth`). Without PROG, only the "
-        "resources of --config. Example: zynqnn report digits.zqp --clock-mhz 142.857")
+        "estimate of its hardware config (build/<config id>/resources.json, written by `make "
+        "synth`, looked for under the current directory, the program's directory and this "
+        "checkout of zynqnn; shown as the accelerator's only when it estimates the top level "
+        f"{TOP_NAME}). Without PROG, only the resources of --config. Example: zynqnn report "
+        "digits.zqp --clock-mhz 142.857")
     p.add_argument("program", metavar="PROG", type=Path, nargs="?", default=None,
                    help="a program file (zynqnn compile); omit for the resources alone")
     p.add_argument("--config", default=None, metavar="NAME",
@@ -425,38 +701,333 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                         "142.857)")
     p.add_argument("--ddr-gbps", type=float, default=1.2, metavar="G",
                    help="DDR bandwidth the accelerator sees in GB/s (default 1.2)")
-    p.add_argument("--build", type=Path, default=Path("build"), metavar="DIR",
-                   help="where `make synth` wrote <config id>/resources.txt (default build)")
+    p.add_argument("--build", type=Path, default=None, metavar="DIR",
+                   help="look for <config id>/resources.json in DIR only (default: build/ "
+                        "under the current directory, the program's directory and the zynqnn "
+                        "checkout)")
+    p.add_argument("--resources", type=Path, default=None, metavar="FILE",
+                   help="the resources.json of `make synth` to show")
 
 
-def _resources(cfg, build: Path) -> str:
-    path = build / cfg.config_id / "resources.txt"
-    if path.exists():
-        return path.read_text().rstrip("\n")
-    return (f"no synthesis estimate for {cfg.name} ({cfg.config_id}) in {path.parent}: run "
-            f"`make synth CONFIG={cfg.name}`")
+RESOURCES_JSON = "resources.json"
+
+
+def _resource_dirs(args) -> list[Path]:
+    """Where `zynqnn report` looks for <config id>/resources.json."""
+    if args.build is not None:
+        return [args.build]
+    dirs = [Path("build")]
+    if args.program is not None:
+        dirs.append(args.program.parent / "build")
+    root = Path(__file__).resolve().parents[2]  # py/zynqnn/cli.py in a checkout
+    if (root / "pyproject.toml").is_file():
+        dirs.append(root / "build")
+    out, seen = [], set()
+    for d in dirs:
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def _resources(cfg, args) -> str:
+    """The synthesis estimate of ``cfg``, labelled with what it estimates."""
+    import json
+
+    from .hw.platform import TOP_NAME
+    from .synth import Resources, format_report
+
+    if args.resources is not None:
+        path = args.resources
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    else:
+        dirs = _resource_dirs(args)
+        found = [d / cfg.config_id / RESOURCES_JSON for d in dirs
+                 if (d / cfg.config_id / RESOURCES_JSON).is_file()]
+        if not found:
+            where = ", ".join(str(d / cfg.config_id) for d in dirs)
+            return (f"no synthesis estimate for {cfg.name} ({cfg.config_id}) in {where}: run "
+                    f"`make synth CONFIG={cfg.name}` (or pass --resources FILE)")
+        path = found[0]
+    try:
+        d = json.loads(path.read_text())
+        fields = set(Resources.__dataclass_fields__)
+        r = Resources(**{k: v for k, v in d.items() if k in fields})
+        text = format_report(r).rstrip("\n")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: not a resources.json of `make synth` ({e})") from None
+    if r.module == TOP_NAME:
+        head = f"synthesis estimate of the accelerator ({TOP_NAME}), from {path}:"
+    else:
+        head = (f"synthesis estimate of the component {r.module} alone, not of the whole "
+                f"accelerator ({TOP_NAME}: `make synth CONFIG={r.config or cfg.name}`), from "
+                f"{path}:")
+    if r.config_id and r.config_id != cfg.config_id:
+        head += (f" NOTE: it estimates config {r.config} ({r.config_id}), not {cfg.name} "
+                 f"({cfg.config_id})")
+    return f"{head}\n{text}"
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .config import get_config
+    from .hw.config import get_config
     from .program import load
 
     if args.program is None:
         cfg = get_config(args.config or "pynq_z2")
-        print(_resources(cfg, args.build))
+        print(_resources(cfg, args))
         return 0
     model = load(args.program, config=args.config)
     cfg = model.cfg
     rep = model.report(args.clock_mhz if args.clock_mhz is not None else cfg.clock_mhz,
                        args.ddr_gbps)
+    resources = _resources(cfg, args)   # a bad --resources fails before anything is printed
     print(f"{args.program}: {model.name}, {model.program.command_count} commands")
     print(rep.table())
     print()
-    print(_resources(cfg, args.build))
+    print(resources)
     return 0
 
 
 COMMANDS["report"].run = _report
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy
+
+#: What the board installs besides the zynqnn runtime: pyproject.toml's [project] dependencies
+#: (tests/test_packaging.py keeps the two equal). numpy and pynq come with the PYNQ image.
+RUNTIME_REQUIREMENTS = ("numpy>=1.21,<3", "amaranth==0.5.10")
+
+EXAMPLE_INPUT = "example_input.npy"
+
+
+@command("deploy", help="write a folder that runs a program on the board")
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Write DIR with what running PROG on a Pynq-Z2 takes: the program file, the bitstream "
+        "and its .hwh, the zynqnn runtime (this package's Python files; it needs only numpy "
+        "and amaranth), requirements.txt, run_on_board.py, and an example input with the "
+        "output the golden backend computes for it here. Copy DIR to the board and run "
+        "`python3 run_on_board.py` there. Example: zynqnn deploy digits.zqp -o digits-board "
+        "--bitfile build/<config id>/zynqnn_<config id>.bit")
+    p.add_argument("program", metavar="PROG", type=Path, help="a program file (zynqnn compile)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+                   help="the folder to write (created; the files written are replaced)")
+    p.add_argument("--bitfile", default=None, type=Path, metavar="BIT",
+                   help="the bitstream, its .hwh beside it (default: $ZYNQNN_BITFILE or "
+                        "build/<config id>/zynqnn_<config id>.bit when it exists; without one "
+                        "the folder runs on the golden backend only)")
+    p.add_argument("--config", default=None, metavar="NAME",
+                   help="refuse the program unless it was compiled for this config")
+
+
+def _deploy_bitfile(args, cfg) -> Path | None:
+    """The bitstream to copy (its .hwh checked), or None when there is none."""
+    import os
+
+    bit = args.bitfile
+    if bit is None:
+        bit = Path(os.environ.get("ZYNQNN_BITFILE")
+                   or Path("build") / cfg.config_id / f"zynqnn_{cfg.config_id}.bit")
+        if not bit.exists():
+            return None
+    elif not bit.is_file():
+        raise UserError(f"{bit}: no such file")
+    if not bit.with_suffix(".hwh").is_file():
+        raise UserError(f"{bit.with_suffix('.hwh')}: no such file (PYNQ reads the .hwh beside "
+                        "the .bit; `make bitstream` writes both)")
+    return bit
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import shutil
+
+    import numpy as np
+
+    from .program import load
+
+    model = load(args.program, config=args.config)
+    cfg, b = model.cfg, model.boundary
+    bit = _deploy_bitfile(args, cfg)
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def copy(src: Path, name: str) -> None:
+        if src.resolve() != (out / name).resolve():
+            shutil.copyfile(src, out / name)
+        written.append(name)
+
+    prog_name = args.program.name if args.program.suffix == ".zqp" else f"{args.program.stem}.zqp"
+    copy(args.program, prog_name)
+    if bit is not None:
+        copy(bit, bit.name)
+        copy(bit.with_suffix(".hwh"), bit.with_suffix(".hwh").name)
+    # The runtime: this package's Python files (pure Python; what the board imports of it needs
+    # numpy and amaranth only). The tool chain's modules come along but are never imported.
+    pkg = out / "zynqnn"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    shutil.copytree(Path(__file__).resolve().parent, pkg,   # not the RTL nor the testbenches
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "rtl", "sim"))
+    written.append("zynqnn/")
+    (out / "requirements.txt").write_text(
+        "# The zynqnn runtime's packages (written by `zynqnn deploy`; zynqnn itself is the\n"
+        "# zynqnn/ folder beside this file). numpy and pynq come with the PYNQ image.\n"
+        + "".join(f"{r}\n" for r in RUNTIME_REQUIREMENTS))
+    written.append("requirements.txt")
+    # An example input and what the golden backend computes for it here: run_on_board.py
+    # compares the board's output with it.
+    rng = np.random.default_rng(0)
+    shape = (1, *b.input_shape)
+    if b.input_flavour is None:   # the graph takes codes
+        x = rng.integers(b.input_qmin, b.input_qmax + 1, size=shape).astype(np.int64)
+        y = model.run_int(x)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = model.run(x)
+    np.save(out / EXAMPLE_INPUT, x)
+    written.append(EXAMPLE_INPUT)
+    if isinstance(y, tuple):
+        expected = "example_output.npz"
+        np.savez(out / expected, **{f"output{i}": v for i, v in enumerate(y)})
+    else:
+        expected = "example_output.npy"
+        np.save(out / expected, y)
+    written.append(expected)
+    script = (_RUN_ON_BOARD
+              .replace("@NAME@", model.name).replace("@CONFIG@", f"{cfg.name} ({cfg.config_id})")
+              .replace("@PROGRAM_R@", repr(prog_name)).replace("@CONFIG_R@", repr(cfg.config_id))
+              .replace("@BITFILE_R@", repr(bit.name if bit is not None else None))
+              .replace("@EXPECTED_R@", repr(expected)))
+    (out / "run_on_board.py").write_text(script)
+    (out / "run_on_board.py").chmod(0o755)
+    written.append("run_on_board.py")
+    print(f"wrote {out}/: {', '.join(written)}")
+    if bit is None:
+        print(f"no bitstream for {cfg.name} ({cfg.config_id}): pass --bitfile (`make bitstream "
+              f"CONFIG={cfg.name}` writes build/{cfg.config_id}/zynqnn_{cfg.config_id}.bit and "
+              ".hwh); until then the folder runs with --backend golden")
+    print(f"on the board: pip install -r {out.name}/requirements.txt; "
+          f"python3 {out.name}/run_on_board.py")
+    return 0
+
+
+COMMANDS["deploy"].run = _deploy
+
+_RUN_ON_BOARD = '''\
+#!/usr/bin/env python3
+"""Run @NAME@ (config @CONFIG@) on the zynqnn accelerator of a Pynq-Z2.
+
+Written by `zynqnn deploy`. On the board, as root in PYNQ's Python:
+
+    pip install -r requirements.txt        # once: the zynqnn runtime's packages
+    python3 run_on_board.py                # the example input, checked against the output
+                                           # the golden backend computed when deploying
+    python3 run_on_board.py x.npy -o y.npy # your input: float32 N x C x H x W (or C x H x W;
+                                           # integer codes give codes back)
+
+--backend golden runs the command stream on zynqnn's Python model of the accelerator instead
+(no FPGA involved; slow on the board's CPU); --check runs it too and compares.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the zynqnn runtime copied beside this script
+
+import numpy as np  # noqa: E402
+
+import zynqnn  # noqa: E402
+
+PROGRAM = @PROGRAM_R@
+CONFIG = @CONFIG_R@
+BITFILE = @BITFILE_R@  # beside this script; None: no bitstream was deployed
+EXAMPLE_INPUT, EXAMPLE_OUTPUT = "example_input.npy", @EXPECTED_R@
+
+
+def outputs(y):
+    return list(y) if isinstance(y, tuple) else [y]
+
+
+def load_outputs(path):
+    data = np.load(path, allow_pickle=False)
+    if hasattr(data, "files"):  # .npz: output0, output1, ...
+        return [data[f"output{i}"] for i in range(len(data.files))]
+    return [data]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("input", nargs="?", default=None, metavar="X.npy",
+                   help="input array (default: " + EXAMPLE_INPUT + ", checked against "
+                        + EXAMPLE_OUTPUT + ")")
+    p.add_argument("-o", "--output", default="y.npy", metavar="Y.npy",
+                   help="where to write the output (.npz for several outputs; default y.npy)")
+    p.add_argument("--backend", choices=("pynq", "golden"), default="pynq",
+                   help="pynq: the accelerator (default); golden: the Python model")
+    p.add_argument("--bitfile", default=None, metavar="BIT",
+                   help="the bitstream, .hwh beside it (default: the deployed one)")
+    p.add_argument("--check", action="store_true",
+                   help="also run the golden backend here and compare")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
+                   help="seconds one inference may take on the accelerator (default 1)")
+    args = p.parse_args(argv)
+
+    model = zynqnn.load(HERE / PROGRAM)
+    if model.config_id != CONFIG:
+        p.error(f"{PROGRAM} is compiled for config {model.config_id}, deployed for {CONFIG}")
+    example = args.input is None
+    path = HERE / EXAMPLE_INPUT if example else Path(args.input)
+    x = np.load(path, allow_pickle=False)
+    if x.ndim == len(model.boundary.input_shape):
+        x = x[None]
+    options = {}
+    if args.backend == "pynq":
+        bit = Path(args.bitfile) if args.bitfile else HERE / BITFILE if BITFILE else None
+        if bit is None:
+            p.error("no bitstream was deployed: pass --bitfile, or --backend golden")
+        options = {"bitfile": str(bit), "timeout_s": args.timeout}
+    run = model.run if x.dtype.kind == "f" else model.run_int
+    t0 = time.perf_counter()
+    y = run(x, args.backend, **options)
+    seconds = time.perf_counter() - t0
+    ys = outputs(y)
+    if len(ys) > 1:
+        np.savez(args.output, **{f"output{i}": v for i, v in enumerate(ys)})
+    else:
+        np.save(args.output, ys[0])
+    loading = " (loading the overlay included)" if args.backend == "pynq" else ""
+    print(f"{model.name}: {len(x)} input(s) on {args.backend} in {seconds:.3f} s{loading}; "
+          f"wrote {args.output}")
+    if model.last_cycles:
+        print("accelerator busy cycles per input: "
+              + ", ".join(f"{c:,}" for c in model.last_cycles))
+    refs = []
+    if example:
+        refs.append((EXAMPLE_OUTPUT, load_outputs(HERE / EXAMPLE_OUTPUT)))
+    if args.check and args.backend != "golden":
+        refs.append(("the golden backend", outputs(run(x, "golden"))))
+    ok = True
+    for what, ref in refs:
+        same = len(ref) == len(ys) and all(np.array_equal(a, b) for a, b in zip(ys, ref))
+        print(("equal to " if same else "DIFFERENT from ") + what)
+        ok = ok and same
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (OSError, ValueError, RuntimeError) as e:  # zynqnn's errors are among these
+        sys.exit(f"run_on_board.py: error: {e}")
+'''
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,12 +1045,12 @@ def _verilog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("build"), metavar="DIR",
                    help="output directory (default build)")
     p.add_argument("--all", action="store_true",
-                   help="also write the stand-alone components (PE array, requantizer, engine)")
+                   help="also write the stand-alone components (PE array, step lanes, engine)")
 
 
 def _verilog(args: argparse.Namespace) -> int:
-    from .config import get_config
-    from .platform import TOP_NAME
+    from .hw.config import get_config
+    from .hw.platform import TOP_NAME
     from .rtl.gen import write_verilog
 
     cfg = get_config(args.config)
@@ -500,32 +1071,116 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zynqnn", description="zynqnn: bit-exact CNN "
                                      "inference on Zynq-7000 FPGAs")
     parser.add_argument("--version", action="version", version=f"zynqnn {__version__}")
+    _global_options(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for c in COMMANDS.values():
         sp = sub.add_parser(c.name, help=c.help, description=c.help)
         c.add_arguments(sp)
+        _global_options(sp, argparse.SUPPRESS)
     return parser
 
 
+def _global_options(p: argparse.ArgumentParser, default) -> None:
+    """--debug, --verbose, --quiet: before the command (``default`` False) or after it
+    (SUPPRESS: the value given before the command stays)."""
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="on an error, show the Python traceback instead of one line")
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="progress of long steps (builds, RTL runs, calibration, compile) on "
+                        "stderr even when it is not a terminal (default: only on a terminal)")
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="no progress on stderr, not even on a terminal")
+
+
+#: Exit status when stdout's reader went away (`zynqnn report PROG | head`): 128 + SIGPIPE, as
+#: a Unix tool killed by SIGPIPE reports it (`cat`, `git log`); nothing is printed.
+EXIT_BROKEN_PIPE = 141
+
+
+def _broken_pipe() -> int:
+    """stdout is a closed pipe: point it at /dev/null so that Python's exit flush stays
+    silent, and end with :data:`EXIT_BROKEN_PIPE`."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind sys.stdout
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for an error: its message's first line; an OSError names its file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    # str(KeyError("x")) is "'x'": its argument is the message
+    text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from . import progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
     cmd = COMMANDS[args.command]
     if cmd.run is None:
         parser.error(f"command {args.command!r} is not implemented yet")
+    if args.verbose and args.quiet:
+        parser.error("--verbose and --quiet exclude each other")
+    level = "verbose" if args.verbose else "quiet" if args.quiet else None
+    old = os.environ.get(progress.ENV)
+    if level:   # in the environment: the processes started (simulator, make) see it too
+        progress.set_level(level)
+    try:
+        return _run_command(cmd, args)
+    finally:
+        if level:
+            os.environ.pop(progress.ENV, None)
+            if old is not None:
+                os.environ[progress.ENV] = old
+
+
+def _run_command(cmd: Command, args: argparse.Namespace) -> int:
     from .frontend.common import FrontendError
     from .ir import IRError
 
     try:
-        return int(cmd.run(args) or 0)
-    except (UserError, FrontendError, IRError, KeyError, ValueError, OSError,
-            RuntimeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, KeyError):
-            msg = str(exc.args[0]) if exc.args else msg
-        print(f"zynqnn {args.command}: error: {msg}", file=sys.stderr)
+        code = int(cmd.run(args) or 0)
+        sys.stdout.flush()   # a closed pipe shows here, not in Python's exit flush
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
+    except ModuleNotFoundError as exc:   # a package this installation lacks
+        if getattr(args, "debug", False):
+            raise
+        top = (exc.name or "").split(".")[0]
+        if top in TOOL_PACKAGES:
+            print(f"zynqnn {args.command}: error: this needs the tool chain (the Python "
+                  f"package {top!r} is not installed): pip install 'zynqnn[tools]'",
+                  file=sys.stderr)
+        else:
+            print(f"zynqnn {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 1
+    except (UserError, FrontendError, IRError, KeyError, ValueError, TypeError, OSError,
+            RuntimeError) as exc:
+        # The project's errors are ValueError / RuntimeError subclasses (ProgramFileError,
+        # ConfigError, CompileError, MachineError, BackendError, DriverError ...).
+        if getattr(args, "debug", False):
+            raise
+        print(f"zynqnn {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug (or an input no check foresaw): still one line
+        if getattr(args, "debug", False):
+            raise
+        print(f"zynqnn {args.command}: error: internal error: {type(exc).__name__}: "
+              f"{_error_line(exc)} (`zynqnn --debug {args.command} ...` shows the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -80,10 +80,12 @@ def _attrs(node) -> dict:
 
 
 class _Adapter:
-    def __init__(self, model, label: str, input_shapes: dict | None):
+    def __init__(self, model, label: str, input_shapes: dict | tuple | None):
         self.m = model
         self.label = label
-        self.input_shapes = dict(input_shapes or {})
+        # a bare (N, C, H, W) is the shape of the model's only input (key None)
+        self.input_shapes = (dict(input_shapes or {}) if input_shapes is None
+                             or isinstance(input_shapes, dict) else {None: tuple(input_shapes)})
         self.consts: dict[str, np.ndarray] = {}
         self.nodes: list[QNode] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -106,6 +108,14 @@ class _Adapter:
         for init in g.initializer:
             self.consts[init.name] = numpy_helper.to_array(init)
         out = []
+        if None in self.input_shapes:
+            names = [vi.name for vi in g.input if vi.name not in self.consts]
+            if len(names) != 1:
+                raise FrontendError(f"{self.label}: input_shapes="
+                                    f"{self.input_shapes[None]} names no input and the model "
+                                    f"has {len(names)} ({', '.join(names)}): pass "
+                                    "{input name: (N, C, H, W)}", path=self.label)
+            self.input_shapes[names[0]] = self.input_shapes.pop(None)
         for vi in g.input:
             if vi.name in self.consts:
                 continue
@@ -120,14 +130,15 @@ class _Adapter:
                 given = tuple(int(v) for v in self.input_shapes[vi.name])
                 if len(given) != len(dims) or any(isinstance(d, int) and d != e
                                                   for d, e in zip(dims, given, strict=False)):
-                    raise FrontendError(f"{self.label}: input_shapes[{vi.name!r}] = "
-                                        f"{list(given)} does not fit the model's {dims}")
+                    raise FrontendError(f"{self.label}: the shape {list(given)} given for input "
+                                        f"{vi.name!r} (input_shapes, zynqnn compile "
+                                        f"--input-shape) does not fit the model's {dims}")
                 dims = list(given)
             if any(not isinstance(d, int) for d in dims):
                 raise FrontendError(
                     f"{self.label}: input {vi.name!r} has dynamic shape {dims}; zynqnn needs "
-                    f"static shapes: pass input_shapes={{{vi.name!r}: (N, C, H, W)}}",
-                    path=self.label)
+                    f"static shapes: pass input_shapes={{{vi.name!r}: (N, C, H, W)}} (zynqnn "
+                    "compile: --input-shape N,C,H,W)", path=self.label)
             if len(dims) != 4:
                 raise FrontendError(f"{self.label}: input {vi.name!r} has shape {dims}; zynqnn "
                                     "takes 4-D NCHW inputs", path=self.label)
@@ -226,6 +237,13 @@ class _Adapter:
     def qdq(self, node, kind: str, x: str, s: str, zp: str, out: str, axis: int | None = None,
             dtype: str | None = None, name: str | None = None):
         scale = self.const(node, s, "scale")
+        sv = np.asarray(scale, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(sv)):  # NaN would compare unequal to itself further on
+            k = int(np.count_nonzero(~np.isfinite(sv)))
+            what = "NaN" if np.isnan(sv).any() else "infinite"
+            raise self.fail(node, f"scale {s!r} is {what}" + (
+                f" ({k} of its {sv.size} values are NaN or infinite)" if sv.size > 1 else "")
+                + "; a scale must be finite and > 0")
         if zp:
             zpv = self.const(node, zp, "zero point")
             dt = _np_name(zpv.dtype)
@@ -512,17 +530,18 @@ def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
     return out
 
 
-def onnx_to_qdq(model: Any, input_shapes: dict | None = None) -> QDQGraph:
+def onnx_to_qdq(model: Any, input_shapes: dict | tuple | None = None) -> QDQGraph:
     """The neutral Q/DQ graph of an ONNX model (see :mod:`.qdq`)."""
     m, label = load_onnx(model)
     return _Adapter(m, label, input_shapes).run()
 
 
-def from_onnx(model: Any, *, input_shapes: dict | None = None, name: str | None = None,
+def from_onnx(model: Any, *, input_shapes: dict | tuple | None = None, name: str | None = None,
               verify: Any = False) -> Graph:
     """Import a quantized ONNX model (path, bytes or ``onnx.ModelProto``).
 
-    ``input_shapes``: ``{input name: (N, C, H, W)}`` for inputs with dynamic dimensions.
+    ``input_shapes``: ``{input name: (N, C, H, W)}`` for inputs with dynamic dimensions (or
+    just ``(N, C, H, W)`` for a model with one input; ``zynqnn compile --input-shape``).
     ``verify``: an input array (or True for a random normal one) to run through ONNX Runtime
     and the IR; any difference of the outputs raises :class:`FrontendError`.
     Returns a validated :class:`~zynqnn.ir.Graph` whose nodes have the ``onnxruntime`` flavour.

@@ -463,16 +463,24 @@ class _Builder:
                         st.observe(a)
                 return out
 
+        from ..progress import Bar
+
         rec = Rec(self.gm)
-        with torch.no_grad():
+        passes = 2 if methods - {"minmax"} else 1
+        images = sum(len(b[0]) for b in batches)
+        with torch.no_grad(), Bar(passes * images, f"calibrating {self.graph.name} ("
+                                  f"{', '.join(sorted(methods))}, {passes} pass(es) over "
+                                  f"{images} images)", "images") as bar:
             for b in batches:
                 rec.run(*b)
+                bar.update(len(b[0]))
             if methods - {"minmax"}:
                 for st in stats.values():
                     st.start_histogram()
                 rec.hist = True
                 for b in batches:
                     rec.run(*b)
+                    bar.update(len(b[0]))
 
             class Shapes(torch.fx.Interpreter):
                 def run_node(self, n):
@@ -485,6 +493,14 @@ class _Builder:
 
     def range_of(self, fx_name: str, calibrator: str | None = None) -> tuple[float, float]:
         st = self.stats.get(fx_name)
+        if st is not None and st.nonfinite and not (np.isfinite(st.lo) and np.isfinite(st.hi)):
+            inputs = {n.name for n in self.gm.graph.nodes if n.op == "placeholder"}
+            whose = ("the calibration data" if fx_name in inputs else
+                     "its calibration values (NaN or infinite weights or calibration data "
+                     "upstream?)")
+            raise FrontendError(f"float node {fx_name!r}: no finite range to calibrate: "
+                                f"{st.nonfinite} of the {st.count} values of {whose} are NaN "
+                                "or infinite", node=fx_name)
         if st is None or not st.seen:
             raise FrontendError(f"float node {fx_name!r}: no calibration statistics")
         levels = 2 ** (self.bits.get(fx_name, 8) - 1) - 1
@@ -656,6 +672,10 @@ class _Builder:
         bits = op.attrs["_bits"]
         per_channel = opts.get("per_channel", self.plan.per_channel)
         w = m.weight.detach().double().numpy()
+        if not np.all(np.isfinite(w)):
+            raise FrontendError(f"float node {op.node.name!r}: the weight holds "
+                                f"{int(np.count_nonzero(~np.isfinite(w)))} NaN or infinite "
+                                f"values (of {w.size})", node=op.node.name)
         codes, s_w, wdtype = _weights(self.plan, w, per_channel, bits)
         wname = g.unique_name(f"{op.name}.weight")
         g.add_tensor(Tensor(wname, codes.shape, wdtype, s_w, np.zeros(len(s_w), np.int64)

@@ -139,6 +139,11 @@ class TorchImporter:
         self.block = torch_vector_block()
         self.torch_ref: dict[str, Any] = {}  # IR tensor -> torch tensor recorded on the example
         self.rec: _Recorder | None = None
+        #: FX node -> the IR node name kept for the first node it emits: the module's qualified
+        #: name (``fc``, ``layer1.0.conv1``) or the FX node's name (``add_relu_1``). Node names
+        #: are unique among the nodes; a tensor keeps the FX node's name (``fc`` too).
+        self.node_names: dict[str, str] = {}
+        self.used_node_names: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------------
     def fail(self, node, why: str) -> FrontendError:
@@ -172,8 +177,17 @@ class TorchImporter:
              flavour: str | None = "default", attrs: dict | None = None,
              source: str | None = None) -> None:
         fl = self.flavour if flavour in ("default", None) else flavour  # every node knows it
-        self.graph.add_node(Node(self.graph.unique_name(node_name), op, inputs, [out], fl,
-                                 dict(attrs or {}), source))
+        name = self.node_names.pop(node_name, None) or self.node_name(node_name)
+        self.graph.add_node(Node(name, op, inputs, [out], fl, dict(attrs or {}), source))
+
+    def node_name(self, base: str) -> str:
+        """An IR node name not used by another node yet, derived from ``base``."""
+        name, i = base, 1
+        while name in self.used_node_names:
+            name = f"{base}_{i}"
+            i += 1
+        self.used_node_names.add(name)
+        return name
 
     def arg(self, a):
         torch = _torch()
@@ -233,7 +247,11 @@ class TorchImporter:
             handler = {"get_attr": self.get_attr, "call_module": self.call_module,
                        "call_function": self.call_function,
                        "call_method": self.call_method}[node.op]
+            if node.op != "get_attr":  # the IR node is named after the module (or FX node)
+                self.node_names[node.name] = self.node_name(
+                    node.target if node.op == "call_module" else node.name)
             self.vals[node.name] = handler(node)
+            self.used_node_names.discard(self.node_names.pop(node.name, None))  # none emitted
         self.graph.meta.update({
             "framework": "torch", "torch_version": torch.__version__, "engine": self.engine,
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
@@ -470,6 +488,12 @@ class TorchImporter:
                        layout="any", data=data)
         else:
             raise self.fail(node, f"weight quantization {w.qscheme()} is not supported")
+        s = np.atleast_1d(np.asarray(t.scale, dtype=np.float64))
+        if not np.all(np.isfinite(s) & (s > 0)):
+            i = int(np.argmax(~(np.isfinite(s) & (s > 0))))
+            raise self.fail(node, f"weight {name!r} has scale {float(s[i])!r}"
+                                  + (f" (channel {i} of {s.size})" if s.size > 1 else "")
+                                  + "; a scale must be finite and > 0")
         self.graph.add_tensor(t)
         b = m.bias()
         bias = None
@@ -776,9 +800,11 @@ def packing_engine(m) -> str | None:
     per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
     sw = (w.q_per_channel_scales().numpy() if per_channel
           else np.full(w.shape[0], w.q_scale()))
+    if not (np.all(np.isfinite(sw)) and np.all(sw > 0)):
+        return None  # the weight's own check names it (a probe scale from the bias would not)
     bias = b.detach().float().numpy()
     s_in = float(np.max(np.abs(bias) / sw) / 4)
-    if not s_in > 0:
+    if not (s_in > 0 and np.isfinite(s_in)):
         return None
     s_out = float((s_in * sw).min() / 16)
     try:
@@ -888,7 +914,9 @@ def from_torch(model: Any, example_input: Any, *, engine: str | None = None,
     ``example_input``: a float32 NCHW tensor (or a tuple, one per model input); it fixes the
     static shapes and is used to check the import. ``engine``: ``"fbgemm"`` or ``"qnnpack"``,
     default ``torch.backends.quantized.engine`` (which must be set to it). ``verify``: run the
-    IR on ``example_input`` and require every tensor to equal PyTorch's.
+    IR on ``example_input`` and require every tensor to equal PyTorch's. ``name``: the graph's
+    name (default: the model's class name, ``GraphModule`` for convert_fx output). Nodes are named
+    after their modules (``conv1``, ``layer1.0.conv1``) or FX nodes (``add_relu_1``).
     Returns a validated :class:`~zynqnn.ir.Graph`; ``graph.meta["verified"]`` holds the counts.
     """
     torch = _torch()
@@ -902,12 +930,12 @@ def from_torch(model: Any, example_input: Any, *, engine: str | None = None,
             f"{type(model).__name__} is not quantized (no quantize_per_tensor, QuantStub or "
             "quantized module): quantize it with torch.ao (prepare_fx/convert_fx, or eager "
             "prepare/convert) or use zynqnn.quantize")
-    for name, m in gm.named_modules():
+    for path, m in gm.named_modules():  # not `name`: the graph is named after the model
         mod = type(m).__module__
         if "observer" in mod or "fake_quantize" in mod:
             raise FrontendError(f"{type(model).__name__} is prepared but not converted "
-                                f"({type(m).__name__} at {name!r}): call convert_fx / "
-                                "torch.ao.quantization.convert first", node=name)
+                                f"({type(m).__name__} at {path!r}): call convert_fx / "
+                                "torch.ao.quantization.convert first", node=path)
     current = torch.backends.quantized.engine
     eng = engine or current
     if eng not in ENGINE_FLAVOURS:
