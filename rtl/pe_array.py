@@ -26,7 +26,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from zynqnn.config import HwConfig
+from zynqnn.hw.config import HwConfig
 
 from .common import CreditBuffer
 
@@ -75,7 +75,7 @@ def dw_products_layout(cfg: HwConfig) -> data.ArrayLayout:
 
 
 class PEArray(wiring.Component):
-    """The ``rows x cols`` systolic array of a :class:`~zynqnn.config.HwConfig`.
+    """The ``rows x cols`` systolic array of a :class:`~zynqnn.hw.config.HwConfig`.
 
     Members
     -------
