@@ -181,7 +181,7 @@ def main(argv=None):
           f"{args.size}x{args.size} images, {ref.size:,} output codes; s_in={s_in:.6g}, "
           f"zp_in={zp_in}, s_out={s_out:.6g}, zp_out={zp_out}; torch {torch.__version__}\n")
     print("| deviation (alone) | mismatch vs PyTorch | of which +-1 | max abs diff "
-          "| NUMERICS.md |")
+          "| expected beforehand |")
     print("|---|---:|---:|---:|---|")
     for name, pct, ones, mx, expect in rows:
         print(f"| {name} | {pct:.4f} % | {ones:.0f} % | {mx} | {expect} |")

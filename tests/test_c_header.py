@@ -14,15 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from zynqnn.hw import isa
 from zynqnn.hw.config import get_config
 from zynqnn.hw.platform import BASE_ADDRESS, REG_SPACE_BYTES
 from zynqnn.hw.regs import ID_MAGIC, REGMAP, VERSION, render_c_header
 
-GCC = shutil.which("gcc")
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc not installed")
+# gcc is required, not optional: Verilator compiles its models with it too (make setup).
+GCC = shutil.which("gcc") or "gcc"
 
 
 def _asserts(cfg) -> list[str]:

@@ -66,8 +66,8 @@ class ProtocolError(RuntimeError):
 
 
 #: Cycles from a read burst's address to its first data beat on the board at 150 MHz:
-#: PLATFORM.md's figure of ~155 MiB/s with one 128-byte burst in flight is ~118 cycles per
-#: burst, 16 of them the data beats.
+#: ~155 MiB/s, the throughput reported for a Zynq-7000 HP port with one transfer in flight, is
+#: ~118 cycles per 128-byte burst, 16 of them the data beats.
 BOARD_LATENCY = 100
 #: The same in the RTL simulations' DDR (``zynqnn.sim.tb_program.LeanDdr`` with no added
 #: latency answers an address on the next edge).
