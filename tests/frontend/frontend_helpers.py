@@ -7,7 +7,7 @@ import torch
 
 from zynqnn import zoo
 from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session  # noqa: F401 (the tests' helpers)
-from zynqnn.zoo.quant import quiet_torch_ao
+from zynqnn.zoo.quant import cpu_independent_qconfig_mapping, quiet_torch_ao
 
 #: (zoo name, test input size) of the models the issue's "done when" names.
 SIZES = {"resnet18": 32, "mobilenet_v2": 32, "yolov3_tiny": 64, "digits_cnn": None}
@@ -39,31 +39,6 @@ def inputs(name: str, count: int = 3, batch: int = 2, seed: int = 100) -> list[t
     return [zoo.example_input(name, SIZES[name], batch=batch, seed=seed + i) for i in range(count)]
 
 
-def qconfig_mapping(engine: str):
-    """torch's default mapping; for fbgemm with min/max activation observers (reduce_range).
-
-    fbgemm multiplies activation codes in int16 pairs (``vpmaddubsw``) in its depthwise kernels
-    on every CPU and in all kernels on CPUs without AVX-512 VNNI; codes above 127 can then
-    saturate. The golden model reproduces the depthwise pairs; min/max observers over all test
-    inputs keep every code in 0..127, so the comparison is also independent of the CPU's other
-    (non-VNNI) kernels (docs/numerics.md).
-    """
-    from torch.ao.quantization import (
-        MinMaxObserver,
-        PerChannelMinMaxObserver,
-        QConfig,
-        get_default_qconfig_mapping,
-    )
-
-    qmap = get_default_qconfig_mapping(engine)
-    if engine == "fbgemm":
-        qmap.set_global(QConfig(
-            activation=MinMaxObserver.with_args(reduce_range=True),
-            weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                      qscheme=torch.per_channel_symmetric)))
-    return qmap
-
-
 def quantize_fx(name: str, engine: str, backend: str = "zynqnn"):
     """(float model, converted FX model, example input) of a zoo model, calibrated on the
     example and on every input :func:`inputs` gives."""
@@ -72,7 +47,7 @@ def quantize_fx(name: str, engine: str, backend: str = "zynqnn"):
     calib = [x, *inputs(name), *inputs(name, 1, seed=7), *inputs(name, 1, seed=50)]
     with quiet_torch_ao():
         q = zoo.quantize_fx(model, x, engine=engine, calibration=calib, backend=backend,
-                            qconfig_mapping=qconfig_mapping(engine))
+                            qconfig_mapping=cpu_independent_qconfig_mapping(engine))
     return model, q, x
 
 

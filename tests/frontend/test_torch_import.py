@@ -12,7 +12,6 @@ from frontend_helpers import (
     fbgemm_comparable,
     has_avx512_vnni,
     inputs,
-    qconfig_mapping,
     quantize_fx,
 )
 from torch import nn
@@ -21,6 +20,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 import zynqnn
 from zynqnn import zoo
 from zynqnn.zoo import digits
+from zynqnn.zoo.quant import cpu_independent_qconfig_mapping as qconfig_mapping
 from zynqnn.zoo.quant import quiet_torch_ao
 
 # The "done when": ResNet-18 and MobileNetV2 on both engines, YOLOv3-tiny on fbgemm.

@@ -183,22 +183,10 @@ def quantized_graph(model, calib, flow: str, workdir=None):
 
     x1 = calib[:1]
     if flow in ("fbgemm", "qnnpack"):
-        from torch.ao.quantization import (
-            MinMaxObserver,
-            PerChannelMinMaxObserver,
-            QConfig,
-            get_default_qconfig_mapping,
-        )
-
         from zynqnn import zoo
-        from zynqnn.zoo.quant import quiet_torch_ao
+        from zynqnn.zoo.quant import cpu_independent_qconfig_mapping, quiet_torch_ao
 
-        qmap = get_default_qconfig_mapping(flow)
-        if flow == "fbgemm":
-            qmap.set_global(QConfig(
-                activation=MinMaxObserver.with_args(reduce_range=True),
-                weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                          qscheme=torch.per_channel_symmetric)))
+        qmap = cpu_independent_qconfig_mapping(flow)
         with quiet_torch_ao():
             q = zoo.quantize_fx(model, x1, engine=flow, calibration=calib, qconfig_mapping=qmap)
             g = zynqnn.from_torch(q, x1, engine=flow)

@@ -51,6 +51,7 @@ from torch.fx import GraphModule, Interpreter, Node
 
 __all__ = [
     "ENGINES",
+    "cpu_independent_qconfig_mapping",
     "INTEGER_DOMAIN_MODULES",
     "TORCH_AO_NOISE",
     "backend_config",
@@ -77,6 +78,26 @@ TORCH_AO_NOISE: tuple[str, ...] = (
     r".*reduce_range will be deprecated",
     r".*quantized tensor creation functions .* are deprecated",
 )
+
+
+def cpu_independent_qconfig_mapping(engine: str) -> QConfigMapping:
+    """torch's default mapping; for fbgemm with min/max activation observers (reduce_range).
+
+    fbgemm multiplies activation codes in int16 pairs (``vpmaddubsw``) in its depthwise kernels
+    on every CPU and in all kernels on CPUs without AVX-512 VNNI; codes above 127 can then
+    saturate. The golden model reproduces the depthwise pairs; min/max observers over the
+    calibration data keep its codes in 0..127, so the comparison is also independent of the CPU's other
+    (non-VNNI) kernels (docs/numerics.md).
+    """
+    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
+
+    qmap = get_default_qconfig_mapping(engine)
+    if engine == "fbgemm":
+        qmap.set_global(QConfig(
+            activation=MinMaxObserver.with_args(reduce_range=True),
+            weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
+                                                      qscheme=torch.per_channel_symmetric)))
+    return qmap
 
 
 @contextlib.contextmanager
