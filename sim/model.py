@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zynqnn.hw import isa
+from zynqnn.hw import geometry, isa
 from zynqnn.hw.config import HwConfig
 from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits, line_beats
 
@@ -143,10 +143,8 @@ def dispatch_outcome(cfg: HwConfig, mem, cmd_base: int, count: int, window: tupl
 
 def transfer_extent(cfg, buf, f) -> tuple[int, int]:
     """[first byte, end) of DDR the beats of a transfer of one or more lines cover."""
-    bb = cfg.axi_data_bits // 8
-    end = (f["ddr_addr"] + (f["lines"] - 1) * f["ddr_stride"]
-           + line_beats(cfg, buf, f["line_words"]) * bb)
-    return f["ddr_addr"], end
+    return geometry.transfer_extent(cfg, buf, f["ddr_addr"], f["lines"], f["ddr_stride"],
+                                    f["line_words"])
 
 
 class SocModel:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from zynqnn.addmodel import apply_add
-from zynqnn.hw import isa
+from zynqnn.hw import geometry, isa
 from zynqnn.hw.config import PBUF_WORD_BITS, HwConfig
-from zynqnn.hw.geometry import buffer_word_bits, pack_words, unpack_words
+from zynqnn.hw.geometry import pack_words, unpack_words
 from zynqnn.numerics import gemmlowp
 from zynqnn.postmodel import apply_post, apply_step
 
@@ -45,15 +45,10 @@ def transfer_extent(cfg: HwConfig, c) -> tuple[int, int] | None:
     as the command processor's window check counts them (``rtl/cmdproc.py``, dispatcher states
     MULTIPLY / EXTENT: ``ddr_addr + lines * stride - stride + line_beats * beat``, in whole AXI
     beats); ``None`` for zero lines (the RTL checks no window for them)."""
-    lines = int(c.lines)
-    if lines == 0:
+    if int(c.lines) == 0:
         return None
-    beat_bits = cfg.axi_data_bits
-    wb = buffer_word_bits(cfg, isa.Buffer(int(c.buffer)))
-    words = int(c.line_words)
-    beats = words * (wb // beat_bits) if wb >= beat_bits else -(-words // (beat_bits // wb))
-    first = int(c.ddr_addr)
-    return first, first + (lines - 1) * int(c.ddr_stride) + beats * (beat_bits // 8)
+    return geometry.transfer_extent(cfg, isa.Buffer(int(c.buffer)), int(c.ddr_addr),
+                                    int(c.lines), int(c.ddr_stride), int(c.line_words))
 
 
 @dataclass

@@ -24,6 +24,7 @@ __all__ = [
     "buffer_word_bits",
     "buffer_depth",
     "line_beats",
+    "transfer_extent",
     "pack_words",
     "unpack_words",
 ]
@@ -74,6 +75,15 @@ def line_beats(cfg: HwConfig, buffer: isa.Buffer, line_words: int) -> int:
         return line_words * (wb // bb)
     k = bb // wb
     return (line_words + k - 1) // k
+
+
+def transfer_extent(cfg: HwConfig, buffer: isa.Buffer, ddr_addr: int, lines: int,
+                    ddr_stride: int, line_words: int) -> tuple[int, int]:
+    """DDR bytes ``[first, end)`` the beats of a LOAD / STORE of ``lines >= 1`` lines cover, as the
+    command processor's window check counts them (whole AXI beats)."""
+    end = (ddr_addr + (lines - 1) * ddr_stride
+           + line_beats(cfg, buffer, line_words) * (cfg.axi_data_bits // 8))
+    return ddr_addr, end
 
 
 def pack_words(values: np.ndarray, bits: int) -> np.ndarray:

@@ -86,8 +86,8 @@ def cpu_independent_qconfig_mapping(engine: str) -> QConfigMapping:
     fbgemm multiplies activation codes in int16 pairs (``vpmaddubsw``) in its depthwise kernels
     on every CPU and in all kernels on CPUs without AVX-512 VNNI; codes above 127 can then
     saturate. The golden model reproduces the depthwise pairs; min/max observers over the
-    calibration data keep its codes in 0..127, so the comparison is also independent of the CPU's other
-    (non-VNNI) kernels (docs/numerics.md).
+    calibration data keep its codes in 0..127, so the comparison is also independent of the
+    CPU's other (non-VNNI) kernels (docs/numerics.md).
     """
     from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
 
