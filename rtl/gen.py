@@ -21,15 +21,30 @@ os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
 def components(cfg: HwConfig) -> dict:
     """The top-level components of a build, by Verilog module name."""
+    from .depthwise import DepthwiseFIR
+    from .eltwise import EltwiseAdd
     from .engine import Engine
     from .pe_array import PEArray
+    from .postproc import PostProc
     from .steprequant import StepRequant
     from .top import Top
 
-    return {
+    parts = {
         "zynqnn_pe_array": lambda: PEArray(cfg),
+        # The engine's post-processing lanes (requantization, clamp, activation).
+        "zynqnn_postproc": lambda: PostProc(cfg),
+        # The engine's residual-add lanes.
+        "zynqnn_eltwise": lambda: EltwiseAdd(cfg),
         # cols step lanes on their own (the engine's depthwise post stage).
         "zynqnn_step_requant": lambda: StepRequant(cfg),
+    }
+    if cfg.dw_kernel == 3:
+        # The depthwise window adder over the array's per-tap products.
+        parts["zynqnn_depthwise"] = lambda: DepthwiseFIR(cfg)
+    return {
+        **parts,
+        # The SoC shell alone (registers, command processor, DMA; no compute unit).
+        "zynqnn_shell": lambda: Top(cfg),
         "zynqnn_engine": lambda: Engine(cfg),
         # The accelerator (zynqnn.hw.platform.TOP_NAME): SoC shell with the compute engine.
         "zynqnn_top": lambda: Top(cfg, Engine(cfg)),
