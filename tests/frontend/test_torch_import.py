@@ -235,7 +235,8 @@ def test_eager_digits(engine, digits_model, digits_data, record_property):
 
 
 class _Functional(nn.Module):
-    """Eager model with FloatFunctional add/cat, ReLU6 and avg pooling."""
+    """Eager model with FloatFunctional add/cat, avg pooling and a Dropout (convert makes it
+    torch.ao.nn.quantized.Dropout, as in torchvision's quantizable MobileNetV2)."""
 
     def __init__(self):
         super().__init__()
@@ -247,6 +248,7 @@ class _Functional(nn.Module):
         self.cat = torch.ao.nn.quantized.FloatFunctional()
         self.pool = nn.AvgPool2d(2)
         self.gap = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.2)
         self.dequant = torch.ao.quantization.DeQuantStub()
 
     def forward(self, x):
@@ -254,7 +256,7 @@ class _Functional(nn.Module):
         y = self.r1(self.c1(x))
         z = self.add.add_relu(self.c2(y), y)
         z = self.cat.cat([self.pool(z), self.pool(y)], 1)
-        return self.dequant(self.gap(z))
+        return self.dequant(self.drop(self.gap(z)))
 
 
 @pytest.mark.parametrize("engine", zoo.ENGINES)
@@ -273,6 +275,7 @@ def test_eager_functional(engine, record_property):
             p(xb)
         q = tq.convert(p)
     x = torch.rand(2, 3, 8, 8)
+    assert type(q.drop).__module__.startswith("torch.ao.nn.quantized")
     g = zynqnn.from_torch(q, x)
     assert {"add", "concat", "avg_pool2d", "adaptive_avg_pool2d"} <= set(g.ops())
     n = bad = 0

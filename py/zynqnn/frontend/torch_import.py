@@ -434,6 +434,9 @@ class TorchImporter:
                                   float_ok=False)
             if _is(m, "ReLU6"):
                 return self.clamp_like(node, "relu6", 0.0, 6.0)
+            if _is(m, "Dropout"):
+                # Eager convert swaps nn.Dropout for the quantized one: identity in eval.
+                return self.passthrough(node)
             if _is(m, "QFunctional", "FloatFunctional"):
                 raise self.fail(node, "QFunctional must be called through its methods")
             raise self.fail(node, f"quantized module {cls.__name__} is not supported")
