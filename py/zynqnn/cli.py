@@ -450,6 +450,84 @@ COMMANDS["compile"].run = _compile
 
 
 # ---------------------------------------------------------------------------------------------
+# check
+
+
+@command("check", help="list every node of a model the accelerator cannot run, all at once")
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Import (and for a float ONNX file or a zoo model, quantize) a model, map it onto the "
+        "accelerator and compile it, and list every node that does not map, each with its "
+        "reason, instead of stopping at the first. Exit status 0 when everything maps, 1 "
+        "otherwise. Example: zynqnn check model.onnx --config pynq_z2")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP + " (a float ONNX file is "
+                   "quantized here with ONNX Runtime on random calibration data)")
+    p.add_argument("--config", default="pynq_z2", metavar="NAME",
+                   help="hardware configuration preset (default pynq_z2)")
+    p.add_argument("--engine", choices=COMPILE_ENGINES, default="fbgemm",
+                   help="who quantizes a zoo model (as for compile; default fbgemm)")
+    p.add_argument("--size", type=int, default=None,
+                   help="input height = width (zoo models; ONNX files with dynamic sizes)")
+    p.add_argument("--input-shape", type=_shape_arg, default=None, metavar="N,C,H,W",
+                   help="the input shape of an ONNX file with dynamic (symbolic) dimensions")
+    p.add_argument("--calib", type=int, default=8, metavar="N",
+                   help="calibration images when quantizing here (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights/inputs")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .compiler import CompileError
+    from .hw.config import get_config
+    from .program import compile as compile_model
+
+    cfg = get_config(args.config)
+    kind, path = _model_source(args.model)
+    if kind != "zoo" and args.engine != "fbgemm":
+        raise UserError("--engine applies to zoo models only")
+    if kind == "onnx":
+        from .frontend.onnx_import import unsupported_nodes
+
+        bad = unsupported_nodes(path)
+        if bad:
+            print(f"{path.name}: {len(bad)} ONNX nodes have no translation in the importer:")
+            for name, op in bad:
+                print(f"  ONNX node {name!r} ({op}): operator is not supported")
+            return 1
+        args.images = 1
+        graph, _, label = _prepare_onnx(args)
+    elif kind == "zqg":
+        from .ir import load as load_graph
+
+        graph, label = load_graph(path), path.stem
+    else:
+        if args.input_shape:
+            raise UserError("--input-shape applies to ONNX files; a zoo model takes --size")
+        graph, label = _zoo_graph(args)
+    graph.name = label
+    try:
+        model = compile_model(graph, cfg)
+    except CompileError as exc:
+        errors = getattr(exc, "errors", [exc])
+        print(f"{label}: {len(errors)} of {len(graph.nodes)} nodes cannot run on "
+              f"{cfg.name} ({cfg.config_id}):")
+        from .compiler.layers import unchecked_note
+
+        for err in errors:
+            print(f"  {err}")
+        if len(errors) == 1 and getattr(exc, "unchecked", None):
+            print("  " + unchecked_note(exc.unchecked))
+        elif len(errors) > 1 and exc.unchecked:
+            print(str(exc).splitlines()[-1])
+        return 1
+    print(f"{label}: all {len(graph.nodes)} nodes map onto {cfg.name} ({cfg.config_id}): "
+          f"{len(model.layers)} layers, {model.program.command_count} commands")
+    return 0
+
+
+COMMANDS["check"].run = _check
+
+
+# ---------------------------------------------------------------------------------------------
 # run
 
 
@@ -1173,6 +1251,9 @@ def _run_command(cmd: Command, args: argparse.Namespace) -> int:
         if getattr(args, "debug", False):
             raise
         print(f"zynqnn {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        if getattr(exc, "errors", None):   # CompileErrors: every refused node, one a line
+            for line in str(exc).splitlines()[1:]:
+                print(line, file=sys.stderr)
         return 1
     except Exception as exc:  # a bug (or an input no check foresaw): still one line
         if getattr(args, "debug", False):

@@ -10,6 +10,7 @@ Example::
 from .compile import Program, Step, compile_network
 from .layers import (
     CompileError,
+    CompileErrors,
     HwAdd,
     HwConcat,
     HwConv,
@@ -24,6 +25,7 @@ from .reference import run_reference
 
 __all__ = [
     "CompileError",
+    "CompileErrors",
     "HwAdd",
     "HwConcat",
     "HwConv",

@@ -43,6 +43,28 @@ class CompileError(ValueError):
     """A layer the hardware cannot run (the message names the layer and the limit)."""
 
 
+class CompileErrors(CompileError):
+    """Several nodes the hardware cannot run, found in one pass: :attr:`errors` holds one
+    :class:`CompileError` per node (graph order); :attr:`unchecked` names the nodes downstream
+    of a refused one, which were checked only for op support (their inputs do not exist). A
+    single refusal is raised as its own :class:`CompileError` (with an ``unchecked`` list)."""
+
+    def __init__(self, errors: list, unchecked: list | None = None, what: str = "the graph"):
+        self.errors = list(errors)
+        self.unchecked = list(unchecked or [])
+        lines = [f"{len(self.errors)} nodes of {what} cannot run on the accelerator:"]
+        lines += [f"  {e}" for e in self.errors]
+        if self.unchecked:
+            lines.append("  " + unchecked_note(self.unchecked))
+        super().__init__("\n".join(lines))
+
+
+def unchecked_note(names: list) -> str:
+    """The line that names the nodes checked for op support only (after a refused node)."""
+    return (f"({len(names)} nodes after a refused node were checked for op support only: "
+            f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+
+
 def code_range(signed: bool, bits: int) -> tuple[int, int]:
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 

@@ -69,6 +69,7 @@ from zynqnn.hw.config import HwConfig, get_config
 
 from .layers import (
     CompileError,
+    CompileErrors,
     HwAdd,
     HwConcat,
     HwConv,
@@ -1358,8 +1359,7 @@ class _Lowering:
                 input_qmin=t.qmin, input_qmax=t.qmax, input_scale=float(t.scale),
                 input_zero_point=int(t.zero_point), input_flavour=None, input_rounding=None,
                 input_overflow=None)
-        for node in self._needed():
-            self.lower(node)
+        self._lower_all(self._needed())
         if self.net_input is None:
             raise CompileError(f"graph {g.name!r}: input {name!r} is not quantized by the graph")
         hws, infos = [], []
@@ -1397,6 +1397,32 @@ class _Lowering:
         size = None if v.size is None else [int(d) for d in v.size]
         return v.hw, OutputInfo(out_name, tuple(q.shape[1:]), q.dtype, float(q.scale),
                                 int(q.zero_point), flavour, slots, size)
+
+    def _lower_all(self, nodes) -> None:
+        """Lower ``nodes`` in order; raise every refusal at once (one :class:`CompileError`
+        as it is, several as :class:`CompileErrors`). A node reading the output of a refused
+        node cannot be lowered (its input does not exist): it is checked for op support only,
+        and named in the error's ``unchecked`` list."""
+        errors, unchecked, lost = [], [], set()
+        for node in nodes:
+            if lost.intersection(node.inputs):
+                lost.update(node.outputs)
+                if getattr(self, "_op_" + node.op, None) is None:
+                    errors.append(_fail(node, "not supported by the accelerator (no hardware "
+                                              "layer for this op)"))
+                elif node.op not in ("quantize", "dequantize"):   # boundary nodes: no layer
+                    unchecked.append(repr(node.name))
+                continue
+            try:
+                self.lower(node)
+            except CompileError as e:
+                errors.append(e)
+                lost.update(node.outputs)
+        if len(errors) == 1:
+            errors[0].unchecked = unchecked   # `zynqnn check` lists them; the message stays
+            raise errors[0]
+        if errors:
+            raise CompileErrors(errors, unchecked, f"graph {self.g.name!r}")
 
     def _needed(self) -> list:
         """The nodes the graph outputs depend on, in graph order."""

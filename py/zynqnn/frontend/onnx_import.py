@@ -530,6 +530,27 @@ def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
     return out
 
 
+def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
+    """``(node name, op type)`` of every node of an ONNX model (float or quantized) the
+    importer has no translation for, all at once. Nodes computing constants only (from
+    initializers, ``Constant`` or ``Shape``) are folded at import and do not count."""
+    m, _ = load_onnx(model)
+    const = {i.name for i in m.graph.initializer} | {""}
+    out = []
+    for node in m.graph.node:
+        if node.op_type in ("Constant", "Shape") or (
+                node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                and all(i in const for i in node.input)):
+            const.update(node.output)
+            continue
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type):
+            out.append((node.name or (node.output[0] if node.output else node.op_type),
+                        node.op_type))
+    return out
+
+
 def onnx_to_qdq(model: Any, input_shapes: dict | tuple | None = None) -> QDQGraph:
     """The neutral Q/DQ graph of an ONNX model (see :mod:`.qdq`)."""
     m, label = load_onnx(model)
