@@ -619,8 +619,11 @@ def test_inverted_residual_block_qnnpack():
 @pytest.mark.parametrize("make, match", [
     (lambda b: b.conv(b.x, 4, dilation=2, pad=2), r"\(conv2d\): dilation \[2, 2\]"),
     (lambda b: b.conv(b.x, 4, stride=[1, 2]), r"stride \[1, 2\]: the hardware needs equal"),
-    (lambda b: b.node("avg_pool2d", [b.conv(b.x, 4)], attrs={"kernel": [2, 2]}),
-     r"\(avg_pool2d\): average pooling over windows smaller than the map"),
+    (lambda b: b.node("avg_pool2d", [b.conv(b.x, 4)], attrs={"kernel": [2, 2],
+                                                             "padding": [1, 1, 1, 1]}),
+     r"\(avg_pool2d\): padded average pooling is not supported"),
+    (lambda b: b.node("avg_pool2d", [b.conv(b.x, 4)], attrs={"kernel": [2, 3]}),
+     r"kernel \[2, 3\] / stride \[2, 3\]: the hardware averages square windows"),
     (lambda b: b.node("adaptive_avg_pool2d", [b.conv(b.x, 4)],
                       attrs={"output_size": [2, 2]}), r"output size \[2, 2\]: only global"),
     (lambda b: b.node("upsample_nearest", [b.conv(b.x, 4)], attrs={"scale": [3, 3]}),

@@ -901,11 +901,51 @@ class _Lowering:
             pads[1] += eh
             pads[3] += ew
         y = self.hw_tensor(node, node.outputs[0], (x.channels, oh, ow))
+        if sh > 2:
+            x, kh, sh, pads = self._max_pool_stride(node, x, y, kh, sh, pads, pad_min, lo, hi,
+                                                    v.slots)
         layer = HwMaxPool(node.name, x, y, kh, sh, tuple(pads), pad_min)
         if pad_min:
             self.produce(layer, lo, hi, slots=v.slots)
         else:
             self.produce(layer, min(lo, x.zero_point), max(hi, x.zero_point), slots=v.slots)
+
+    def _max_pool_stride(self, node, x, y, k, s, pads, pad_min, lo, hi, slots):
+        """Max pooling with a stride 2^n above 2 as hardware poolings of stride 1 or 2:
+        non-overlapping windows (kernel = stride, no padding) as n 2x2/2 poolings (the max of
+        maxes of aligned 2x2 blocks); otherwise the k x k pooling at stride 1, then 1x1 windows
+        at stride 2 (subsampling) n - 1 times. Returns the last pooling's ``(input, kernel,
+        stride, padding)``; the earlier ones are added here."""
+        n = s.bit_length() - 1
+        if s != 1 << n:
+            raise _fail(node, f"stride {s}: the hardware pools with strides 1 and 2 (and "
+                              "powers of two as a chain of them)")
+        if k == s and not any(pads):
+            stages = [(2, 2, (0, 0, 0, 0))] * n
+        else:
+            # the stride-1 pooling must give every row/column the subsampling reads:
+            # (out - 1) * s + 1 of them (ceil_mode's windows past the input are padded)
+            need_h, need_w = (y.height - 1) * s + 1, (y.width - 1) * s + 1
+            t, b, left, r = pads
+            b += max(0, need_h - (x.height + t + b - k + 1))
+            r += max(0, need_w - (x.width + left + r - k + 1))
+            if (b, r) != (pads[1], pads[3]) and not pad_min:
+                raise _fail(node, "ceil_mode with zero-point padding (the windows past the "
+                                  "input ignore their missing positions, the hardware pads)")
+            stages = [(k, 1, (t, b, left, r))] + [(1, 2, (0, 0, 0, 0))] * n
+        for i, (kk, ss, pp) in enumerate(stages[:-1]):
+            t, b, left, r = pp
+            h = (x.height + t + b - kk) // ss + 1
+            w = (x.width + left + r - kk) // ss + 1
+            mid = Tensor(f"{y.name}.s{i}", x.channels, h, w, x.zero_point, x.signed)
+            layer = HwMaxPool(f"{node.name}.{i}", x, mid, kk, ss, pp, pad_min)
+            if pad_min:
+                self.produce(layer, lo, hi, slots=slots)
+            else:
+                self.produce(layer, min(lo, x.zero_point), max(hi, x.zero_point), slots=slots)
+            x = mid
+        k, s, pads = stages[-1]
+        return x, k, s, list(pads)
 
     def _op_upsample_nearest(self, node):
         fh, fw = _pair(node.attrs.get("scale"), None)
@@ -1063,11 +1103,91 @@ class _Lowering:
         a = node.attrs
         v = self.map4(node, node.inputs[0])
         out = self.g.tensors[node.outputs[0]]
-        if tuple(out.shape[2:]) != (1, 1) or any(_pads(a.get("padding"))) or tuple(
-                _pair(a.get("kernel"), None)) != (v.hw.height, v.hw.width):
-            raise _fail(node, "average pooling over windows smaller than the map is not "
-                              "supported (only global average pooling)")
-        self._global_pool(node)
+        kernel = tuple(_pair(a.get("kernel"), None))
+        if tuple(out.shape[2:]) == (1, 1) and not any(_pads(a.get("padding"))) and \
+                kernel == (v.hw.height, v.hw.width):
+            self._global_pool(node)
+        else:
+            self._window_pool(node, v, out, *kernel)
+
+    def _window_pool(self, node, v: _Val, out, kh: int, kw: int):
+        """Average pooling over windows smaller than the map: a depthwise convolution with
+        weights 1 (the window sum of ``q - zp_in``) and the requantization that reproduces the
+        framework's average of one window (``_pool_requant`` over a ``kh x kw`` map; every
+        window holds ``kh * kw`` pixels, so one mapping serves them all)."""
+        a = node.attrs
+        sh, sw = _pair(a.get("stride"), (kh, kw))
+        if kh != kw or sh != sw:
+            raise _fail(node, f"kernel {[kh, kw]} / stride {[sh, sw]}: the hardware averages "
+                              "square windows with equal strides")
+        if any(_pads(a.get("padding"))):
+            raise _fail(node, "padded average pooling is not supported: the border windows "
+                              "average fewer pixels (or count the padding), which one "
+                              "requantization cannot reproduce; use padding=0")
+        self.only_maps(node, node.inputs[0], v)
+        x_ir, x = self.g.tensors[node.inputs[0]], v.hw
+        oh, ow = out.shape[2], out.shape[3]
+        if (oh - 1) * sh + kh > x.height or (ow - 1) * sw + kw > x.width:
+            raise _fail(node, f"ceil_mode: the last windows of the {x.height}x{x.width} map "
+                              "extend past it and average fewer pixels, which one "
+                              "requantization cannot reproduce")
+        if v.slots is not None:   # depthwise: the channels are packed first
+            v = self.relayout(node, v, what="packed")
+            x = v.hw
+        if sh > 2 and sh & (sh - 1):
+            raise _fail(node, f"stride {sh}: the hardware pools with strides 1 and 2 (and "
+                              "powers of two as a chain of them)")
+        window = Tensor(x.name, x.channels, kh, kw, x.zero_point, x.signed)
+        rq = self._pool_requant(node, x_ir, out, window)
+        y = self.hw_tensor(node, node.outputs[0])
+        if rq is None:   # a 1x1 window with the same qparams: a subsampling
+            self._subsample(node, x, y, sh, *self.range[id(x)])
+            return
+        # A stride above 2: every window at stride 1, then subsampled (exact, unlike an
+        # average of averages). Codes labelled rq.zp_out when the zero point is inside the
+        # rounding, relabelled at the end by a 1x1 identity convolution (as _global_pool).
+        stride = sh if sh <= 2 else 1
+        sums = Tensor(f"{node.name}.sum", x.channels, (x.height - kh) // stride + 1,
+                      (x.width - kw) // stride + 1, rq.zp_out, y.signed)
+        direct = stride == sh and rq.zp_out == y.zero_point
+        ones = np.ones((x.channels, 1, kh, kw), dtype=np.int64)
+        self._conv_layer(node, v, ones, stride, (0, 0, 0, 0), rq, y if direct else sums,
+                         groups=x.channels)
+        if direct:
+            return
+        relabelled = rq.zp_out == y.zero_point
+        last = self._subsample(node, sums, y if relabelled else None, sh // stride, rq.lo,
+                               rq.hi)
+        if not relabelled:
+            self._relabel(node, last, y, rq, out)
+
+    def _subsample(self, node, x: Tensor, y: Tensor | None, s: int, lo: int, hi: int):
+        """Every ``s``-th pixel of ``x`` (``s`` a power of two) by 1x1 max poolings of stride 2
+        into ``y`` (None: a new tensor labelled like ``x``); returns the result."""
+        n = s.bit_length() - 1
+        if n == 0:
+            if y is not None:
+                raise AssertionError("a subsampling by 1 into a given tensor")
+            return x
+        for i in range(n):
+            h, w = (x.height - 1) // 2 + 1, (x.width - 1) // 2 + 1
+            nxt = y if (i == n - 1 and y is not None) else Tensor(
+                f"{node.name}.s{i}", x.channels, h, w, x.zero_point, x.signed)
+            self.produce(HwMaxPool(f"{node.name}.s{i}", x, nxt, 1, 2, 0, True), lo, hi)
+            x = nxt
+        return x
+
+    def _relabel(self, node, mid: Tensor, y: Tensor, rq, out, slots=None):
+        """``y``: the codes of ``mid`` (labelled with zero point ``rq.zp_out``) relabelled to
+        ``y``'s zero point by a 1x1 identity convolution (acc = q - rq.zp_out, + bias)."""
+        from zynqnn.numerics import make_requant
+
+        relabel = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, y.zero_point,
+                               np.array([rq.zp_out - y.zero_point]), int(out.qmin),
+                               int(out.qmax), multiplier=1 << 30, shift=1)
+        eye = np.eye(mid.channels, dtype=np.int64).reshape(mid.channels, mid.channels, 1, 1)
+        self.produce(HwConv(f"{node.name}.zp", mid, y, eye, requant=relabel), rq.lo, rq.hi,
+                     slots=slots)
 
     def _global_pool(self, node):
         v = self.map4(node, node.inputs[0])
@@ -1090,17 +1210,10 @@ class _Lowering:
         # The average needs the zero point inside its rounding: the pooling writes the final
         # codes into a tensor labelled with zero point rq.zp_out, and a 1x1 convolution with
         # identity weights relabels them (acc = q - rq.zp_out, + bias, exact multiply by 1).
-        from zynqnn.numerics import make_requant
-
         mid = Tensor(f"{node.name}.sum", x.channels, 1, 1, rq.zp_out, y.signed)
         self.produce(HwGlobalSumPool(node.name, x, mid, requant=rq), rq.lo, rq.hi,
                      slots=v.slots)
-        relabel = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, y.zero_point,
-                               np.array([rq.zp_out - y.zero_point]), int(out.qmin),
-                               int(out.qmax), multiplier=1 << 30, shift=1)
-        eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
-        self.produce(HwConv(f"{node.name}.zp", mid, y, eye, requant=relabel), rq.lo, rq.hi,
-                     slots=v.slots)
+        self._relabel(node, mid, y, rq, out, v.slots)
 
     def _pool_requant(self, node, x_ir, out, x: Tensor):
         """A per-tensor Requant of ``sum(q - zp_in)`` equal to the node's average for every
@@ -1157,7 +1270,7 @@ class _Lowering:
         if n == 1 and x_ir.same_qparams(out) and all(
                 np.array_equal(ref[:, k], sums) for k in classes):
             return None
-        cands = self._pool_candidates(node, x_ir, out, n)
+        cands = self._pool_candidates(node, x_ir, out, n, (h, w))
         if sampled:  # only the formula that is exact by construction for the flavour
             cands = [mk for mk, exact in cands if exact]
         else:
@@ -1182,15 +1295,16 @@ class _Lowering:
                           f"average over {h}x{w} pixels exactly (zero point {zp}); average "
                           "pooling is refused rather than approximated")
 
-    def _pool_candidates(self, node, x_ir, out, n) -> list:
+    def _pool_candidates(self, node, x_ir, out, n, window) -> list:
         """``(make, exact)`` pairs: requantizations of ``sum(q - zp)`` that may equal the
-        flavour's average, in order of preference; ``exact``: equal by construction (the only
-        ones used when the check can only sample the sums). Every one is checked before use."""
+        flavour's average over a ``window = (h, w)`` of ``n`` pixels, in order of preference;
+        ``exact``: equal by construction (the only ones used when the check can only sample
+        the sums). Every one is checked before use."""
         from zynqnn.numerics import gemmlowp, make_requant
 
         zo, qmin, qmax = int(out.zero_point), int(out.qmin), int(out.qmax)
         zi = int(x_ir.zero_point)
-        h, w = x_ir.shape[2], x_ir.shape[3]
+        h, w = window
         fl = node.flavour
         s = f32(x_ir.scale)
         m = f32(1) / f32(n)
