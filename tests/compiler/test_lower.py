@@ -528,11 +528,34 @@ def test_add_torch_scalar_tail_as_channel_blocks(shape, block, scalar_from):
     assert len(elt) == (1 if scalar_from == 0 else 2)
 
 
-def test_add_torch_tail_is_refused():
-    b = Builder("torch-fbgemm", (4, 3, 3), seed=22)
-    a, c = b.conv(b.x, 4), b.conv(b.x, 4)
-    s = b.node("add", [a, c], attrs={"vector_block": 32})
-    _err(b.finish(s), r"36 elements are not a multiple of PyTorch's vector block \(32\)")
+@pytest.mark.parametrize("shape, block, tail_words", [((4, 3, 3), 32, 1), ((20, 3, 3), 32, 2),
+                                                     ((32, 7, 7), 64, 2), ((24, 7, 7), 64, 2),
+                                                     ((16, 9, 9), 64, 1)])
+def test_add_torch_scalar_tail_in_nhwc_order(shape, block, tail_words):
+    """In NHWC memory order PyTorch's tail is the last pixels' channels: when they are whole
+    words (channel blocks of a pixel) those words run as ELTWISE commands of their own with the
+    scalar constants (scalar_mask), equal to the graph on the golden backend."""
+    b = Builder("torch-fbgemm", shape, seed=25, name=f"add-nhwc-tail-{shape}-{block}")
+    a, c = b.conv(b.x, shape[0]), b.conv(b.x, shape[0])
+    s = b.node("add", [a, c], attrs={"vector_block": block}, scale=b.t(a).scale * 0.7,
+               zp=b.t(a).zero_point + 2)
+    net, _ = check(b.finish(s), "pynq_z2", samples=8, golden=4)
+    la = net.layers[-1]
+    assert la.scalar_mask is not None and la.scalar_from is None
+    n = int(np.prod(shape))
+    assert int(la.scalar_mask.sum()) == n % block   # no padding channels on these shapes
+    prog = compile_network(net, get_config("pynq_z2"))
+    elt = [st for st in prog.steps if st.opcode == isa.Opcode.ELTWISE]
+    scalar = [st for st in elt if st.loads[isa.Buffer.PBUF].key[2] == "scalar"]
+    assert sum(st.op["pixels"] for st in scalar) == tail_words
+
+
+def test_add_torch_tail_splitting_a_word_is_refused():
+    """A tail that starts inside a word (8 of the 16 channels of a pixel's block) is refused."""
+    b = Builder("torch-fbgemm", (20, 3, 3), seed=22)
+    a, c = b.conv(b.x, 20), b.conv(b.x, 20)
+    s = b.node("add", [a, c], attrs={"vector_block": 64})
+    _err(b.finish(s), r"180 elements are not a multiple of PyTorch's vector block \(64\)")
 
 
 @pytest.mark.parametrize("fl", ["torch-qnnpack", "onnxruntime", "tflite"])

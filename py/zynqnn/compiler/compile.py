@@ -564,6 +564,8 @@ class _Compiler:
             if split * self.wb % self.beat:
                 raise CompileError(f"{la.name}: PyTorch's scalar tail starts inside an AXI beat")
         ranges = [r for r in ((0, split, la.path), (split, total, "scalar")) if r[0] < r[1]]
+        if la.scalar_mask is not None:
+            ranges = self._tail_ranges(la)
         lays = {}
         for _, _, path in ranges:
             try:
@@ -605,6 +607,27 @@ class _Compiler:
                 self.steps.append(Step(la.name, dict(common, pixels=n), loads, store, 0,
                                        opcode=isa.Opcode.ELTWISE))
                 t += 1
+
+    def _tail_ranges(self, la) -> list:
+        """``(first word, end word, path)`` runs of an add's words in DDR order (channel block,
+        then pixel) from its ``scalar_mask``; each run starts on an AXI beat."""
+        R = self.cfg.rows
+        a = la.a
+        mask = la.scalar_mask.reshape(a.channels, -1)
+        words = []
+        for cb in range(cblocks(a.channels, R)):
+            block = mask[cb * R:(cb + 1) * R]
+            if not np.array_equal(block.all(axis=0), block.any(axis=0)):
+                raise CompileError(f"{la.name}: PyTorch's scalar tail splits a word of "
+                                   f"channel block {cb}")
+            words.append(block.any(axis=0))
+        words = np.concatenate(words)
+        edges = [0, *(np.flatnonzero(words[1:] != words[:-1]) + 1).tolist(), words.size]
+        for e in edges[1:-1]:
+            if e * self.wb % self.beat:
+                raise CompileError(f"{la.name}: PyTorch's scalar tail starts inside an AXI beat")
+        return [(w0, w1, "scalar" if words[w0] else la.path)
+                for w0, w1 in zip(edges[:-1], edges[1:], strict=True)]
 
     def compile(self) -> Program:
         cfg = self.cfg

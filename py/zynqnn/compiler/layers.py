@@ -351,7 +351,8 @@ class HwAdd:
     PyTorch add lowers exactly with ``path="vector"`` when its element count is a multiple of the
     block, and with ``path="scalar"`` when the block is 0; when the tail is whole channel blocks
     (NCHW order, or 1x1 maps) ``scalar_from`` names its first channel and it runs as separate
-    ``ELTWISE`` commands with the scalar constants; otherwise the tail may differ.
+    ``ELTWISE`` commands with the scalar constants; when it is whole words in NHWC order (the
+    last pixels' channel blocks), ``scalar_mask`` marks them; otherwise the tail may differ.
 
     Scale combinations a framework refuses (qnnpack's ratio range, TFLite's multipliers below
     one) raise :class:`CompileError`. The hardware runs it as ``ELTWISE`` commands over pixel
@@ -375,6 +376,11 @@ class HwAdd:
     #: ``torch`` with ``path="vector"``: channels from this one on take the scalar formulas
     #: (PyTorch's scalar tail when it is whole channel blocks; a multiple of ``rows``).
     scalar_from: int | None = None
+    #: ``torch`` with ``path="vector"``: a (channels, height, width) bool array of the
+    #: elements that take the scalar formulas (PyTorch's tail in NHWC memory order: the last
+    #: pixels' channels); every hardware word (``rows`` channels of a pixel) all True or all
+    #: False. The compiler runs the True words as ``ELTWISE`` commands of their own.
+    scalar_mask: np.ndarray | None = None
 
     def __post_init__(self):
         if self.semantics not in ADD_SEMANTICS:
@@ -386,6 +392,11 @@ class HwAdd:
         if tuple(self.a.shape) != tuple(self.b.shape):
             raise CompileError(f"{self.name}: inputs {self.a!r} and {self.b!r} differ in shape "
                                "(broadcasting adds are not supported)")
+        if self.scalar_mask is not None:
+            self.scalar_mask = np.asarray(self.scalar_mask, dtype=bool)
+            if self.scalar_mask.shape != tuple(self.a.shape) or self.scalar_from is not None:
+                raise CompileError(f"{self.name}: scalar_mask must have the inputs' shape "
+                                   f"{list(self.a.shape)} (and excludes scalar_from)")
 
     @property
     def inputs(self) -> list[Tensor]:

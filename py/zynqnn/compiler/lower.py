@@ -1038,6 +1038,30 @@ class _Lowering:
             return None
         return c - tail // hw
 
+    def _torch_tail_mask(self, t, v: _Val, tail: int):
+        """PyTorch's scalar tail of an NHWC tensor (its last ``tail`` elements in memory
+        order: the last pixels' channels) as a (channels, height, width) mask over the hardware
+        tensor of ``v``, when it is whole words (each word's channels all in it or all out);
+        else None. Padding channels follow the real channels of their word."""
+        if t.layout != "nhwc" or v.size is not None:
+            return None
+        c, h, w = v.map
+        hwt = v.hw
+        R = self.cfg.rows
+        first = c * h * w - tail
+        tailed = (np.arange(h * w)[None, :] * c + np.arange(c)[:, None]) >= first   # (C, HW)
+        mask = np.zeros((hwt.channels, h * w), dtype=bool)
+        slots = v.channel_slots()
+        for cb in range(-(-hwt.channels // R)):
+            mine = (slots >= cb * R) & (slots < (cb + 1) * R)
+            if not mine.any():
+                continue
+            rows = tailed[mine]
+            if not np.array_equal(rows.all(axis=0), rows.any(axis=0)):
+                return None
+            mask[cb * R:(cb + 1) * R] = rows.any(axis=0)
+        return mask.reshape(hwt.channels, h, w)
+
     def _lower_add(self, node):
         """An :class:`HwAdd` in the flavour's add semantics (ELTWISE commands)."""
         va, vb = (self.map4(node, n) for n in node.inputs[:2])
@@ -1070,12 +1094,15 @@ class _Lowering:
                 s0 = self._torch_scalar_tail(ta, Tensor(va.hw.name, *va.map), n % block)
                 if s0 is not None and va.slots is not None:   # its hardware channel
                     s0 = int(va.slots[s0]) if va.slots[s0] % self.cfg.rows == 0 else None
-                kw["scalar_from"] = s0
-                if kw["scalar_from"] is None:
+                if s0 is not None:
+                    kw["scalar_from"] = s0
+                else:
+                    kw["scalar_mask"] = self._torch_tail_mask(ta, va, n % block)
+                if kw.get("scalar_mask") is None and s0 is None:
                     raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector "
                                       f"block ({block}): its scalar tail (the last {n % block} "
                                       "elements in memory order) rounds differently and is not "
-                                      f"whole channel blocks of {self.cfg.rows}")
+                                      f"whole words of {self.cfg.rows} channels")
         y = self.hw_tensor(node, node.outputs[0], va.hw.shape)
         if fl == "tflite" and "left_shift" in node.attrs:
             kw["left_shift"] = int(node.attrs["left_shift"])

@@ -60,6 +60,10 @@ def add_codes(la: HwAdd, a, b, bits: int = 8) -> np.ndarray:
             head = add_codes(replace(la, scalar_from=None), a[:s], b[:s], bits)
             tail = add_codes(replace(la, scalar_from=None, path="scalar"), a[s:], b[s:], bits)
             return np.concatenate([head, tail])
+        if la.scalar_mask is not None and np.ndim(a) == 3:   # the tail's elements by mask
+            vec = add_codes(replace(la, scalar_mask=None), a, b, bits)
+            sca = add_codes(replace(la, scalar_mask=None, path="scalar"), a, b, bits)
+            return np.where(la.scalar_mask, sca, vec)
         return ops.add_torch(*args, relu=la.relu, path=la.path, qmin=lo, qmax=hi)
     if la.semantics == "qnnpack":
         return ops.add_qnnpack(*args, relu=la.relu, qmin=lo, qmax=hi)
