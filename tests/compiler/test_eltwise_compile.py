@@ -171,3 +171,33 @@ def test_torch_scalar_tail_channels_take_the_scalar_formula():
     assert want[0] != want[1]
     assert np.array_equal(got[:32].ravel(), np.full(32, want[0]))
     assert np.array_equal(got[32:].ravel(), np.full(16, want[1]))
+
+
+@pytest.mark.parametrize("scheme", ["pow2", "fixed16"])
+def test_zynqnn_quantize_residual_adds(scheme):
+    """Residual adds of graphs quantized by zynqnn.quantize with the pow2 (Vitis-AI style) and
+    fixed16 schemes add as TFLite does: they compile onto the hardware's TFLite add and run
+    equal to graph.run on the golden backend (fixed16 on the int16 build)."""
+    import torch
+    from torch import nn
+
+    import zynqnn
+    from zynqnn.compiler.testing import check_graph_on_golden, config_of
+
+    class Res(nn.Module):
+        def __init__(self, c=24):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, c, 3, padding=1)
+            self.c2 = nn.Conv2d(c, c, 3, padding=1)
+            self.c3 = nn.Conv2d(c, 8, 1)
+
+        def forward(self, x):
+            a = torch.relu(self.c1(x))
+            return self.c3(torch.relu(a + self.c2(a)))
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 8, 8)
+    g = zynqnn.quantize(Res().eval(), x, example_input=x[:1], scheme=scheme)
+    assert any(n.op == "add" and n.flavour == scheme for n in g.nodes)
+    model, n = check_graph_on_golden(g, None, x[:2].numpy(), config_of(scheme, "pynq_z2"))
+    assert n == 2 * 8 * 8 * 8

@@ -403,8 +403,11 @@ def _act_codes(act, q, rq):
 
 
 #: IR flavour -> HwAdd semantics.
+#: The hardware add semantics of each flavour. zynqnn.quantize's pow2 and fixed16 graphs add as
+#: TFLite does (zynqnn.ir.execute: add_tflite, left shift 20, or 15 for 16-bit codes).
 _ADD_SEMANTICS = {"torch-fbgemm": "torch", "torch-qnnpack": "qnnpack",
-                  "onnxruntime": "onnxruntime", "tflite": "tflite"}
+                  "onnxruntime": "onnxruntime", "tflite": "tflite", "pow2": "tflite",
+                  "fixed16": "tflite"}
 
 
 @dataclass
@@ -1104,7 +1107,7 @@ class _Lowering:
                                       "elements in memory order) rounds differently and is not "
                                       f"whole words of {self.cfg.rows} channels")
         y = self.hw_tensor(node, node.outputs[0], va.hw.shape)
-        if fl == "tflite" and "left_shift" in node.attrs:
+        if sem == "tflite" and "left_shift" in node.attrs:
             kw["left_shift"] = int(node.attrs["left_shift"])
         try:
             layer = HwAdd(node.name, va.hw, vb.hw, y, sem, float(ta.scale), float(tb.scale),
