@@ -14,20 +14,20 @@ from zynqnn.zoo.ort import export_onnx, ort_quantize
 
 
 class _Refused(nn.Module):
-    """Two refusals on separate branches (a grouped and a dilated convolution), then an add
-    and a 1x1 convolution that read them."""
+    """Two refusals on separate branches (a padded average pooling and a dilated convolution),
+    then an add and a 1x1 convolution that read them."""
 
     def __init__(self, act=None):
         super().__init__()
         self.c1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.pool = nn.AvgPool2d(3, 1, 1)
         self.dilated = nn.Conv2d(3, 8, 3, padding=2, dilation=2)
         self.c3 = nn.Conv2d(8, 8, 1)
         self.act = act
 
     def forward(self, x):
         a = torch.relu(self.c1(x))
-        b = self.grouped(a)
+        b = self.pool(a)
         if self.act is not None:
             b = self.act(b)
         return self.c3(b + self.dilated(x))
@@ -62,7 +62,7 @@ def test_compile_names_every_refused_node(onnx_files):
     errs = info.value.errors
     assert len(errs) == 2 and all(isinstance(e, CompileError) for e in errs)
     text = str(info.value)
-    assert "grouped convolution (groups = 4)" in text and "dilation [2, 2]" in text
+    assert "padded average pooling" in text and "dilation [2, 2]" in text
     # the add and the last convolution read refused outputs: op support checked only
     assert len(info.value.unchecked) >= 2 and "checked for op support only" in text
     assert text.splitlines()[0] == f"2 nodes of graph {graph.name!r} cannot run on the accelerator:"
@@ -85,7 +85,7 @@ def test_check_lists_every_refused_node(capsys, onnx_files):
         code, out, err = run(capsys, "check", path)
         assert code == 1, err
         assert "2 of " in out and "nodes cannot run on pynq_z2" in out
-        assert "groups = 4" in out and "dilation [2, 2]" in out
+        assert "padded average pooling" in out and "dilation [2, 2]" in out
 
 
 def test_check_lists_unsupported_onnx_operators(capsys, onnx_files):
@@ -105,4 +105,4 @@ def test_compile_cli_prints_every_refused_node(capsys, onnx_files, tmp_path):
     assert code == 1
     lines = err.splitlines()
     assert lines[0].startswith("zynqnn compile: error: 2 nodes of graph")
-    assert any("groups = 4" in x for x in lines[1:]) and any("dilation" in x for x in lines[1:])
+    assert any("padded average" in x for x in lines[1:]) and any("dilation" in x for x in lines[1:])

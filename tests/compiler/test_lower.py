@@ -597,8 +597,18 @@ def test_depthwise_fbgemm_grouped_refused():
     # 4 channels: torch takes an exact path, so the layer lowers and matches
     b = Builder("torch-fbgemm", (4, 8, 8), seed=21, name="dw-fbgemm-exact-path")
     check(b.finish(b.conv(b.x, 4, groups=4)), "tiny", golden=1)
-    b = Builder("torch-fbgemm", (4, 8, 8), seed=21)
-    _err(b.finish(b.conv(b.x, 8, groups=2)), r"grouped convolution \(groups = 2\)")
+
+
+
+@pytest.mark.parametrize("fl", ["torch-fbgemm", "onnxruntime"])
+def test_grouped_conv_as_block_diagonal(fl):
+    """A grouped (not depthwise) convolution runs as one convolution whose weights are zero
+    between groups: equal to the graph on the golden backend."""
+    b = Builder(fl, (4, 8, 8), seed=21, name=f"grouped-{fl}")
+    net, _ = check(b.finish(b.conv(b.x, 8, groups=2)), "tiny", golden=1)
+    conv = net.layers[-1]
+    assert conv.groups == 1 and conv.weights.shape[:2] == (8, 4)
+    assert not conv.weights[:4, 2:].any() and not conv.weights[4:, :2].any()
 
 
 def test_inverted_residual_block_qnnpack():

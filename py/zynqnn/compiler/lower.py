@@ -47,7 +47,7 @@ flatten, reshape, pad      no-ops (views); ``pad`` merges into the conv2d/max_po
 add                        :class:`HwAdd` in the flavour's add semantics (torch / qnnpack /
                            onnxruntime / tflite); torch-fbgemm needs a whole number of vector
                            blocks (its scalar tail rounds differently)
-grouped conv2d             :class:`CompileError` (groups other than 1 and depthwise)
+grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
 =========================  =====================================================================
 
 Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a
@@ -311,6 +311,17 @@ class BoundaryInfo:
 
 def _fail(node, why: str) -> CompileError:
     return CompileError(f"node {node.name!r} ({node.op}): {why}")
+
+
+def _block_diagonal(w: np.ndarray, groups: int) -> np.ndarray:
+    """Grouped weights (K, C / groups, kh, kw) as dense ones (K, C, kh, kw), zero between
+    groups."""
+    k, cg = w.shape[:2]
+    kg = k // groups
+    out = np.zeros((k, cg * groups) + w.shape[2:], dtype=w.dtype)
+    for g in range(groups):
+        out[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = w[g * kg:(g + 1) * kg]
+    return out
 
 
 def _bits(dtype: str) -> int:
@@ -708,10 +719,14 @@ class _Lowering:
             self.map4(node, node.inputs[0])
         w = self.g.tensors[node.inputs[1]]
         groups = int(a.get("groups", 1))
-        if groups != 1 and not (groups == v.map[0] == w.shape[0] and w.shape[1] == 1):
-            raise _fail(node, f"grouped convolution (groups = {groups}) is not supported by "
-                              "the hardware (groups 1 or depthwise only)")
-        if groups != 1 and v.slots is not None:
+        # Grouped (not depthwise) convolutions run as one convolution whose weights are zero
+        # between groups (block diagonal): the same sums, groups times the MACs.
+        grouped = groups != 1 and not (groups == v.map[0] == w.shape[0] and w.shape[1] == 1)
+        if grouped and (v.map[0] % groups or w.shape[0] % groups
+                        or w.shape[1] * groups != v.map[0]):
+            raise _fail(node, f"groups = {groups} does not divide the {v.map[0]} input and "
+                              f"{w.shape[0]} output channels (weights {list(w.shape)})")
+        if groups != 1 and not grouped and v.slots is not None:
             # a depthwise layer keeps every channel in place: its requantization constants
             # would need padding channels too; the channels are packed first (a pending
             # explicit pad stays pending)
@@ -731,6 +746,8 @@ class _Lowering:
                                   "zero point)")
             pads = tuple(p + q for p, q in zip(pads, v.pad, strict=True))
         wq = self.weights(node, w)
+        if grouped:
+            wq, groups = _block_diagonal(wq, groups), 1
         pairs = groups != 1 and self._fbgemm_pairs_saturate(node, v, wq)
         if self._patches_on_host(node, v, wq, sh, pads, groups):
             return
