@@ -45,8 +45,9 @@ leaky_relu                 the producer's ``act``: ``LeakyFixed`` (tflite-like f
                            ``LeakyTorch`` (torch/ONNX Runtime; checked over every code)
 flatten, reshape, pad      no-ops (views); ``pad`` merges into the conv2d/max_pool2d after it
 add                        :class:`HwAdd` in the flavour's add semantics (torch / qnnpack /
-                           onnxruntime / tflite); torch-fbgemm needs a whole number of vector
-                           blocks (its scalar tail rounds differently)
+                           onnxruntime / tflite; pow2 and fixed16 as tflite); torch-fbgemm's
+                           scalar tail (rounds differently) as commands of its own when it is
+                           whole words (``scalar_from``, ``scalar_mask``)
 grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
 =========================  =====================================================================
 
