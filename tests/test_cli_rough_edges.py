@@ -425,8 +425,9 @@ def test_compile_progress_on_a_terminal_or_verbose_only(tiny, tmp_path, capsys):
     argv = [ZYNQNN, "compile", tiny / "tiny.zqg", "-o", tmp_path / "t.zqp", "--config", "tiny"]
     code, out, tty = _pty_run(argv, tmp_path, _env())
     assert code == 0 and "wrote" in out
+    # the step's first line, the per-layer bar (tqdm on the pty), the step's last line
     assert re.search(r"compiling tiny \(\d+ nodes\) for tiny \(4x4i8-[0-9a-f]+\) \.\.\.\r?\n"
-                     r"compiling tiny .*: done in \d+\.\d s", tty), tty
+                     r".*\ncompiling tiny [^\n]*: done in \d+\.\d s", tty, re.S), tty
     assert "compiling" not in out   # progress never goes to stdout
     code, _, tty = _pty_run([*argv, "--quiet"], tmp_path, _env())
     assert code == 0 and tty == "", tty
@@ -435,6 +436,7 @@ def test_compile_progress_on_a_terminal_or_verbose_only(tiny, tmp_path, capsys):
     assert code == 0 and err == ""
     code, out, err = run(capsys, "--verbose", *argv[1:])
     assert code == 0 and "compiling tiny" in err and "done in" in err
+    assert re.search(r"compiling \d+ layers for tiny: (\d+)/\1 layers in ", err), err
     assert progress.ENV not in os.environ   # restored after the command
     with pytest.raises(SystemExit):
         cli.main(["-v", "-q", "report"])

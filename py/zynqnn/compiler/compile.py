@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from zynqnn import progress
 from zynqnn.hw import isa
 from zynqnn.hw.config import HwConfig, get_config
 from zynqnn.hw.geometry import pack_words
@@ -643,9 +644,13 @@ class _Compiler:
                     _check_tensor(cfg, la.name, t, self.store_of(t).root)
         total, used = self.plan(0)  # arena-relative; the arena's base is known at the end
         first = True
+        layers = [la for la in self.net.layers if not isinstance(la, (HwConcat, HwView))]
+        bar = progress.Bar(len(layers), f"compiling {len(layers)} layers for {cfg.name}",
+                           "layers")
         for la in self.net.layers:
             if isinstance(la, (HwConcat, HwView)):
                 continue
+            bar.update(1, info=f"{la.name} ({len(self.steps)} steps so far)")
             if not first:
                 self.steps.append(Step("barrier", {}, {}, None, barrier=True))
             first = False
@@ -658,6 +663,7 @@ class _Compiler:
             else:
                 raise CompileError(f"{getattr(la, 'name', la)}: unknown layer type "
                                    f"{type(la).__name__}")
+        bar.close(info=f"{len(self.steps)} steps")
         # DDR: commands, constants, activations.
         n_cmds = _count_commands(self.steps)
         cmd_bytes = _align(n_cmds * isa.COMMAND_BYTES, 4096)
