@@ -42,6 +42,9 @@ class FakeBuffer(np.ndarray):
         self[...] = np.frombuffer(bytes(self._dev.mem[self.device_address]), dtype=self.dtype)
         self._dev.invalidates += 1
 
+    def freebuffer(self):
+        del self._dev.mem[self.device_address]
+
 
 class FakeAccelerator:
     """Registers of :data:`zynqnn.hw.regs.REGMAP`; START runs the program with the model."""
@@ -91,6 +94,9 @@ class FakeAccelerator:
             self._update_irq()
         elif reg.name == "CONTROL" and REGMAP["CONTROL"].decode(value)["start"]:
             self._start()
+        elif reg.name == "CONTROL" and REGMAP["CONTROL"].decode(value)["soft_reset"] and \
+                self.hang != "hard":
+            self.regs[REGMAP["STATUS"].offset] = 0   # the run is abandoned, the core idle
 
     def _r(self, name):
         return REGMAP[name].decode(self.regs[REGMAP[name].offset])
@@ -214,14 +220,44 @@ def test_config_mismatch_names_the_fields():
 
 
 def test_timeout_when_the_accelerator_hangs():
+    """A timed-out run is soft-reset before the error is raised (its DMA must not outlive the
+    caller's buffers): the next start finds the accelerator idle."""
     dev = FakeAccelerator(CFG, hang=True)
     drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
     buf = drv.alloc(64)
-    with pytest.raises(AcceleratorTimeout):
+    with pytest.raises(AcceleratorTimeout, match=r"within 0.02 s \(soft-reset\)"):
         drv.run(Program().end().to_bytes(), irq=False, timeout_s=0.02)
     assert buf.address in dev.mem
+    resets = [v for n, v in dev.log if n == "CONTROL" and REGMAP["CONTROL"].decode(v)["soft_reset"]]
+    assert len(resets) == 1
+    assert not drv.status()["busy"]
+    drv.start(Program().end().to_bytes())   # idle again: no "busy" refusal
+
+
+def test_timeout_when_even_soft_reset_hangs():
+    dev = FakeAccelerator(CFG, hang="hard")
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    drv.alloc(64)
+    with pytest.raises(AcceleratorTimeout, match="soft reset did not bring it to idle"):
+        drv.run(Program().end().to_bytes(), irq=False, timeout_s=0.02)
     with pytest.raises(DriverError, match="busy"):
         drv.start(Program().end().to_bytes())
+
+
+def test_free_leaves_the_window_and_the_board_memory():
+    dev = FakeAccelerator(CFG)
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    a, b, c = drv.alloc(4096), drv.alloc(4096), drv.alloc(4096)
+    assert drv.window() == (a.address, c.end)
+    drv.free(c)
+    assert drv.window() == (a.address, b.end) and c.address not in dev.mem
+    drv.free(a)
+    assert drv.window() == (b.address, b.end)
+    with pytest.raises(DriverError, match="freed already"):
+        drv.free(a)
+    drv.free(b)
+    with pytest.raises(DriverError, match="no buffer allocated"):
+        drv.window()
 
 
 def test_from_overlay_finds_the_ip_by_vlnv():

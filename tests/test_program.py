@@ -337,13 +337,18 @@ def test_pynq_backend_through_the_driver(digits):
     dev = MachineAccelerator(model.cfg)
     pq = fake_pynq(dev)
     drv = Driver(PynqBackend(pynq=pq, interrupt=pq.Interrupt("zynqnn/irq")), model.cfg)
+    other = drv.alloc(1 << 20)   # another user's buffer: not in the program's runs' window
     y = model.run(x[:3], backend="pynq", driver=drv)
     assert np.array_equal(y, g.run(x[:3]))
     assert model.last_cycles == [4322, 4323, 4324]
+    lo, hi = dev._r("WINDOW_BASE")["addr"], dev._r("WINDOW_LIMIT")["addr"]
+    assert other.end <= lo or hi <= other.address
+    assert hi - lo == model.program.ddr_bytes
+    drv.free(other)
     flushes = dev.flushes
     y = model.run(x[3:5], backend="pynq", driver=drv)   # the image is written once
     assert np.array_equal(y, g.run(x[3:5])) and dev.flushes <= flushes + 2 * 2
-    assert len(dev.mem) == 1
+    assert len(dev.mem) == 1   # the program's buffer (the other one was freed)
 
 
 def test_pynq_backend_opens_the_bitstream(digits, tmp_path, monkeypatch):

@@ -246,10 +246,24 @@ class Driver:
     # -- memory ------------------------------------------------------------------------------
 
     def alloc(self, nbytes: int) -> DeviceBuffer:
-        """A buffer the accelerator can reach; runs may touch every buffer allocated here."""
+        """A buffer the accelerator can reach. A run without its own ``window`` may touch every
+        buffer allocated here and not freed (:meth:`window`); give runs a tight window."""
         buf = self.backend.alloc(nbytes)
         self.buffers.append(buf)
         return buf
+
+    def free(self, buf: DeviceBuffer) -> None:
+        """Give ``buf`` back: it leaves :meth:`window`, and the backend frees its memory (on the
+        board ``pynq``'s ``freebuffer()``). Never free a buffer a running program uses."""
+        if not any(b is buf for b in self.buffers):
+            raise DriverError(f"buffer at {buf.address:#x} was not allocated by this driver "
+                              "(or was freed already)")
+        self.buffers = [b for b in self.buffers if b is not buf]
+        if self._program_buf is buf:
+            self._program_buf = None
+        release = getattr(self.backend, "free", None)
+        if release is not None:
+            release(buf)
 
     async def _write_mem(self, buf: DeviceBuffer, data: bytes, offset: int = 0) -> None:
         if offset < 0 or offset + len(data) > buf.nbytes:
@@ -271,7 +285,8 @@ class Driver:
     read_mem = _api(_read_mem)
 
     def window(self) -> tuple[int, int]:
-        """The smallest DDR window holding every buffer allocated through this driver."""
+        """The smallest DDR window holding every buffer allocated through this driver and not
+        freed. The HP ports have no IOMMU: memory between those buffers is inside it too."""
         if not self.buffers:
             raise DriverError("no buffer allocated: nothing for the accelerator to access")
         return min(b.address for b in self.buffers), max(b.end for b in self.buffers)
@@ -331,7 +346,9 @@ class Driver:
     start = _api(_start)
 
     async def _wait(self, timeout_s: float = 1.0, irq: bool = True) -> RunResult:
-        """Wait for the run to end; raise on error or timeout; clear the interrupt."""
+        """Wait for the run to end; raise on error or timeout; clear the interrupt. On a timeout
+        the accelerator is soft-reset first, so that no DMA of the abandoned run outlives the
+        caller's buffers."""
         deadline = _Deadline(self.backend, timeout_s)
         if irq:
             await self.backend.wait_irq(timeout_s)
@@ -340,7 +357,13 @@ class Driver:
             if st["done"] or st["error"]:
                 break
             if await deadline.expired():
-                raise AcceleratorTimeout(f"no done or error within {timeout_s} s: {st}")
+                try:
+                    await self._soft_reset()
+                    stopped = "soft-reset"
+                except AcceleratorTimeout:
+                    stopped = "soft reset did not bring it to idle either"
+                raise AcceleratorTimeout(f"no done or error within {timeout_s} s ({stopped}): "
+                                         f"{st}")
         await self._write("IRQ_STATUS", done=1, error=1)
         if st["error"]:
             raise AcceleratorError(st["cause"], st["cmd_index"], st)
@@ -464,6 +487,9 @@ class PynqBackend:
 
     async def read_buffer(self, buf, offset, nbytes):
         return bytes(buf.handle[offset:offset + nbytes])
+
+    def free(self, buf):
+        buf.handle.freebuffer()
 
     async def flush(self, buf):
         buf.handle.flush()

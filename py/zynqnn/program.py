@@ -371,9 +371,11 @@ class CompiledModel:
             if guard is not None:
                 drv.write_mem(buf, guard[1], guard[0])
             drv.write_mem(buf, bytes(act_bytes(cfg, s, tin.zero_point)), prog.tensor_addr(tin))
+            # the window is this program's own buffer, not every buffer of the driver
             result = drv.run(DeviceBuffer(buf.address + prog.cmd_addr,
                                           prog.command_count * isa.COMMAND_BYTES),
-                             count=prog.command_count, timeout_s=timeout_s)
+                             count=prog.command_count, window=(buf.address, buf.end),
+                             timeout_s=timeout_s)
             codes = []
             for t in prog.net.outputs:
                 raw = np.frombuffer(drv.read_mem(buf, _tensor_bytes(cfg, t),
