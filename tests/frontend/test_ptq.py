@@ -176,6 +176,29 @@ def test_fixed16_wide_accumulators():
     assert np.array_equal(g.run(x, hw=True), g.run(x))
 
 
+@pytest.mark.parametrize("scheme, q_format, cfg", [("fixed16", "Q7.8", "pynq_z2_int16"),
+                                                   ("pow2", "Q3.4", "pynq_z2")])
+def test_global_q_format(scheme, q_format, cfg):
+    """``q_format``: one fixed-point format for every tensor of its width (activations and
+    weights: scale 2^-n), compiled and equal to graph.run on the golden backend."""
+    from zynqnn.compiler.testing import check_graph_on_golden
+
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 12, 3, padding=1),
+                      nn.LeakyReLU(0.125), nn.Conv2d(12, 4, 1)).eval()
+    calib = torch.randn(8, 3, 8, 8)
+    g = zynqnn.quantize(m, calib, scheme=scheme, q_format=q_format)
+    n = int(q_format.split(".")[1])
+    width = 16 if scheme == "fixed16" else 8
+    quantized = [t for t in g.tensors.values() if t.is_quantized and t.dtype == f"int{width}"]
+    assert quantized and {float(np.max(t.scale)) for t in quantized} == {2.0 ** -n}
+    check_graph_on_golden(g, None, calib[:2].numpy(), cfg)
+    with pytest.raises(zynqnn.FrontendError, match=r"'Q7.9': 'Qm.n' with 1 \+ m \+ n = 8"):
+        zynqnn.quantize(m, calib, scheme=scheme, q_format="Q7.9")
+    with pytest.raises(zynqnn.FrontendError, match="not tflite"):
+        zynqnn.quantize(m, calib, scheme="tflite", q_format=q_format)
+
+
 def test_overrides_per_channel_and_calibrator(digits_model, digits_data):
     x_tr = digits_data[0]
     g = zynqnn.quantize(digits_model, x_tr[:128],

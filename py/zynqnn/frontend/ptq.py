@@ -20,6 +20,11 @@ Schemes (``scheme=``):
     requantization with ``rounding`` (default ``half_up``; ``floor`` keeps the middle bits of the
     product) and saturation; 8-bit layers fall back to ``pow2``.
 
+``q_format`` (``pow2``/``fixed16``): one fixed-point format for every tensor of its width
+instead of a calibrated one per tensor, e.g. ``"Q7.8"`` (16-bit: 7 integer bits, 8 fraction
+bits, scale 2^-8), as hand-written HLS flows use; ``"Q3.4"`` for the 8-bit layers. Values
+outside the format saturate. Layers of the other width keep calibrated formats.
+
 ``overrides`` sets options per layer: ``{"conv1": {"bits": 16}, "last": {"bits": 16}}``; keys
 are module names of the model, or ``"first"``/``"last"`` (the first/last conv or linear);
 values: ``bits`` (8 or 16: the layer's input activation and weights), ``per_channel``,
@@ -278,14 +283,22 @@ class _Plan:
     """Options after defaults and per-layer overrides."""
 
     def __init__(self, scheme: str, per_channel: bool, symmetric: bool, calibrator: str,
-                 rounding: str, percentile: float):
+                 rounding: str, percentile: float, q_format: str | None = None):
         self.scheme = scheme
+        self.q_format = _parse_q_format(q_format, scheme)   # None or (bits, fraction bits)
         self.per_channel = per_channel
         self.symmetric = symmetric or scheme != "tflite"
         self.calibrator = calibrator
         self.rounding = rounding
         self.percentile = percentile
         self.bits = 16 if scheme == "fixed16" else 8
+
+    def fraction_bits(self, maxabs: float, bits: int) -> int:
+        """A power-of-two tensor's fraction bits: the global ``q_format``'s for its width,
+        else the calibrated position of ``maxabs``."""
+        if self.q_format is not None and self.q_format[0] == bits:
+            return self.q_format[1]
+        return _fix_pos(maxabs, bits)
 
     def flavour(self, bits: int) -> str:
         if self.scheme == "tflite":
@@ -297,12 +310,29 @@ class _Plan:
         dtype = "int16" if bits == 16 else "int8"
         qmin, qmax = (-32768, 32767) if bits == 16 else (-128, 127)
         if self.scheme != "tflite":
-            return dtype, 2.0 ** -_fix_pos(max(abs(lo), abs(hi)), bits), 0
+            return dtype, 2.0 ** -self.fraction_bits(max(abs(lo), abs(hi)), bits), 0
         if self.symmetric or bits == 16:
             return dtype, _f32(max(abs(lo), abs(hi), 1e-8) / qmax), 0
         scale = _f32(max(hi - lo, 1e-8) / (qmax - qmin))
         zp = int(np.clip(round(qmin - lo / scale), qmin, qmax))
         return dtype, scale, zp
+
+
+def _parse_q_format(q_format: str | None, scheme: str) -> tuple[int, int] | None:
+    """``"Q7.8"`` -> ``(16, 8)``: the width (sign + integer + fraction bits) and fraction bits."""
+    if q_format is None:
+        return None
+    if scheme == "tflite":
+        raise FrontendError("q_format applies to the power-of-two schemes (pow2, fixed16), "
+                            "not tflite")
+    import re
+
+    m = re.fullmatch(r"Q(\d+)\.(\d+)", str(q_format).strip())
+    width = None if m is None else 1 + int(m.group(1)) + int(m.group(2))
+    if width not in (8, 16):
+        raise FrontendError(f"q_format {q_format!r}: 'Qm.n' with 1 + m + n = 8 or 16 bits "
+                            "(e.g. 'Q7.8' for 16-bit, 'Q3.4' for 8-bit tensors)")
+    return width, int(m.group(2))
 
 
 def _weights(plan: _Plan, w: np.ndarray, per_channel: bool, bits: int):
@@ -318,7 +348,7 @@ def _weights(plan: _Plan, w: np.ndarray, per_channel: bool, bits: int):
         s = scale.reshape(shape) if per_channel else scale[0]
         codes = np.clip(_round_away(w / s), -qmax, qmax)  # narrow range, TFLite's weights
     else:
-        fp = np.array([_fix_pos(m, wb) for m in maxabs])
+        fp = np.array([plan.fraction_bits(m, wb) for m in maxabs])
         scale = 2.0 ** -fp.astype(np.float64)
         s = scale.reshape(shape) if per_channel else scale[0]
         codes = np.clip(_round_away(w / s), -qmax - 1, qmax)
@@ -790,14 +820,15 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
              scheme: str = "tflite", per_channel: bool = True, symmetric: bool = False,
              calibrator: str = "minmax", percentile: float = 99.99,
              overrides: dict | None = None, rounding: str = "half_up", batch_size: int = 64,
-             name: str | None = None) -> Graph:
+             name: str | None = None, q_format: str | None = None) -> Graph:
     """Post-training quantization of a float model by zynqnn (see the module docstring).
 
     ``calibration_data``: a float tensor of samples (N, C, H, W), split into ``batch_size``
     batches, or an iterable of batches (tensors or ``(x, y)`` pairs). ``example_input`` fixes
     the graph's static shapes (default: the first calibration sample). ``scheme``: ``tflite``,
-    ``pow2`` or ``fixed16``; ``calibrator``: ``minmax``, ``percentile``, ``entropy``, ``mse``.
-    Returns a validated IR graph (conv/linear nodes keep their float weights for error reports).
+    ``pow2`` or ``fixed16``; ``calibrator``: ``minmax``, ``percentile``, ``entropy``, ``mse``;
+    ``q_format``: one fixed-point format such as ``"Q7.8"`` for every tensor of its width
+    (power-of-two schemes; see the module docstring). Returns a validated IR graph (conv/linear nodes keep their float weights for error reports).
     """
     if scheme not in SCHEMES:
         raise FrontendError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
@@ -810,7 +841,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     example = check_example_input(example_input if example_input is not None
                                   else batches[0][0][:1])
     gm = capture(model)
-    plan = _Plan(scheme, per_channel, symmetric, calibrator, rounding, percentile)
+    plan = _Plan(scheme, per_channel, symmetric, calibrator, rounding, percentile, q_format)
     b = _Builder(gm, plan, dict(overrides or {}), example, name or type(model).__name__)
     b.analyse()
     try:
@@ -821,6 +852,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     graph = b.build()
     graph.meta.update({"framework": "zynqnn", "importer": "zynqnn.quantize", "scheme": scheme,
                        "calibrator": calibrator, "per_channel": per_channel,
+                       "q_format": q_format,
                        "symmetric": plan.symmetric, "overrides": {k: dict(v) for k, v in
                                                                   (overrides or {}).items()}})
     return finish(graph, "zynqnn.quantize")
