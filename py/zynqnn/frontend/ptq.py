@@ -828,7 +828,8 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     the graph's static shapes (default: the first calibration sample). ``scheme``: ``tflite``,
     ``pow2`` or ``fixed16``; ``calibrator``: ``minmax``, ``percentile``, ``entropy``, ``mse``;
     ``q_format``: one fixed-point format such as ``"Q7.8"`` for every tensor of its width
-    (power-of-two schemes; see the module docstring). Returns a validated IR graph (conv/linear nodes keep their float weights for error reports).
+    (power-of-two schemes; see the module docstring). Returns a validated IR graph
+    (conv/linear nodes keep their float weights for error reports).
     """
     if scheme not in SCHEMES:
         raise FrontendError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
