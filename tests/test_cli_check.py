@@ -106,3 +106,29 @@ def test_compile_cli_prints_every_refused_node(capsys, onnx_files, tmp_path):
     lines = err.splitlines()
     assert lines[0].startswith("zynqnn compile: error: 2 nodes of graph")
     assert any("padded average" in x for x in lines[1:]) and any("dilation" in x for x in lines[1:])
+
+
+def test_graph_draws_every_node_and_where_it_runs(capsys, tmp_path):
+    import xml.etree.ElementTree as ET
+
+
+    code, out, err = run(capsys, "graph", "digits", "-o", tmp_path / "d.svg")
+    assert code == 0, err
+    assert out.startswith("wrote ") and "hardware layers on pynq_z2" in out
+    root = ET.parse(tmp_path / "d.svg").getroot()   # well-formed SVG
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    for node in ("conv1 (conv2d)", "conv2 (conv2d)", "pool (max_pool2d)", "fc (linear)"):
+        assert node in texts
+    assert any(t.startswith("-> conv 3x3, ") and t.endswith(" cycles") for t in texts)
+    lines = list(root.iter("{http://www.w3.org/2000/svg}line"))
+    assert len(lines) >= 7   # one edge per producer -> consumer
+
+
+def test_graph_marks_refused_nodes(capsys, onnx_files, tmp_path):
+    code, _, err = run(capsys, "graph", onnx_files[1], "-o", tmp_path / "r.dot")
+    assert code == 0, err
+    dot = (tmp_path / "r.dot").read_text()
+    assert dot.startswith("digraph ") and dot.count("fillcolor=\"#fde0e0\"") == 2
+    assert "REFUSED: dilation [2, 2]" in dot and "REFUSED: padded average pooling" in dot
+    code, _, err = run(capsys, "graph", onnx_files[1], "-o", tmp_path / "r.png")
+    assert code == 1 and "the picture is a .svg, .html or .dot file" in err

@@ -128,10 +128,13 @@ def test_readme_cli_block_runs_as_written(cache, tmp_path):
     assert all(p.stderr == "" for p in done), [p.stderr for p in done]
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (8, 10) and y.dtype == np.float32
-    labels = re.search(r"labels ([\d ]+)\)", done[1].stdout).group(1).split()
+    out = {line.split()[1]: p.stdout for line, p in zip(lines, done, strict=True)}
+    labels = re.search(r"labels ([\d ]+)\)", out["example-input"]).group(1).split()
     assert np.mean(y.argmax(1) == np.array(labels, dtype=int)) >= 0.75  # a trained digits CNN
     assert (tmp_path / "digits_cnn-fbgemm-errors.png").read_bytes()[:4] == b"\x89PNG"
-    assert "performance model" in done[3].stdout
+    assert "performance model" in out["report"]
+    assert "all 8 nodes map onto pynq_z2" in out["check"]
+    assert (tmp_path / "digits.svg").read_text().startswith("<svg ")
 
 
 @pytest.mark.slow

@@ -475,12 +475,10 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of random weights/inputs")
 
 
-def _check(args: argparse.Namespace) -> int:
-    from .compiler import CompileError
-    from .hw.config import get_config
-    from .program import compile as compile_model
-
-    cfg = get_config(args.config)
+def _quantized_graph(args: argparse.Namespace):
+    """``(graph, label)`` of MODEL for check and graph: a zoo model quantized by --engine, a
+    float ONNX file quantized by ONNX Runtime on random data, a quantized ONNX file or a .zqg;
+    ``(None, lines)`` when ONNX nodes have no translation in the importer."""
     kind, path = _model_source(args.model)
     if kind != "zoo" and args.engine != "fbgemm":
         raise UserError("--engine applies to zoo models only")
@@ -489,10 +487,9 @@ def _check(args: argparse.Namespace) -> int:
 
         bad = unsupported_nodes(path)
         if bad:
-            print(f"{path.name}: {len(bad)} ONNX nodes have no translation in the importer:")
-            for name, op in bad:
-                print(f"  ONNX node {name!r} ({op}): operator is not supported")
-            return 1
+            return None, [f"{path.name}: {len(bad)} ONNX nodes have no translation in the "
+                          "importer:"] + [f"  ONNX node {name!r} ({op}): operator is not "
+                                          "supported" for name, op in bad]
         args.images = 1
         graph, _, label = _prepare_onnx(args)
     elif kind == "zqg":
@@ -504,6 +501,19 @@ def _check(args: argparse.Namespace) -> int:
             raise UserError("--input-shape applies to ONNX files; a zoo model takes --size")
         graph, label = _zoo_graph(args)
     graph.name = label
+    return graph, label
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .compiler import CompileError
+    from .hw.config import get_config
+    from .program import compile as compile_model
+
+    cfg = get_config(args.config)
+    graph, label = _quantized_graph(args)
+    if graph is None:
+        print("\n".join(label))
+        return 1
     try:
         model = compile_model(graph, cfg)
     except CompileError as exc:
@@ -525,6 +535,53 @@ def _check(args: argparse.Namespace) -> int:
 
 
 COMMANDS["check"].run = _check
+
+
+# ---------------------------------------------------------------------------------------------
+# graph
+
+
+@command("graph", help="draw a model's quantized graph and where each node runs (SVG/HTML/DOT)")
+def _graph_args(p: argparse.ArgumentParser) -> None:
+    _check_args(p)
+    p.description = (
+        "Import (and quantize, as `zynqnn check` does) a model and draw its quantized graph: "
+        "each node's op, output shape, type, scale and zero point, flavour, and after "
+        "compiling for --config the hardware layers it became with their estimated cycles "
+        "(refused nodes in red, with the reason). Example: zynqnn graph digits -o digits.svg")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                   help="the picture: .svg, .html or .dot (Graphviz source)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="draw the quantized graph only (no hardware mapping)")
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from .compiler import CompileError
+    from .draw import draw_graph
+    from .hw.config import get_config
+    from .program import compile as compile_model
+
+    if args.output.suffix.lower() not in (".svg", ".html", ".dot"):
+        raise UserError(f"{args.output}: the picture is a .svg, .html or .dot file")
+    cfg = get_config(args.config)
+    graph, label = _quantized_graph(args)
+    if graph is None:
+        raise UserError(label[0] + " " + "; ".join(x.strip() for x in label[1:]))
+    model = errors = None
+    if not args.no_compile:
+        try:
+            model = compile_model(graph, cfg)
+        except CompileError as exc:
+            errors = getattr(exc, "errors", [exc])
+    path = draw_graph(graph, args.output, model, errors)
+    where = "" if args.no_compile else (
+        f", {len(errors)} refused on {cfg.name}" if errors else
+        f", {len(model.layers)} hardware layers on {cfg.name}")
+    print(f"wrote {path} ({len(graph.nodes)} nodes{where})")
+    return 0
+
+
+COMMANDS["graph"].run = _graph
 
 
 # ---------------------------------------------------------------------------------------------
