@@ -199,6 +199,51 @@ def test_global_q_format(scheme, q_format, cfg):
         zynqnn.quantize(m, calib, scheme="tflite", q_format=q_format)
 
 
+def test_cross_layer_equalization():
+    """equalize=True: the float function is unchanged (ReLU and LeakyReLU pass a positive
+    scale; the ReLU6 pair and the residual branch are left alone), each equalized pair's
+    channel ranges end equal, and the quantized graph compiles and runs exactly."""
+    from zynqnn.compiler.testing import check_graph_on_golden
+    from zynqnn.frontend.equalize import _pairs, _ranges, equalize
+    from zynqnn.frontend.ptq import capture
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.b = nn.Conv2d(16, 16, 3, padding=1, groups=16)   # depthwise
+            self.c = nn.Conv2d(16, 16, 1)
+            self.d = nn.Conv2d(16, 8, 3, padding=1)                # after a ReLU6: left alone
+            self.e = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.c(torch.relu(self.b(F.leaky_relu(self.a(x), 0.125))))
+            y = self.d(F.relu6(y))
+            return self.e(y) + y                                    # d's output: two users
+
+    torch.manual_seed(4)
+    m = Net().eval()
+    with torch.no_grad():
+        m.a.weight[::3] *= 40.0    # channels of very different ranges
+    x = torch.randn(4, 3, 8, 8)
+    gm = capture(m)
+    pairs = _pairs(gm)
+    assert [(a.kernel_size, b.groups) for a, b in pairs] == [((3, 3), 16), ((3, 3), 1)]
+    spread = [np.ptp(np.log2(_ranges(a, b)[0])) for a, b in pairs]
+    assert equalize(gm) == 2
+    for (a, b), before in zip(pairs, spread, strict=True):
+        ra, rb = _ranges(a, b)
+        np.testing.assert_allclose(ra, rb, rtol=0.05)   # a chain converges over the sweeps
+    # the first layer's 40x channels are spread over both layers: half the range in log2
+    assert np.ptp(np.log2(_ranges(*pairs[0])[0])) < 0.6 * spread[0]
+    with torch.no_grad():
+        ref, got = m(x), gm(x)
+    assert torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    g = zynqnn.quantize(m, x, scheme="pow2", per_channel=False, equalize=True)
+    assert g.meta["equalized_pairs"] == 2
+    check_graph_on_golden(g, None, x[:2].numpy(), "pynq_z2")
+
+
 def test_overrides_per_channel_and_calibrator(digits_model, digits_data):
     x_tr = digits_data[0]
     g = zynqnn.quantize(digits_model, x_tr[:128],

@@ -820,7 +820,8 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
              scheme: str = "tflite", per_channel: bool = True, symmetric: bool = False,
              calibrator: str = "minmax", percentile: float = 99.99,
              overrides: dict | None = None, rounding: str = "half_up", batch_size: int = 64,
-             name: str | None = None, q_format: str | None = None) -> Graph:
+             name: str | None = None, q_format: str | None = None,
+             equalize: bool = False) -> Graph:
     """Post-training quantization of a float model by zynqnn (see the module docstring).
 
     ``calibration_data``: a float tensor of samples (N, C, H, W), split into ``batch_size``
@@ -828,8 +829,10 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     the graph's static shapes (default: the first calibration sample). ``scheme``: ``tflite``,
     ``pow2`` or ``fixed16``; ``calibrator``: ``minmax``, ``percentile``, ``entropy``, ``mse``;
     ``q_format``: one fixed-point format such as ``"Q7.8"`` for every tensor of its width
-    (power-of-two schemes; see the module docstring). Returns a validated IR graph
-    (conv/linear nodes keep their float weights for error reports).
+    (power-of-two schemes; see the module docstring); ``equalize``: cross-layer equalization
+    of the folded float weights first (:mod:`zynqnn.frontend.equalize`; helps per-tensor
+    weights most). Returns a validated IR graph (conv/linear nodes keep their float weights,
+    equalized if asked, for error reports).
     """
     if scheme not in SCHEMES:
         raise FrontendError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
@@ -842,6 +845,11 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     example = check_example_input(example_input if example_input is not None
                                   else batches[0][0][:1])
     gm = capture(model)
+    pairs = 0
+    if equalize:
+        from .equalize import equalize as cross_layer_equalize
+
+        pairs = cross_layer_equalize(gm)
     plan = _Plan(scheme, per_channel, symmetric, calibrator, rounding, percentile, q_format)
     b = _Builder(gm, plan, dict(overrides or {}), example, name or type(model).__name__)
     b.analyse()
@@ -853,7 +861,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     graph = b.build()
     graph.meta.update({"framework": "zynqnn", "importer": "zynqnn.quantize", "scheme": scheme,
                        "calibrator": calibrator, "per_channel": per_channel,
-                       "q_format": q_format,
+                       "q_format": q_format, "equalized_pairs": pairs,
                        "symmetric": plan.symmetric, "overrides": {k: dict(v) for k, v in
                                                                   (overrides or {}).items()}})
     return finish(graph, "zynqnn.quantize")
