@@ -231,7 +231,7 @@ def test_cross_layer_equalization():
     assert [(a.kernel_size, b.groups) for a, b in pairs] == [((3, 3), 16), ((3, 3), 1)]
     spread = [np.ptp(np.log2(_ranges(a, b)[0])) for a, b in pairs]
     assert equalize(gm) == 2
-    for (a, b), before in zip(pairs, spread, strict=True):
+    for a, b in pairs:
         ra, rb = _ranges(a, b)
         np.testing.assert_allclose(ra, rb, rtol=0.05)   # a chain converges over the sweeps
     # the first layer's 40x channels are spread over both layers: half the range in log2
