@@ -244,6 +244,33 @@ def test_cross_layer_equalization():
     check_graph_on_golden(g, None, x[:2].numpy(), "pynq_z2")
 
 
+def test_bias_correction_cancels_the_mean_shift():
+    """bias_correction=True: on inputs with a large mean, the per-channel mean error that
+    per-tensor pow2 weight rounding gives drops (the bias absorbs (W - Wq) . E[x])."""
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Conv2d(16, 8, 1), nn.Flatten(), nn.Linear(8 * 16, 4)).eval()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.rand_like(m[0].weight) * 0.02 + 0.01)   # small, one sign
+        m[0].weight[0, 0] = 1.0                                        # sets the pow2 scale
+    calib = torch.randn(32, 16, 4, 4) * 0.5 + 4.0
+    x = torch.randn(16, 16, 4, 4) * 0.5 + 4.0
+    with torch.no_grad():
+        ref = m[0](x).numpy()
+
+    def mean_error(bc):
+        g = zynqnn.quantize(m, calib, scheme="pow2", per_channel=False, bias_correction=bc)
+        env = g.run_all(x.numpy())
+        conv = next(n for n in g.nodes if n.op == "conv2d")
+        t = g.tensors[conv.outputs[0]]
+        y = (env[conv.outputs[0]] - t.zero_point) * t.scale
+        return np.abs((y - ref).mean(axis=(0, 2, 3))).mean(), g
+
+    before, _ = mean_error(False)
+    after, g = mean_error(True)
+    assert g.meta["bias_correction"] is True
+    assert after < 0.5 * before, (before, after)
+
+
 def test_overrides_per_channel_and_calibrator(digits_model, digits_data):
     x_tr = digits_data[0]
     g = zynqnn.quantize(digits_model, x_tr[:128],

@@ -292,6 +292,7 @@ class _Plan:
         self.rounding = rounding
         self.percentile = percentile
         self.bits = 16 if scheme == "fixed16" else 8
+        self.bias_correction = False
 
     def fraction_bits(self, maxabs: float, bits: int) -> int:
         """A power-of-two tensor's fraction bits: the global ``q_format``'s for its width,
@@ -375,6 +376,8 @@ class _Builder:
         self.ops: dict[str, _Op] = {}
         self.order: list[_Op] = []
         self.stats: dict[str, RangeStats] = {}
+        #: fx name -> (per-channel sums, count) of the float values (bias correction)
+        self.sums: dict[str, tuple] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.vals: dict[str, str] = {}  # fx node -> IR tensor
         self.bits: dict[str, int] = {}  # fx node -> activation bits
@@ -471,6 +474,7 @@ class _Builder:
         torch = _torch()
         stats = self.stats
         shapes = self.shapes
+        sums, plan = self.sums, self.plan
         methods = {self.plan.calibrator} | {op.attrs["_opts"].get("calibrator")
                                             for op in self.order
                                             if "_opts" in op.attrs} - {None}
@@ -491,6 +495,13 @@ class _Builder:
                         st.observe_hist(a)
                     else:
                         st.observe(a)
+                        if plan.bias_correction and a.ndim in (2, 4):
+                            per = a.astype(np.float64).sum(axis=(0, 2, 3) if a.ndim == 4
+                                                           else (0,))
+                            count = a.size // a.shape[1]
+                            prev = sums.get(n.name)
+                            sums[n.name] = (per, count) if prev is None else (
+                                prev[0] + per, prev[1] + count)
                 return out
 
         from ..progress import Bar
@@ -731,6 +742,8 @@ class _Builder:
             bf = g.unique_name(f"{op.name}.bias_float")
             g.add_tensor(Tensor(bf, b.shape, "float32", layout="any", data=b.astype(np.float32)))
             attrs["float_bias"] = bf
+            if self.plan.bias_correction:
+                b = b + self._bias_correction(op, w, codes, s_w)
             s_acc = np.broadcast_to(np.float64(s_in) * sw, b.shape)
             if scheme == "tflite":
                 bq = np.clip(_round_away(b / s_acc), -(2**31), 2**31 - 1).astype(np.int64)
@@ -771,6 +784,26 @@ class _Builder:
             attrs.update({k: v for k, v in op.attrs.items() if not k.startswith("_")})
         self.emit(op, op.kind, ins, y, attrs, scheme)
         return y
+
+
+    def _bias_correction(self, op: _Op, w: np.ndarray, codes: np.ndarray, s_w) -> np.ndarray:
+        """The expected output error of the quantized weights, ``(W - Wq) . E[x]`` per output
+        channel, over the calibration data's per-channel input means (padding, where the input
+        is zero, ignored): added to the bias, it cancels the mean shift weight rounding gives."""
+        src = op.inputs[0]
+        got = self.sums.get(getattr(src, "name", None))
+        if got is None:
+            return np.zeros(w.shape[0])
+        mean = got[0] / max(got[1], 1)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        wq = codes * (np.asarray(s_w, dtype=np.float64).reshape(shape) if np.ndim(s_w) and
+                      np.size(s_w) > 1 else float(np.asarray(s_w).reshape(-1)[0]))
+        err = (w - wq).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)   # (K, C or 1)
+        if err.shape[1] == 1 and mean.size == w.shape[0] and w.shape[0] > 1:   # depthwise
+            return err[:, 0] * mean
+        if err.shape[1] != mean.size:
+            return np.zeros(w.shape[0])   # e.g. a linear layer after a flatten
+        return err @ mean
 
 
 def _slope(slope: float) -> tuple[int, int]:
@@ -821,7 +854,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
              calibrator: str = "minmax", percentile: float = 99.99,
              overrides: dict | None = None, rounding: str = "half_up", batch_size: int = 64,
              name: str | None = None, q_format: str | None = None,
-             equalize: bool = False) -> Graph:
+             equalize: bool = False, bias_correction: bool = False) -> Graph:
     """Post-training quantization of a float model by zynqnn (see the module docstring).
 
     ``calibration_data``: a float tensor of samples (N, C, H, W), split into ``batch_size``
@@ -831,7 +864,8 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     ``q_format``: one fixed-point format such as ``"Q7.8"`` for every tensor of its width
     (power-of-two schemes; see the module docstring); ``equalize``: cross-layer equalization
     of the folded float weights first (:mod:`zynqnn.frontend.equalize`; helps per-tensor
-    weights most). Returns a validated IR graph (conv/linear nodes keep their float weights,
+    weights most); ``bias_correction``: each conv/linear bias absorbs its quantized weights'
+    expected error over the calibration data's input means. Returns a validated IR graph (conv/linear nodes keep their float weights,
     equalized if asked, for error reports).
     """
     if scheme not in SCHEMES:
@@ -851,6 +885,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
 
         pairs = cross_layer_equalize(gm)
     plan = _Plan(scheme, per_channel, symmetric, calibrator, rounding, percentile, q_format)
+    plan.bias_correction = bool(bias_correction)
     b = _Builder(gm, plan, dict(overrides or {}), example, name or type(model).__name__)
     b.analyse()
     try:
@@ -862,6 +897,7 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     graph.meta.update({"framework": "zynqnn", "importer": "zynqnn.quantize", "scheme": scheme,
                        "calibrator": calibrator, "per_channel": per_channel,
                        "q_format": q_format, "equalized_pairs": pairs,
+                       "bias_correction": bool(bias_correction),
                        "symmetric": plan.symmetric, "overrides": {k: dict(v) for k, v in
                                                                   (overrides or {}).items()}})
     return finish(graph, "zynqnn.quantize")
