@@ -865,8 +865,8 @@ def quantize(model: Any, calibration_data: Any, *, example_input: Any = None,
     (power-of-two schemes; see the module docstring); ``equalize``: cross-layer equalization
     of the folded float weights first (:mod:`zynqnn.frontend.equalize`; helps per-tensor
     weights most); ``bias_correction``: each conv/linear bias absorbs its quantized weights'
-    expected error over the calibration data's input means. Returns a validated IR graph (conv/linear nodes keep their float weights,
-    equalized if asked, for error reports).
+    expected error over the calibration data's input means. Returns a validated IR graph
+    (conv/linear nodes keep their float weights, equalized if asked, for error reports).
     """
     if scheme not in SCHEMES:
         raise FrontendError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
