@@ -32,8 +32,8 @@ import numpy as np
 from .ir import Graph, Node, Tensor
 from .ir import kernels as K
 
-__all__ = ["LayerError", "LayerErrors", "attach_float_weights", "ellipsize", "float_shadow",
-           "layer_errors"]
+__all__ = ["LayerError", "LayerErrors", "Sensitivities", "Sensitivity", "attach_float_weights",
+           "ellipsize", "float_shadow", "layer_errors", "sensitivity"]
 
 
 @dataclass
@@ -120,9 +120,11 @@ def _flavour(graph: Graph, node: Node) -> str:
     return fls[0] if fls else "onnxruntime"
 
 
-def _float_weight(graph: Graph, node: Node) -> np.ndarray:
+def _float_weight(graph: Graph, node: Node, dequantized: bool = False) -> np.ndarray:
+    """The node's float weights (attached by the quantizer or :func:`attach_float_weights`);
+    its dequantized weight codes when there are none, or with ``dequantized``."""
     name = node.attrs.get("float_weight")
-    if name:
+    if name and not dequantized:
         return graph.tensors[name].data.astype(np.float32)
     w = graph.tensors[node.inputs[1]]
     s = np.asarray(w.scale, dtype=np.float64)
@@ -153,8 +155,11 @@ def _deq_bound(t: Tensor, code) -> float | None:
     return float((int(code) - int(t.zero_point)) * float(t.scale))
 
 
-def float_shadow(graph: Graph, x: Any) -> dict[str, np.ndarray]:
-    """Every tensor of ``graph`` computed in float32 (the unquantized reference)."""
+def float_shadow(graph: Graph, x: Any, quantized: frozenset = frozenset()
+                 ) -> dict[str, np.ndarray]:
+    """Every tensor of ``graph`` computed in float32 (the unquantized reference). Nodes named
+    in ``quantized`` are quantized in it: dequantized weight codes, and their output rounded
+    to its own grid (quantize, dequantize) - the rest stays float (per-node sensitivity)."""
     import torch
     import torch.nn.functional as F
 
@@ -177,13 +182,13 @@ def float_shadow(graph: Graph, x: Any) -> dict[str, np.ndarray]:
             if op in ("quantize", "dequantize", "requantize"):
                 y = v
             elif op == "conv2d":
-                w = torch.from_numpy(_float_weight(graph, n))
+                w = torch.from_numpy(_float_weight(graph, n, n.name in quantized))
                 b = _float_bias(graph, n)
                 y = F.conv2d(pad4(v, a["padding"]), w, None if b is None else torch.from_numpy(b),
                              a["stride"], 0, a.get("dilation", 1), a.get("groups", 1))
             elif op == "linear":
                 b = _float_bias(graph, n)
-                y = F.linear(v, torch.from_numpy(_float_weight(graph, n)),
+                y = F.linear(v, torch.from_numpy(_float_weight(graph, n, n.name in quantized)),
                              None if b is None else torch.from_numpy(b))
             elif op == "max_pool2d":
                 fill = -math.inf if a.get("pad_value") is None else 0.0
@@ -249,8 +254,65 @@ def float_shadow(graph: Graph, x: Any) -> dict[str, np.ndarray]:
                     y = F.leaky_relu(y, a.get("negative_slope", m / 2**k))
                 elif act == "clamp" and a.get("clamp") is not None:
                     y = y.clamp(_deq_bound(out_t, a["clamp"][0]), _deq_bound(out_t, a["clamp"][1]))
+            if n.name in quantized and out_t.is_quantized:
+                fl = _flavour(graph, n)
+                q = K.quantize(fl, y.float().numpy(), out_t.scale, out_t.zero_point, out_t.dtype,
+                               out_t.qmin, out_t.qmax)
+                y = torch.from_numpy(np.asarray(K.dequantize(fl, q, out_t.scale,
+                                                             out_t.zero_point), np.float32))
             env[n.outputs[0]] = y.float()
     return {k: v.numpy() for k, v in env.items()}
+
+
+@dataclass
+class Sensitivity:
+    name: str
+    op: str
+    sqnr_db: float   # of the graph's outputs with only this node quantized
+
+
+class Sensitivities(list):
+    """:class:`Sensitivity` rows, most sensitive (lowest SQNR) first, with a table."""
+
+    title = "per-node sensitivity"
+
+    def table(self) -> str:
+        head = f"{'node (only it quantized)':<40} {'op':<18} {'output SQNR dB':>14}"
+        lines = [self.title, head, "-" * len(head)]
+        for r in self:
+            sq = "inf" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:14.2f}"
+            lines.append(f"{ellipsize(r.name, 40):<40} {r.op:<18} {sq:>14}")
+        return "\n".join(lines)
+
+
+def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
+    sig = float(np.sum(ref.astype(np.float64) ** 2))
+    return math.inf if noise == 0 else (10 * math.log10(sig / noise) if sig > 0 else -math.inf)
+
+
+def sensitivity(graph: Graph, x: Any, ops=("conv2d", "linear", "add")) -> Sensitivities:
+    """For each node of ``ops`` with a quantized output: the SQNR of the graph's outputs
+    (float shadow) when only that node is quantized (its weights and its output), against the
+    all-float shadow. The lowest figures name the nodes to keep wider (``overrides``) or to
+    look at first."""
+    xs = x if isinstance(x, (tuple, list)) else (x,)
+    xs = [np.asarray(v.detach().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+          for v in xs]
+    outs = [graph.producer(o).inputs[0] if graph.producer(o) is not None
+            and graph.producer(o).op == "dequantize" else o for o in graph.outputs]
+    ref = float_shadow(graph, xs)
+    rows = Sensitivities()
+    rows.title = f"per-node sensitivity of {graph.name!r} (output SQNR, only that node quantized)"
+    for n in graph.nodes:
+        if n.op not in ops or not graph.tensors[n.outputs[0]].is_quantized:
+            continue
+        got = float_shadow(graph, xs, frozenset({n.name}))
+        sq = _sqnr(np.concatenate([ref[o].reshape(-1) for o in outs]),
+                   np.concatenate([got[o].reshape(-1) for o in outs]))
+        rows.append(Sensitivity(n.source or n.name, n.op, sq))
+    rows.sort(key=lambda r: r.sqnr_db)
+    return rows
 
 
 def layer_errors(graph: Graph, x: Any) -> LayerErrors:

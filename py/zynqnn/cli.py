@@ -94,6 +94,9 @@ def _errors_args(p: argparse.ArgumentParser) -> None:
                         "such as ResNet-18 at 224x224)")
     p.add_argument("--png", type=Path, default=None, metavar="PATH",
                    help="where to write the plot (default: <model>-<engine>-errors.png)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also quantize one node at a time (the rest float) and list the "
+                        "output SQNR of each, most sensitive first")
     p.add_argument("--seed", type=int, default=0, help="seed of the random zoo weights/inputs")
 
 
@@ -324,6 +327,13 @@ def _errors(args: argparse.Namespace) -> int:
     png = args.png or Path(f"{label}-errors.png")
     rows.plot(png)
     print(f"wrote {png}")
+    if args.sensitivity:
+        from .analysis import sensitivity
+
+        with progress.step(f"per-node sensitivity of {label} on {len(x)} images"):
+            sens = sensitivity(graph, x)
+        sens.title = f"per-node sensitivity: {label} (output SQNR with only that node quantized)"
+        print(sens.table())
     return 0
 
 

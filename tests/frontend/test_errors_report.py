@@ -50,6 +50,29 @@ def test_cli_zoo_model(tmp_path, capsys):
     assert png.read_bytes()[:8] == PNG
 
 
+def test_sensitivity_finds_the_coarse_node(digits_model, digits_data, capsys, tmp_path):
+    """Per-node sensitivity: a node whose output grid is made 16x coarser comes first (lowest
+    output SQNR when only it is quantized); every conv/linear is listed once, sorted."""
+    from zynqnn.analysis import sensitivity
+
+    x_tr, _, x_te, _ = digits_data
+    q = zoo.quantize_fx(digits_model, x_tr[:1], "fbgemm", x_tr[:256])
+    g = zynqnn.from_torch(q, x_te[:2])
+    attach_float_weights(g, digits_model)
+    rows = sensitivity(g, x_te[:8])
+    assert sorted(r.name for r in rows) == ["conv1", "conv2", "conv3", "fc"]
+    assert [r.sqnr_db for r in rows] == sorted(r.sqnr_db for r in rows)
+    assert all(10 < r.sqnr_db < 90 for r in rows)
+    conv2 = next(n for n in g.nodes if n.name == "conv2")
+    t = g.tensors[conv2.outputs[0]]
+    t.scale = float(t.scale) * 16
+    rows = sensitivity(g, x_te[:8])
+    assert rows[0].name == "conv2" and rows[0].sqnr_db < rows[1].sqnr_db - 6
+    assert main(["errors", "digits", "--sensitivity", "--png", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "per-node sensitivity: digits_cnn-fbgemm" in out and "output SQNR dB" in out
+
+
 def test_cli_onnx_files(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
