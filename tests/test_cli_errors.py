@@ -228,3 +228,39 @@ def test_onnx_errors_name_the_file(tmp_path, capsys):
                                                                tmp_path / "e.png"]):
         msg = one_line(*run(capsys, *argv)[::2], argv[0])
         assert "sig_qdq.onnx" in msg and "<ModelProto>" not in msg and "not supported" in msg, msg
+
+
+def test_run_reads_images(tmp_path, capsys, work):
+    """``--input img.png``: grey or RGB by the model's channels, resized to its input, values
+    in [0, 1], then --mean/--std: a uniform image gives the uniform array; a 4-channel model
+    says it needs an array."""
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    calib = torch.rand(8, 3, 8, 8)
+    zynqnn.compile(zynqnn.quantize(m, calib), "tiny").save(tmp_path / "rgb.zqp")
+    Image.new("RGB", (13, 7), (51, 102, 204)).save(tmp_path / "img.png")
+    want = np.array([51, 102, 204], np.float32).reshape(1, 3, 1, 1) / 255.0
+    mean, std = np.array([0.1, 0.2, 0.3], np.float32), np.float32(0.5)
+    for extra, x in (([], want), (["--mean", "0.1,0.2,0.3", "--std", "0.5"],
+                                  (want - mean.reshape(1, 3, 1, 1)) / std)):
+        np.save(tmp_path / "x.npy", np.broadcast_to(x, (1, 3, 8, 8)).astype(np.float32))
+        code, _, err = run(capsys, "run", tmp_path / "rgb.zqp", "-i", tmp_path / "img.png",
+                           "-o", tmp_path / "y_img.npy", *extra)
+        assert code == 0, err
+        code, _, err = run(capsys, "run", tmp_path / "rgb.zqp", "-i", tmp_path / "x.npy",
+                           "-o", tmp_path / "y_npy.npy")
+        assert code == 0, err
+        assert np.array_equal(np.load(tmp_path / "y_img.npy"), np.load(tmp_path / "y_npy.npy"))
+    d, _, _ = work   # tiny.zqp takes 4 channels
+    code, _, err = run(capsys, "run", d / "tiny.zqp", "-i", tmp_path / "img.png", "-o",
+                       tmp_path / "y.npy")
+    one_line(code, err, "run")
+    assert "not 1- or 3-channel images" in err
+    code, _, err = run(capsys, "run", tmp_path / "rgb.zqp", "-i", tmp_path / "x.npy", "-o",
+                       tmp_path / "y.npy", "--mean", "0.5")
+    one_line(code, err, "run")
+    assert "--mean and --std apply to image inputs" in err

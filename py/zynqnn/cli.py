@@ -611,7 +611,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", "-i", required=True, type=Path, metavar="X.npy",
                    help="input array, N x C x H x W (a single C x H x W sample is accepted): "
                         "a .npy file, or an .npz with the array under the model's input name "
-                        "or alone")
+                        "or alone; or an image (.png, .jpg ...: grey or RGB by the model, "
+                        "resized to its input, values in [0, 1])")
+    p.add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]",
+                   help="image inputs: subtract per channel (e.g. 0.485,0.456,0.406)")
+    p.add_argument("--std", type=_floats, default=None, metavar="S[,S,S]",
+                   help="image inputs: then divide per channel (e.g. 0.229,0.224,0.225)")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="Y.npy",
                    help="where to write the output array")
     p.add_argument("--backend", choices=("golden", "verilator", "icarus", "pynq"),
@@ -657,7 +662,12 @@ def _run(args: argparse.Namespace) -> int:
     from .program import load
 
     model = load(args.program, config=args.config)
-    x = _read_input(args.input, model.boundary.input_name)
+    if args.input.suffix.lower() in IMAGE_SUFFIXES:
+        x = _read_image(args.input, model.boundary.input_shape, args.mean, args.std)
+    else:
+        if args.mean is not None or args.std is not None:
+            raise UserError("--mean and --std apply to image inputs (.png, .jpg ...)")
+        x = _read_input(args.input, model.boundary.input_name)
     if x.ndim == len(model.boundary.input_shape):
         x = x[None]
     sim = args.backend in ("verilator", "icarus")
@@ -697,6 +707,51 @@ def _run(args: argparse.Namespace) -> int:
                  f"{', '.join(f'{c:,}' for c in cyc)}")
     print(line)
     return 0
+
+
+#: ``zynqnn run --input`` files read as images (Pillow).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff")
+
+
+def _read_image(path: Path, shape, mean, std):
+    """An image file as the model's input: grey or RGB by the model's channels, resized
+    (bilinear) to its height x width, values in [0, 1], then ``(x - mean) / std`` per channel
+    when given; shape (1, C, H, W), float32."""
+    import numpy as np
+
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ModuleNotFoundError:
+        raise UserError(f"{path}: reading images needs Pillow (pip install pillow), or pass "
+                        "a .npy array") from None
+    c, h, w = (tuple(shape) + (1, 1))[:3] if len(shape) == 3 else (None, None, None)
+    if c not in (1, 3):
+        raise UserError(f"{path}: the model takes {list(shape)} inputs, not 1- or 3-channel "
+                        "images: pass a .npy array")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            x = np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+    x = x[None] if c == 1 else x.transpose(2, 0, 1)
+    for name, v in (("mean", mean), ("std", std)):
+        if v is not None and len(v) not in (1, c):
+            raise UserError(f"--{name} takes 1 or {c} values, not {len(v)}")
+    if mean is not None:
+        x = x - np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    if std is not None:
+        x = x / np.asarray(std, np.float32).reshape(-1, 1, 1)
+    return x[None].astype(np.float32)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers") from None
 
 
 def _read_input(path: Path, input_name: str):
