@@ -11,7 +11,7 @@ JOBS   ?= 2
 # An old Yosys on PATH must never be picked over Amaranth's bundled, pinned one.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: bench help setup iverilog tclsh lz4 test test-slow verilog lint clean synth timing tcl-lint ip bitstream demo \
+.PHONY: bench coverage help setup iverilog tclsh lz4 test test-slow verilog lint clean synth timing tcl-lint ip bitstream demo \
         sim sim-list
 
 help:
@@ -23,6 +23,8 @@ help:
 	@echo "make verilog    write the generated Verilog to build/<config id>/ (CONFIG=$(CONFIG))"
 	@echo "make lint       ruff, and verilator --lint-only on the generated Verilog"
 	@echo "make bench      ResNet-18 / MobileNetV2 / YOLOv3-tiny frames/s (model) and RTL cycles"
+	@echo "make coverage   architectures x quantization flows: import, compile, golden bit-exact"
+	@echo "                table (ONLY=name,name FLOWS=flow,flow SIZE=n; docs/coverage.md)"
 	@echo "make synth      Yosys resource estimate vs the xc7z020 budget (CONFIG=, TARGET=<module>)"
 	@echo "make timing     static timing estimate on the Yosys netlist (TARGET=, NET=typical, PERIOD=7.0)"
 	@echo "make tcl-lint   write build/<config id>/params.tcl and check the Vivado TCL under tclsh"
@@ -126,6 +128,13 @@ bitstream:
 # Whole networks: performance-model frames/s at full size, RTL cycles at reduced size.
 bench: setup
 	$(PY) scripts/bench_networks.py --config $(CONFIG)
+
+# Model coverage: real architectures (random weights) x quantization flows (torch.ao, ONNX
+# Runtime), each imported, compiled and run on the golden model against the framework; fails when
+# a cell crashed. ONLY=, FLOWS= (comma-separated names) and SIZE= run a subset.
+coverage: setup
+	$(PY) scripts/coverage.py --config $(CONFIG) $(if $(ONLY),--only $(ONLY)) \
+	  $(if $(FLOWS),--flows $(FLOWS)) $(if $(SIZE),--size $(SIZE))
 
 # One cocotb testbench on one simulator, optionally with a waveform (FST) and chosen tests:
 # make sim TB=tb_engine SIM=verilator [CONFIG=tiny] [TEST=a,b] [WAVES=1] [SEED=7]
