@@ -22,19 +22,24 @@ Per-layer inputs: ``zynqnn.hw.add.add_params_layout`` (built by ``add_layer``), 
 (4 DSP48E1); TFLite's 31-bit multipliers take their top 7 bits in small LUT multipliers. Every
 stage is registered and the pipeline never stalls (``CreditBuffer``).
 
-Stages of a lane (``EltwiseAdd.LATENCY`` = 36)::
+Stages of a lane (``EltwiseAdd.LATENCY`` = 54)::
 
-    1-5    q x K for both inputs (DSP, two registers after the product; K's top bits in LUTs)
-    6-9    qnnpack: 32-bit sum, rounding shift, zero point and clamp
-    6-10   TFLite inputs: rounding at bit 11 (16), then RoundingDivideByPOT; int32 sum
-    6-10   float inputs: FMA constant (PyTorch vector path), normalize, round to 24 bits
-           (PyTorch) or keep the exact product (ONNX Runtime)
-    11-22  two float additions (PyTorch: d_a + d_b, then exact; ONNX Runtime: the FMA chain)
-    23-27  X x K: PyTorch's f32(1/s_out), ONNX Runtime's 1.0, TFLite's output multiplier
-    28-33  rounding to 24 bits / at bit 31, round to integer / RoundingDivideByPOT, sign,
-           saturation, zero point, clamp
-    29-35  PyTorch scalar path: rne(f32(y + zp_out)), clamp
-    36     output select
+    1-5    q x K for both inputs (DSP, two registers after the product; K's top bits in LUT
+           multipliers, one adder level a stage)
+    6-11   qnnpack: 32-bit sum, rounding shift (three), zero point, clamp
+    6-11   TFLite inputs: rounding at bit 11 (16), then RoundingDivideByPOT (three); int32 sum
+    6-13   float inputs: FMA constant (PyTorch vector path), |x|, normalize (four), round to
+           24 bits (two, PyTorch) or keep the exact product (ONNX Runtime)
+    14-37  two float additions of eleven stages, each after a stage choosing its operands
+           (PyTorch: d_a + d_b, then exact; ONNX Runtime: the FMA chain)
+    38-42  X x K: PyTorch's f32(1/s_out), ONNX Runtime's 1.0, TFLite's output multiplier
+    43-51  rounding to 24 bits / at bit 31, the second shift's amount, round to integer /
+           RoundingDivideByPOT (three), sign, saturation and zero point, clamp
+    44-53  PyTorch scalar path: rne(f32(y + zp_out)), clamp
+    54     output select
+
+The stages follow the timing rules of ``rtl/postproc.py`` (one carry chain or a few LUTs a
+stage; the per-layer shifted constants are registered once in the control, not per lane).
 """
 
 from __future__ import annotations
@@ -53,11 +58,12 @@ from .postproc import (
     Rounding,
     Staged,
     clamp,
+    control_tap,
     float_add_stages,
     mul_pieces,
     normalize_stages,
     right_amount,
-    round_top,
+    round_top_stages,
     saturate,
     scalar_prep_stage,
     scalar_quantize_stages,
@@ -83,16 +89,22 @@ def eltwise_out_layout(cfg: HwConfig, lanes: int) -> data.ArrayLayout:
 
 def _lut_mul_stages(p: Pipe, s: int, name: str, x, k):
     """``x * k`` for a small unsigned ``k`` (up to 8 bits) in LUTs: shifted copies of ``x``
-    summed in two stages (s, s+1). ``x``, ``k`` read in stage ``s - 1``."""
+    summed as a tree, one adder level a stage (s .. s+2, at most 8 terms). ``x``, ``k`` read in
+    stage ``s - 1``; returns the staged product of stage ``s + 2``."""
     st = p.stage(s)
     xv, kv = Value.cast(st[x]), Value.cast(st[k])
+    assert len(kv) <= 8
     w = len(xv) + len(kv)
     terms = [Mux(kv[j], xv.as_signed() << j, 0) for j in range(len(kv))]
-    half = (len(terms) + 1) // 2
-    lo = st.reg(f"{name}_lo", sum(terms[:half]), signed(w))
-    hi = st.reg(f"{name}_hi", sum(terms[half:]) if terms[half:] else 0, signed(w))
-    st = p.stage(s + 1)
-    return st.reg(f"{name}_sum", st[lo] + st[hi], signed(w + 1))
+    for level in range(3):
+        st = p.stage(s + level)
+        if level:
+            terms = [Value.cast(st[t]) for t in terms]
+        sums = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
+                for j in range(0, len(terms), 2)]
+        terms = [st.reg(f"{name}_t{level}_{j}", t, signed(w + 1)) for j, t in enumerate(sums)]
+    assert len(terms) == 1
+    return terms[0]
 
 
 class EltwiseAdd(wiring.Component):
@@ -117,7 +129,7 @@ class EltwiseAdd(wiring.Component):
     then get the vector formula); ``LATENCY`` does not change.
     """
 
-    LATENCY = 36
+    LATENCY = 54
 
     def __init__(self, cfg: HwConfig, lanes: int | None = None, *, scalar_tail: bool = True):
         self._cfg = cfg
@@ -162,7 +174,7 @@ class EltwiseAdd(wiring.Component):
         out = Signal(eltwise_out_layout(cfg, lanes))
         for n in range(lanes):
             q = _add_lane(Pipe(m, f"l{n}_"), cfg, c, self.a.payload[n], self.b.payload[n],
-                          self.scalar_tail)
+                          self.scalar_tail, n)
             assert q.stage == self.LATENCY, (q.stage, self.LATENCY)
             m.d.comb += out[n].eq(q.sig)
         valid = accept
@@ -209,11 +221,35 @@ class _AddControl:
         self.sha = r("sha", -tk.sha, 5)
         self.shb = r("shb", -tk.shb, 5)
         self.sho = r("sho", -tk.sho, 5)
+        qs = prm.c.qnnpack.shift
+        self.q_shift = r("q_shift", qs, Value.cast(qs).shape())
+        # per-layer constants derived once (read from stage 6 on), not in every lane
+        fw = ea.cfg.signed_operand_bits + 24
+        tc, oc = self.prm.c.torch, self.prm.c.onnxruntime
+        fma = self.torch & ~self.scalar
+        self.ca_al = r("ca_al", Mux(fma, (tc.ca_sig << tc.ca_shift)[:fw + 1], 0), signed(fw + 1))
+        self.cb_al = r("cb_al", Mux(fma, (tc.cb_sig << tc.cb_shift)[:fw + 1], 0), signed(fw + 1))
+        self.fixed_e = r("fixed_e", Value.cast(oc.fixed_exp) - (fw - 24), signed(12))
+        self.e_inv23 = r("e_inv23", Mux(self.torch, Value.cast(tc.e_inv), -23) + 23, signed(12))
         self.raw = prm          # the ports, for stage 1 only
+        self._m = m
+        self._taps = {}
+
+    def tap(self, name: str, k: int) -> Signal:
+        return control_tap(self._m, self._taps, getattr(self, name), name, k)
 
 
-def _add_lane(p: Pipe, cfg: HwConfig, c: _AddControl, a_in, b_in, scalar_tail) -> Staged:
+def _add_lane(p: Pipe, cfg: HwConfig, c: _AddControl, a_in, b_in, scalar_tail,
+              lane: int = 0) -> Staged:
     m = p.m
+
+    def t(name, group, groups, stage):
+        """This lane's copy of a control register for one group of readers
+        (:func:`~zynqnn.rtl.postproc.control_tap`), read from ``stage`` on."""
+        k = 1 + lane * groups + group
+        assert k < stage, (name, k, stage)
+        return c.tap(name, k)
+
     qb = cfg.signed_operand_bits
     fw = qb + 24            # float operands: exact q x r products, normalized to fw bits
     raw = c.raw
@@ -249,15 +285,20 @@ def _add_lane(p: Pipe, cfg: HwConfig, c: _AddControl, a_in, b_in, scalar_tail) -
     pa = st.reg("pa", st[pa_lo] + (st[pa_hi] << 24), signed(pw))
     pb = st.reg("pb", st[pb_lo] + (st[pb_hi] << 24), signed(pw))
 
-    # -- 6-9: qnnpack: 32-bit sum, shift (ties away from zero), zero point, clamp --------------
+    # -- 6-11: qnnpack: 32-bit sum, shift (ties away from zero), zero point, clamp -------------
     st = p.stage(6)
     qacc = st.reg("q_acc", (k.qnnpack.zpp + st[pa] + st[pb])[:32].as_signed(), signed(32))
-    q_r, _ = shift_round_stages(p, 7, "q_r", qacc, k.qnnpack.shift, Rounding.HALF_AWAY,
+    # the shift amounts of the lanes' shifters: a tap each (their first stage's registers
+    # would be merged across the lanes otherwise)
+    q_r, _ = shift_round_stages(p, 7, "q_r", qacc, t("q_shift", 0, 1, 7), Rounding.HALF_AWAY,
                                 max_right=31)
-    st = p.stage(9)
-    q_qnn = st.reg("q_qnn", clamp(st[q_r] + c.zp, c.lo, c.hi)[:qb].as_signed(), signed(qb))
+    st = p.stage(q_r.stage + 1)
+    lo, hi = t("lo", 0, 1, st.n), t("hi", 0, 1, st.n)
+    q_z = st.reg("q_z", st[q_r] + t("zp", 0, 1, st.n), signed(_YW + 1))
+    st = p.stage(q_z.stage + 1)
+    q_qnn = st.reg("q_qnn", clamp(st[q_z], lo, hi)[:qb].as_signed(), signed(qb))
 
-    # -- 6-10: TFLite inputs: MultiplyByQuantizedMultiplier((q - zp) << left_shift) ------------
+    # -- 6-11: TFLite inputs: MultiplyByQuantizedMultiplier((q - zp) << left_shift) ------------
     # The product (q - zp) * M is shifted by 31 - left_shift (11 or 16) first: the doubling high
     # multiply rounds there (half up); single rounding floors there and rounds once after.
     tk = k.tflite
@@ -275,120 +316,139 @@ def _add_lane(p: Pipe, cfg: HwConfig, c: _AddControl, a_in, b_in, scalar_tail) -
                                    max_right=31, rnd_in=r_in, sticky_in=s_in)
         return y2
 
-    xa = tfl_in("ta", pa, c.sha)
-    xb = tfl_in("tb", pb, c.shb)
-    st = p.stage(10)
+    xa = tfl_in("ta", pa, t("sha", 0, 1, 8))
+    xb = tfl_in("tb", pb, t("shb", 0, 1, 8))
+    st = p.stage(xa.stage + 1)
     tsum = st.reg("t_sum", (st[xa] + st[xb])[:32].as_signed(), signed(32))
 
-    # -- 6-10: float inputs: FMA constant, normalize, round (PyTorch) or keep (ONNX Runtime) -----
+    # -- 6-13: float inputs: FMA constant, normalize, round (PyTorch) or keep (ONNX Runtime) -----
     tc, oc = k.torch, k.onnxruntime
 
-    def float_in(name, prod, c_sig, c_shift, e_torch, e_ort):
+    torch_in = t("torch", 0, 3, 13)     # float_in's selects (both inputs)
+
+    def float_in(name, prod, c_al, e_torch, e_ort):
         st = p.stage(6)
-        n = st.reg(f"{name}_n", Value.cast(st[prod]) + Mux(
-            c.torch & ~c.scalar, c_sig << c_shift, 0), signed(fw + 1))
+        n = st.reg(f"{name}_n", Value.cast(st[prod]) + c_al, signed(fw + 1))
         st = p.stage(7)
         nv = Value.cast(st[n])
         mag = st.reg(f"{name}_mag", Mux(nv < 0, -nv, nv)[:fw], unsigned(fw))
         neg = st.reg(f"{name}_neg", nv < 0)
         norm, lz = normalize_stages(p, 8, name, mag)
-        st = p.stage(10)
-        nm = Value.cast(st[norm])
-        sig, carry = round_top(nm)
-        mag_r = st.reg(f"{name}_mw", Mux(c.torch, Cat(Const(0, fw - 24), sig), nm), unsigned(fw))
-        e_src = Mux(c.torch, e_torch, e_ort)
-        e_r = st.reg(f"{name}_ew", e_src - st[lz] + Mux(c.torch, carry, 0), signed(12))
-        return mag_r, e_r, st.reg(f"{name}_neg10", st[neg])
+        st = p.stage(12)
+        e_src = Mux(torch_in, e_torch, e_ort)
+        e0 = st.reg(f"{name}_e0", e_src - st[lz], signed(12))
+        sig, carry = round_top_stages(p, 12, f"{name}_r", norm)
+        st = p.stage(13)
+        mag_r = st.reg(f"{name}_mw", Mux(torch_in, Cat(Const(0, fw - 24), sig), st[norm]),
+                       unsigned(fw))
+        e_r = st.reg(f"{name}_ew", st[e0] + Mux(torch_in, carry, 0), signed(12))
+        return mag_r, e_r, st.reg(f"{name}_neg13", st[neg])
 
-    fa = float_in("fa", pa, tc.ca_sig, tc.ca_shift, tc.ea, oc.ra_exp)
-    fb = float_in("fb", pb, tc.cb_sig, tc.cb_shift, tc.eb, oc.rb_exp)
-    fixed = (Cat(Const(0, fw - 24), oc.fixed_sig), Value.cast(oc.fixed_exp) - (fw - 24),
-             oc.fixed_neg)
+    fa = float_in("fa", pa, c.ca_al, tc.ea, oc.ra_exp)
+    fb = float_in("fb", pb, c.cb_al, tc.eb, oc.rb_exp)
+    fixed = (Cat(Const(0, fw - 24), oc.fixed_sig), c.fixed_e, oc.fixed_neg)
 
-    # -- 11-16: PyTorch d_a + d_b; ONNX Runtime fma(b, r_b, fixed) ------------------------------
-    st = p.stage(11)
-    g1_a = tuple(Staged(Mux(c.torch, st[x], st[y]), 10) for x, y in zip(fa, fb, strict=True))
-    g1_b = tuple(Staged(Mux(c.torch, st[x], y), 10) for x, y in zip(fb, fixed, strict=True))
+    # -- G1 ..: PyTorch d_a + d_b; ONNX Runtime fma(b, r_b, fixed) ------------------------------
+    # the operands are chosen a stage ahead (the select's fanout, then the compares)
+    st = p.stage(fa[0].stage + 1)
+    torch_g1 = t("torch", 1, 3, st.n)
+    g1_a = tuple(st.reg(f"g1_oa{k}", Mux(torch_g1, st[x], st[y]))
+                 for k, (x, y) in enumerate(zip(fa, fb, strict=True)))
+    g1_b = tuple(st.reg(f"g1_ob{k}", Mux(torch_g1, st[x], y))
+                 for k, (x, y) in enumerate(zip(fb, fixed, strict=True)))
+    G1 = g1_a[0].stage + 1
     # (the sum's exponent comes out for a fw-bit significand: it feeds the second addition)
-    c_sig, c_exp, c_neg, _ = float_add_stages(p, 11, "g1", g1_a, g1_b, fw, -(fw - 24))
+    c_sig, c_exp, c_neg, _ = float_add_stages(p, G1, "g1", g1_a, g1_b, fw, -(fw - 24))
 
-    # -- 17-22: PyTorch: exact (+ 0); ONNX Runtime: fma(a, r_a, inner) ----------------------------
-    st = p.stage(17)
+    # -- G2 ..: PyTorch: exact (+ 0); ONNX Runtime: fma(a, r_a, inner) ----------------------------
+    st = p.stage(c_sig.stage + 1)
     inner = (Cat(Const(0, fw - 24), st[c_sig]), st[c_exp], st[c_neg])
     fa16 = tuple(st[x] for x in fa)
-    g2_a = tuple(Staged(Mux(c.torch, x, y), 16) for x, y in zip(inner, fa16, strict=True))
-    g2_b = tuple(Staged(Mux(c.torch, 0, y), 16) for y in inner)
-    y_sig, y_exp, y_neg, _ = float_add_stages(p, 17, "g2", g2_a, g2_b, fw)
+    torch_g2 = t("torch", 2, 3, st.n)
+    g2_a = tuple(st.reg(f"g2_oa{k}", Mux(torch_g2, x, y))
+                 for k, (x, y) in enumerate(zip(inner, fa16, strict=True)))
+    g2_b = tuple(st.reg(f"g2_ob{k}", Mux(torch_g2, 0, y), Value.cast(y).shape())
+                 for k, y in enumerate(inner))
+    G2 = g2_a[0].stage + 1
+    y_sig, y_exp, y_neg, _ = float_add_stages(p, G2, "g2", g2_a, g2_b, fw)
 
-    # -- 23-27: X x K: PyTorch's f32(1 / s_out), ONNX Runtime's 1.0, TFLite's output multiplier --
-    st = p.stage(23)
-    xop = Mux(c.flt, Cat(st[y_sig], Const(0, 1)).as_signed(), st[tsum])
+    # -- W .. W+4: X x K: PyTorch's f32(1 / s_out), ONNX Runtime's 1.0, TFLite's output multiplier
+    W = y_sig.stage + 1
+    flt = t("flt", 0, 1, W)
+    st = p.stage(W)
+    xop = Mux(flt, Cat(st[y_sig], Const(0, 1)).as_signed(), st[tsum])
     mo = Value.cast(tk.mo)
     inv_sig = Mux(c.torch, tc.inv_sig, 1 << 23)
-    e_inv = Mux(c.torch, Value.cast(tc.e_inv), -23)
     wx = st.reg("w_x", xop, signed(33))
-    wk = st.reg("w_k", Mux(c.flt, inv_sig, mo[:24]), unsigned(24))
+    wk = st.reg("w_k", Mux(flt, inv_sig, mo[:24]), unsigned(24))
     wkh = st.reg("w_kh", Mux(c.tfl, mo[24:31], 0), unsigned(7))
-    e_base = st.reg("e_base", st[y_exp] + e_inv + 23, signed(12))
+    e_base = st.reg("e_base", st[y_exp] + c.e_inv23, signed(12))
     wp = mul_pieces(m, f"{p.prefix}w", wx.sig, wk.sig)
-    wlo = p.reg("w_lo", 26, sum_pieces(wp), signed(58))
-    whi = _lut_mul_stages(p, 24, "w_hi", wx, wkh)
-    st = p.stage(27)
+    wlo = p.reg("w_lo", W + 3, sum_pieces(wp), signed(58))
+    whi = _lut_mul_stages(p, W + 1, "w_hi", wx, wkh)
+    st = p.stage(W + 4)
     prod = st.reg("w_prod", st[wlo] + (Value.cast(st[whi])[:40].as_signed() << 24), signed(64))
 
-    # -- 28-29: first rounding at a fixed position: float 23/24 (ties to even), TFLite 31 (the
+    # -- W+5: first rounding at a fixed position: float 23/24 (ties to even), TFLite 31 (the
     # doubling high multiply: half up; single rounding: floor, the dropped bits go on) -------
-    st = p.stage(28)
+    st = p.stage(W + 5)
     pv = Value.cast(st[prod])
     p47 = pv[47]
-    pos = Staged(Mux(c.flt, Mux(p47, 24, 23), 31), 27)
-    mode1 = Staged(Mux(c.flt, Rounding.HALF_EVEN, Mux(tk.single, Rounding.FLOOR,
-                                                       Rounding.HALF_UP)), 27)
+    pos = Staged(Mux(flt, Mux(p47, 24, 23), 31), W + 4)
+    mode1 = Staged(Mux(flt, Rounding.HALF_EVEN, Mux(tk.single, Rounding.FLOOR,
+                                                       Rounding.HALF_UP)), W + 4)
     e_y = st.reg("e_y", st[e_base] + p47, signed(12))        # float: y = y1 * 2^e_y
-    y1, _, rnd1, sticky1 = shift_round_stages(p, 28, "ru1", prod, pos, mode1,
+    y1, _, rnd1, sticky1 = shift_round_stages(p, W + 5, "ru1", prod, pos, mode1,
                                               positions=(23, 24, 31), dropped=True)
-    # 29: the second shift's amount (float: to an integer; TFLite: RoundingDivideByPOT or the
-    # rest of the single rounding)
-    st = p.stage(29)
-    eyv = Value.cast(st[e_y])
-    s2 = st.reg("s2", Mux(c.flt, right_amount(-eyv, 31), c.sho), unsigned(5))
-    left = st.reg("left", c.flt & (eyv > 0))
+    # W+6, W+7: the second shift's amount (float: to an integer; TFLite: RoundingDivideByPOT or
+    # the rest of the single rounding)
+    st = p.stage(W + 6)
+    ney = st.reg("ney", -st[e_y], signed(13))
     single = c.tfl & tk.single
     r_in = st.reg("r2_rin", st[rnd1] & single)
     s_in = st.reg("r2_sin", st[sticky1] & single)
+    st = p.stage(W + 7)
+    eyv = Value.cast(st[e_y])
+    s2 = st.reg("s2", Mux(flt, right_amount(st[ney], 31), c.sho), unsigned(5))
+    left = st.reg("left", flt & (eyv > 0))
     if scalar_tail:
-        prep = scalar_prep_stage(p, 29, "sc", e_y, Staged(Const(0, 1), 28), qb)
+        prep = scalar_prep_stage(p, W + 6, "sc", e_y, Staged(Const(0, 1), W + 5), qb)
 
-    # -- 30-31: second rounding ------------------------------------------------------------------
-    st = p.stage(30)
+    # -- W+8 .. W+10: second rounding -----------------------------------------------------------
+    st = p.stage(W + 8)
     y1v = Value.cast(st[y1])
     sat_f = st.reg("sat_f", st[left] & (y1v != 0))
-    mode2 = Staged(Mux(c.flt, Rounding.HALF_EVEN, Mux(tk.single, Rounding.HALF_UP,
-                                                       Rounding.HALF_AWAY)), 29)
-    y1n = Staged(y1v[:34].as_signed(), 29)
-    y2, ovf2 = shift_round_stages(p, 30, "ru2", y1n, s2, mode2, max_right=31, rnd_in=r_in,
+    mode2 = Staged(Mux(flt, Rounding.HALF_EVEN, Mux(tk.single, Rounding.HALF_UP,
+                                                       Rounding.HALF_AWAY)), W + 7)
+    y1n = Staged(y1v[:34].as_signed(), W + 7)
+    y2, ovf2 = shift_round_stages(p, W + 8, "ru2", y1n, s2, mode2, max_right=31, rnd_in=r_in,
                                   sticky_in=s_in)
 
-    # -- 32-33: sign, saturation, zero point, clamp ---------------------------------------------
-    st = p.stage(32)
+    # -- sign, saturation, zero point, clamp ------------------------------------------------------
+    st = p.stage(y2.stage + 1)
     yv = Value.cast(st[y2])
-    fneg = c.flt & st[y_neg]
-    ovf = st[ovf2] | st[sat_f]
-    z = st.reg("z", saturate(Mux(fneg, -yv, yv), ovf, fneg, _YW) + c.zp_add, signed(_YW + 2))
-    st = p.stage(33)
-    q_main = st.reg("q_main", clamp(st[z], c.lo, c.hi)[:qb].as_signed(), signed(qb))
+    fneg = flt & st[y_neg]
+    yn = st.reg("yn", Mux(fneg, -yv, yv), signed(_YW + 1))
+    ovf = st.reg("ovf", st[ovf2] | st[sat_f])
+    sneg = st.reg("sneg", fneg)
+    st = p.stage(yn.stage + 1)
+    z = st.reg("z", saturate(st[yn], st[ovf], st[sneg], _YW) + t("zp_add", 0, 1, st.n),
+               signed(_YW + 2))
+    st = p.stage(z.stage + 1)
+    q_main = st.reg("q_main", clamp(st[z], lo, hi)[:qb].as_signed(), signed(qb))
 
-    # -- 30-35: PyTorch scalar path: rne(f32(y + zp_out)) -----------------------------------------
+    # -- W+8 .. W+15: PyTorch scalar path: rne(f32(y + zp_out)) ---------------------------------
     q_sc = None
     if scalar_tail:
-        ysig = Staged(Value.cast(p.at(y1, 29))[:25], 29)
-        rs, sat_s = scalar_quantize_stages(p, 30, "sc", ysig, prep, y_neg, c.zp, qb)
-        st = p.stage(35)
-        q_sc = st.reg("q_sc", Mux(st[sat_s], Mux(st[y_neg], c.lo, c.hi),
-                                  clamp(st[rs], c.lo, c.hi))[:qb].as_signed(), signed(qb))
+        ysig = Staged(Value.cast(p.at(y1, W + 7))[:25], W + 7)
+        rs, sat_s = scalar_quantize_stages(p, W + 8, "sc", ysig, prep, y_neg,
+                                           t("zp", 0, 1, 10), qb)
+        st = p.stage(rs.stage + 1)
+        q_sc = st.reg("q_sc", Mux(st[sat_s], Mux(st[y_neg], lo, hi),
+                                  clamp(st[rs], lo, hi))[:qb].as_signed(), signed(qb))
 
-    # -- 36: the output ---------------------------------------------------------------------------
-    st = p.stage(36)
+    # -- the output -------------------------------------------------------------------------------
+    st = p.stage(W + 16)
     q_fl = Mux(c.scalar, st[q_sc], st[q_main]) if q_sc is not None else st[q_main]
     q = Mux(c.qnn, st[q_qnn], q_fl)
     return st.reg("q", q[:qb].as_signed(), signed(qb))

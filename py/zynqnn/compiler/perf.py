@@ -40,9 +40,10 @@ from zynqnn.hw.geometry import (
 __all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cycles",
            "network_report", "simulate", "useful_macs"]
 
-#: Post-processing pipeline depth after the last lane group (read, requantize, write back);
-#: fitted to the RTL figures in tests/compiler/test_perf.py.
-POST_LATENCY = 59
+#: Post-processing pipeline depth after the last lane group (read, requantize, write back):
+#: PostProc.LATENCY (70) and the engine's read and write stages; fitted to the RTL figures in
+#: tests/compiler/test_perf.py.
+POST_LATENCY = 79
 #: A DW / DW_PAIRS command's MAC stage besides its walk (check, weights, FIR and array pipeline;
 #: RTL: 929 cycles per 28x28 command of 900 walk pixels).
 DW_OVERHEAD = 29
@@ -52,8 +53,8 @@ STEP_POST_LATENCY = 19
 #: this many cycles after the MAC stage's end.
 STEP_TAIL = 16
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
-#: 36-stage pipeline, output write); RTL: 2 x pixels + 47 on tiny from issue to answer.
-ELT_LATENCY = 46
+#: EltwiseAdd.LATENCY = 54-stage pipeline, output write).
+ELT_LATENCY = 64
 #: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
 OUTSTANDING = COMPUTE_OUTSTANDING
 #: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
