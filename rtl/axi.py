@@ -162,11 +162,11 @@ class RegBusSignature(wiring.Signature):
     Members
     -------
     w_en, w_addr, w_data, w_strb: Out
-        A write, for one cycle. ``w_ok`` (combinational) says whether a register is mapped at
-        ``w_addr``.
+        A write, for one cycle. ``w_addr`` is held from the cycle before (the register file
+        decodes it into registers); ``w_ok`` says whether a register is mapped at ``w_addr``.
     r_en, r_addr: Out
-        A read, for one cycle; ``r_data`` and ``r_ok`` answer combinationally in that cycle and
-        any read side effect happens at the clock edge that ends it.
+        A read, for one cycle, ``r_addr`` held from the cycle before; ``r_data`` and ``r_ok``
+        answer in that cycle and any read side effect happens at the clock edge that ends it.
     """
 
     def __init__(self, addr_bits: int, data_bits: int = 32):
@@ -181,9 +181,10 @@ class AxiLiteSubordinate(wiring.Component):
     """AXI4-Lite subordinate that turns each transaction into a :class:`RegBusSignature` access.
 
     Write address and write data are accepted independently, in either order (and in the same
-    cycle); the write happens once both are held, and its response (OKAY, or SLVERR for an
-    offset where no register is mapped) is registered. A read takes two cycles from the address
-    handshake to ``rvalid``. One write and one read may be in progress at a time.
+    cycle); the write happens the cycle after both are held (the register file decodes the
+    address in between), and its response (OKAY, or SLVERR for an offset where no register is
+    mapped) is registered. A read takes three cycles from the address handshake to ``rvalid``.
+    One write and one read may be in progress at a time.
 
     Members
     -------
@@ -223,8 +224,10 @@ class AxiLiteSubordinate(wiring.Component):
         with m.If(axi.wvalid & axi.wready):
             m.d.sync += [w_full.eq(1), w_data.eq(axi.wdata), w_strb.eq(axi.wstrb)]
         do_write = Signal()
+        w_armed = Signal()   # both held for a cycle: the register file has decoded the address
+        m.d.sync += w_armed.eq(aw_full & w_full & ~b_valid & ~w_armed)
         m.d.comb += [
-            do_write.eq(aw_full & w_full & ~b_valid),
+            do_write.eq(w_armed),
             regs.w_en.eq(do_write),
             regs.w_addr.eq(aw_addr),
             regs.w_data.eq(w_data),
@@ -248,17 +251,19 @@ class AxiLiteSubordinate(wiring.Component):
         r_valid = Signal()
         r_data = Signal(self._data_bits)
         r_resp = Signal(2)
+        r_armed = Signal()   # the address held for a cycle: decoded
+        m.d.sync += r_armed.eq(ar_full & ~r_armed)
         m.d.comb += [
             axi.arready.eq(~ar_full & ~r_valid),
             axi.rvalid.eq(r_valid),
             axi.rdata.eq(r_data),
             axi.rresp.eq(r_resp),
-            regs.r_en.eq(ar_full),
+            regs.r_en.eq(r_armed),
             regs.r_addr.eq(ar_addr),
         ]
         with m.If(axi.arvalid & axi.arready):
             m.d.sync += [ar_full.eq(1), ar_addr.eq(axi.araddr)]
-        with m.If(ar_full):
+        with m.If(r_armed):
             m.d.sync += [
                 ar_full.eq(0),
                 r_valid.eq(1),

@@ -50,7 +50,6 @@ from zynqnn.hw.geometry import (
     COMPUTE_OUTSTANDING,
     FETCH_BEATS,
     MAX_BURST,
-    PAGE_BYTES,
     QUEUE_DEPTH,
     READ_OUTSTANDING,
     WRITE_OUTSTANDING,
@@ -69,6 +68,7 @@ from .dma import (
     ReadArbiter,
     Unpacker,
     burst_layout,
+    burst_len,
     rbeat_layout,
     wbeat_layout,
 )
@@ -103,6 +103,15 @@ def _flag(buffer, bank):
     """Bit of (buffer, bank) in the 8 full flags; equals zynqnn.hw.isa.bank_bit() for the
     buffers that have one."""
     return buffer * isa.BANKS + bank
+
+
+def _replica(m, value, name):
+    """A register holding ``value`` of the previous cycle, loaded only when the two differ: its
+    enable reads its own output, so Yosys' opt_merge keeps each copy (a fanout split)."""
+    reg = Signal.like(value, name=name)
+    with m.If(reg != value):
+        m.d.sync += reg.eq(value)
+    return reg
 
 
 def _resp_cause(resp):
@@ -179,33 +188,54 @@ class Fetcher(wiring.Component):
 
         addr = Signal(32)
         beats_left = Signal(IDX + exact_log2(bpc))
-        inflight = Signal(range(FETCH_BEATS + 1))
         with m.If(self.start):
             m.d.sync += [addr.eq(self.base), beats_left.eq(self.count * bpc)]
 
-        to_page = Signal(range(PAGE_BYTES // bb + 1))
-        n_cap = Signal(range(MAX_BURST + 1))
-        n = Signal(range(MAX_BURST + 1))
+        # The next burst is planned a cycle after addr / beats_left change (`n_q`, `more_q`),
+        # and offered a cycle after that: `req.valid` is a register, and no compare of the
+        # counters reaches the arbiter or the port (two idle cycles per fetch burst, which the
+        # 16-beat data of a burst hides).
+        n, n_minus_1, _ = burst_len(m, addr, beats_left, bb)
+        n_q = Signal(range(MAX_BURST + 1))
+        len_q = Signal(4)        # n_q - 1
+        more_q = Signal()
+        stale = Signal(init=1)   # n_q and more_q do not yet describe addr and beats_left
+        req_valid = Signal()
+        # Beats the queue can still take: FETCH_BEATS - (queued + in flight).
+        credits = Signal(range(FETCH_BEATS + 1), init=FETCH_BEATS)
         m.d.comb += [
-            to_page.eq((PAGE_BYTES - addr[:exact_log2(PAGE_BYTES)]) >> exact_log2(bb)),
-            n_cap.eq(Mux(beats_left < MAX_BURST, beats_left, MAX_BURST)),
-            n.eq(Mux(to_page < n_cap, to_page, n_cap)),
             self.req.payload.addr.eq(addr),
-            self.req.payload.len.eq(n - 1),
-            self.req.valid.eq((beats_left != 0) & (q.level + inflight + n <= FETCH_BEATS)),
+            self.req.payload.len.eq(len_q),
+            self.req.valid.eq(req_valid),
         ]
         req_go = Signal()
         beat_go = Signal()
+        pop = Signal()
         m.d.comb += [
             req_go.eq(self.req.valid & self.req.ready),
             beat_go.eq(self.beats.valid & self.beats.ready),
-            self.beats.ready.eq(q.w_rdy),
-            q.w_en.eq(beat_go),
-            q.w_data.eq(self.beats.payload.data),
+            # Always ready: a burst is requested only with room for all of its beats (credits).
+            self.beats.ready.eq(1),
+        ]
+        # The beats enter the queue from a register: the read data's routing (its tag) is not
+        # in series with the queue's own logic.
+        m.d.sync += [q.w_en.eq(beat_go), q.w_data.eq(self.beats.payload.data)]
+        # A burst's beats leave the credits a cycle after its request (`n_q` still holds its
+        # length then), from registers.
+        took = Signal()
+        m.d.sync += [
+            n_q.eq(n),
+            len_q.eq(n_minus_1),
+            more_q.eq(beats_left != 0),
+            stale.eq(self.start | req_go),
+            took.eq(req_go),
+            # Credits only grow while no burst is requested: last cycle's check is safe.
+            req_valid.eq(~self.start & ~req_go & ~stale & ~took & more_q & (credits >= n_q)),
+            credits.eq(credits - Mux(took, n_q, 0) + pop),
         ]
         with m.If(req_go):
-            m.d.sync += [addr.eq(addr + (n << exact_log2(bb))), beats_left.eq(beats_left - n)]
-        m.d.sync += inflight.eq(inflight + Mux(req_go, n, 0) - beat_go)
+            m.d.sync += [addr.eq(addr + (n_q << exact_log2(bb))),
+                         beats_left.eq(beats_left - n_q)]
 
         rx_beats = Signal(IDX + exact_log2(bpc))
         with m.If(beat_go):
@@ -221,7 +251,6 @@ class Fetcher(wiring.Component):
         asm_n = Signal(range(bpc))
         asm_full = Signal()
         asm_index = Signal(IDX)
-        pop = Signal()
         m.d.comb += [
             pop.eq(q.r_rdy & ~asm_full),
             q.r_en.eq(pop),
@@ -295,11 +324,11 @@ class LoadUnit(wiring.Component):
 
         cur = Signal(ls_entry)
         m.d.comb += self.index.eq(cur.index)
+        # The buffer of `cur`, one-hot and registered with it: it routes the read beats.
         sel = {b: Signal(name=f"sel_{b.name.lower()}") for b in LS_BUFFERS}
         for b in LS_BUFFERS:
             unp = unps[b]
             m.d.comb += [
-                sel[b].eq(cur.buffer == b),
                 unp.bank.eq(cur.bank),
                 unp.sram_addr.eq(cur.sram_addr),
                 unp.line_words.eq(cur.line_words),
@@ -324,17 +353,25 @@ class LoadUnit(wiring.Component):
         ]
         flag = Signal(3)
         m.d.comb += flag.eq(Cat(cur.bank, cur.buffer))
+        # The bank's flag, registered (only this unit sets it: a free bank stays free).
+        bank_free = Signal()
+        m.d.sync += bank_free.eq(~self.full.bit_select(flag, 1))
 
         with m.FSM(name="load"):
             with m.State("IDLE"):
                 m.d.comb += self.q.ready.eq(1)
                 with m.If(self.q.valid):
-                    m.d.sync += cur.eq(self.q.payload)
+                    m.d.sync += [sel[b].eq(self.q.payload.buffer == b) for b in LS_BUFFERS]
+                    m.d.sync += [
+                        cur.eq(self.q.payload),
+                        bank_free.eq(~self.full.bit_select(
+                            Cat(self.q.payload.bank, self.q.payload.buffer), 1)),
+                    ]
                     m.d.comb += self.progress.eq(1)
                     m.next = "WAIT_BANK"
             with m.State("WAIT_BANK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~self.full.bit_select(flag, 1)):
+                with m.If(bank_free):
                     m.d.comb += [bg.req.valid.eq(1), self.progress.eq(1)]
                     for b in LS_BUFFERS:
                         m.d.comb += unps[b].start.eq(sel[b])
@@ -406,25 +443,37 @@ class StoreUnit(wiring.Component):
             bg.req.payload.line_beats.eq(cur.line_beats),
         ]
         flag = Signal(3)
-        m.d.comb += flag.eq(_flag(isa.Buffer.OBUF, 0) + cur.bank)
+        obuf_full = Signal(2)
+        m.d.comb += [
+            flag.eq(_flag(isa.Buffer.OBUF, 0) + cur.bank),
+            obuf_full.eq(self.full[_flag(isa.Buffer.OBUF, 0):][:2]),
+        ]
+        # The bank's flag, registered (only this unit clears it: a full bank stays full).
+        bank_full = Signal()
+        m.d.sync += bank_full.eq(obuf_full.bit_select(cur.bank, 1))
 
         with m.FSM(name="store"):
             with m.State("IDLE"):
                 m.d.comb += self.q.ready.eq(1)
                 with m.If(self.q.valid):
-                    m.d.sync += cur.eq(self.q.payload)
+                    m.d.sync += [
+                        cur.eq(self.q.payload),
+                        bank_full.eq(obuf_full.bit_select(self.q.payload.bank, 1)),
+                    ]
                     m.d.comb += self.progress.eq(1)
                     m.next = "WAIT_BANK"
             with m.State("WAIT_BANK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(self.full.bit_select(flag, 1)):
+                with m.If(bank_full):
                     m.d.comb += [bg.req.valid.eq(1), pk.start.eq(1), self.progress.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(bg.idle & ~pk.busy & self.wr_idle):
-                    m.d.comb += [self.clear_full.bit_select(flag, 1).eq(1),
-                                 self.progress.eq(1)]
+                    m.d.comb += [
+                        self.clear_full.bit_select(flag, 1).eq(1),
+                        self.progress.eq(1),
+                    ]
                     m.next = "IDLE"
         return m
 
@@ -597,6 +646,10 @@ class Pipeline(wiring.Component):
                         k = dw // wb
                         m.d.comb += lbeats.eq((ls.line_words + (k - 1)) >> exact_log2(k))
                     m.d.comb += depth.eq(buffer_depth(cfg, b))
+        # Registered: `cur` holds from DECODE to PUSH, the later states read these.
+        lbeats_q = Signal.like(lbeats)
+        depth_q = Signal.like(depth)
+        m.d.sync += [lbeats_q.eq(lbeats), depth_q.eq(depth)]
 
         # Sequential multiplier: lines * stride and lines * line_words.
         mul_b = Signal(16)
@@ -604,10 +657,15 @@ class Pipeline(wiring.Component):
         mul_a2 = Signal(32)
         prod1 = Signal(48)   # lines * stride
         prod2 = Signal(32)   # lines * line_words
+        # The extent, in two additions (EXTENT, EXTENT2) and two compares (EXTENT2, CHECK1),
+        # each registered: line_end = first byte past line 0's beats, rows = (lines - 1) * stride.
+        line_end = Signal(33)
+        rows = Signal(50)
         span_end = Signal(50)
         sram_end = Signal(33)
-        no_lines = Signal()
-        m.d.comb += no_lines.eq(ls.lines == 0)
+        below = Signal()      # ddr_addr < WINDOW_BASE
+        above = Signal()      # span_end > WINDOW_LIMIT
+        bad_sram = Signal()   # sram_end > depth
 
         entry = Signal(ls_entry)
         m.d.comb += [
@@ -618,7 +676,7 @@ class Pipeline(wiring.Component):
             entry.lines.eq(ls.lines),
             entry.ddr_addr.eq(ls.ddr_addr),
             entry.stride.eq(ls.ddr_stride),
-            entry.line_beats.eq(lbeats),
+            entry.line_beats.eq(lbeats_q),
             entry.index.eq(cur.index),
             load_q.w.payload.eq(entry),
             store_q.w.payload.eq(entry),
@@ -626,55 +684,155 @@ class Pipeline(wiring.Component):
         ]
 
         # Commands of the program inside the window: only those are fetched; reaching the
-        # first one outside is a DDR_WINDOW error at its index.
+        # first one outside is a DDR_WINDOW error at its index. The program registers are
+        # latched at START (CommandProcessor) and stable while running: what the program
+        # checks need is computed from them in three registered stages while the dispatcher
+        # waits (PREP1-3), so no compare of them is in series with another.
         cmd_log = exact_log2(isa.COMMAND_BYTES)
-        room = Signal(33)
-        in_window = Signal(IDX)
-        fetch_count = Signal(IDX)
-        m.d.comb += [
-            room.eq(Mux((self.cmd_base < self.window_base)
-                        | (self.cmd_base > self.window_limit),
-                        0, (self.window_limit - self.cmd_base) >> cmd_log)),
-            in_window.eq(Mux(room < self.cmd_count, room, self.cmd_count)),
-            fetch.count.eq(in_window),
+        base_lt = Signal()                 # stage 1
+        base_gt = Signal()
+        diff = Signal(32 - cmd_log)
+        count_zero = Signal()
+        base_misaligned = Signal()
+        last_index = Signal(IDX)
+        in_window = Signal(IDX)            # stage 2
+        in_window_zero = Signal()          # stage 3
+        window_last = Signal(IDX)
+        m.d.sync += [
+            base_lt.eq(self.cmd_base < self.window_base),
+            base_gt.eq(self.cmd_base > self.window_limit),
+            diff.eq((self.window_limit - self.cmd_base) >> cmd_log),
+            count_zero.eq(self.cmd_count == 0),
+            base_misaligned.eq(self.cmd_base[:bb_log] != 0),
+            last_index.eq(self.cmd_count - 1),
+            in_window.eq(Mux(base_lt | base_gt, 0,
+                             Mux(diff < self.cmd_count, diff, self.cmd_count))),
+            in_window_zero.eq(in_window == 0),
+            window_last.eq(in_window - 1),
         ]
+        m.d.comb += fetch.count.eq(in_window)
 
-        def fail(cause, index):
-            m.d.comb += [d_err.eq(1), d_cause.eq(cause), d_index.eq(index)]
+        # The checks that need only the command and its position are made as the command is
+        # taken from the fetcher, into registers: DECODE and the states that move on to the
+        # next command only read them.
+        new = fetch.cmd.payload
+        new_hdr = data.View(isa.Header, new.cmd)
+        new_ls = data.View(isa.LoadStore, new.cmd)
+        # The fetcher's index changes only when a command is taken and the next one takes
+        # more than a cycle to assemble: compared every cycle, registered.
+        new_last = Signal()          # the program's last command
+        new_window_last = Signal()   # the last command inside the window
+        # The stride only matters (and is only checked) for more than one line.
+        new_misaligned = Signal()
+        m.d.sync += [
+            new_last.eq(new.index == last_index),
+            new_window_last.eq(new.index == window_last),
+        ]
+        m.d.comb += [
+            new_misaligned.eq((new_ls.ddr_addr[:bb_log] != 0)
+                              | ((new_ls.lines > 1) & (new_ls.ddr_stride[:bb_log] != 0))),
+        ]
+        next_fail = Signal()         # moving on from this command fails ...
+        next_cause = Signal(E)       # ... with this cause and index
+        next_index = Signal(IDX)
+        dec_fail = Signal()          # DECODE fails ...
+        dec_cause = Signal(E)
+        dec_index = Signal(IDX)
+        dec_ls = Signal()            # ... or goes on to the extent checks (LOAD, STORE),
+        dec_compute = Signal()       # the compute queue, END
+        dec_end = Signal()
+        no_lines_q = Signal()
+
+        # A failing state's cause and index, set per state whether or not it fails: the error
+        # registers follow them until `d_err` is set (their enable is that one register), and
+        # `fail()` only sets `d_err`. The error reaches the status a cycle after the check.
+        f_cause = Signal(E)
+        f_index = Signal(IDX)
+        with m.If(~d_err):
+            m.d.sync += [d_cause.eq(f_cause), d_index.eq(f_index)]
+
+        def fail():
+            m.d.sync += d_err.eq(1)
             m.next = "HALT"
 
         def next_command():
-            with m.If(cur.index == self.cmd_count - 1):
-                fail(E.EMPTY_PROGRAM, cur.index)
-            with m.Elif(cur.index + 1 == fetch_count):
-                fail(E.DDR_WINDOW, cur.index + 1)
+            with m.If(next_fail):
+                fail()
             with m.Else():
                 m.next = "FETCH"
 
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
                 with m.If(self.go):
-                    m.next = "CHECK_PROGRAM"
-            with m.State("CHECK_PROGRAM"):
+                    m.next = "PREP1"
+            with m.State("PREP1"):
                 m.d.comb += d_active.eq(1)
-                m.d.sync += fetch_count.eq(in_window)
-                with m.If(self.cmd_count == 0):
-                    fail(E.EMPTY_PROGRAM, 0)
-                with m.Elif(self.cmd_base[:bb_log] != 0):
-                    fail(E.BAD_ALIGN, 0)
-                with m.Elif(in_window == 0):
-                    fail(E.DDR_WINDOW, 0)
+                m.next = "PREP2"
+            with m.State("PREP2"):
+                m.d.comb += d_active.eq(1)
+                m.next = "PREP3"
+            with m.State("PREP3"):
+                m.d.comb += d_active.eq(1)
+                m.next = "CHECK_PROGRAM"
+            with m.State("CHECK_PROGRAM"):
+                m.d.comb += [
+                    d_active.eq(1),
+                    f_cause.eq(Mux(count_zero, E.EMPTY_PROGRAM,
+                                   Mux(base_misaligned, E.BAD_ALIGN, E.DDR_WINDOW))),
+                    f_index.eq(0),
+                ]
+                with m.If(count_zero | base_misaligned | in_window_zero):
+                    fail()
                 with m.Else():
                     m.d.comb += fetch.start.eq(1)
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += fetch.cmd.ready.eq(1)
                 with m.If(fetch.cmd.valid):
-                    m.d.sync += cur.eq(fetch.cmd.payload)
+                    m.d.sync += [
+                        cur.eq(new),
+                        next_fail.eq(new_last | new_window_last),
+                        next_cause.eq(Mux(new_last, E.EMPTY_PROGRAM, E.DDR_WINDOW)),
+                        next_index.eq(Mux(new_last, new.index, new.index + 1)),
+                        no_lines_q.eq(new_ls.lines == 0),
+                        dec_fail.eq(0),
+                        dec_index.eq(new.index),
+                        dec_ls.eq(0),
+                        dec_compute.eq(0),
+                        dec_end.eq(0),
+                    ]
+
+                    def dec_failure(cause):
+                        m.d.sync += [dec_fail.eq(1), dec_cause.eq(cause)]
+
+                    with m.Switch(new_hdr.opcode):
+                        with m.Case(isa.Opcode.NOP):
+                            m.d.sync += [
+                                dec_fail.eq(new_last | new_window_last),
+                                dec_cause.eq(Mux(new_last, E.EMPTY_PROGRAM, E.DDR_WINDOW)),
+                                dec_index.eq(Mux(new_last, new.index, new.index + 1)),
+                            ]
+                        with m.Case(isa.Opcode.LOAD, isa.Opcode.STORE):
+                            to_obuf = new_ls.buffer == isa.Buffer.OBUF
+                            with m.If(Mux(new_hdr.opcode == isa.Opcode.LOAD, to_obuf, ~to_obuf)):
+                                dec_failure(E.BAD_BUFFER)
+                            with m.Elif(new_misaligned):
+                                dec_failure(E.BAD_ALIGN)
+                            with m.Else():
+                                m.d.sync += dec_ls.eq(1)
+                        with m.Case(isa.Opcode.CONV, isa.Opcode.ELTWISE):
+                            if self._has_engine:
+                                m.d.sync += dec_compute.eq(1)
+                            else:
+                                dec_failure(E.BAD_COMPUTE)
+                        with m.Case(isa.Opcode.END):
+                            m.d.sync += dec_end.eq(1)
+                        with m.Default():
+                            dec_failure(E.BAD_OPCODE)
                     m.d.comb += d_active.eq(1)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += d_active.eq(1)
+                m.d.comb += [d_active.eq(1), f_cause.eq(dec_cause), f_index.eq(dec_index)]
                 m.d.sync += [
                     mul_b.eq(ls.lines),
                     mul_a1.eq(ls.ddr_stride),
@@ -682,35 +840,16 @@ class Pipeline(wiring.Component):
                     prod1.eq(0),
                     prod2.eq(0),
                 ]
-                # The stride only matters (and is only checked) for more than one line.
-                misaligned = ((ls.ddr_addr[:bb_log] != 0)
-                              | ((ls.lines > 1) & (ls.ddr_stride[:bb_log] != 0)))
-                with m.Switch(hdr.opcode):
-                    with m.Case(isa.Opcode.NOP):
-                        next_command()
-                    with m.Case(isa.Opcode.LOAD):
-                        with m.If(ls.buffer == isa.Buffer.OBUF):
-                            fail(E.BAD_BUFFER, cur.index)
-                        with m.Elif(misaligned):
-                            fail(E.BAD_ALIGN, cur.index)
-                        with m.Else():
-                            m.next = "MULTIPLY"
-                    with m.Case(isa.Opcode.STORE):
-                        with m.If(ls.buffer != isa.Buffer.OBUF):
-                            fail(E.BAD_BUFFER, cur.index)
-                        with m.Elif(misaligned):
-                            fail(E.BAD_ALIGN, cur.index)
-                        with m.Else():
-                            m.next = "MULTIPLY"
-                    with m.Case(isa.Opcode.CONV, isa.Opcode.ELTWISE):
-                        if self._has_engine:
-                            m.next = "PUSH_COMPUTE"
-                        else:
-                            fail(E.BAD_COMPUTE, cur.index)
-                    with m.Case(isa.Opcode.END):
-                        m.next = "END"
-                    with m.Default():
-                        fail(E.BAD_OPCODE, cur.index)
+                with m.If(dec_fail):
+                    fail()
+                with m.Elif(dec_ls):
+                    m.next = "MULTIPLY"
+                with m.Elif(dec_compute):
+                    m.next = "PUSH_COMPUTE"
+                with m.Elif(dec_end):
+                    m.next = "END"
+                with m.Else():
+                    m.next = "FETCH"     # NOP
             with m.State("MULTIPLY"):
                 m.d.comb += d_active.eq(1)
                 with m.If(mul_b[0]):
@@ -725,22 +864,38 @@ class Pipeline(wiring.Component):
             with m.State("EXTENT"):
                 m.d.comb += d_active.eq(1)
                 m.d.sync += [
-                    span_end.eq(ls.ddr_addr + prod1 - ls.ddr_stride + (lbeats << bb_log)),
+                    line_end.eq(ls.ddr_addr + (lbeats_q << bb_log)),
+                    rows.eq(prod1 - ls.ddr_stride),
                     sram_end.eq(ls.sram_addr + prod2),
                 ]
+                m.next = "EXTENT2"
+            with m.State("EXTENT2"):
+                m.d.comb += d_active.eq(1)
+                m.d.sync += [
+                    span_end.eq(line_end + rows),
+                    below.eq(ls.ddr_addr < self.window_base),
+                    bad_sram.eq(sram_end > depth_q),
+                ]
+                m.next = "CHECK1"
+            with m.State("CHECK1"):
+                m.d.comb += d_active.eq(1)
+                m.d.sync += above.eq(span_end > self.window_limit)
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.comb += d_active.eq(1)
-                with m.If(sram_end > depth):
-                    fail(E.SRAM_RANGE, cur.index)
-                with m.Elif(~no_lines & ((ls.ddr_addr < self.window_base)
-                                         | (span_end > self.window_limit))):
-                    fail(E.DDR_WINDOW, cur.index)
+                m.d.comb += [
+                    d_active.eq(1),
+                    f_cause.eq(Mux(bad_sram, E.SRAM_RANGE, E.DDR_WINDOW)),
+                    f_index.eq(cur.index),
+                ]
+                with m.If(bad_sram | (~no_lines_q & (below | above))):
+                    fail()
                 with m.Else():
                     m.next = "PUSH"
             with m.State("PUSH"):
                 is_load = hdr.opcode == isa.Opcode.LOAD
                 m.d.comb += [
+                    f_cause.eq(next_cause),
+                    f_index.eq(next_index),
                     load_q.w.valid.eq(is_load),
                     store_q.w.valid.eq(~is_load),
                 ]
@@ -748,7 +903,11 @@ class Pipeline(wiring.Component):
                     m.d.comb += d_active.eq(1)
                     next_command()
             with m.State("PUSH_COMPUTE"):
-                m.d.comb += compute_q.w.valid.eq(1)
+                m.d.comb += [
+                    compute_q.w.valid.eq(1),
+                    f_cause.eq(next_cause),
+                    f_index.eq(next_index),
+                ]
                 with m.If(compute_q.w.ready):
                     m.d.comb += d_active.eq(1)
                     next_command()
@@ -760,26 +919,41 @@ class Pipeline(wiring.Component):
                 pass
 
         # -- errors, progress, indices -----------------------------------------------------------
+        # A read error straight from the port's beat (the fetcher's or the load unit's, by its
+        # tag), not through the arbiter and the units: the same beats, fewer LUTs.
+        rd_error = Signal()
+        rd_resp = Signal(Resp)
+        rd_tag = Signal()
+        m.d.comb += [
+            rd_error.eq(self.rd_beats.valid & (self.rd_beats.payload.resp != Resp.OKAY)),
+            rd_resp.eq(self.rd_beats.payload.resp),
+            rd_tag.eq(self.rd_beats.payload.tag),
+        ]
         with m.If(d_err):
             m.d.comb += [self.error.eq(1), self.error_cause.eq(d_cause),
                          self.error_index.eq(d_index)]
-        with m.Elif(fetch.error):
-            m.d.comb += [self.error.eq(1), self.error_cause.eq(fetch.error_cause),
-                         self.error_index.eq(fetch.error_index)]
-        with m.Elif(load.error):
-            m.d.comb += [self.error.eq(1), self.error_cause.eq(load.error_cause),
-                         self.error_index.eq(load.index)]
+        with m.Elif(rd_error):
+            m.d.comb += [self.error.eq(1), self.error_cause.eq(_resp_cause(rd_resp)),
+                         self.error_index.eq(Mux(rd_tag == 0, fetch.error_index, load.index))]
         with m.Elif(c_error):
             m.d.comb += [self.error.eq(1), self.error_cause.eq(self.compute.error_cause),
                          self.error_index.eq(slots[0].index)]
 
-        m.d.comb += self.progress.eq(d_active | load.progress | store.progress | c_progress
+        # Registered: the watchdog needs it only to within a cycle.
+        m.d.sync += self.progress.eq(d_active | load.progress | store.progress | c_progress
                                      | (fetch.cmd.valid & fetch.cmd.ready))
 
-        oldest = cur.index
-        for busy, index in ((load.busy, load.index), (store.busy, store.index),
-                            (c_busy, c_index)):
-            oldest = Mux(busy & (index < oldest), index, oldest)
+        # The oldest command a unit holds, for the watchdog: two registered stages of one
+        # compare each (the watchdog fires after hundreds of cycles without a change).
+        ls_oldest = Signal(IDX)   # the load or store unit's, all ones if neither is busy
+        cd_oldest = Signal(IDX)   # the compute unit's or the dispatcher's
+        oldest = Signal(IDX)
+        m.d.sync += [
+            ls_oldest.eq(Mux(load.busy & (~store.busy | (load.index < store.index)), load.index,
+                             Mux(store.busy, store.index, (1 << IDX) - 1))),
+            cd_oldest.eq(Mux(c_busy & (c_index < cur.index), c_index, cur.index)),
+            oldest.eq(Mux(ls_oldest < cd_oldest, ls_oldest, cd_oldest)),
+        ]
         m.d.comb += [self.oldest.eq(oldest), self.store_index.eq(store.index)]
         return m
 
@@ -793,7 +967,9 @@ class CommandProcessor(wiring.Component):
     start, soft_reset: In(1)
         Pulses from CONTROL. ``start`` is ignored while ``busy``.
     cmd_base, cmd_count, window_base, window_limit, watchdog: In
-        From the registers of the same names; not to be changed while ``busy``.
+        From the registers of the same names. The first four are latched at ``start``: a run
+        uses the values of its START, whatever is written while it runs; ``watchdog`` is read
+        continuously (a cycle late).
     busy, done, error, cause, cmd_index: Out
         STATUS.
     done_event, error_event: Out(1)
@@ -865,10 +1041,6 @@ class CommandProcessor(wiring.Component):
             pipe.wr_idle.eq(wr.idle),
             rd.abort.eq(flush),
             wr.abort.eq(flush),
-            pipe.cmd_base.eq(self.cmd_base),
-            pipe.cmd_count.eq(self.cmd_count),
-            pipe.window_base.eq(self.window_base),
-            pipe.window_limit.eq(self.window_limit),
         ]
         # The compute interface: the pipeline's, except cancel (the flush).
         for name, member in self.compute.signature.members.items():
@@ -906,32 +1078,54 @@ class CommandProcessor(wiring.Component):
             self.cause.eq(cause),
             self.cmd_index.eq(Mux(running, pipe.index, index)),
         ]
+        # START is taken a cycle after the pulse: `busy` gathers the ports' state.
+        start_q = Signal()
         start = Signal()
-        m.d.comb += [start.eq(self.start & ~busy & ~self.soft_reset), pipe.go.eq(start)]
+        m.d.sync += start_q.eq(self.start & ~busy & ~self.soft_reset)
+        m.d.comb += [start.eq(start_q & ~self.soft_reset), pipe.go.eq(start)]
+        # The program and its window are latched at START: writes to their registers while
+        # running change the next run, not this one.
+        for name in ("cmd_base", "cmd_count", "window_base", "window_limit"):
+            run_value = Signal.like(getattr(self, name), name=f"run_{name}")
+            with m.If(start):
+                m.d.sync += run_value.eq(getattr(self, name))
+            m.d.comb += getattr(pipe, name).eq(run_value)
 
         # -- watchdog ------------------------------------------------------------------------------
+        # Counters of 33 bits that stop at 2^32 (over any 32-bit bound); their clear conditions
+        # and their compares with the bound are registered (a cycle or two late: a watchdog).
         bound = Signal(32)
-        m.d.comb += bound.eq(Mux(self.watchdog == 0, watchdog_default_cycles(cfg),
+        m.d.sync += bound.eq(Mux(self.watchdog == 0, watchdog_default_cycles(cfg),
                                  self.watchdog))
-        bus_wait = Signal(32)
-        no_progress = Signal(32)
+        bus_wait = Signal(33)
+        no_progress = Signal(33)
         bus_waiting = Signal()
         bus_progress = Signal()
+        bus_clear = Signal(init=1)
+        np_clear = Signal(init=1)
+        bus_over = Signal()
+        np_over = Signal()
         m.d.comb += [
             bus_waiting.eq(rd.waiting | wr.waiting),
             bus_progress.eq(rd.progress | wr.progress),
         ]
-        with m.If(~bus_waiting | bus_progress):
+        m.d.sync += [
+            bus_clear.eq(~bus_waiting | bus_progress),
+            np_clear.eq(~running | pipe.progress | bus_progress | self.compute.array_busy),
+            bus_over.eq(bus_wait >= bound),
+            np_over.eq(no_progress >= bound),
+        ]
+        with m.If(bus_clear):
             m.d.sync += bus_wait.eq(0)
-        with m.Elif(bus_wait != 0xFFFF_FFFF):
+        with m.Elif(~bus_wait[32]):
             m.d.sync += bus_wait.eq(bus_wait + 1)
-        with m.If(~running | pipe.progress | bus_progress | self.compute.array_busy):
+        with m.If(np_clear):
             m.d.sync += no_progress.eq(0)
-        with m.Elif(no_progress != 0xFFFF_FFFF):
+        with m.Elif(~no_progress[32]):
             m.d.sync += no_progress.eq(no_progress + 1)
         wd_fire = Signal()
-        m.d.comb += wd_fire.eq((bus_waiting & (bus_wait >= bound))
-                               | (running & (no_progress >= bound)))
+        m.d.comb += wd_fire.eq((bus_waiting & ~bus_clear & bus_over)
+                               | (running & ~np_clear & np_over))
 
         # -- errors ------------------------------------------------------------------------------
         err = Signal()
@@ -947,10 +1141,20 @@ class CommandProcessor(wiring.Component):
             # A dead bus is reported even after an abort (the ports cannot drain).
             m.d.comb += [err.eq(1), err_cause.eq(E.WATCHDOG),
                          err_index.eq(Mux(running, pipe.oldest, index))]
+        # Registered: the error sources include the AXI responses and the read data's routing;
+        # the status registers and the flush take them a cycle later.
+        err_q = Signal()
+        err_cause_q = Signal(E)
+        err_index_q = Signal(IDX)
+        m.d.sync += [
+            err_q.eq(err & ~self.soft_reset),
+            err_cause_q.eq(err_cause),
+            err_index_q.eq(err_index),
+        ]
         err_fire = Signal()
         finish_fire = Signal()
         m.d.comb += [
-            err_fire.eq(err & ~error & ~self.soft_reset),
+            err_fire.eq(err_q & ~error & ~self.soft_reset),
             finish_fire.eq(running & pipe.finished & ~err_fire & ~self.soft_reset),
             self.error_event.eq(err_fire),
         ]
@@ -966,8 +1170,8 @@ class CommandProcessor(wiring.Component):
             m.d.sync += [running.eq(1), done.eq(0), error.eq(0), cause.eq(E.NONE),
                          index.eq(0)]
         with m.Elif(err_fire):
-            m.d.sync += [running.eq(0), finishing.eq(0), error.eq(1), cause.eq(err_cause),
-                         index.eq(err_index)]
+            m.d.sync += [running.eq(0), finishing.eq(0), error.eq(1), cause.eq(err_cause_q),
+                         index.eq(err_index_q)]
         with m.Elif(finish_fire):
             m.d.sync += [running.eq(0), finishing.eq(1), index.eq(pipe.index)]
         with m.Elif(finishing & ~flush & rd.idle & wr.idle):
@@ -975,6 +1179,9 @@ class CommandProcessor(wiring.Component):
             m.d.comb += self.done_event.eq(1)
 
         # -- performance counters ------------------------------------------------------------------
+        # The increments and the clear at START are registered (the counts are those of a cycle
+        # earlier, every cycle of a run included); each counter has its own copy of the clear,
+        # into the flip-flops' synchronous reset, and nothing but its incrementer in front.
         counters = [
             (self.perf_cycles_busy, active),
             (self.perf_cycles_compute, self.compute.array_busy),
@@ -984,11 +1191,12 @@ class CommandProcessor(wiring.Component):
         ]
         for counter, inc in counters:
             q = Signal(64, name=f"{counter.name}_q")
+            inc_q = Signal.like(inc, name=f"{counter.name}_inc")
+            clear = _replica(m, start, f"{counter.name}_clear")
             m.d.comb += counter.eq(q)
-            with m.If(start):
+            m.d.sync += [inc_q.eq(inc), q.eq(q + inc_q)]
+            with m.If(clear):
                 m.d.sync += q.eq(0)
-            with m.Else():
-                m.d.sync += q.eq(q + inc)
         return m
 
     def _wire(self, m, name, port_axi):

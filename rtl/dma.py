@@ -21,7 +21,7 @@ accepted (read data is accepted and dropped, committed write bursts are sent) an
 when nothing is outstanding.
 """
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -35,6 +35,7 @@ __all__ = [
     "LINE_BEATS_BITS",
     "xfer_layout",
     "burst_layout",
+    "burst_len",
     "BurstGen",
     "AxiReadPort",
     "ReadArbiter",
@@ -79,9 +80,51 @@ def wbeat_layout(data_bits: int) -> data.StructLayout:
     return data.StructLayout({"data": unsigned(data_bits), "strb": unsigned(data_bits // 8)})
 
 
+def _table(fn, index, width):
+    """``fn(index)`` for a narrow ``index``, as a constant table: LUTs, no carry chain."""
+    return Array(Const(fn(i), width) for i in range(1 << len(index)))[index]
+
+
+def burst_len(m: Module, addr, beats_left, beat_bytes: int):
+    """The next burst from ``addr`` with ``beats_left`` beats to go: ``(n, n_minus_1,
+    all_left)``, its length (at most ``MAX_BURST`` beats, up to the next ``PAGE_BYTES``
+    boundary), that minus one (AxLEN) and whether it is the last (``n == beats_left``), as a
+    few LUTs: a burst can reach a page boundary only from the last ``MAX_BURST``-beat block of
+    a page, and the rest are tables of a few bits (no wide subtraction or compare)."""
+    bb_log = exact_log2(beat_bytes)
+    blk_log = exact_log2(MAX_BURST)
+    page_off = exact_log2(PAGE_BYTES)
+    assert bb_log + blk_log <= page_off, "a burst block must divide the page"
+    off = Signal(blk_log)                      # beat within its MAX_BURST-beat block
+    last_block = Signal()                      # the page's last block
+    small = Signal()                           # beats_left <= MAX_BURST
+    fits = Signal()                            # ... and they end at or before the page end
+    all_left = Signal()
+    n = Signal(range(MAX_BURST + 1))
+    n_minus_1 = Signal(blk_log)
+    low = Signal(blk_log + 1)                  # beats_left, when small
+    m.d.comb += [
+        off.eq(addr[bb_log:bb_log + blk_log]),
+        last_block.eq(addr[bb_log + blk_log:page_off].all()),
+        low.eq(beats_left[:blk_log + 1]),
+        small.eq((beats_left[blk_log + 1:] == 0)
+                 & ~(beats_left[blk_log] & (beats_left[:blk_log] != 0))),
+        fits.eq(~last_block | _table(lambda i: (i >> blk_log) + (i & (MAX_BURST - 1))
+                                     <= MAX_BURST, Cat(off, low), 1)),
+        all_left.eq(small & fits),
+        # to the page end (MAX_BURST - off) in the last block, else MAX_BURST
+        n.eq(Mux(all_left, low, Mux(last_block, _table(lambda o: MAX_BURST - o, off,
+                                                        blk_log + 1), MAX_BURST))),
+        n_minus_1.eq(Mux(all_left, _table(lambda b: (b - 1) % MAX_BURST, low, blk_log),
+                         Mux(last_block, ~off, MAX_BURST - 1))),
+    ]
+    return n, n_minus_1, all_left
+
+
 class BurstGen(wiring.Component):
     """Splits 2-D transfers into bursts of at most ``MAX_BURST`` beats that never cross a
-    ``PAGE_BYTES`` boundary, one burst per cycle.
+    ``PAGE_BYTES`` boundary, one burst every two cycles (the first a cycle after the
+    transfer is accepted).
 
     Members
     -------
@@ -115,24 +158,32 @@ class BurstGen(wiring.Component):
         line_beats = Signal(LINE_BEATS_BITS)
         lines_left = Signal(16)
 
-        page_off = exact_log2(PAGE_BYTES)
-        to_page = Signal(range(PAGE_BYTES // self._beat_bytes + 1))
-        n_cap = Signal(range(MAX_BURST + 1))
-        n = Signal(range(MAX_BURST + 1))
+        # Two cycles per burst: in the first (`offer` low) the burst (address, length, whether
+        # it ends its line and the transfer) is computed from the counters and registered; it is
+        # offered from the second, in which the counters move on to the next burst from those
+        # registers (`advance`, a register: the handshake itself drives only `offer` and `busy`).
+        # A burst of two or more beats takes at least two cycles on the bus anyway.
+        n, n_minus_1, all_left = burst_len(m, addr, beats_left, self._beat_bytes)
+        offer = Signal()
+        advance = Signal()
+        out_addr = Signal(aw)
+        n_q = Signal(range(MAX_BURST + 1))
+        len_q = Signal(4)         # n_q - 1, registered: the ports compare it
+        line_done = Signal()      # this burst ends its line
+        last_line = Signal()      # ... and that line is the last
+        next_line = Signal(aw)    # line_addr + stride
         m.d.comb += [
-            to_page.eq((PAGE_BYTES - addr[:page_off]) >> bb_log),
-            n_cap.eq(Mux(beats_left < MAX_BURST, beats_left, MAX_BURST)),
-            n.eq(Mux(to_page < n_cap, to_page, n_cap)),
-            self.bursts.valid.eq(busy),
-            self.bursts.payload.addr.eq(addr),
-            self.bursts.payload.len.eq(n - 1),
+            self.bursts.valid.eq(offer),
+            self.bursts.payload.addr.eq(out_addr),
+            self.bursts.payload.len.eq(len_q),
             self.req.ready.eq(~busy),
             self.idle.eq(~busy),
         ]
         req = self.req.payload
-        with m.If(self.req.valid & self.req.ready):
+        # Idle, the counters follow the request (its valid only sets busy).
+        with m.If(~busy):
             m.d.sync += [
-                busy.eq((req.lines != 0) & (req.line_beats != 0)),
+                busy.eq(self.req.valid & (req.lines != 0) & (req.line_beats != 0)),
                 addr.eq(req.addr),
                 line_addr.eq(req.addr),
                 stride.eq(req.stride),
@@ -140,21 +191,35 @@ class BurstGen(wiring.Component):
                 line_beats.eq(req.line_beats),
                 lines_left.eq(req.lines),
             ]
-        with m.If(self.bursts.valid & self.bursts.ready):
-            with m.If(beats_left == n):
-                with m.If(lines_left == 1):
-                    m.d.sync += busy.eq(0)
+        m.d.sync += advance.eq(0)
+        with m.If(busy & ~offer):
+            m.d.sync += [
+                offer.eq(1),
+                advance.eq(1),
+                out_addr.eq(addr),
+                n_q.eq(n),
+                len_q.eq(n_minus_1),
+                line_done.eq(all_left),
+                last_line.eq(lines_left == 1),
+                next_line.eq(line_addr + stride),
+            ]
+        with m.If(advance):
+            with m.If(line_done):
                 m.d.sync += [
                     lines_left.eq(lines_left - 1),
-                    line_addr.eq(line_addr + stride),
-                    addr.eq(line_addr + stride),
+                    line_addr.eq(next_line),
+                    addr.eq(next_line),
                     beats_left.eq(line_beats),
                 ]
             with m.Else():
                 m.d.sync += [
-                    beats_left.eq(beats_left - n),
-                    addr.eq(addr + (n << bb_log)),
+                    beats_left.eq(beats_left - n_q),
+                    addr.eq(addr + (n_q << bb_log)),
                 ]
+        with m.If(self.bursts.valid & self.bursts.ready):
+            m.d.sync += offer.eq(0)
+            with m.If(line_done & last_line):
+                m.d.sync += busy.eq(0)
         return m
 
 
@@ -164,10 +229,11 @@ class AxiReadPort(wiring.Component):
     Members
     -------
     req: In(stream.Signature(burst_layout with tag))
-        A read burst and the requester's tag.
+        A read burst and the requester's tag; taken only when no address waits on AR (one
+        every other cycle at most).
     beats: Out(stream.Signature(rbeat_layout with tag))
-        Read data in request order, with the response and the tag of its burst. Back-pressure
-        stalls the R channel.
+        Read data in request order, with the response and the tag of its burst, through a
+        three-beat queue (a cycle of latency). Back-pressure stalls the R channel.
     axi: Out(AxiReadSignature)
     abort: In(1)
         Stop taking requests; accept and drop the outstanding data.
@@ -197,9 +263,11 @@ class AxiReadPort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-        # Tags of the bursts requested and not yet completed (their last beat), in order.
-        m.submodules.tags = tags = fifo.SyncFIFO(width=self._tag_bits,
-                                                 depth=self._max_outstanding)
+        # Tags of the bursts requested and not yet completed (their last beat), in order; a
+        # buffered FIFO, so the tag that routes the read data is a register (it is ready two
+        # cycles after the request, no later than the burst's first beat can come).
+        m.submodules.tags = tags = fifo.SyncFIFOBuffered(width=self._tag_bits,
+                                                         depth=self._max_outstanding)
         draining = Signal()
         ar_valid = Signal()
         ar_addr = Signal(self._aw)
@@ -218,7 +286,9 @@ class AxiReadPort(wiring.Component):
         ar_done = Signal()
         m.d.comb += [
             ar_done.eq(ar_valid & axi.arready),
-            self.req.ready.eq((~ar_valid | axi.arready) & tags.w_rdy & ~draining),
+            # Registers only (a request every other cycle at most, as the burst generators
+            # make them): no path from `arready` back into the requesters.
+            self.req.ready.eq(~ar_valid & tags.w_rdy & ~draining),
             tags.w_data.eq(self.req.payload.tag),
             tags.w_en.eq(self.req.valid & self.req.ready),
         ]
@@ -231,22 +301,30 @@ class AxiReadPort(wiring.Component):
         with m.Elif(ar_done):
             m.d.sync += ar_valid.eq(0)
 
-        # Only the registered state gates the data: a request or beat taken in the abort cycle is
-        # completed (or dropped) like the others, and no path runs from abort back to a source.
+        # The R channel goes through a three-beat queue: `rready` is its write side's ready (a
+        # LUT over registers) and the beats leave it from registers, with their tag; one cycle
+        # of latency, a beat per cycle. Only the registered state gates the data: a request or
+        # beat taken in the abort cycle is completed (or dropped) like the others, and no path
+        # runs from abort back to a source. Draining, queued beats are dropped too.
+        dw, tw = self._dw, self._tag_bits
+        m.submodules.r_q = r_q = fifo.SyncFIFOBuffered(width=dw + 3 + tw, depth=3)
         dropping = Signal()
         m.d.comb += [
             dropping.eq(draining),
-            self.beats.valid.eq(axi.rvalid & ~dropping),
-            self.beats.payload.data.eq(axi.rdata),
-            self.beats.payload.resp.eq(axi.rresp),
-            self.beats.payload.last.eq(axi.rlast),
-            self.beats.payload.tag.eq(tags.r_data),
-            axi.rready.eq(self.beats.ready | dropping),
+            axi.rready.eq(r_q.w_rdy | dropping),
+            r_q.w_en.eq(axi.rvalid & ~dropping),
+            r_q.w_data.eq(Cat(axi.rdata, axi.rresp, axi.rlast, tags.r_data)),
             tags.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
+            self.beats.valid.eq(r_q.r_rdy & ~dropping),
+            self.beats.payload.data.eq(r_q.r_data[:dw]),
+            self.beats.payload.resp.eq(r_q.r_data[dw:dw + 2]),
+            self.beats.payload.last.eq(r_q.r_data[dw + 2]),
+            self.beats.payload.tag.eq(r_q.r_data[dw + 3:]),
+            r_q.r_en.eq(self.beats.ready | dropping),
         ]
         idle = Signal()
         m.d.comb += [
-            idle.eq(~ar_valid & ~tags.r_rdy),
+            idle.eq(~ar_valid & ~tags.r_rdy & (r_q.level == 0)),
             self.idle.eq(idle),
             self.beat.eq(axi.rvalid & axi.rready),
             self.stall.eq((ar_valid & ~axi.arready) | (tags.r_rdy & ~axi.rvalid)),
@@ -377,23 +455,26 @@ class AxiWritePort(wiring.Component):
         clear = Signal()
         m.submodules.data_q = data_q = ResetInserter(clear)(
             fifo.SyncFIFOBuffered(width=dw + dw // 8, depth=depth))
-        # AxLEN of the issued bursts whose data is not yet all sent.
-        m.submodules.lens = lens = fifo.SyncFIFO(width=4, depth=self._max_outstanding)
+        # AxLEN of the issued bursts whose data is not yet all sent (buffered: `wvalid` is an
+        # AND of two registers).
+        m.submodules.lens = lens = fifo.SyncFIFOBuffered(width=4, depth=self._max_outstanding)
 
         draining = Signal()
         stopping = Signal()
         m.d.comb += stopping.eq(draining)  # registered only, as in AxiReadPort
 
+        # `data.ready` from registers: room for two more beats last cycle is room for one now.
+        data_room = Signal()
+        m.d.sync += data_room.eq(data_q.level < depth - 1)
         m.d.comb += [
             data_q.w_data.eq(Cat(self.data.payload.data, self.data.payload.strb)),
-            data_q.w_en.eq(self.data.valid & ~stopping),
-            self.data.ready.eq(data_q.w_rdy & ~stopping),
+            data_q.w_en.eq(self.data.valid & data_room & ~stopping),
+            self.data.ready.eq(data_room & ~stopping),
         ]
 
-        # Beats queued and not yet committed to an issued burst.
-        committed = Signal(range(depth + 1))
+        # Beats queued and not yet committed to an issued burst, counted (not level - committed:
+        # the compare with the burst's length feeds `req.ready`).
         avail = Signal(range(depth + 1))
-        m.d.comb += avail.eq(data_q.level - committed)
 
         aw_valid = Signal()
         aw_addr = Signal(self._aw)
@@ -411,10 +492,14 @@ class AxiWritePort(wiring.Component):
             axi.awvalid.eq(aw_valid),
         ]
         issue = Signal()
+        issued = Signal()        # a burst was issued last cycle (its length: aw_len)
         aw_done = Signal()
+        m.d.sync += issued.eq(issue)
         m.d.comb += [
             aw_done.eq(aw_valid & axi.awready),
-            self.req.ready.eq((~aw_valid | axi.awready) & lens.w_rdy & ~stopping
+            # Registers and the compare with the burst's (registered) length only: no path from
+            # `awready` back into the requester.
+            self.req.ready.eq(~aw_valid & ~issued & lens.w_rdy & ~stopping
                               & (avail > self.req.payload.len)
                               & (b_pending < self._max_outstanding)),
             issue.eq(self.req.valid & self.req.ready),
@@ -444,7 +529,9 @@ class AxiWritePort(wiring.Component):
         ]
         with m.If(w_go):
             m.d.sync += w_beat.eq(Mux(axi.wlast, 0, w_beat + 1))
-        m.d.sync += committed.eq(committed + Mux(issue, self.req.payload.len + 1, 0) - w_go)
+        # The issued burst's beats leave `avail` a cycle later (`ready` waits for it), from
+        # registers.
+        m.d.sync += avail.eq(avail + data_q.w_en - Mux(issued, aw_len + 1, 0))
 
         # B: responses of issued bursts.
         b_go = Signal()
@@ -465,7 +552,7 @@ class AxiWritePort(wiring.Component):
         # After an abort, data not committed to an issued burst is dropped.
         m.d.comb += clear.eq(draining & ~in_flight)
         with m.If(clear):
-            m.d.sync += committed.eq(0)
+            m.d.sync += avail.eq(0)
 
         m.d.comb += [
             self.idle.eq(~in_flight & (data_q.level == 0) & ~draining),
@@ -524,14 +611,24 @@ class Unpacker(wiring.Component):
         line_words = Signal(16)
         words_left = Signal(16)
         lines_left = Signal(16)
+        # Registered `words_left == 1`, `lines_left == 1` and `line_words == 1`: the word
+        # handshake reaches only enables and these.
+        word_last = Signal()
+        line_last = Signal()
+        lw_one = Signal()
+        final = Signal()          # word_last & line_last: the transfer's last word
         with m.If(self.start):
             m.d.sync += [
+                final.eq((self.line_words == 1) & (self.lines == 1)),
                 busy.eq((self.lines != 0) & (self.line_words != 0)),
                 bank.eq(self.bank),
                 addr.eq(self.sram_addr),
                 line_words.eq(self.line_words),
                 words_left.eq(self.line_words),
                 lines_left.eq(self.lines),
+                word_last.eq(self.line_words == 1),
+                line_last.eq(self.lines == 1),
+                lw_one.eq(self.line_words == 1),
             ]
         beat = self.beats.payload
         bad = Signal()
@@ -547,12 +644,22 @@ class Unpacker(wiring.Component):
 
         def next_word():
             m.d.sync += addr.eq(addr + 1)
-            with m.If(words_left == 1):
-                m.d.sync += [words_left.eq(line_words), lines_left.eq(lines_left - 1)]
-                with m.If(lines_left == 1):
-                    m.d.sync += busy.eq(0)
+            with m.If(final):
+                m.d.sync += busy.eq(0)
+            with m.If(word_last):
+                m.d.sync += [
+                    words_left.eq(line_words),
+                    word_last.eq(lw_one),
+                    lines_left.eq(lines_left - 1),
+                    line_last.eq(lines_left == 2),
+                    final.eq(lw_one & (lines_left == 2)),
+                ]
             with m.Else():
-                m.d.sync += words_left.eq(words_left - 1)
+                m.d.sync += [
+                    words_left.eq(words_left - 1),
+                    word_last.eq(words_left == 2),
+                    final.eq(line_last & (words_left == 2)),
+                ]
 
         if wb >= bb:
             k = wb // bb
@@ -578,7 +685,7 @@ class Unpacker(wiring.Component):
             j = Signal(range(k))
             end_of_beat = Signal()
             m.d.comb += [
-                end_of_beat.eq((j == k - 1) | (words_left == 1)),
+                end_of_beat.eq((j == k - 1) | word_last),
                 self.beats.ready.eq(busy & end_of_beat),
                 word.eq(beat.data.word_select(j, wb)),
                 emit.eq(self.beats.valid & busy),
@@ -644,6 +751,10 @@ class Packer(wiring.Component):
         line_words = Signal(16)
         words_left = Signal(16)
         lines_left = Signal(16)
+        # Registered `words_left == 1`, `lines_left == 1` and `line_words == 1`, as in Unpacker.
+        word_last = Signal()
+        line_last = Signal()
+        lw_one = Signal()
         with m.If(self.start):
             m.d.sync += [
                 reading.eq((self.lines != 0) & (self.line_words != 0)),
@@ -652,14 +763,21 @@ class Packer(wiring.Component):
                 line_words.eq(self.line_words),
                 words_left.eq(self.line_words),
                 lines_left.eq(self.lines),
+                word_last.eq(self.line_words == 1),
+                line_last.eq(self.lines == 1),
+                lw_one.eq(self.line_words == 1),
             ]
         pending = Signal()       # a read was issued last cycle; its data is on r.data now
         pending_last = Signal()  # ... and it was the last word of a line
         issue = Signal()
         line_end = Signal()
+        # Room in the word queue for the reads issued and not yet taken out, counted (not the
+        # queue's level, a sum, plus `pending`).
+        room = Signal(range(self.QUEUE + 1), init=self.QUEUE)
+        m.d.sync += room.eq(room - issue + (words.r_en & words.r_rdy))
         m.d.comb += [
-            issue.eq(reading & (words.level + pending < self.QUEUE)),
-            line_end.eq(words_left == 1),
+            issue.eq(reading & (room != 0)),
+            line_end.eq(word_last),
             self.r.en.eq(issue),
             self.r.bank.eq(bank),
             self.r.addr.eq(addr),
@@ -670,11 +788,16 @@ class Packer(wiring.Component):
         with m.If(issue):
             m.d.sync += addr.eq(addr + 1)
             with m.If(line_end):
-                m.d.sync += [words_left.eq(line_words), lines_left.eq(lines_left - 1)]
-                with m.If(lines_left == 1):
+                m.d.sync += [
+                    words_left.eq(line_words),
+                    word_last.eq(lw_one),
+                    lines_left.eq(lines_left - 1),
+                    line_last.eq(lines_left == 2),
+                ]
+                with m.If(line_last):
                     m.d.sync += reading.eq(0)
             with m.Else():
-                m.d.sync += words_left.eq(words_left - 1)
+                m.d.sync += [words_left.eq(words_left - 1), word_last.eq(words_left == 2)]
 
         # -- beat builder --------------------------------------------------------------------------
         head = words.r_data[:wb]

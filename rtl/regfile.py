@@ -11,7 +11,7 @@ register's name in lower case, payloads ``data.StructLayout`` views of its field
 * a 64-bit counter ``<C>_LO`` / ``<C>_HI``: one ``In(64)`` member ``<c>``.
 """
 
-from amaranth import Const, Module, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -89,14 +89,21 @@ class RegFile(wiring.Component):
 
         read_cases = {}  # word index -> value read
         hi_latch = {}    # counter name -> latched upper half
+        r_sels = {}      # word index -> its registered read select
         for reg in self._regmap:
             idx = reg.offset >> 2
             name = reg.name.lower()
+            # The addresses are held a cycle before the access: decoded into registers, the
+            # selects leave one LUT before the writes and an AND-OR for the read data.
+            w_sel = Signal(name=f"{name}_w_sel")
+            r_sel = Signal(name=f"{name}_r_sel")
+            m.d.sync += [w_sel.eq(w_word == idx), r_sel.eq(r_word == idx)]
+            r_sels[idx] = r_sel
             hit_w = Signal(name=f"{name}_w_hit")
             hit_r = Signal(name=f"{name}_r_hit")
             m.d.comb += [
-                hit_w.eq(bus.w_en & (w_word == idx)),
-                hit_r.eq(bus.r_en & (r_word == idx)),
+                hit_w.eq(bus.w_en & w_sel),
+                hit_r.eq(bus.r_en & r_sel),
             ]
             if reg.counter is not None:
                 counter = getattr(self, reg.counter.lower())
@@ -141,12 +148,24 @@ class RegFile(wiring.Component):
                 read_cases[idx] = Const(reg.const_value(self._cfg), 32)
 
         # Write: OKAY for any mapped register (RO ones ignore the data).
-        with m.Switch(w_word):
-            for idx in read_cases:
-                with m.Case(idx):
-                    m.d.comb += bus.w_ok.eq(1)
-        with m.Switch(r_word):
-            for idx, value in read_cases.items():
-                with m.Case(idx):
-                    m.d.comb += [bus.r_data.eq(value), bus.r_ok.eq(1)]
+        w_ok = Signal()
+        r_ok = Signal()
+        m.d.sync += [
+            w_ok.eq(Cat(w_word == idx for idx in read_cases).any()),
+            r_ok.eq(Cat(r_word == idx for idx in read_cases).any()),
+        ]
+        m.d.comb += [
+            bus.w_ok.eq(w_ok),
+            bus.r_ok.eq(r_ok),
+            bus.r_data.eq(_or(Mux(r_sels[idx], value, 0) for idx, value in read_cases.items())),
+        ]
         return m
+
+
+def _or(values):
+    """The OR of ``values`` (a balanced tree)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]

@@ -463,6 +463,50 @@ async def window_violations(dut):
 
 
 @cocotb.test()
+async def registers_while_busy(dut):
+    """CMD_BASE, CMD_COUNT, WINDOW_BASE and WINDOW_LIMIT written while a program runs (a window
+    that excludes all of its data, another program): the run uses the values of its START,
+    finishes with the model's result and touches nothing outside its own window; the new
+    values read back and are the next START's."""
+    tb = SocTb(dut)
+    await tb.reset()
+    rng = random.Random(SEED + 60)
+    prog = tile_program(tb, 3, rng, stall=2)
+    pbuf = tb.place(prog)
+    lo, hi = tb.drv.window()
+    decoy = tb.drv.alloc(4096)                     # beyond every buffer of the run
+    decoy_prog = Program().nop().end()
+    tb.ddr.write(decoy.address, decoy_prog.to_bytes())
+    tb.checker.window = (lo, hi)
+    before = tb.snapshot()
+    model_mem = tb.snapshot()
+    want = tb.model.run(model_mem, pbuf.address, len(prog), lo, hi)
+    assert want.status == "done"
+    await tb.drv.start(pbuf, count=len(prog), window=(lo, hi))
+    new = {"CMD_BASE": decoy.address, "CMD_COUNT": len(decoy_prog),
+           "WINDOW_BASE": decoy.address, "WINDOW_LIMIT": decoy.end}
+    for name, value in new.items():
+        await tb.drv.write_reg(name, value)
+    assert (await tb.drv.status())["busy"] == 1, "the run ended before the writes"
+    result = await tb.drv.wait(timeout_s=5e-3)
+    assert result.status["done"] == 1
+    await tb.settle()
+    tb.checker.assert_clean()
+    tb.assert_same_outside(before, lo, hi)
+    tb.assert_equal_memory(model_mem)
+    for name, value in new.items():
+        assert await tb.drv.read_reg(name) == value, name
+    # The next START runs the program and window written during the run.
+    reads = len(tb.checker.read_bursts)
+    tb.checker.window = (decoy.address, decoy.end)
+    await tb.drv.write_reg("CONTROL", start=1)
+    await tb.drv.wait(timeout_s=1e-3)
+    assert all(decoy.address <= a < decoy.end for a, _ in tb.checker.read_bursts[reads:])
+    out, _, _ = await tb.run(prog)
+    assert out.status == "done"
+
+
+@cocotb.test()
 async def malformed_commands(dut):
     """Every dispatcher check, with the failing command's index."""
     tb = SocTb(dut)
