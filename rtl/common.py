@@ -3,7 +3,19 @@
 from amaranth import Elaboratable, Module, Shape, Signal
 from amaranth.lib import fifo
 
-__all__ = ["CreditBuffer"]
+__all__ = ["CreditBuffer", "replica"]
+
+
+def replica(m: Module, value, name: str) -> Signal:
+    """A register holding ``value`` of the previous cycle, like ``reg.eq(value)``, but loaded
+    only when the two differ. The enable reads the register's own output, so Yosys cannot merge
+    copies of one value into one flip-flop (its opt_merge merges flip-flops whose inputs are
+    equal; a ``keep`` attribute on the signal does not stop it). Costs one LUT per copy: the way
+    to split a high-fanout enable or select into copies of at most ~128 sinks each."""
+    reg = Signal.like(value, name=name)
+    with m.If(reg != value):
+        m.d.sync += reg.eq(value)
+    return reg
 
 
 class CreditBuffer(Elaboratable):

@@ -42,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from zynqnn.hw.config import HwConfig
 
+from .common import replica
 from .pe_array import dw_products_layout
 
 __all__ = ["DepthwiseFIR", "dw_line_depth"]
@@ -74,7 +75,7 @@ class DepthwiseFIR(wiring.Component):
         ``start`` sets the pair bounds.
     o_sums, o_valid: Out
         Window sums of the ``rows`` channels at accumulator width, one vector per output pixel in
-        raster order, one cycle after the product of its bottom-right pixel.
+        raster order, :attr:`latency` cycles after the product of its bottom-right pixel.
     """
 
     def __init__(self, cfg: HwConfig):
@@ -83,6 +84,7 @@ class DepthwiseFIR(wiring.Component):
                              f" cols = {cfg.cols}; it needs rows == cols >= 9)")
         self._cfg = cfg
         self._depth = dw_line_depth(cfg)
+        self._pre = 3 if cfg.dw_pairs else 1   # pre-stages before the FIR (see elaborate)
         super().__init__({
             "i_products": In(dw_products_layout(cfg)),
             "i_valid": In(1),
@@ -107,6 +109,12 @@ class DepthwiseFIR(wiring.Component):
             return out[:9]
         return [prod[t] for t in range(9)]
 
+    @property
+    def latency(self) -> int:
+        """Cycles from a product vector (``i_valid``) to the window sum it completes
+        (``o_valid``): the pre-stages, the FIR's s_8 register, the output register."""
+        return self._pre + 2
+
     def elaborate(self, platform):
         cfg = self._cfg
         R = cfg.rows
@@ -115,27 +123,43 @@ class DepthwiseFIR(wiring.Component):
         bits = [field + t.bit_length() for t in range(9)]  # s_t sums t + 1 products
         PB = 18  # a clamped pair: |2^15 + kz| < 2^17 (kz = zp x two int8 weights)
         if cfg.dw_pairs:
-            # s_1, s_2: one clamped pair; s_3: two; s_5, s_7, s_8: up to four and P_8.
-            bits = [max(b, p) for b, p in zip(bits, [field, PB, PB, PB + 1, 0, PB + 2, 0,
+            # s_1, s_2: one clamped pair; s_3 (before the clamp): a pair; s_5, s_7, s_8: up to
+            # four and P_8.
+            bits = [max(b, p) for b, p in zip(bits, [field, PB, PB, field + 1, 0, PB + 2, 0,
                                                      PB + 2, PB + 2], strict=True)]
-        pm = self.pairs if cfg.dw_pairs else 0
+        pairs = cfg.dw_pairs
 
-        def pair(x, lo, hi):
-            """``x`` clamped to a pair's bounds in pairs mode."""
-            return x if lo is None else Mux(pm & (x < lo), lo, Mux(pm & (x > hi), hi, x))
-
-        # The zero-point vector (pairs) sets the bounds and is not part of the walk.
-        k_pending = Signal()
+        # Pre-stages (no enables): the products arrive from the DSP48E1s' M registers and are
+        # registered (T) before any sum. In pairs builds two more stages form the pairs that
+        # need no line value, q_0 = clamp(P_0' + P_1), q_2 = clamp(P_4' + P_5), q_3 =
+        # clamp(P_6' + P_7) (P' of the previous walk event): the sums (U), then the clamps (V).
+        # Control flags that reach every row are copied per row or half row, each copy a
+        # register that survives Yosys' opt_merge (common.replica): no net drives more than
+        # ~128 sinks.
+        t_valid = Signal()                # the T registers hold a vector
+        m.d.sync += t_valid.eq(self.i_valid)
+        k_pending = Signal()              # the next vector is the zero-point vector (pairs)
         with m.If(self.start):
             m.d.sync += k_pending.eq(1)
-        with m.Elif(self.i_valid):
+        with m.Elif(t_valid):
             m.d.sync += k_pending.eq(0)
-        kcap = Signal()
-        ev = Signal()
-        m.d.comb += [kcap.eq(self.i_valid & k_pending & pm), ev.eq(self.i_valid & ~kcap)]
+        kcap_t = Signal()                 # ... it is in T: it sets the bounds, moves nothing
+        walk_t = Signal()                 # a walk vector is in T
+        m.d.comb += [kcap_t.eq(t_valid & k_pending & self.pairs if pairs else 0),
+                     walk_t.eq(t_valid & ~kcap_t)]
+        if pairs:
+            kcap_u = Signal()
+            walk_u = Signal()
+            walk_v = Signal()
+            m.d.sync += [kcap_u.eq(kcap_t), walk_u.eq(walk_t), walk_v.eq(walk_u)]
+            ev = walk_v                   # the FIR moves (control copy)
+            before_ev = walk_u            # ... next cycle
+        else:
+            ev = walk_t
+            before_ev = self.i_valid
 
         depth = 1 << (self._depth - 1).bit_length()
-        slots = [bits[2], field if cfg.dw_pairs else 0, bits[5]]  # s_2 (or s_1), P_2, s_5
+        slots = [bits[2], field if pairs else 0, bits[5]]  # s_2 (or s_1), P_2, s_5
         line_bits = sum(slots)
         m.submodules.line = line = memory.Memory(shape=unsigned(R * line_bits), depth=depth,
                                                  init=[])
@@ -144,85 +168,170 @@ class DepthwiseFIR(wiring.Component):
         wp = Signal(range(depth))
         with m.If(ev):
             m.d.sync += wp.eq(wp + 1)
-        # The entry written width - 2 events before the next one.
-        m.d.comb += [rd.en.eq(1), rd.addr.eq(wp + ev - (self.width - 2))]
+        # The entry written width - 2 events before the next one: rp = wp - (width - 2), kept
+        # in step with wp (re-derived in every cycle without an event; a command's first
+        # product comes many cycles after its width is set). An event's entry is written a
+        # cycle after it, from registers: at width 3 the next event may need it in that cycle,
+        # so it is forwarded from those registers (``forward``).
+        back = Signal(range(self._depth + 1))
+        rp = Signal.like(wp)
+        m.d.sync += [back.eq(self.width - 2), rp.eq(Mux(ev, rp + 1, wp - back))]
+        m.d.comb += [rd.en.eq(1), rd.addr.eq(rp + ev)]
+        wr_en = Signal()
+        wr_addr = Signal.like(wp)
+        m.d.sync += [wr_en.eq(ev), wr_addr.eq(wp)]
+        width3 = Signal()
+        m.d.sync += width3.eq(self.width == 3)
 
         # Walk position of the arriving pixel (walked x, y from 0); the window it completes is an
         # output at unskipped x, y >= 2 (every other one at stride 2).
         x = Signal(range(self._depth + 3))
         y = Signal(16)
+        line_end = Signal()               # x + 1 == width, kept a pixel ahead (width >= 3)
         with m.If(self.start):
-            m.d.sync += [x.eq(0), y.eq(0)]
+            m.d.sync += [x.eq(0), y.eq(0), line_end.eq(0)]
         with m.Elif(ev):
-            with m.If(x + 1 == self.width):
-                m.d.sync += [x.eq(0), y.eq(y + 1)]
+            with m.If(line_end):
+                m.d.sync += [x.eq(0), y.eq(y + 1), line_end.eq(0)]
             with m.Else():
-                m.d.sync += x.eq(x + 1)
-        first_line = Signal()
-        line_start = Signal()
-        m.d.comb += [first_line.eq(y == 0), line_start.eq(self.skip_left & (x == 0))]
+                m.d.sync += [x.eq(x + 1), line_end.eq(x + 2 == self.width)]
+        # The arriving pixel is on the first walked line / the first of its line: flags kept a
+        # cycle ahead (their next values), so the per-row copies hold them in step.
+        at_first_line = Signal()
+        at_line_start = Signal()
+        first_line_next = Mux(self.start, 1, Mux(ev & line_end, 0, at_first_line))
+        line_start_next = Mux(self.start, 1, Mux(ev, line_end, at_line_start))
+        m.d.sync += [at_first_line.eq(first_line_next), at_line_start.eq(line_start_next)]
+
+        def clamp(x, lo, hi):
+            return Mux(x < lo, lo, Mux(x > hi, hi, x))
 
         line_in = []
         for r in range(R):
+            # Per-row copies of the mode (per half row: each drives ~60 selects), the moves
+            # (per half row: ~9 x 20 enables each), the line flags and the width-3 forward.
+            pm_h = ([replica(m, self.pairs, f"fir_r{r}_pairs{h}") for h in range(2)]
+                    if pairs else [0, 0])
+            ev_h = [replica(m, before_ev, f"fir_r{r}_ev{h}") for h in range(2)]
+            first_line = replica(m, first_line_next, f"fir_r{r}_first_line")
+            line_start = replica(m, self.skip_left & line_start_next, f"fir_r{r}_line_start")
+            forward = replica(m, width3 & ev, f"fir_r{r}_forward")
+
             p = self._taps(self.i_products[r])
-            s = [Signal(signed(bits[t]), name=f"fir_r{r}_s{t}") for t in range(9)]
-            old = rd.data.word_select(r, line_bits)
-            a_raw = old[:slots[0]].as_signed()
-            b_raw = old[slots[0]:slots[0] + slots[1]].as_signed()
-            c_raw = old[slots[0] + slots[1]:].as_signed()
-            if cfg.dw_pairs:
+            tap = [Signal(signed(len(p[t])), name=f"fir_r{r}_t{t}") for t in range(9)]
+            m.d.sync += [tap[t].eq(p[t]) for t in range(9)]
+            if pairs:
+                # The bounds, from the zero-point vector: kz_m = P_2m + P_2m+1 (U), lo_m =
+                # -2^15 - kz_m, hi_m = 2^15 - 1 - kz_m (loaded a cycle later, before the first
+                # walk vector's clamp in V).
+                kcap_h = [replica(m, kcap_t, f"fir_r{r}_kcap{h}") for h in range(2)]
                 lo = [Signal(signed(PB), name=f"fir_r{r}_lo{i}") for i in range(4)]
                 hi = [Signal(signed(PB), name=f"fir_r{r}_hi{i}") for i in range(4)]
-                u = Signal(signed(bits[3]), name=f"fir_r{r}_u")
-                v = Signal(signed(bits[5]), name=f"fir_r{r}_v")
-                with m.If(kcap):
-                    for i in range(4):
-                        kz = p[2 * i] + p[2 * i + 1]
+                for i in range(4):
+                    kz = Signal(signed(field + 1), name=f"fir_r{r}_kz{i}")
+                    m.d.sync += kz.eq(tap[2 * i] + tap[2 * i + 1])
+                    with m.If(kcap_h[i // 2]):
                         m.d.sync += [lo[i].eq(-(2 ** 15) - kz), hi[i].eq(2 ** 15 - 1 - kz)]
+                # P_0, P_4, P_6 of the previous walk vector (T), the pair sums (U), the clamped
+                # pairs (V); the taps move along.
+                walk_r = replica(m, self.i_valid, f"fir_r{r}_walk") & ~(k_pending & pm_h[0])
+                prev = {}
+                for t in (0, 4, 6):
+                    prev[t] = Signal(signed(field), name=f"fir_r{r}_prev{t}")
+                    with m.If(walk_r):
+                        m.d.sync += prev[t].eq(tap[t])
+                tap_u = [Signal.like(tap[t], name=f"fir_r{r}_u{t}") for t in range(9)]
+                tap_v = [Signal.like(tap[t], name=f"fir_r{r}_v{t}") for t in range(9)]
+                m.d.sync += [tap_u[t].eq(tap[t]) for t in range(9)]
+                m.d.sync += [tap_v[t].eq(tap_u[t]) for t in range(9)]
+                q = {}
+                for t, i in ((0, 0), (4, 2), (6, 3)):
+                    pair_sum = Signal(signed(field + 1), name=f"fir_r{r}_pair{t}{t + 1}")
+                    m.d.sync += pair_sum.eq(prev[t] + tap[t + 1])
+                    q[i] = Signal(signed(PB), name=f"fir_r{r}_q{i}")
+                    m.d.sync += q[i].eq(clamp(pair_sum, lo[i], hi[i]))
+                p = tap_v
             else:
-                u = v = 0
-                lo = hi = [None] * 4
+                p = tap
+
+            s = [Signal(signed(bits[t]), name=f"fir_r{r}_s{t}") for t in range(9)]
+            # This row's entry of the last event, written this cycle (forwarded at width 3).
+            a_line = Signal(signed(slots[0]), name=f"fir_r{r}_a_line")
+            b_line = Signal(signed(max(slots[1], 1)), name=f"fir_r{r}_b_line")
+            old = rd.data.word_select(r, line_bits)
+            a_raw = Mux(forward, a_line, old[:slots[0]].as_signed())
+            b_raw = (Mux(forward, b_line, old[slots[0]:slots[0] + slots[1]].as_signed())
+                     if pairs else 0)
+            c_raw = Mux(forward, s[5], old[slots[0] + slots[1]:].as_signed())
             # The previous event's line values: the skipped pixel's, at a line's first pixel
             # (the first line's: zero).
             a_prev = Signal(signed(slots[0]), name=f"fir_r{r}_a_prev")
             c_prev = Signal(signed(slots[2]), name=f"fir_r{r}_c_prev")
             with m.If(self.start):
                 m.d.sync += a_prev.eq(0)
-            with m.Elif(ev):
+            with m.Elif(ev_h[1]):
                 m.d.sync += [a_prev.eq(a_raw), c_prev.eq(c_raw)]
             # Row 0 of the first walked line's windows: the skipped padding line (zero). The row
             # 2 values read there only reach windows above the first output row.
             a_d = Mux(first_line, 0, a_raw)
-            b_d = b_raw
             c_d = c_raw
             # What the skipped left pixel would have left in s_0, s_3, s_6 (DW only).
             s0 = Mux(line_start, 0, s[0])
             s3 = Mux(line_start, a_prev, s[3])
             s6 = Mux(line_start, c_prev, s[6])
-            nxt = [
-                p[0],
-                pair(s0 + p[1], lo[0], hi[0]),
-                s[1] + p[2],
-                a_d + pair(Mux(pm, b_d, 0) + p[3], lo[1], hi[1]),
-                Mux(pm, 0, s3) + p[4],
-                Mux(pm, u, 0) + pair(s[4] + p[5], lo[2], hi[2]),
-                Mux(pm, 0, c_d) + p[6],
-                Mux(pm, v, 0) + pair(s6 + p[7], lo[3], hi[3]),
-                s[7] + p[8],
-            ]
-            with m.If(ev):
-                m.d.sync += [s[t].eq(nxt[t]) for t in range(9)]
-                if cfg.dw_pairs:
-                    m.d.sync += [u.eq(s[3]), v.eq(c_d)]
+            if pairs:
+                pm, pm1 = pm_h
+                # s_3 holds the pair P_2 (read from the line) + P_3 before its clamp, a_hold the
+                # line's s_1 beside it; u = a_hold + clamp(s_3), the clamp picking one of three
+                # sums, so that no path has two carry chains.
+                a_hold = Signal(signed(slots[0]), name=f"fir_r{r}_a_hold")
+                u = Signal(signed(bits[3] + 1), name=f"fir_r{r}_u")
+                v = Signal(signed(bits[5]), name=f"fir_r{r}_v")
+                with m.If(ev_h[1]):
+                    m.d.sync += [
+                        a_hold.eq(a_d),
+                        u.eq(Mux(s[3] < lo[1], a_hold + lo[1],
+                                 Mux(s[3] > hi[1], a_hold + hi[1], a_hold + s[3]))),
+                        v.eq(c_d),
+                    ]
+                nxt = [
+                    p[0],
+                    Mux(pm, 0, s0) + Mux(pm, q[0], p[1]),
+                    s[1] + p[2],
+                    Mux(pm, b_raw, a_d) + p[3],
+                    Mux(pm, 0, s3) + p[4],
+                    Mux(pm1, u, s[4]) + Mux(pm1, q[2], p[5]),
+                    Mux(pm1, 0, c_d) + p[6],
+                    Mux(pm1, v, s6) + Mux(pm1, q[3], p[7]),
+                    s[7] + p[8],
+                ]
+            else:
+                pm = 0
+                nxt = [
+                    p[0],
+                    s0 + p[1],
+                    s[1] + p[2],
+                    a_d + p[3],
+                    s3 + p[4],
+                    s[4] + p[5],
+                    c_d + p[6],
+                    s6 + p[7],
+                    s[7] + p[8],
+                ]
+            for t in range(9):
+                with m.If(ev_h[t // 5]):
+                    m.d.sync += s[t].eq(nxt[t])
             # pairs: row 1 adds clamp(P_2 + P_3) to the clamped pair 0, so the line keeps both.
-            a_in = Mux(pm, s[1], nxt[2]) if cfg.dw_pairs else nxt[2]
-            fields = [a_in.as_signed()[:slots[0]]]
-            if cfg.dw_pairs:
-                fields.append(p[2].as_signed()[:slots[1]])
-            fields.append(nxt[5].as_signed()[:slots[2]])
+            # The entry is registered every cycle and written the cycle after its event.
+            m.d.sync += a_line.eq(Mux(pm, s[1], nxt[2]) if pairs else nxt[2])
+            fields = [a_line]
+            if pairs:
+                m.d.sync += b_line.eq(p[2])
+                fields.append(b_line)
+            fields.append(s[5])
             line_in.append(Cat(*fields))
             m.d.sync += self.o_sums[r].eq(s[8])  # one register after s_8 for routing to ABUF
-        m.d.comb += [wr.en.eq(ev), wr.addr.eq(wp), wr.data.eq(Cat(*line_in))]
+        m.d.comb += [wr.en.eq(wr_en), wr.addr.eq(wr_addr), wr.data.eq(Cat(*line_in))]
 
         ux = Signal(range(self._depth + 4))
         uy = Signal(17)
@@ -232,4 +341,3 @@ class DepthwiseFIR(wiring.Component):
         # s_8 is registered on the event; o_sums one cycle later.
         m.d.sync += self.o_valid.eq(out)
         return m
-

@@ -21,9 +21,13 @@ os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
 def components(cfg: HwConfig) -> dict:
     """The top-level components of a build, by Verilog module name."""
+    from .accumulate import Accumulator
+    from .decode import CommandDecode
     from .depthwise import DepthwiseFIR
     from .eltwise import EltwiseAdd
     from .engine import Engine
+    from .feeder import WeightFeeder
+    from .im2col import WindowWalker
     from .pe_array import PEArray
     from .postproc import PostProc
     from .steprequant import StepRequant
@@ -37,6 +41,12 @@ def components(cfg: HwConfig) -> dict:
         "zynqnn_eltwise": lambda: EltwiseAdd(cfg),
         # cols step lanes on their own (the engine's depthwise post stage).
         "zynqnn_step_requant": lambda: StepRequant(cfg),
+        # The engine's MAC-stage units: command decode and checks, the weight feeder, the
+        # activation feeder (window walker over IBUF), the accumulator into ABUF.
+        "zynqnn_decode": lambda: CommandDecode(cfg),
+        "zynqnn_weight_feeder": lambda: WeightFeeder(cfg),
+        "zynqnn_window_walker": lambda: WindowWalker(cfg),
+        "zynqnn_accumulator": lambda: Accumulator(cfg),
     }
     if cfg.dw_kernel == 3:
         # The depthwise window adder over the array's per-tap products.

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from zynqnn.hw.config import HwConfig
 
-from .common import CreditBuffer
+from .common import CreditBuffer, replica
 
 __all__ = ["PEArray", "weight_row_layout", "act_layout", "sum_layout", "dw_products_layout"]
 
@@ -97,17 +97,6 @@ def _split(n: int, k: int) -> list[range]:
     k = max(1, min(n, k))
     cuts = [n * i // k for i in range(k + 1)]
     return [range(cuts[i], cuts[i + 1]) for i in range(k)]
-
-
-def _replica(m: Module, value, name: str) -> Signal:
-    """A register holding ``value`` of the previous cycle, like ``reg.eq(value)``, but loaded
-    only when the two differ. The enable reads the register's own output, so Yosys cannot merge
-    copies of one value into one flip-flop (its opt_merge merges flip-flops whose inputs are
-    equal; a ``keep`` attribute on the signal does not stop it). Costs one LUT per copy."""
-    reg = Signal.like(value, name=name)
-    with m.If(reg != value):
-        m.d.sync += reg.eq(value)
-    return reg
 
 
 class PEArray(wiring.Component):
@@ -287,7 +276,7 @@ class PEArray(wiring.Component):
         if DWJ:
             for r in range(R):
                 for g, pes in enumerate(_split(DWJ, -(-DWJ * (a_bits + 1) // MAX_FANOUT))):
-                    sel = _replica(m, dw, f"pe_r{r}_dw_g{g}")
+                    sel = replica(m, dw, f"pe_r{r}_dw_g{g}")
                     for j in pes:
                         dw_sel[r][j] = sel
 
