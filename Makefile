@@ -70,10 +70,10 @@ tclsh:
 
 # Tests marked slow (long RTL simulations, full-size synthesis) run with `make test-slow`.
 test: setup
-	$(VENV)/bin/pytest -n $(JOBS) -m "not slow"
+	$(VENV)/bin/pytest -n $(JOBS) --dist worksteal -m "not slow"
 
 test-slow: setup
-	$(VENV)/bin/pytest -n $(JOBS) -m slow
+	$(VENV)/bin/pytest -n $(JOBS) --dist worksteal -m slow
 
 verilog: setup
 	$(PY) -m zynqnn.rtl.gen --config $(CONFIG) --out build

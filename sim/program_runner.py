@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ProgramRunError", "run_program", "build_dir", "memory_model"]
+__all__ = ["ProgramRunError", "run_program", "build_dir", "build_lock", "memory_model"]
 
 #: Names inside the work directory (shared with zynqnn.sim.tb_program).
 JOB_JSON = "job.json"
@@ -70,6 +70,14 @@ class ProgramRunError(RuntimeError):
         self.kind = kind
         self.cause = cause
         self.log = log
+
+
+def build_lock(cfg, sim: str, build_root: Path | None = None):
+    """A context holding :func:`run_program`'s lock on its build directory for ``cfg`` on
+    ``sim``: other users of that directory (tests/test_system.py runs its own testbench on the
+    same top level) hold it while they build and run, so one build serves both."""
+    bdir = build_dir(cfg, sim, build_root)
+    return _locked(bdir.parent / f"{bdir.name}.lock")
 
 
 def build_dir(cfg, sim: str, build_root: Path | None = None) -> Path:
@@ -377,7 +385,7 @@ def run_program(
             shown = _RunProgress(work, sim, memory_model(fast, ddr_latency, backpressure),
                                  _cycle_estimate(program), len(inputs))
             progress = shown
-    with _locked(bdir.parent / f"{bdir.name}.lock"):
+    with build_lock(cfg, sim, build_root):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         _write_job(work, program, data, backpressure, seed, fast, ddr_latency)

@@ -27,15 +27,20 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 @pytest.mark.parametrize("cfg_name", ["tiny", "pynq_z2"])
 def test_verilog_is_reproducible_and_lints_clean(tmp_path, cfg_name):
-    """Every component on tiny; on pynq_z2 the top level, which holds every other component's
-    modules (generating and linting each again would add minutes, not coverage)."""
+    """Every component on tiny, linted, and its top level generated a second time, equal; on
+    pynq_z2 the top level, which holds every other component's modules, once (generating and
+    linting each again would add minutes, not coverage: the generator is the same code on both
+    configs, and the top level holds every module the tiny build has)."""
     from zynqnn.hw.platform import TOP_NAME
 
     cfg = get_config(cfg_name)
     only = None if cfg_name == "tiny" else TOP_NAME
     first = {p.name: p.read_text() for p in write_verilog(cfg, tmp_path / "a", only)}
-    second = {p.name: p.read_text() for p in write_verilog(cfg, tmp_path / "b", only)}
-    assert first == second and first
+    assert f"{TOP_NAME}.v" in first
+    if cfg_name == "tiny":
+        again = write_verilog(cfg, tmp_path / "b", TOP_NAME)
+        assert [p.name for p in again] == [f"{TOP_NAME}.v"]
+        assert again[0].read_text() == first[f"{TOP_NAME}.v"]
     assert all((tmp_path / "a" / cfg.config_id / n).exists() for n in first)
     setup_verilator_env()
     for name, text in first.items():

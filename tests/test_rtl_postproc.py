@@ -8,8 +8,6 @@ config and simulator; several cocotb tests per build.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -33,14 +31,6 @@ f32 = np.float32
 
 #: The 16-bit build runs the fixed-point schemes (its reason to exist) and one int32 scheme.
 POSTPROC_RUNS = [("tiny", None), ("tiny16", "test_fixed16,test_pow2,test_copy,test_tflite")]
-
-
-@pytest.fixture
-def quick_cxx(monkeypatch):
-    """Compile the Verilator models without C++ optimization: these wide pipelines compile ~6x
-    faster at -O0 (about 20 s instead of 2 min here) and the simulations are short."""
-    flags = os.environ.get("MAKEFLAGS", "")
-    monkeypatch.setenv("MAKEFLAGS", f"{flags} OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip())
 
 
 def _compared(toplevel, cfg, sim):

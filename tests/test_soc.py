@@ -38,7 +38,7 @@ def test_soc_without_engine():
         build_root=default_build_root() / "noengine")
 
 
-def test_soc_pynq_z2_smoke():
+def test_soc_pynq_z2_smoke(quick_cxx):
     """The board's configuration (16 x 16, 128-bit words: two beats per word) on Verilator."""
     cfg = get_config("pynq_z2")
     tests = ["registers", "dma_backpressure", "back_to_back", "malformed_commands"]

@@ -6,6 +6,7 @@ from zynqnn.hw.config import get_config
 from zynqnn.hw.platform import TOP_NAME
 from zynqnn.rtl.engine import Engine
 from zynqnn.rtl.top import Top
+from zynqnn.sim.program_runner import build_lock
 from zynqnn.sim.runner import SIMULATORS, default_build_root, run
 
 
@@ -19,6 +20,9 @@ def test_compiled_networks_on_top(sim):
     tests = ["compiled_network", "residual_network"]
     if sim == "verilator":
         tests.append("back_to_back_runs")
-    # Its own build directory: test_soc builds the same top-level name with the test engine.
-    run(lambda: Top(cfg, Engine(cfg)), TOP_NAME, "zynqnn.sim.tb_system", sim, cfg,
-        testcase=tests, build_root=default_build_root() / "system")
+    # Not test_soc's build directory (it builds the same top-level name with the test engine):
+    # run_program's, under its lock, so tests/test_program_runner.py uses the same build.
+    root = default_build_root() / "system"
+    with build_lock(cfg, sim, root):
+        run(lambda: Top(cfg, Engine(cfg)), TOP_NAME, "zynqnn.sim.tb_system", sim, cfg,
+            testcase=tests, build_root=root)

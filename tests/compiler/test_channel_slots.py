@@ -336,12 +336,10 @@ def test_inception_on_verilator(tmp_path_factory):
     """The Inception-style block (12x12, torch.ao FX qnnpack) compiled for tiny (inputs of 10,
     7 and 13 channels at blocks 0, 3 and 5) on zynqnn_top in Verilator: equal to graph.run and
     to PyTorch; the busy cycles are printed."""
-    from zynqnn.sim.runner import default_build_root
-
     g, ref, x = graph_of("inception", "qnnpack", tmp_path_factory)
     model = zynqnn.compile(g, "tiny")
     assert _concat(model.program.net).offsets == [0, 12, 20]
-    y = model.run(x[:1], backend="verilator", build_root=default_build_root() / "program")
+    y = model.run(x[:1], backend="verilator")
     assert np.array_equal(y, g.run(x[:1])) and np.array_equal(y, ref(x[:1])[0])
     print(f"Inception block 12x12 on tiny (Verilator): {model.last_cycles[0]} cycles")
     assert model.last_cycles[0] > 0

@@ -344,11 +344,9 @@ def test_reference_view_is_the_words():
 def test_lenet_on_verilator(tmp_path_factory):
     """LeNet-5 (44x44, torch.ao FX qnnpack) compiled for tiny on zynqnn_top in Verilator: equal
     to graph.run and to PyTorch; the busy cycles are printed."""
-    from zynqnn.sim.runner import default_build_root
-
     g, ref, x = graph_of("lenet44", lambda: lenet(44), (1, 44, 44), "qnnpack", tmp_path_factory)
     model = zynqnn.compile(g, "tiny")
-    y = model.run(x[:1], backend="verilator", build_root=default_build_root() / "program")
+    y = model.run(x[:1], backend="verilator")
     assert np.array_equal(y, g.run(x[:1])) and np.array_equal(y, ref(x[:1])[0])
     print(f"LeNet-5 44x44 on tiny (Verilator): {model.last_cycles[0]} cycles")
     assert model.last_cycles[0] > 0
