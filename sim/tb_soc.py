@@ -460,6 +460,21 @@ async def window_violations(dut):
     await tb.run(prog, window=(0, 0), expect=Outcome("error", E.DDR_WINDOW, 0))
     out, _, _ = await tb.run(prog, window=full)
     assert out.status == "done"
+    # Each bound on its own (issue 21: scripts/mutants.py): a program inside the window whose
+    # LOAD starts one beat below WINDOW_BASE ...
+    bb, in_line = tb.bb, _ls_bytes(tb.cfg, B.IBUF, 24, tb.bb)
+    below = Program().load(B.IBUF, 0, 0, 24, 1, src.address, in_line).end()
+    high = tb.place(below, tb.drv.alloc(4 * isa.COMMAND_BYTES))    # above the data
+    n_r = len(tb.checker.read_bursts)
+    await tb.run(below, window=(src.address + bb, high.end),
+                 expect=Outcome("error", E.DDR_WINDOW, 0))
+    # ... and a LOAD whose extent passes 2^32, so that it would wrap to a small address inside
+    # the window if the extent were computed modulo 2^32 (WINDOW_LIMIT at its largest).
+    top = 1 << tb.cfg.axi_addr_bits
+    wrap = Program().load(B.IBUF, 0, 0, 24, 4, top - 2 * in_line, in_line).end()
+    await tb.run(wrap, window=(high.address, top - bb),
+                 expect=Outcome("error", E.DDR_WINDOW, 0))
+    assert len(tb.checker.read_bursts) - n_r <= 2 * 2, "a refused load read"
 
 
 @cocotb.test()
