@@ -59,6 +59,7 @@ from zynqnn.hw.geometry import (
 from zynqnn.hw.regs import CMD_INDEX_BITS, watchdog_default_cycles
 
 from .axi import AxiSignature, Resp
+from .common import replica
 from .compute import BufferReadSignature, BufferWriteSignature, ComputeSignature
 from .dma import (
     AxiReadPort,
@@ -103,15 +104,6 @@ def _flag(buffer, bank):
     """Bit of (buffer, bank) in the 8 full flags; equals zynqnn.hw.isa.bank_bit() for the
     buffers that have one."""
     return buffer * isa.BANKS + bank
-
-
-def _replica(m, value, name):
-    """A register holding ``value`` of the previous cycle, loaded only when the two differ: its
-    enable reads its own output, so Yosys' opt_merge keeps each copy (a fanout split)."""
-    reg = Signal.like(value, name=name)
-    with m.If(reg != value):
-        m.d.sync += reg.eq(value)
-    return reg
 
 
 def _resp_cause(resp):
@@ -1192,7 +1184,7 @@ class CommandProcessor(wiring.Component):
         for counter, inc in counters:
             q = Signal(64, name=f"{counter.name}_q")
             inc_q = Signal.like(inc, name=f"{counter.name}_inc")
-            clear = _replica(m, start, f"{counter.name}_clear")
+            clear = replica(m, start, f"{counter.name}_clear")
             m.d.comb += counter.eq(q)
             m.d.sync += [inc_q.eq(inc), q.eq(q + inc_q)]
             with m.If(clear):

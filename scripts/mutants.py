@@ -44,14 +44,14 @@ TESTS = ["window_violations", "corrupted_programs"]
 _CHILD = r"""
 import importlib.util, sys
 from pathlib import Path
-name, src_text, build = sys.argv[1], Path(sys.argv[2]).read_text(), Path(sys.argv[3])
+src_text, build = Path(sys.argv[1]).read_text(), Path(sys.argv[2])
 import zynqnn.rtl  # the package; its cmdproc module is replaced before anything imports it
 spec = importlib.util.spec_from_loader("zynqnn.rtl.cmdproc", loader=None,
-                                       origin=str(Path(sys.argv[4])))
+                                       origin=sys.argv[3])
 mod = importlib.util.module_from_spec(spec)
-mod.__file__ = sys.argv[4]
+mod.__file__ = sys.argv[3]
 sys.modules["zynqnn.rtl.cmdproc"] = mod
-exec(compile(src_text, sys.argv[4], "exec"), mod.__dict__)
+exec(compile(src_text, sys.argv[3], "exec"), mod.__dict__)
 from zynqnn.hw.config import get_config
 from zynqnn.hw.platform import TOP_NAME
 from zynqnn.rtl.top import Top
@@ -59,8 +59,8 @@ from zynqnn.sim.runner import run
 from zynqnn.sim.test_engine import TestEngine
 cfg = get_config("tiny")
 try:
-    run(lambda: Top(cfg, TestEngine(cfg)), TOP_NAME, "zynqnn.sim.tb_soc", sys.argv[5], cfg,
-        testcase=sys.argv[6].split(","), build_root=build)
+    run(lambda: Top(cfg, TestEngine(cfg)), TOP_NAME, "zynqnn.sim.tb_soc", sys.argv[4], cfg,
+        testcase=sys.argv[5].split(","), build_root=build)
 except RuntimeError as e:
     print("FAILED:", str(e).splitlines()[0] if str(e) else "", flush=True)
     sys.exit(3)
@@ -74,7 +74,7 @@ def run_one(name: str, text: str, sim: str, work: Path) -> tuple[bool, float, st
     src = work / "cmdproc.py"
     src.write_text(text)
     start = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", _CHILD, name, str(src), str(work / "build"),
+    p = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(work / "build"),
                         str(SOURCE), sim, ",".join(TESTS)], capture_output=True, text=True,
                        env={**os.environ, "ZYNQNN_PROGRESS": "0"})
     tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-3:])

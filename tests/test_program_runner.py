@@ -77,7 +77,7 @@ def test_ddr_latency_on_tiny():
     build): a residual block's outputs equal run_golden with the DDR answering 0 and 100 cycles
     late, identical at both, and the latency costs cycles. The performance model's figure is
     checked on pynq_z2, for which it is fitted (test_ddr_latency_and_the_performance_model,
-    slow: its top level alone takes 3-4 minutes to build)."""
+    slow: its top level's Verilator build alone takes over a minute)."""
     from zynqnn.compiler import Network
     from zynqnn.compiler.testing import resnet_block
 
