@@ -37,7 +37,7 @@ from .decode import mode_layout
 __all__ = ["Accumulator"]
 
 #: Selects drive at most this many sum bits (the design rules' fanout bound, with margin).
-GROUP_BITS = 96
+GROUP_BITS = 32
 
 
 class Accumulator(wiring.Component):

@@ -62,6 +62,10 @@ class CreditBuffer(Elaboratable):
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=width, depth=self.depth)
         outstanding = Signal(range(self.depth + 1))
         pop = Signal()
+        # ``can_accept`` is a register (the next cycle's ``outstanding < depth``, computed a
+        # cycle early): it gates a producer's whole update, so it must not start with a compare.
+        free = Signal(init=1)
+        next_outstanding = outstanding + self.accept - pop
         m.d.comb += [
             buf.w_data.eq(self.w_data),
             buf.w_en.eq(self.w_en),
@@ -69,7 +73,7 @@ class CreditBuffer(Elaboratable):
             self.r_valid.eq(buf.r_rdy),
             buf.r_en.eq(self.r_ready),
             pop.eq(buf.r_rdy & self.r_ready),
-            self.can_accept.eq(outstanding < self.depth),
+            self.can_accept.eq(free),
         ]
-        m.d.sync += outstanding.eq(outstanding + self.accept - pop)
+        m.d.sync += [outstanding.eq(next_outstanding), free.eq(next_outstanding < self.depth)]
         return m

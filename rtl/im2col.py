@@ -66,56 +66,98 @@ class WindowWalker(wiring.Component):
 
         ky = Signal(3)
         kx = Signal(3)
-        cb = Signal(8)
-        oy = Signal(13)                   # 13 bits: a DW walk spans up to 2 * out_h + 1 rows
-        ox = Signal(13)
         iy = Signal(signed(16))
         ix = Signal(signed(16))
-        row_addr = Signal(signed(24))     # IBUF address of (cb, iy, 0)
-        cb_base = Signal(24)              # cb * in_h * in_w
-        ky_iw = Signal(24)                # ky * in_w
         first = Signal()                  # next pixel is the first of its pass
-        running = Signal()
-        row_step = Signal(16)             # IBUF words between output rows (stride x in_w)
-
-        reader = MemoryReader(m, "a_reader", act_layout(cfg), depth=4)
-        # Limits as registers (loaded every cycle: the walk is set in the cycle of ``start``,
-        # the first read comes a cycle later), so that the walk's decisions are equality
-        # compares of registers, without a carry chain in front.
-        ow_last = Signal(13)              # out_w - 1
-        oh_last = Signal(13)
-        cb_last = Signal(8)
-        k_last = Signal(4)                # kernel - 1
-        taps_m2 = Signal(signed(8))       # taps - 2 (PAIRS: the last pair starts there or later)
-        in_h_m1 = Signal(signed(14))
-        in_w_m1 = Signal(signed(14))
-        in_w_k = Signal(signed(15))       # in_w + kernel - 1
-        m.d.sync += [
-            ow_last.eq(walk.out_w - 1), oh_last.eq(walk.out_h - 1),
-            cb_last.eq(op.cin_blocks - 1), k_last.eq(walk.kernel - 1),
-            taps_m2.eq(walk.taps - 2),
-            in_h_m1.eq(op.in_h - 1), in_w_m1.eq(op.in_w - 1),
-            in_w_k.eq(op.in_w + walk.kernel - 1),
-        ]
         tap = Signal(6)                   # PAIRS: ky * kernel + kx
         phase = Signal(2)
         half = Signal()                   # channel half of the pass (PAIRS)
         advance = Signal()                # the walker reads this cycle
-        # Tap t + 1: the next column, or the first of the next row.
+
+        reader = MemoryReader(m, "a_reader", act_layout(cfg), depth=4)
+
+        # The walk's constants as registers, loaded every cycle: the walk is set in the cycle of
+        # ``start`` and first used a cycle later. Every decision below is then a register or an
+        # equality of registers, and every address a single adder from registers.
+        def const(name, expr, shape):
+            sig = Signal(shape, name=name)
+            m.d.sync += sig.eq(expr)
+            return sig
+        k_last = const("k_last", walk.kernel - 1, 4)
+        taps_m2 = const("taps_m2", walk.taps - 2, signed(8))
+        kx_pair_fits = const("kx_pair_fits", kx + 2 < walk.kernel, 1)   # PAIRS: kx + 2 in row
+        pairs_done = const("pairs_done", tap >= taps_m2, 1)             # PAIRS: the last pair
+        in_h_m1 = const("in_h_m1", op.in_h - 1, signed(14))
+        in_w_m1 = const("in_w_m1", op.in_w - 1, signed(14))
+        in_w_k = const("in_w_k", op.in_w + walk.kernel - 1, signed(15))
+        row_step = const("row_step", Mux(walk.stride == 2, op.in_w << 1, op.in_w), 16)
+        next_row_tap = const("next_row_tap", op.in_w - walk.kernel + 1, signed(16))  # kx=k-1 -> 0
+        pair_wrap = const("pair_wrap", op.in_w - walk.kernel + 2, signed(16))   # kx + 2 - k, ky+1
+        x_start = const("x_start", 2 - walk.kernel, signed(5))                  # kx + 2 - k
+
+        # The walk's control registers (counters, flags, ``tr``, ``running``) are written as
+        # their next value ``*_n`` (a comb default of the current one), so that ``pre`` below
+        # can decode the next cycle's strobes from them a cycle early.
+        def reg(name, shape=1):
+            cur, nxt = Signal(shape, name=name), Signal(shape, name=f"{name}_n")
+            m.d.comb += nxt.eq(cur)
+            m.d.sync += cur.eq(nxt)
+            return cur, nxt
+
+        # Counters whose "at the limit" flag is a register: set from a compare of the value
+        # before the step (``value == limit - 2``), so the walk's decisions see no comparator.
+        def counter(name, width, limit):
+            value, value_n = reg(name, width)
+            end, end_n = reg(f"{name}_end")
+            lim_m1 = const(f"{name}_lim_m1", limit - 1, width)
+            lim_m2 = const(f"{name}_lim_m2", limit - 2, width)
+
+            def clear(now=False):         # now: in the cycle of ``start`` (limit registers stale)
+                return [value_n.eq(0), end_n.eq((limit == 1) if now else (lim_m1 == 0))]
+
+            def step():
+                return [value_n.eq(value + 1), end_n.eq(value == lim_m2)]
+            return value, value_n, end, end_n, clear, step, lim_m2
+        # 13 bits: a DW walk spans up to 2 * out_h + 1 rows.
+        ox, _, ox_end, ox_end_n, ox_clear, ox_step, ox_lim_m2 = counter("ox", 13, walk.out_w)
+        oy, oy_n, oy_end, _, oy_clear, oy_step, oy_lim_m2 = counter("oy", 13, walk.out_h)
+        cb = Signal(8)
+        cb_m2 = const("cb_m2", op.cin_blocks - 2, 8)
+        cb_is1 = const("cb_is1", op.cin_blocks == 1, 1)
+        k_m2 = const("k_m2", walk.kernel - 2, 3)
+        k_is1 = const("k_is1", walk.kernel == 1, 1)
+
+        # What ends the current pass (one-hot, a register): non-PAIRS the next channel block,
+        # tap column or tap row; PAIRS the second channel half or the next tap pair. Set for
+        # the next pass when a pass ends, from the flags that pass will have, so that a pass of
+        # one pixel (a 1x1 output) can follow another in the next cycle.
+        tr, tr_n = reg("tr", data.StructLayout({
+            "cb": 1, "kx": 1, "ky": 1, "half": 1, "pfit": 1, "pwrap": 1, "done": 1}))
+
+        def nonpairs_tr(cb_end, kx_end, ky_end):
+            return [tr_n.eq(0), tr_n.cb.eq(~cb_end), tr_n.kx.eq(cb_end & ~kx_end),
+                    tr_n.ky.eq(cb_end & kx_end & ~ky_end),
+                    tr_n.done.eq(cb_end & kx_end & ky_end)]
+
+        # Addresses, kept incrementally. ``tap_addr`` is the IBUF address of the pass's first
+        # pixel for channel block 0, ``cb_addr`` for the pass's channel block, ``row_addr`` of
+        # the current row's first pixel, ``pix_addr`` of the pixel; ``ix0``/``iy0`` are the
+        # pass's first coordinates (tap offset + walk offset).
+        A = signed(25)
+        tap_addr = Signal(A)
+        cb_addr = Signal(A)
+        row_addr = Signal(A)
+        pix_addr = Signal(A)
+        ix0 = Signal(signed(16))
+        iy0 = Signal(signed(16))
+
+        # Tap t + 1 (PAIRS): the next column, or the first of the next row; its address a
+        # cycle after the pixel's (the P1 read is never the first of a pixel).
         wrap2 = Signal()
-        ix2 = Signal(signed(16))
-        m.d.comb += [
-            wrap2.eq(kx == k_last),
-            ix2.eq(Mux(wrap2, ix - (walk.kernel - 1), ix + 1)),
-        ]
+        m.d.comb += wrap2.eq(kx == k_last)
+        pix_addr2 = const("pix_addr2", pix_addr + Mux(wrap2, next_row_tap, 1), A)
         second = Signal()                 # this cycle reads tap t + 1
-        rd_ix = Signal(signed(16))
-        rd_row = Signal(signed(24))
-        m.d.comb += [
-            second.eq(pairs & (phase == PH_1)),
-            rd_ix.eq(Mux(second, ix2, ix)),
-            rd_row.eq(Mux(second & wrap2, row_addr + op.in_w, row_addr)),
-        ]
+        m.d.comb += second.eq(pairs & (phase == PH_1))
         # What the word on the read port (issued last cycle) is.
         rd_pad = Signal()                 # the pixel lies outside the tile
         rd_first = Signal()
@@ -135,64 +177,142 @@ class WindowWalker(wiring.Component):
         with m.If(advance):
             m.d.sync += [rd_phase.eq(Mux(pairs | dw_pairs, phase, PH_1)), rd_half.eq(half)]
 
-        def start_pass(n_ky, n_kx, n_cb_base, n_ky_iw):
-            return [
-                oy.eq(0), ox.eq(0),
-                iy.eq(n_ky + walk.y_off), ix.eq(n_kx + walk.x_off),
-                row_addr.eq(op.ibuf_addr + n_cb_base + n_ky_iw + walk.yoff_iw),
-                first.eq(1),
-            ]
+        # Strobes: a registered "what the next read does" (``pre``, decoded from the control
+        # registers' next values) and the read FIFO's registered free slot, so that each of
+        # them is one LUT from registers. Every register below takes at most one of them
+        # (they are exclusive), after ``start``.
+        go = self.start
+        running, running_n = reg("running")
+        last_read, last_read_n = reg("last_read")   # this read ends a pixel (PAIRS: the 2nd)
+        last_pix, last_pix_n = reg("last_pix")      # ox_end & oy_end: the pass's last pixel
+        # Two copies of ``pre``: one for the control registers, one for the addresses and
+        # coordinates (each copy's next state reads its own output, so Yosys keeps both).
+        pre_layout = data.StructLayout({
+            "ph": 1, "x": 1, "y": 1, "y_in": 1, "pass_": 1, "stop": 1})
+        pre_c, pre_d = Signal(pre_layout, name="pre_c"), Signal(pre_layout, name="pre_d")
+        free = reader.can_issue
+        m.d.comb += advance.eq(running & free)
+        pix_n = running_n & last_read_n
+        with m.If(go | free):
+            for pre in (pre_c, pre_d):
+                m.d.sync += [
+                    pre.ph.eq(running_n & ~last_read_n),
+                    pre.x.eq(pix_n & ~ox_end_n),
+                    pre.y.eq(pix_n & ox_end_n & ~last_pix_n),
+                    # the next row moves the input row (upsampling repeats each row twice)
+                    pre.y_in.eq(pix_n & ox_end_n & ~last_pix_n & (~op.upsample | oy_n[0])),
+                    pre.pass_.eq(pix_n & last_pix_n & ~tr_n.done),
+                    pre.stop.eq(pix_n & last_pix_n & tr_n.done),
+                ]
+        # Within ``m.If(go | free)`` below (the read FIFO's free slot gates the whole walk):
+        # ``ph``: PAIRS K -> P0 -> P1, DW_PAIRS K -> P0; ``x``: the next pixel of the row;
+        # ``y``: the first pixel of the next row, ``y_in`` of the next input row; ``pass_``:
+        # the pass's last pixel, another pass follows; ``stop``: the walk's last pixel.
+        x_move, y_move, y_move_in, pass_end = pre_d.x, pre_d.y, pre_d.y_in, pre_d.pass_
+        # The next pass's first coordinates and addresses, by what ends this one.
+        n_iy0 = Mux(tr.pwrap | tr.ky, iy0 + 1, iy0)
+        n_ix0 = Mux(tr.pfit, ix0 + 2, Mux(tr.pwrap, ix0 + x_start,
+                    Mux(tr.kx, ix0 + 1, Mux(tr.ky, walk.x_off, ix0))))
+        # (one-hot AND-OR: ``tr`` is a register)
+        tap_delta = (Mux(tr.pfit, 2, 0) | Mux(tr.pwrap, pair_wrap, 0) | Mux(tr.kx, 1, 0)
+                     | Mux(tr.ky, next_row_tap, 0))
+        n_tap = tap_addr + tap_delta.as_signed()
+        n_addr = Mux(tr.cb, cb_addr + walk.in_hw, n_tap)
+        y_step = Mux(op.upsample, 1, walk.stride)
+        row_inc = Mux(op.upsample, op.in_w, row_step)
+        x_step = Mux(op.upsample, ox[0], walk.stride)
+        first_addr = op.ibuf_addr + walk.yoff_iw + walk.x_off
 
-        with m.If(self.start):
-            m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), cb_base.eq(0), ky_iw.eq(0),
-                         half.eq(0),
-                         phase.eq(PH_K), running.eq(1),
-                         row_step.eq(Mux(walk.stride == 2, op.in_w << 1, op.in_w))]
-            m.d.sync += start_pass(0, 0, 0, 0)
-        with m.Elif(advance & pairs & (phase != PH_1)):
-            m.d.sync += [phase.eq(phase + 1), first.eq(0)]
-        # DW_PAIRS: the zero-point vector, then the walk.
-        with m.Elif(advance & dw_pairs & (phase == PH_K)):
-            m.d.sync += [phase.eq(PH_0), first.eq(0)]
-        # A pixel is done after its one read, or in PAIRS after its second.
-        with m.Elif(advance):
-            m.d.sync += [first.eq(0), phase.eq(PH_0)]
-            # Upsampling repeats every input pixel and row twice.
-            with m.If(ox != ow_last):
-                m.d.sync += [ox.eq(ox + 1), ix.eq(ix + Mux(op.upsample, ox[0], walk.stride))]
-            with m.Elif(oy != oh_last):
-                m.d.sync += [ox.eq(0), ix.eq(kx + walk.x_off), oy.eq(oy + 1)]
-                with m.If(~op.upsample):
-                    m.d.sync += [iy.eq(iy + walk.stride), row_addr.eq(row_addr + row_step)]
-                with m.Elif(oy[0]):
-                    m.d.sync += [iy.eq(iy + 1), row_addr.eq(row_addr + op.in_w)]
-            # PAIRS: pass (tap pair, half), half inner; the next pair is two taps on.
-            with m.Elif(pairs & ~half):
-                m.d.sync += [half.eq(1), phase.eq(PH_K)]
-                m.d.sync += start_pass(ky, kx, 0, ky_iw)
-            with m.Elif(pairs):
-                m.d.sync += [half.eq(0), phase.eq(PH_K), tap.eq(tap + 2)]
-                with m.If(tap >= taps_m2):
-                    m.d.sync += running.eq(0)
-                with m.Elif(kx + 2 < walk.kernel):
-                    m.d.sync += kx.eq(kx + 2)
-                    m.d.sync += start_pass(ky, kx + 2, 0, ky_iw)
+        ow_is1 = const("ow_is1", walk.out_w == 1, 1)
+        oh_is1 = const("oh_is1", walk.out_h == 1, 1)
+        with m.If(go | free):
+            with m.If(go):
+                m.d.comb += [ox_clear(now=True), oy_clear(now=True),
+                             last_pix_n.eq((walk.out_w == 1) & (walk.out_h == 1))]
+            with m.Elif(pre_c.x):
+                m.d.comb += [ox_step(), last_pix_n.eq((ox == ox_lim_m2) & oy_end)]
+            with m.Elif(pre_c.y):
+                m.d.comb += [ox_clear(), oy_step(), last_pix_n.eq(ow_is1 & (oy == oy_lim_m2))]
+            with m.Elif(pre_c.pass_):
+                m.d.comb += [ox_clear(), oy_clear(), last_pix_n.eq(ow_is1 & oh_is1)]
+
+            with m.If(go):
+                m.d.sync += [ix.eq(walk.x_off), ix0.eq(walk.x_off)]
+            with m.Elif(x_move):
+                m.d.sync += ix.eq(ix + x_step)
+            with m.Elif(y_move):
+                m.d.sync += ix.eq(ix0)
+            with m.Elif(pass_end):
+                m.d.sync += [ix.eq(n_ix0), ix0.eq(n_ix0)]
+
+            with m.If(go):
+                m.d.sync += [iy.eq(walk.y_off), iy0.eq(walk.y_off)]
+            with m.Elif(y_move_in):
+                m.d.sync += iy.eq(iy + y_step)
+            with m.Elif(pass_end):
+                m.d.sync += [iy.eq(n_iy0), iy0.eq(n_iy0)]
+
+            with m.If(go):
+                m.d.sync += [pix_addr.eq(first_addr), row_addr.eq(first_addr),
+                             cb_addr.eq(first_addr), tap_addr.eq(first_addr)]
+            with m.Elif(x_move):
+                m.d.sync += pix_addr.eq(pix_addr + x_step)
+            with m.Elif(y_move_in):
+                m.d.sync += [pix_addr.eq(row_addr + row_inc), row_addr.eq(row_addr + row_inc)]
+            with m.Elif(y_move):
+                m.d.sync += pix_addr.eq(row_addr)
+            with m.Elif(pass_end):
+                m.d.sync += [pix_addr.eq(n_addr), row_addr.eq(n_addr), cb_addr.eq(n_addr),
+                             tap_addr.eq(n_tap)]
+
+            # Tap and channel-block counters, and what ends the next pass.
+            with m.If(go):
+                m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0)]
+                with m.If(pairs):
+                    m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
                 with m.Else():
-                    m.d.sync += [kx.eq(kx + 2 - walk.kernel), ky.eq(ky + 1),
-                                 ky_iw.eq(ky_iw + op.in_w)]
-                    m.d.sync += start_pass(ky + 1, kx + 2 - walk.kernel, 0, ky_iw + op.in_w)
-            with m.Elif(cb != cb_last):
-                m.d.sync += [cb.eq(cb + 1), cb_base.eq(cb_base + walk.in_hw)]
-                m.d.sync += start_pass(ky, kx, cb_base + walk.in_hw, ky_iw)
-            with m.Elif(kx != k_last):
-                m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(kx + 1)]
-                m.d.sync += start_pass(ky, kx + 1, 0, ky_iw)
-            with m.Elif(ky != k_last):
-                m.d.sync += [cb.eq(0), cb_base.eq(0), kx.eq(0), ky.eq(ky + 1),
-                             ky_iw.eq(ky_iw + op.in_w)]
-                m.d.sync += start_pass(ky + 1, 0, 0, ky_iw + op.in_w)
-            with m.Else():
-                m.d.sync += running.eq(0)
+                    single_tap = walk.kernel == 1
+                    m.d.comb += nonpairs_tr(op.cin_blocks == 1, single_tap, single_tap)
+            with m.Elif(pre_c.pass_):
+                # PAIRS: passes (tap pair, half), half inner; the next pair is two taps on
+                # (``kx_pair_fits`` and ``pairs_done`` are a cycle old: a PAIRS pass takes three
+                # reads at least).
+                with m.If(tr.half):
+                    m.d.sync += half.eq(1)
+                    m.d.comb += [tr_n.eq(0), tr_n.done.eq(pairs_done),
+                                 tr_n.pfit.eq(~pairs_done & kx_pair_fits),
+                                 tr_n.pwrap.eq(~pairs_done & ~kx_pair_fits)]
+                with m.If(tr.pfit | tr.pwrap):
+                    m.d.sync += [half.eq(0), tap.eq(tap + 2),
+                                 kx.eq(Mux(tr.pfit, kx + 2, kx + x_start))]
+                    m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
+                with m.If(tr.pwrap):
+                    m.d.sync += ky.eq(ky + 1)
+                with m.If(tr.cb):
+                    m.d.sync += cb.eq(cb + 1)
+                    m.d.comb += nonpairs_tr(cb == cb_m2, kx == k_last, ky == k_last)
+                with m.If(tr.kx):
+                    m.d.sync += [cb.eq(0), kx.eq(kx + 1)]
+                    m.d.comb += nonpairs_tr(cb_is1, kx == k_m2, ky == k_last)
+                with m.If(tr.ky):
+                    m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(ky + 1)]
+                    m.d.comb += nonpairs_tr(cb_is1, k_is1, ky == k_m2)
+
+            # ``last_read`` follows the phase it describes.
+            with m.If(go):
+                m.d.sync += [first.eq(1), phase.eq(PH_K)]
+                m.d.comb += [running_n.eq(1), last_read_n.eq(~pairs & ~dw_pairs)]
+            with m.Elif(pre_c.ph):
+                m.d.sync += [phase.eq(phase + 1), first.eq(0)]
+                m.d.comb += last_read_n.eq(~pairs | (phase == PH_0))
+            with m.Elif(pre_c.pass_):
+                m.d.sync += [first.eq(1), phase.eq(Mux(pairs, PH_K, PH_0))]
+                m.d.comb += last_read_n.eq(~pairs)
+            with m.Elif(pre_c.x | pre_c.y | pre_c.stop):
+                m.d.sync += [first.eq(0), phase.eq(PH_0)]
+                m.d.comb += last_read_n.eq(~pairs)
+                with m.If(pre_c.stop):
+                    m.d.comb += running_n.eq(0)
 
         # Input codes are unsigned or signed B-bit; the array gets (q - zp_in), zero outside.
         raw = data.ArrayLayout(unsigned(B), R)(self.data)
@@ -226,10 +346,9 @@ class WindowWalker(wiring.Component):
             m.d.comb += [vec.data[i].eq(Mux(zero_point_vec, op.zp_in, word[i]))
                          for i in range(R)]
         m.d.comb += [
-            advance.eq(running & reader.can_issue),
             # The first read of a PAIRS pixel reserves no FIFO slot: it writes none.
             reader.issue.eq(advance & ~(pairs & (phase == PH_0))),
-            self.addr.eq((rd_row + rd_ix)[:len(self.addr)]),
+            self.addr.eq(Mux(second, pix_addr2, pix_addr)[:len(self.addr)]),
             reader.buf.w_data.eq(vec),
             self.acts.payload.eq(reader.buf.r_data),
             self.acts.valid.eq(reader.buf.r_valid),
