@@ -96,11 +96,12 @@ class MemoryReader:
     read pipeline itself never stalls (see :class:`~zynqnn.rtl.common.CreditBuffer`).
     """
 
-    def __init__(self, m: Module, name: str, shape, depth: int = 4):
-        self.buf = CreditBuffer(shape, depth)
+    def __init__(self, m: Module, name: str, shape, depth: int = 4, copies: int = 1):
+        self.buf = CreditBuffer(shape, depth, copies)
         m.submodules[name] = self.buf
         self.issue = self.buf.accept
         self.can_issue = self.buf.can_accept
+        self.can_issue_copies = self.buf.can_accept_copies
         self.issued = Signal(name=f"{name}_issued_d")
         m.d.sync += self.issued.eq(self.issue)
         m.d.comb += self.buf.w_en.eq(self.issued)

@@ -45,11 +45,14 @@ class CreditBuffer(Elaboratable):
         The output stream.
     """
 
-    def __init__(self, shape, depth):
+    def __init__(self, shape, depth, copies=1):
         self.shape = shape
         self.depth = depth
         self.accept = Signal()
         self.can_accept = Signal()
+        #: ``can_accept`` and its register copies, for a producer whose enables fan out wide.
+        self.can_accept_copies = [self.can_accept] + [
+            Signal(name=f"can_accept_{i}") for i in range(1, copies)]
         self.w_data = Signal(shape)
         self.w_en = Signal()
         self.r_data = Signal(shape)
@@ -76,4 +79,11 @@ class CreditBuffer(Elaboratable):
             self.can_accept.eq(free),
         ]
         m.d.sync += [outstanding.eq(next_outstanding), free.eq(next_outstanding < self.depth)]
+        # The copies change only with ``outstanding``: written so, each one's next state reads
+        # its own output, and Yosys does not merge them back into one.
+        for i, copy in enumerate(self.can_accept_copies[1:]):
+            copy_free = Signal(init=1, name=f"free_{i + 1}")
+            with m.If(self.accept | pop):
+                m.d.sync += copy_free.eq(next_outstanding < self.depth)
+            m.d.comb += copy.eq(copy_free)
         return m

@@ -74,7 +74,9 @@ class WindowWalker(wiring.Component):
         half = Signal()                   # channel half of the pass (PAIRS)
         advance = Signal()                # the walker reads this cycle
 
-        reader = MemoryReader(m, "a_reader", act_layout(cfg), depth=4)
+        # The read FIFO's free slot gates the whole walk: three copies (``pre``, the control,
+        # the datapath).
+        reader = MemoryReader(m, "a_reader", act_layout(cfg), depth=4, copies=3)
 
         # The walk's constants as registers, loaded every cycle: the walk is set in the cycle of
         # ``start`` and first used a cycle later. Every decision below is then a register or an
@@ -112,11 +114,12 @@ class WindowWalker(wiring.Component):
             lim_m1 = const(f"{name}_lim_m1", limit - 1, width)
             lim_m2 = const(f"{name}_lim_m2", limit - 2, width)
 
+            # The value's and the flag's updates, apart (each from its own copy of ``pre``).
             def clear(now=False):         # now: in the cycle of ``start`` (limit registers stale)
-                return [value_n.eq(0), end_n.eq((limit == 1) if now else (lim_m1 == 0))]
+                return [value_n.eq(0)], [end_n.eq((limit == 1) if now else (lim_m1 == 0))]
 
             def step():
-                return [value_n.eq(value + 1), end_n.eq(value == lim_m2)]
+                return [value_n.eq(value + 1)], [end_n.eq(value == lim_m2)]
             return value, value_n, end, end_n, clear, step, lim_m2
         # 13 bits: a DW walk spans up to 2 * out_h + 1 rows.
         ox, _, ox_end, ox_end_n, ox_clear, ox_step, ox_lim_m2 = counter("ox", 13, walk.out_w)
@@ -185,16 +188,17 @@ class WindowWalker(wiring.Component):
         running, running_n = reg("running")
         last_read, last_read_n = reg("last_read")   # this read ends a pixel (PAIRS: the 2nd)
         last_pix, last_pix_n = reg("last_pix")      # ox_end & oy_end: the pass's last pixel
-        # Two copies of ``pre``: one for the control registers, one for the addresses and
-        # coordinates (each copy's next state reads its own output, so Yosys keeps both).
+        # Three copies of ``pre``: for the output counters' values, the other control
+        # registers, and the addresses and coordinates (each copy's next state reads its own
+        # output, so Yosys keeps them apart).
         pre_layout = data.StructLayout({
             "ph": 1, "x": 1, "y": 1, "y_in": 1, "pass_": 1, "stop": 1})
-        pre_c, pre_d = Signal(pre_layout, name="pre_c"), Signal(pre_layout, name="pre_d")
-        free = reader.can_issue
+        pre_o, pre_c, pre_d = (Signal(pre_layout, name=f"pre_{s}") for s in "ocd")
+        free, free_c, free_d = reader.can_issue_copies
         m.d.comb += advance.eq(running & free)
         pix_n = running_n & last_read_n
         with m.If(go | free):
-            for pre in (pre_c, pre_d):
+            for pre in (pre_o, pre_c, pre_d):
                 m.d.sync += [
                     pre.ph.eq(running_n & ~last_read_n),
                     pre.x.eq(pix_n & ~ox_end_n),
@@ -204,7 +208,7 @@ class WindowWalker(wiring.Component):
                     pre.pass_.eq(pix_n & last_pix_n & ~tr_n.done),
                     pre.stop.eq(pix_n & last_pix_n & tr_n.done),
                 ]
-        # Within ``m.If(go | free)`` below (the read FIFO's free slot gates the whole walk):
+        # Within ``m.If(go | free_*)`` below:
         # ``ph``: PAIRS K -> P0 -> P1, DW_PAIRS K -> P0; ``x``: the next pixel of the row;
         # ``y``: the first pixel of the next row, ``y_in`` of the next input row; ``pass_``:
         # the pass's last pixel, another pass follows; ``stop``: the walk's last pixel.
@@ -225,17 +229,26 @@ class WindowWalker(wiring.Component):
 
         ow_is1 = const("ow_is1", walk.out_w == 1, 1)
         oh_is1 = const("oh_is1", walk.out_h == 1, 1)
-        with m.If(go | free):
+        with m.If(go | free_c):
+            for part, pre in ((0, pre_o), (1, pre_c)):     # counter values; their flags
+                with m.If(go):
+                    m.d.comb += ox_clear(now=True)[part] + oy_clear(now=True)[part]
+                with m.Elif(pre.x):
+                    m.d.comb += ox_step()[part]
+                with m.Elif(pre.y):
+                    m.d.comb += ox_clear()[part] + oy_step()[part]
+                with m.Elif(pre.pass_):
+                    m.d.comb += ox_clear()[part] + oy_clear()[part]
             with m.If(go):
-                m.d.comb += [ox_clear(now=True), oy_clear(now=True),
-                             last_pix_n.eq((walk.out_w == 1) & (walk.out_h == 1))]
+                m.d.comb += last_pix_n.eq((walk.out_w == 1) & (walk.out_h == 1))
             with m.Elif(pre_c.x):
-                m.d.comb += [ox_step(), last_pix_n.eq((ox == ox_lim_m2) & oy_end)]
+                m.d.comb += last_pix_n.eq((ox == ox_lim_m2) & oy_end)
             with m.Elif(pre_c.y):
-                m.d.comb += [ox_clear(), oy_step(), last_pix_n.eq(ow_is1 & (oy == oy_lim_m2))]
+                m.d.comb += last_pix_n.eq(ow_is1 & (oy == oy_lim_m2))
             with m.Elif(pre_c.pass_):
-                m.d.comb += [ox_clear(), oy_clear(), last_pix_n.eq(ow_is1 & oh_is1)]
+                m.d.comb += last_pix_n.eq(ow_is1 & oh_is1)
 
+        with m.If(go | free_d):
             with m.If(go):
                 m.d.sync += [ix.eq(walk.x_off), ix0.eq(walk.x_off)]
             with m.Elif(x_move):
@@ -245,6 +258,7 @@ class WindowWalker(wiring.Component):
             with m.Elif(pass_end):
                 m.d.sync += [ix.eq(n_ix0), ix0.eq(n_ix0)]
 
+        with m.If(go | free_d):
             with m.If(go):
                 m.d.sync += [iy.eq(walk.y_off), iy0.eq(walk.y_off)]
             with m.Elif(y_move_in):
@@ -252,6 +266,7 @@ class WindowWalker(wiring.Component):
             with m.Elif(pass_end):
                 m.d.sync += [iy.eq(n_iy0), iy0.eq(n_iy0)]
 
+        with m.If(go | free_d):
             with m.If(go):
                 m.d.sync += [pix_addr.eq(first_addr), row_addr.eq(first_addr),
                              cb_addr.eq(first_addr), tap_addr.eq(first_addr)]
@@ -265,7 +280,8 @@ class WindowWalker(wiring.Component):
                 m.d.sync += [pix_addr.eq(n_addr), row_addr.eq(n_addr), cb_addr.eq(n_addr),
                              tap_addr.eq(n_tap)]
 
-            # Tap and channel-block counters, and what ends the next pass.
+        # Tap and channel-block counters, and what ends the next pass.
+        with m.If(go | free_c):
             with m.If(go):
                 m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0)]
                 with m.If(pairs):
@@ -298,7 +314,8 @@ class WindowWalker(wiring.Component):
                     m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(ky + 1)]
                     m.d.comb += nonpairs_tr(cb_is1, k_is1, ky == k_m2)
 
-            # ``last_read`` follows the phase it describes.
+        # ``last_read`` follows the phase it describes.
+        with m.If(go | free_c):
             with m.If(go):
                 m.d.sync += [first.eq(1), phase.eq(PH_K)]
                 m.d.comb += [running_n.eq(1), last_read_n.eq(~pairs & ~dw_pairs)]

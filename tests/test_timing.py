@@ -238,14 +238,23 @@ CLOCK_LINE = re.compile(r"^clock (\S+): worst (\d+\.\d\d) ns \((\d+) MHz\) perio
                         r"slack (-?\d+\.\d\d) ns (PASS|FAIL) \(net model (\S+)\)$")
 
 
-@pytest.fixture(scope="module")
-def tiny_pe_array(tmp_path_factory):
+def _tiny_netlist(tmp_path_factory, target):
     from zynqnn.synth import NETLIST_JSON, run_synth, work_dir
 
     out = tmp_path_factory.mktemp("timing")
     cfg = get_config("tiny")
-    r = run_synth(cfg, "zynqnn_pe_array", out, netlist=True)
+    r = run_synth(cfg, target, out, netlist=True)
     return cfg, out, work_dir(cfg, r.module, out) / NETLIST_JSON
+
+
+@pytest.fixture(scope="module")
+def tiny_pe_array(tmp_path_factory):
+    return _tiny_netlist(tmp_path_factory, "zynqnn_pe_array")
+
+
+@pytest.fixture(scope="module")
+def tiny_window_walker(tmp_path_factory):
+    return _tiny_netlist(tmp_path_factory, "zynqnn_window_walker")
 
 
 def test_tiny_pe_array_end_to_end(tiny_pe_array, capsys):
@@ -285,26 +294,50 @@ TINY_PE_BUDGET_NS = {"typical": 5.0, "pessimistic": 6.5}
 MAX_NET_SINKS = 128  # rule 1: sink pins of any net but the clock and the reset
 
 
-@pytest.mark.parametrize("model", sorted(TINY_PE_BUDGET_NS))
-def test_tiny_pe_array_budget(tiny_pe_array, model):
-    _, _, netlist = tiny_pe_array
+#: The tiny window walker's budget (pynq_z2: 6.00 / 7.90 ns; tiny 6.18 / 8.09 ns measured): the
+#: walker before its rework (one long decision tree, two adders in front of the read address)
+#: measured 8.50 / 10.99 ns here.
+TINY_WALKER_BUDGET_NS = {"typical": 6.5, "pessimistic": 8.5}
+
+
+def _budget(netlist, model, budget, what):
     c = only_clock(analyze(json.loads(netlist.read_text()), load_library(), NET_MODELS[model]))
     p = c.paths[0]
-    assert c.worst <= TINY_PE_BUDGET_NS[model], (
-        f"tiny PE array {c.worst:.2f} ns under {model} exceeds its budget "
-        f"{TINY_PE_BUDGET_NS[model]} ns: {p.start} -> {p.end} ({p.end_pin}), {p.cells} cells")
+    assert c.worst <= budget, (
+        f"{what} {c.worst:.2f} ns under {model} exceeds its budget {budget} ns: "
+        f"{p.start} -> {p.end} ({p.end_pin}), {p.cells} cells")
 
 
-def test_tiny_pe_array_fanout(tiny_pe_array):
-    _, _, netlist = tiny_pe_array
+def _wide_nets(netlist, exempt_ports=()):
     mod = next(m for m in json.loads(netlist.read_text())["modules"].values()
                if int(m.get("attributes", {}).get("top", "0"), 2))
-    exempt = {b for p in ("clk", "rst") for b in mod["ports"][p]["bits"]}
+    exempt = {b for p in ("clk", "rst", *exempt_ports) for b in mod["ports"][p]["bits"]}
     sinks = Counter(b for cell in mod["cells"].values()
                     for pin, bits in cell["connections"].items()
                     if cell["port_directions"].get(pin) == "input"
                     for b in bits if isinstance(b, int) and b not in exempt)
     names = {b: n for n, v in mod["netnames"].items() if not n.startswith("$")
              for b in v["bits"]}
-    wide = {names.get(b, str(b)): n for b, n in sinks.items() if n > MAX_NET_SINKS}
+    return {names.get(b, str(b)): n for b, n in sinks.items() if n > MAX_NET_SINKS}
+
+
+@pytest.mark.parametrize("model", sorted(TINY_PE_BUDGET_NS))
+def test_tiny_pe_array_budget(tiny_pe_array, model):
+    _budget(tiny_pe_array[2], model, TINY_PE_BUDGET_NS[model], "tiny PE array")
+
+
+def test_tiny_pe_array_fanout(tiny_pe_array):
+    wide = _wide_nets(tiny_pe_array[2])
+    assert not wide, f"nets over {MAX_NET_SINKS} sinks: {wide}"
+
+
+@pytest.mark.parametrize("model", sorted(TINY_WALKER_BUDGET_NS))
+def test_tiny_window_walker_budget(tiny_window_walker, model):
+    _budget(tiny_window_walker[2], model, TINY_WALKER_BUDGET_NS[model], "tiny window walker")
+
+
+def test_tiny_window_walker_fanout(tiny_window_walker):
+    # ``start`` initializes every walk register (161 sinks on tiny): its copies belong to the
+    # engine, whose ``mac_go`` starts all four stages (docs/timing.md, what is left).
+    wide = _wide_nets(tiny_window_walker[2], exempt_ports=("start",))
     assert not wide, f"nets over {MAX_NET_SINKS} sinks: {wide}"
