@@ -232,6 +232,14 @@ def float_shadow(graph: Graph, x: Any, quantized: frozenset = frozenset()
                 shape = list(a["shape"])
                 shape[0] = v.shape[0]
                 y = v.reshape(shape)
+            elif op == "slice":
+                y = v.narrow(int(a["axis"]), int(a["start"]), int(a["end"]) - int(a["start"]))
+            elif op == "channel_shuffle":
+                from .ir.execute import shuffle_perm
+
+                y = v[:, torch.as_tensor(shuffle_perm(v.shape[1], int(a["groups"])))]
+            elif op == "transpose":
+                y = v.permute(*a["perm"])
             elif op == "pad":
                 t = graph.tensors[n.inputs[0]]
                 val = a.get("value")

@@ -55,7 +55,64 @@ def compare_codes(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(a != b)), int(a.size)
 
 
+def fuse_channel_shuffle(graph: Graph) -> int:
+    """Replace ShuffleNet's channel shuffle, ``reshape (N, C, H, W) -> (N, g, C/g, H, W)``,
+    ``transpose`` of axes 1 and 2, any same-shape reshapes (PyTorch's ``.contiguous()``), and
+    ``reshape`` back to ``(N, C, H, W)``, by one ``channel_shuffle`` node (groups ``g``). The
+    intermediate tensors must have no other consumer and not be graph outputs. Returns the
+    number of shuffles fused."""
+    fused = 0
+    for first in list(graph.nodes):
+        if first not in graph.nodes or first.op != "reshape":
+            continue
+        x = graph.tensors[first.inputs[0]]
+        mid = graph.tensors[first.outputs[0]]
+        if len(x.shape) != 4 or len(mid.shape) != 5:
+            continue
+        n, c, h, w = x.shape
+        g = mid.shape[1]
+        if mid.shape != (n, g, c // g, h, w) or c % g:
+            continue
+        chain, cur = [first], first.outputs[0]
+        ok = True
+        while True:
+            cons = graph.consumers(cur)
+            if len(cons) != 1 or cur in graph.outputs:
+                ok = False
+                break
+            nxt = cons[0]
+            chain.append(nxt)
+            cur = nxt.outputs[0]
+            shape = graph.tensors[cur].shape
+            if nxt.op == "transpose" and len(chain) == 2:
+                if list(nxt.attrs.get("perm", [])) != [0, 2, 1, 3, 4]:
+                    ok = False
+                    break
+                continue
+            if nxt.op == "reshape" and len(chain) > 2:
+                if shape == (n, c // g, g, h, w):
+                    continue          # .contiguous(): a reshape to the same shape
+                if shape != (n, c, h, w):
+                    ok = False
+                break
+            ok = False
+            break
+        if not ok or len(chain) < 3 or chain[1].op != "transpose":
+            continue
+        last = chain[-1]
+        for node in chain[1:]:
+            graph.nodes.remove(node)
+        for node in chain[:-1]:
+            graph.tensors.pop(node.outputs[0], None)
+        first.op, first.attrs, first.outputs = "channel_shuffle", {"groups": int(g)}, \
+            list(last.outputs)
+        graph.invalidate()
+        fused += 1
+    return fused
+
+
 def finish(graph: Graph, kind: str) -> Graph:
+    fuse_channel_shuffle(graph)
     try:
         graph.validate()
     except IRError as exc:

@@ -61,7 +61,7 @@ __all__ = ["QDQGraph", "QNode", "lower", "COMMUTING", "COMPUTE"]
 
 COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat")
 COMMUTING = ("max_pool2d", "pad", "upsample_nearest", "flatten", "reshape", "relu", "clip",
-             "identity")
+             "identity", "slice", "transpose")
 
 
 @dataclass
@@ -303,6 +303,10 @@ class _Lowering:
         raise self.fail(node, f"dequantizes a value that is not quantized ({type(v).__name__})")
 
     def requantize(self, node: QNode, v: _DQ, scale, zp, dtype) -> _Q:
+        if v.ops and v.ops[0][0] == "slice":
+            # a part of a split, quantized on its own: the slice first, then its rescaling
+            first = self.apply_pending(node, _DQ(v.q, v.ops[:1]))
+            v = _DQ(first.name, v.ops[1:])
         src = self.g.tensors[v.q]
         cur = _Q(v.q)
         if not (src.dtype == dtype and src.scale == float(scale) and src.zero_point == int(zp)):
@@ -394,6 +398,10 @@ class _Lowering:
         if op == "reshape":
             return "reshape", {"shape": _onnx_reshape(self, node, shape, a["shape"],
                                                       a.get("allowzero", 0))}
+        if op == "transpose":
+            return "transpose", {"perm": [int(p) for p in a["perm"]]}
+        if op == "slice":
+            return "slice", _slice_attrs(self, node, a, shape)
         raise self.fail(node, f"operator {op!r} is not supported")
 
     def int_op(self, node: QNode, v: _Q, op: str, attrs: dict) -> _Q:
@@ -605,6 +613,31 @@ def _nearest_index(n_in: int, n_out: int, fac: int, ctm: str, nearest: str):
     else:
         return None
     return np.clip(i, 0, n_in - 1).astype(np.int64)
+
+
+def _slice_attrs(low: _Lowering, node: QNode, a: dict, shape) -> dict:
+    """ONNX Slice's starts / ends / axes / steps on ``shape`` as one IR slice (one axis cut,
+    step 1; starts and ends clamped as ONNX clamps them)."""
+    cut = []
+    for st, en, ax, sp in zip(a["starts"], a["ends"], a["axes"], a["steps"], strict=True):
+        ax %= len(shape)
+        size = shape[ax]
+        if sp != 1:
+            raise low.fail(node, f"a slice with step {sp} is not supported (step 1 only)")
+        st = min(max(st + size if st < 0 else st, 0), size)
+        en = min(max(en + size if en < 0 else en, 0), size)
+        if (st, en) != (0, size):
+            cut.append((ax, st, en))
+    if not cut:
+        return {"axis": 1 if len(shape) > 1 else 0, "start": 0, "end": shape[1 if len(shape) > 1
+                                                                           else 0]}
+    if len(cut) > 1:
+        raise low.fail(node, f"a slice of several axes {[c[0] for c in cut]} is not supported "
+                             "(one axis at a time)")
+    ax, st, en = cut[0]
+    if en <= st:
+        raise low.fail(node, f"an empty slice ({st}:{en} of axis {ax})")
+    return {"axis": ax, "start": st, "end": en}
 
 
 def _onnx_reshape(low: _Lowering, node: QNode, shape, target, allowzero) -> list[int]:

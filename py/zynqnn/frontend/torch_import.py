@@ -353,8 +353,17 @@ class TorchImporter:
             dtype = _qdtype(out_t)
         except ValueError:
             raise self.fail(node, f"quantized dtype {out_t.dtype} is not supported") from None
-        target = Tensor("?", st.shape, dtype, float(out_t.q_scale()), int(out_t.q_zero_point()))
+        orig = src.q
         cur = QVal(src.q)
+        ops = list(src.ops)
+        if ops and ops[0][0] == "slice":
+            # a part of a split done in float, quantized on its own (FX: dequantize -> chunk ->
+            # quantize_per_tensor per part): the slice first, then the rescaling of that part
+            cur = self.apply_pending(node, FloatView(src.q, ops[:1]))
+            ops = ops[1:]
+            st = self.graph.tensors[cur.name]
+            src = FloatView(cur.name, ops, src.float_clamps)
+        target = Tensor("?", st.shape, dtype, float(out_t.q_scale()), int(out_t.q_zero_point()))
         if not st.same_qparams(target):
             name = self.graph.unique_name(node.name + "_requantize")
             self.graph.add_tensor(Tensor(name, st.shape, dtype, target.scale, target.zero_point,
@@ -362,7 +371,7 @@ class TorchImporter:
             self.emit(node.name, "requantize", [src.q], name)
             cur = QVal(name)
         res = self.apply_pending(node, FloatView(cur.name, src.ops))
-        if res.name != src.q:
+        if res.name != orig:
             self.tensor(res).layout = _layout(out_t)
             self.torch_ref[res.name] = out_t
         return res
@@ -690,7 +699,17 @@ class TorchImporter:
                 return Const(v.value[node.args[1]])
             if isinstance(v, list):
                 return v[node.args[1]]
+            if isinstance(v, (QVal, FloatView)):
+                return self.index(node, v, node.args[1])
             raise self.fail(node, "indexing a tensor is not supported")
+        if f in _CONST_ARITH and node.args and all(
+                isinstance(self.arg(a), Const) for a in node.args):
+            # shape arithmetic on x.size() (channel_shuffle: channels // groups)
+            return Const(f(*(self.arg(a).value for a in node.args)))
+        if f in (torch.chunk, torch.split, torch.tensor_split):
+            return self.split(node)
+        if f in (torch.transpose, torch.swapaxes, torch.permute):
+            return self.transpose(node)
         if f in (operator.add, torch.add, operator.mul, torch.mul, qops.mul, qops.add_scalar,
                  qops.mul_relu, qops.mul_scalar):
             raise self.fail(node, "this arithmetic is not supported (quantized add of two "
@@ -713,6 +732,10 @@ class TorchImporter:
             return self.unary(node, "flatten", {"start_dim": int(start)}, flavour=None)
         if m in ("view", "reshape"):
             return self.reshape(node)
+        if m in ("chunk", "split", "tensor_split"):
+            return self.split(node)
+        if m in ("transpose", "swapaxes", "permute"):
+            return self.transpose(node)
         if m in ("relu", "relu_"):
             return self.unary(node, "relu", {}, flavour=None)
         if m in ("clamp", "clip", "clamp_", "clip_"):
@@ -720,6 +743,77 @@ class TorchImporter:
             hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
             return self.clamp_like(node, "clamp", lo, hi)
         raise self.fail(node, "method is not supported")
+
+    def _shape_of(self, node, v) -> tuple[int, ...]:
+        if isinstance(v, QVal):
+            return self.tensor(v).shape
+        if isinstance(v, FloatView):
+            return v.ops[-1][2] if v.ops else self.graph.tensors[v.q].shape
+        raise self.fail(node, f"expected a quantized tensor, got {type(v).__name__}")
+
+    def _slice(self, node, src, axis: int, start: int, end: int, out_t, i: int | None):
+        """One part of ``src`` along ``axis``: an IR ``slice`` (queued on a FloatView)."""
+        attrs = {"axis": int(axis), "start": int(start), "end": int(end)}
+        if isinstance(src, FloatView):
+            return FloatView(src.q, src.ops + [("slice", attrs, tuple(out_t.shape))],
+                             src.float_clamps)
+        q = self.new_q(node, out_t, "" if i is None else f"_{i}")
+        self.emit(node.name, "slice", [src.name], q.name, flavour=None, attrs=attrs,
+                  source=node.target if isinstance(node.target, str) else None)
+        return q
+
+    def split(self, node):
+        """``chunk`` / ``split`` / ``tensor_split``: the parts PyTorch returned, each a
+        ``slice`` of consecutive indices (their sizes are read from the recorded outputs)."""
+        src = self.arg(node.args[0])
+        shape = self._shape_of(node, src)
+        a = _bind(node, ["input", "sections", "dim"], {"dim": 0})
+        dim = int(a["dim"]) % len(shape)
+        parts = self.recorded(node)
+        out, start = [], 0
+        for i, t in enumerate(parts):
+            size = int(t.shape[dim])
+            if size == 0:
+                raise self.fail(node, f"part {i} is empty")
+            out.append(self._slice(node, src, dim, start, start + size, t, i))
+            start += size
+        return out
+
+    def index(self, node, src, key):
+        """``x[:, a:b]`` (basic slicing with step 1 on one axis; the others whole)."""
+        shape = self._shape_of(node, src)
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+        if len(key) > len(shape) or not all(isinstance(k, slice) for k in key):
+            raise self.fail(node, f"indexing with {key!r} is not supported (only slices such "
+                                  "as x[:, a:b])")
+        cut = []
+        for axis, k in enumerate(key):
+            start, stop, step = k.indices(shape[axis])
+            if (start, stop, step) != (0, shape[axis], 1):
+                cut.append((axis, start, stop, step))
+        if not cut:
+            return src
+        if len(cut) > 1 or cut[0][3] != 1 or cut[0][2] <= cut[0][1]:
+            raise self.fail(node, f"indexing with {key!r} is not supported (one axis, step 1, "
+                                  "not empty)")
+        axis, start, stop, _ = cut[0]
+        return self._slice(node, src, axis, start, stop, self.recorded(node), None)
+
+    def transpose(self, node):
+        src = self.arg(node.args[0])
+        rank = len(self._shape_of(node, src))
+        if node.target in ("permute",) or node.target is getattr(_torch(), "permute", None):
+            dims = node.args[1:] if len(node.args) > 2 else node.args[1]
+            perm = [int(d) % rank for d in (dims if not isinstance(dims, int) else [dims])]
+        else:
+            a = _bind(node, ["input", "dim0", "dim1"], {})
+            d0, d1 = int(a["dim0"]) % rank, int(a["dim1"]) % rank
+            perm = list(range(rank))
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+        return self.unary(node, "transpose", {"perm": perm}, src, flavour=None)
 
     def add(self, node, relu: bool):
         a = self.qin(node, 0)
@@ -748,6 +842,11 @@ class TorchImporter:
         rank = len(self.tensor(q).shape)
         self.emit(node.name, "concat", ins, q.name, attrs={"axis": int(dim) % rank})
         return q
+
+
+#: Python arithmetic on constants (the shape arithmetic of x.size()).
+_CONST_ARITH = (operator.floordiv, operator.mul, operator.add, operator.sub, operator.mod,
+                operator.truediv, operator.neg)
 
 
 def _bind(node, names: list[str], defaults: dict) -> dict:

@@ -318,6 +318,28 @@ def _pad(g, n, v, ins, out, hw):
     return ops.pad2d(v[0], n.attrs["pads"], ins[0].zero_point if value is None else value)
 
 
+def _slice(g, n, v, ins, out, hw):
+    a = n.attrs
+    idx = [slice(None)] * v[0].ndim
+    idx[int(a["axis"])] = slice(int(a["start"]), int(a["end"]))
+    return v[0][tuple(idx)]
+
+
+def shuffle_perm(channels: int, groups: int) -> np.ndarray:
+    """Input channel of each output channel of a channel shuffle with ``groups`` groups."""
+    i = np.arange(channels)
+    return (i % groups) * (channels // groups) + i // groups
+
+
+def _channel_shuffle(g, n, v, ins, out, hw):
+    x = v[0]
+    return x[:, shuffle_perm(x.shape[1], int(n.attrs["groups"]))]
+
+
+def _transpose(g, n, v, ins, out, hw):
+    return np.transpose(v[0], list(n.attrs["perm"]))
+
+
 KERNELS = {
     "quantize": _quantize,
     "dequantize": _dequantize,
@@ -339,6 +361,9 @@ KERNELS = {
     "flatten": _flatten,
     "reshape": _reshape,
     "pad": _pad,
+    "slice": _slice,
+    "channel_shuffle": _channel_shuffle,
+    "transpose": _transpose,
 }
 
 
