@@ -233,3 +233,45 @@ def test_unsupported_slices_name_the_node():
         g = zynqnn.from_torch(q, calib[:1], engine="qnnpack")
     with pytest.raises(zynqnn.CompileError, match=r"slice on axis 2.*splits channels"):
         zynqnn.compile(g, "pynq_z2")
+
+
+def test_mean_over_the_map_under_qnnpack(tmp_path_factory):
+    """ShuffleNetV2's head ``conv(x).mean([2, 3])``: qnnpack's quantized mean is its global
+    average pooling (the input's qparams), imported as ``adaptive_avg_pool2d`` + ``flatten``
+    and equal to PyTorch on the golden backend; fbgemm's mean (another formula) is refused
+    naming the node and the way out."""
+    import torch
+    from torch import nn
+
+    from zynqnn import zoo
+    from zynqnn.zoo.quant import cpu_independent_qconfig_mapping, quiet_torch_ao
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = _cbr(3, 20, 3)
+            self.fc = nn.Linear(20, 4)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean([2, 3]))
+
+    gen = torch.Generator().manual_seed(3)
+    calib = torch.rand((8, *SHAPE), generator=gen)
+    x = torch.rand((3, *SHAPE), generator=gen).numpy()
+    with quiet_torch_ao():
+        q = zoo.quantize_fx(_init(Head(), 3), calib[:1], engine="qnnpack", calibration=calib,
+                            qconfig_mapping=cpu_independent_qconfig_mapping("qnnpack"))
+        g = zynqnn.from_torch(q, calib[:1], engine="qnnpack")
+    assert g.ops().get("adaptive_avg_pool2d") == 1
+
+    def reference(v):
+        torch.backends.quantized.engine = "qnnpack"
+        with torch.no_grad():
+            return [q(torch.as_tensor(v)).numpy()]
+
+    check_graph_on_golden(g, reference, x, "pynq_z2")
+    with quiet_torch_ao():
+        q = zoo.quantize_fx(_init(Head(), 3), calib[:1], engine="fbgemm", calibration=calib,
+                            qconfig_mapping=cpu_independent_qconfig_mapping("fbgemm"))
+        with pytest.raises(FrontendError, match=r"mean under fbgemm.*AdaptiveAvgPool2d"):
+            zynqnn.from_torch(q, calib[:1], engine="fbgemm")

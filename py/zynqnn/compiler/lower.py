@@ -49,6 +49,9 @@ add                        :class:`HwAdd` in the flavour's add semantics (torch 
                            scalar tail (rounds differently) as commands of its own when it is
                            whole words (``scalar_from``, ``scalar_mask``)
 grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
+slice (channels),          views: the producer's tensor seen through some of its slots (a range,
+channel_shuffle            or permuted); a copy (1x1, 0/1 weights) only where a layout forces it:
+                           a part alone in a concatenation, an add, a depthwise layer
 =========================  =====================================================================
 
 Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a

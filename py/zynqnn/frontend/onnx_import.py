@@ -330,7 +330,7 @@ class _Adapter:
             return
         handler = getattr(self, "op_" + op, None)
         if handler is None:
-            raise self.fail(node, "operator is not supported")
+            raise self.fail(node, "operator is not supported" + _HINTS.get(op, ""))
         handler(node, a, ins, out, name)
 
     # float ops (QDQ form)
@@ -597,6 +597,15 @@ class _Adapter:
                 raise FrontendError(f"{self.label}: output {o!r} is a constant")
         return QDQGraph(self.nodes, self.consts, inputs, outputs,
                         name=Path(self.label).stem or "onnx", kind="ONNX")
+
+
+#: What a user can do about some unsupported operators (appended to the message).
+_HINTS = {
+    "ReduceMean": (": ONNX Runtime runs it in float between DequantizeLinear and QuantizeLinear "
+                   "(a float sum whose order zynqnn does not reproduce); for a mean over the "
+                   "spatial axes use GlobalAveragePool (nn.AdaptiveAvgPool2d(1) + flatten in "
+                   "PyTorch), which ONNX Runtime quantizes"),
+}
 
 
 def _np_name(dt) -> str:

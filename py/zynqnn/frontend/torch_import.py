@@ -592,6 +592,40 @@ class TorchImporter:
                           {"output_size": list(out_t.shape[2:]), "vector_width": 8},
                           float_ok=False)
 
+    def mean(self, node):
+        """``x.mean([2, 3])`` (ShuffleNetV2's head) of a quantized map: under qnnpack PyTorch
+        runs qnnpack's global average pooling with the input's qparams, the same codes as
+        ``adaptive_avg_pool2d(x, 1)`` (checked on 300 random maps, and by the import check);
+        fbgemm's quantized mean takes another formula, not reproduced."""
+        src = self.arg(node.args[0])
+        a = _bind(node, ["input", "dim", "keepdim"], {"dim": None, "keepdim": False})
+        shape = self._shape_of(node, src)
+        dims = a["dim"] if isinstance(a["dim"], (list, tuple)) else [a["dim"]]
+        if len(shape) != 4 or a["dim"] is None or sorted(int(d) % 4 for d in dims) != [2, 3]:
+            raise self.fail(node, f"mean over {a['dim']!r}: only the mean over the spatial "
+                                  "axes [2, 3] of a 4-D map is supported (global average "
+                                  "pooling)")
+        if not isinstance(src, QVal):
+            raise self.fail(node, "mean of a float tensor: the op is not quantized")
+        if self.engine != "qnnpack":
+            raise self.fail(node, f"quantized mean under {self.engine} is not supported (its "
+                                  "arithmetic differs from average pooling); use "
+                                  "nn.AdaptiveAvgPool2d(1) and flatten, or the qnnpack engine")
+        t = self.tensor(src)
+        n, c = shape[0], shape[1]
+        pooled = self.graph.unique_name(node.name + "_pool")
+        self.graph.add_tensor(Tensor(pooled, (n, c, 1, 1), t.dtype, t.scale, t.zero_point,
+                                     layout=t.layout))
+        self.emit(node.name, "adaptive_avg_pool2d", [src.name], pooled,
+                  attrs={"output_size": [1, 1], "vector_width": 8}, source="mean")
+        if a["keepdim"]:
+            self.torch_ref[pooled] = self.recorded(node)
+            return QVal(pooled)
+        q = self.new_q(node, self.recorded(node))
+        self.emit(node.name, "flatten", [pooled], q.name, flavour=None,
+                  attrs={"start_dim": 1})
+        return q
+
     def pad(self, node, pads, value: float):
         if len(pads) == 2:
             pads = pads * 2
@@ -734,6 +768,8 @@ class TorchImporter:
             return self.reshape(node)
         if m in ("chunk", "split", "tensor_split"):
             return self.split(node)
+        if m == "mean":
+            return self.mean(node)
         if m in ("transpose", "swapaxes", "permute"):
             return self.transpose(node)
         if m in ("relu", "relu_"):
