@@ -404,6 +404,65 @@ def _solve_map(acc: np.ndarray, target: np.ndarray, ratio: float, zp_out: int, q
     return rq if np.array_equal(rq.apply(acc[:, None], axis=1)[:, 0], target) else None
 
 
+def _solve_channel(k: np.ndarray, target: np.ndarray, zp_out: int, qmin: int, qmax: int,
+                   wmax: int = 127):
+    """``(w, b, Q, shift)`` with ``clamp(floor(((w*k + b) * Q + 2^(t-1)) / 2^t) + zp_out)``
+    (TFLite's single rounding, ``t = 31 - shift``) equal to ``target`` for every ``k`` (the
+    input codes minus their zero point), or None. ``w`` is +-``wmax`` (the finest offset ``b``
+    can set; above 127 the input is read from several slots), the shift that of the slope fitted to ``target``; then for each bias ``b`` near the
+    fitted offset's (searched outward) every code bounds the multiplier ``Q`` to an interval
+    and their intersection gives ``Q`` exactly when one exists (as ``_solve_map``)."""
+    from zynqnn.numerics import gemmlowp
+
+    k = np.asarray(k, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    tp = target - zp_out
+    need_ge = (target > qmin) | (qmin == qmax)
+    need_le = (target < qmax) | (qmin == qmax)
+    inside = need_ge & need_le
+    if np.all(target == target[0]):          # a constant: w = 0, acc = b
+        v = int(target[0]) - zp_out
+        return 0, 2 * v, 1 << 30, 0
+    if inside.sum() >= 2 and np.ptp(k[inside]) > 0:
+        slope, offset = np.polyfit(k[inside], tp[inside], 1)
+    else:
+        slope = (tp[-1] - tp[0]) / max(1, k[-1] - k[0])
+        offset = tp[0] - slope * k[0]
+    if slope == 0:
+        return None
+    w = wmax if slope > 0 else -wmax
+    _, sh = gemmlowp.quantize_multiplier(abs(slope) / wmax)
+    if not -31 <= sh <= 30:
+        return None
+    t = 31 - sh
+    one, half = 1 << t, 1 << (t - 1)
+    lo_b = tp * one - half                   # x * Q >= lo_b  (x = w*k + b)
+    hi_b = (tp + 1) * one - half - 1         # x * Q <= hi_b
+    big = np.iinfo(np.int64).max // 4
+    b0 = int(round(offset * wmax / abs(slope)))
+    start, step = 0, 32
+    while start < 1 << 15:
+        d = np.arange(start, start + step, dtype=np.int64)
+        start, step = start + step, min(step * 4, 2048)
+        bs = np.concatenate([b0 + d, b0 - d - 1])[:, None]
+        x = w * k[None, :] + bs                            # (candidates, codes)
+        pos, neg = x > 0, x < 0
+        xs = np.where(x == 0, 1, x)
+        # x > 0: Q >= ceil(lo/x) (need_ge), Q <= floor(hi/x) (need_le); x < 0: reversed
+        q_lo = np.where(pos & need_ge, -((-lo_b) // xs), 0)
+        q_lo = np.maximum(q_lo, np.where(neg & need_le, -((-hi_b) // xs), 0))
+        q_hi = np.where(pos & need_le, hi_b // xs, big)
+        q_hi = np.minimum(q_hi, np.where(neg & need_ge, lo_b // xs, big))
+        zero_bad = (x == 0) & ((need_ge & (lo_b > 0)) | (need_le & (hi_b < 0)))
+        lo, hi = q_lo.max(axis=1), np.minimum(q_hi.min(axis=1), 2**31 - 1)
+        ok = np.nonzero((lo <= hi) & ~zero_bad.any(axis=1))[0]
+        for i in ok:
+            b = int(bs[i, 0])
+            if abs(b) < 2**30 and np.all(np.abs(w * k + b) < 2**31):
+                return w, b, int(lo[i]), sh
+    return None
+
+
 def _act_codes(act, q, rq):
     """The hardware's activation after requantization (``LeakyFixed``/``LeakyTorch``)."""
     from zynqnn.hw.post import LeakyFixed
@@ -728,6 +787,77 @@ class _Lowering:
         v = self.map4(node, node.inputs[0])
         perm = shuffle_perm(v.map[0], int(node.attrs["groups"]))
         self.bind(node.outputs[0], v.hw, slots=v.channel_slots()[perm], size=v.size, view=True)
+
+    def _op_batch_norm(self, node):
+        """A stand-alone quantized BatchNorm (+ ReLU): per channel a code-to-code map (the
+        node's ``table``, measured from the framework's kernel). It runs as a 1x1 convolution
+        with one weight per channel (diagonal; the input's slots as for any convolution) and a
+        per-channel TFLite single-rounding Requant whose constants ``_solve_channel`` finds so
+        that the layer equals the table on every code the input can hold; refused naming the
+        channel when none does."""
+        from zynqnn.numerics import make_requant
+
+        v = self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
+        x_ir, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        table = np.asarray(node.attrs["table"], dtype=np.int64)
+        lo, hi = self.range[id(v.hw)]
+        in_lo = int(node.attrs["in_lo"])
+        codes = np.arange(lo, hi + 1)
+        k = codes - v.hw.zero_point
+        c = table.shape[0]
+        zp, signed = self.qparams(node, node.outputs[0])
+        qmin, qmax = int(out.qmin), int(out.qmax)
+        ws, bs, qs, shs, copies = [], [], [], [], []
+        for ch in range(c):
+            target = table[ch, codes - in_lo]
+            # the offset's resolution is slope / |w|: a channel whose codes need a finer one
+            # reads its input from m slots (weights 127 each, an extra copy layer)
+            for m in (1, 2, 3, 4):
+                sol = _solve_channel(k, target, zp, qmin, qmax, wmax=127 * m)
+                if sol is not None:
+                    break
+            if sol is None:
+                raise _fail(node, f"channel {ch}: no weight of at most 4 x 127 and "
+                                  "requantization of the hardware reproduces the "
+                                  f"{node.flavour} BatchNorm's codes on the input codes "
+                                  f"{lo}..{hi}")
+            ws.append(sol[0]), bs.append(sol[1]), qs.append(sol[2]), shs.append(sol[3])
+            copies.append(m if sol[0] else 1)
+        rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, zp, np.array(bs), qmin, qmax,
+                          multiplier=np.array(qs), shift=np.array(shs))
+        got = rq.apply(np.asarray(ws)[:, None] * k[None, :], axis=0)
+        if not np.array_equal(got, table[:, codes - in_lo]):
+            raise AssertionError(f"{node.name}: the solved BatchNorm differs from its table")
+        extra = [ch for ch in range(c) for _ in range(copies[ch] - 1)]
+        w = np.zeros((c, c + len(extra), 1, 1), np.int64)
+        for ch in range(c):
+            w[ch, ch, 0, 0] = ws[ch] // copies[ch]
+        for j, ch in enumerate(extra):
+            w[ch, c + j, 0, 0] = ws[ch] // copies[ch]
+        if extra:
+            v = self._duplicate(node, v, list(range(c)) + extra)
+        y = self.hw_tensor(node, node.outputs[0])
+        self._conv_layer(node, v, w, 1, (0, 0, 0, 0), rq, y)
+        self.range[id(y)] = (int(table[:, codes - in_lo].min()), int(table[:, codes - in_lo].max()))
+
+    def _duplicate(self, node, v: _Val, channels: list) -> _Val:
+        """A compact copy of ``v`` whose channel ``j`` is ``v``'s IR channel ``channels[j]``
+        (channels may repeat): a 1x1 convolution with 0/1 weights and the identity
+        requantization, as ``relayout``."""
+        from zynqnn.numerics import make_requant
+
+        x = v.hw
+        src = v.channel_slots()[np.asarray(channels)]
+        n = len(channels)
+        w = np.zeros((n, x.channels, 1, 1), np.int64)
+        w[np.arange(n), src, 0, 0] = 1
+        name = self.unique(f"{node.name}.copies")
+        y = Tensor(name, n, x.height, x.width, x.zero_point, x.signed)
+        lo, hi = code_range(x.signed, self.cfg.operand_bits)
+        rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, x.zero_point, np.array([0]),
+                          lo, hi, multiplier=1 << 30, shift=1)
+        return self.produce(HwConv(name, x, y, w, requant=rq), *self.range[id(x)])
 
     def _op_transpose(self, node):
         raise _fail(node, f"transpose {list(node.attrs.get('perm', []))} is not supported: the "

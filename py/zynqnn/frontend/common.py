@@ -8,7 +8,8 @@ import numpy as np
 
 from ..ir import Graph, IRError
 
-__all__ = ["FrontendError", "check_example_input", "compare_codes", "finish"]
+__all__ = ["FrontendError", "check_example_input", "compare_codes", "finish",
+           "measure_channel_map"]
 
 
 class FrontendError(ValueError):
@@ -53,6 +54,35 @@ def compare_codes(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     if a.shape != b.shape:
         return max(a.size, b.size), max(a.size, b.size)
     return int(np.count_nonzero(a != b)), int(a.size)
+
+
+def measure_channel_map(run, shape, qmin: int, qmax: int) -> np.ndarray:
+    """The per-channel code map of a framework kernel, measured on every input code.
+
+    ``run(codes)`` runs the kernel on an int64 array of ``shape`` (N, C, H, W) and returns the
+    output codes. Every channel gets every code ``qmin..qmax`` (over several runs when the map
+    has fewer pixels), in two arrangements over the pixels; returns the ``(C, qmax-qmin+1)``
+    table. Raises ``ValueError`` when one code gives different outputs at different positions
+    (a kernel whose arithmetic depends on the element's position, which a table cannot hold)."""
+    n, c, h, w = shape
+    codes = np.arange(qmin, qmax + 1)
+    per = n * h * w
+    unset = np.iinfo(np.int64).min
+    table = np.full((c, codes.size), unset, np.int64)
+    for shift in (0, 7):
+        perm = (np.arange(codes.size) * 5 + shift) % codes.size
+        for r in range(-(-codes.size // per)):
+            idx = perm[(np.arange(per) + r * per) % codes.size]
+            xs = np.broadcast_to(codes[idx].reshape(n, 1, h, w), (n, c, h, w)).copy()
+            y = np.asarray(run(xs), dtype=np.int64).transpose(1, 0, 2, 3).reshape(c, per)
+            for i in range(per):
+                k = idx[i]
+                seen = table[:, k]
+                if not np.all((seen == unset) | (seen == y[:, i])):
+                    raise ValueError(f"input code {codes[k]} gives different output codes at "
+                                     "different positions")
+                table[:, k] = y[:, i]
+    return table
 
 
 def fuse_channel_shuffle(graph: Graph) -> int:

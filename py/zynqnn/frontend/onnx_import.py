@@ -395,6 +395,12 @@ class _Adapter:
                                                   "allowzero": int(a.get("allowzero", 0))},
                  "Reshape")
 
+    def op_BatchNormalization(self, node, a, ins, out, name):
+        if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+            raise self.fail(node, "training-mode BatchNormalization is not supported")
+        self.add(name, "batch_norm", ins[:5], out, {"epsilon": float(a.get("epsilon", 1e-5))},
+                 "BatchNormalization")
+
     def op_Slice(self, node, a, ins, out, name):
         if len(ins) < 3:
             raise self.fail(node, "Slice needs constant starts and ends inputs (opset >= 10)")
@@ -634,6 +640,51 @@ def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
     if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
         out["auto_pad"] = a["auto_pad"]
     return out
+
+
+def measure_batch_norm(x_shape, x_dtype: str, s_in: float, zp_in: int, params: list,
+                       epsilon: float, relu: bool, s_out: float, zp_out: int,
+                       out_dtype: str) -> np.ndarray:
+    """ONNX Runtime's ``DequantizeLinear -> BatchNormalization [-> Relu] -> QuantizeLinear``
+    as a per-channel code table (``measure_channel_map``): a model of just these nodes, with
+    the BatchNorm's float parameters ``params`` (scale, B, mean, var) as initializers, run in
+    a one-thread session on every input code of every channel."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .common import measure_channel_map
+
+    elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    npdt = {"uint8": np.uint8, "int8": np.int8}
+    inits = [numpy_helper.from_array(np.asarray(s_in, np.float32), "s_in"),
+             numpy_helper.from_array(np.asarray(zp_in, npdt[x_dtype]), "zp_in"),
+             numpy_helper.from_array(np.asarray(s_out, np.float32), "s_out"),
+             numpy_helper.from_array(np.asarray(zp_out, npdt[out_dtype]), "zp_out")]
+    names = ["scale", "B", "mean", "var"]
+    inits += [numpy_helper.from_array(np.asarray(p, np.float32), nm)
+              for p, nm in zip(params, names, strict=True)]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "zp_in"], ["xf"]),
+             helper.make_node("BatchNormalization", ["xf"] + names, ["bn"], epsilon=epsilon)]
+    last = "bn"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["bn"], ["bnr"]))
+        last = "bnr"
+    nodes.append(helper.make_node("QuantizeLinear", [last, "s_out", "zp_out"], ["y"]))
+    g = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info(
+        "x", elem[x_dtype], list(x_shape))], [helper.make_tensor_value_info(
+            "y", elem[out_dtype], list(x_shape))], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = min(m.ir_version, 9)
+    onnx.checker.check_model(m)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    lo, hi = (0, 255) if x_dtype == "uint8" else (-128, 127)
+    return measure_channel_map(
+        lambda xs: sess.run(None, {"x": xs.astype(npdt[x_dtype])})[0], x_shape, lo, hi)
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:

@@ -59,7 +59,8 @@ from .common import FrontendError
 
 __all__ = ["QDQGraph", "QNode", "lower", "COMMUTING", "COMPUTE"]
 
-COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat")
+COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat",
+           "batch_norm")
 COMMUTING = ("max_pool2d", "pad", "upsample_nearest", "flatten", "reshape", "relu", "clip",
              "identity", "slice", "transpose")
 
@@ -345,6 +346,11 @@ class _Lowering:
         op, attrs = node.op, dict(node.attrs)
         if op == "identity":
             return v
+        if isinstance(v, _Pending) and v.node.op == "batch_norm" and op == "relu":
+            # DQ -> BatchNormalization -> Relu -> Q: the Relu is part of the measured map
+            bn = QNode(v.node.name, v.node.op, v.node.inputs, v.node.outputs,
+                       {**v.node.attrs, "relu": True}, v.node.source)
+            return _Pending(bn, v.args)
         if isinstance(v, _Pending):
             raise self.fail(node, f"follows {v.node.name!r} ({v.node.source or v.node.op}) "
                                   "whose float output is not quantized first; the runtime runs "
@@ -417,6 +423,36 @@ class _Lowering:
         return out
 
     # -- compute ops -----------------------------------------------------------------------------
+    def _batch_norm(self, qnode: QNode, p: _Pending, scale, zp, dtype) -> _Q:
+        """DQ -> BatchNormalization [-> Relu] -> Q, which ONNX Runtime runs in float: measured
+        as a per-channel code table on every input code (``batch_norm``)."""
+        node, args = p.node, p.args
+        if self.flavour != "onnxruntime":
+            raise self.fail(node, f"a stand-alone BatchNorm in the {self.flavour} flavour is not "
+                                  "supported")
+        x = self._act(node, args[0])
+        xt = self.tensor(x)
+        if len(xt.shape) != 4 or len(args) < 5:
+            raise self.fail(node, "BatchNormalization of a 4-D map with scale, B, mean and var")
+        params = [_float_param(self, node, a, w) for a, w in
+                  zip(args[1:5], ("scale", "B", "mean", "var"), strict=True)]
+        from .onnx_import import measure_batch_norm
+
+        try:
+            table = measure_batch_norm(xt.shape, xt.dtype, float(xt.scale), int(xt.zero_point),
+                                       params, float(node.attrs.get("epsilon", 1e-5)),
+                                       bool(node.attrs.get("relu", False)), float(scale),
+                                       int(zp), dtype)
+        except ValueError as exc:
+            raise self.fail(node, f"ONNX Runtime's BatchNormalization: {exc}; not "
+                                  "reproduced") from None
+        out = self.new_tensor(qnode.outputs[0], xt.shape, dtype, scale, zp)
+        lo = xt.qmin - (0 if xt.dtype == "uint8" else -128)
+        self.emit(node, "batch_norm", [x.name], out.name,
+                  {"table": table[:, lo:lo + xt.qmax - xt.qmin + 1].tolist(),
+                   "in_lo": int(xt.qmin), "relu": bool(node.attrs.get("relu", False))})
+        return out
+
     def compute(self, node: QNode):
         args = [self.val(node, i) for i in node.inputs]
         for i, a in enumerate(args):
@@ -484,6 +520,8 @@ class _Lowering:
             out = self.new_tensor(qnode.outputs[0], shape, dtype, scale, zp)
             self.emit(node, op, ins, out.name, attrs)
             return out
+        if op == "batch_norm":
+            return self._batch_norm(qnode, p, scale, zp, dtype)
         if op == "concat":
             xs = [self._act(node, v, f"input {i}") for i, v in enumerate(args)]
             ts = [self.tensor(x) for x in xs]
@@ -509,6 +547,22 @@ class _Lowering:
         out = self.new_tensor(qnode.outputs[0], shape, dtype, scale, zp)
         self.emit(node, op, [x.name for x in xs], out.name, attrs)
         return out
+
+
+def _float_param(low: _Lowering, node: QNode, v, what: str) -> np.ndarray:
+    """A BatchNorm parameter as the float32 values the runtime computes with (a constant, or
+    a dequantized constant: ``(codes - zp) * scale`` as DequantizeLinear does)."""
+    if isinstance(v, _Const):
+        return np.asarray(v.value, dtype=np.float32).reshape(-1)
+    if isinstance(v, _DQConst):
+        codes = np.asarray(v.codes).reshape(-1)
+        s = np.asarray(v.scale, dtype=np.float32).reshape(-1)
+        z = np.asarray(v.zero_point).reshape(-1)
+        if s.size == 1:
+            return quant.dequantize_onnxruntime(codes, float(s[0]), int(z[0]))
+        return np.array([quant.dequantize_onnxruntime(codes[i:i + 1], float(s[i]), int(z[i]))[0]
+                         for i in range(codes.size)], dtype=np.float32)
+    raise low.fail(node, f"{what} must be a constant")
 
 
 def _int_or_none(v):

@@ -36,7 +36,13 @@ from ..ir import Graph, Node, Tensor
 from ..ir.execute import run_all
 from ..ir.kernels import torch_vector_block
 from ..numerics import make_requant
-from .common import FrontendError, check_example_input, compare_codes, finish
+from .common import (
+    FrontendError,
+    check_example_input,
+    compare_codes,
+    finish,
+    measure_channel_map,
+)
 
 __all__ = ["from_torch", "packing_engine", "ENGINE_FLAVOURS"]
 
@@ -443,6 +449,8 @@ class TorchImporter:
                                   float_ok=False)
             if _is(m, "ReLU6"):
                 return self.clamp_like(node, "relu6", 0.0, 6.0)
+            if _is(m, "BatchNorm2d", "BNReLU2d"):
+                return self.batch_norm(node, m)
             if _is(m, "Dropout"):
                 # Eager convert swaps nn.Dropout for the quantized one: identity in eval.
                 return self.passthrough(node)
@@ -591,6 +599,39 @@ class TorchImporter:
         return self.unary(node, "adaptive_avg_pool2d",
                           {"output_size": list(out_t.shape[2:]), "vector_width": 8},
                           float_ok=False)
+
+    def batch_norm(self, node, m):
+        """A stand-alone quantized BatchNorm2d / BNReLU2d (DenseNet's pre-activation layers):
+        PyTorch's kernel maps each channel's input code to an output code. The map is measured
+        here with the module itself on maps of the recorded input's shape, qparams and memory
+        layout holding every input code in every channel, at two arrangements of the codes over
+        the pixels: equal results mean the kernel does not depend on the position, and the
+        table (``batch_norm`` op) is the framework's arithmetic on every code."""
+        torch = _torch()
+        src = self.qin(node)
+        x_t = self.rec.values[node.args[0].name]
+        t = self.tensor(src)
+        n, c, h, w = x_t.shape
+
+        def run(xs):
+            qx = torch._make_per_tensor_quantized_tensor(
+                torch.from_numpy(xs.astype(np.uint8 if t.dtype == "uint8" else np.int8)),
+                float(t.scale), int(t.zero_point))
+            if _layout(x_t) == "nhwc":
+                qx = qx.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                return m(qx).int_repr().numpy()
+
+        try:
+            table = measure_channel_map(run, (n, c, h, w), t.qmin, t.qmax)
+        except ValueError as exc:
+            raise self.fail(node, f"PyTorch's quantized BatchNorm: {exc}; not reproduced") \
+                from None
+        q = self.new_q(node, self.recorded(node))
+        self.emit(node.name, "batch_norm", [src.name], q.name,
+                  attrs={"table": table.tolist(), "in_lo": int(t.qmin),
+                         "relu": _is(m, "BNReLU2d")}, source=node.target)
+        return q
 
     def mean(self, node):
         """``x.mean([2, 3])`` (ShuffleNetV2's head) of a quantized map: under qnnpack PyTorch

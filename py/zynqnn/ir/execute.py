@@ -340,6 +340,17 @@ def _transpose(g, n, v, ins, out, hw):
     return np.transpose(v[0], list(n.attrs["perm"]))
 
 
+def _batch_norm(g, n, v, ins, out, hw):
+    key = ("bn_table", n.name)
+    if key not in g._cache:
+        g._cache[key] = np.asarray(n.attrs["table"], dtype=np.int64)
+    table = g._cache[key]
+    x = v[0]
+    idx = np.clip(x - int(n.attrs["in_lo"]), 0, table.shape[1] - 1)
+    ch = np.arange(x.shape[1]).reshape(1, -1, 1, 1)
+    return table[ch, idx]
+
+
 KERNELS = {
     "quantize": _quantize,
     "dequantize": _dequantize,
@@ -364,6 +375,7 @@ KERNELS = {
     "slice": _slice,
     "channel_shuffle": _channel_shuffle,
     "transpose": _transpose,
+    "batch_norm": _batch_norm,
 }
 
 

@@ -32,6 +32,10 @@ slice                  ``axis``, ``start``, ``end`` (0 <= start < end <= size, s
 channel_shuffle        ``groups``: ShuffleNet's reshape (N, g, C/g, H, W) -> transpose(1, 2) ->
                        reshape (N, C, H, W); output channel i is input channel
                        (i % g) * (C / g) + i // g
+batch_norm             a stand-alone quantized BatchNorm (+ ReLU): ``table`` [C][n], the
+                       framework's output code for each channel and input code
+                       ``in_lo .. in_lo + n - 1`` (``in_lo``), measured at import by running the
+                       framework's own kernel on every code of every channel; ``relu``
 transpose              ``perm``: a general permutation of the axes (imported from Transpose /
                        ``transpose``; the importers turn the shuffle pattern into
                        ``channel_shuffle``, the compiler takes no other transpose)
@@ -93,6 +97,7 @@ OPS: dict[str, set[str | None]] = {
     "slice": _Q_FLAVOURS | {None},
     "channel_shuffle": _Q_FLAVOURS | {None},
     "transpose": _Q_FLAVOURS | {None},
+    "batch_norm": set(TORCH_FLAVOURS) | {"onnxruntime"},
 }
 
 #: Ops whose output keeps the input's scale and zero point (for some flavours, see _same_qp).
@@ -298,6 +303,20 @@ def _shape_transpose(node, a, ins):
     return tuple(s[p] for p in perm)
 
 
+def _shape_batch_norm(node, a, ins):
+    _four_d(node, ins[0])
+    table = a.get("table")
+    x = ins[0]
+    n = x.qmax - x.qmin + 1
+    if (not isinstance(table, (list, tuple)) or len(table) != x.shape[1]
+            or any(len(r) != n for r in table)):
+        raise _fail(node, f"attribute 'table' must hold {x.shape[1]} rows of {n} codes (one per "
+                          f"input code {x.qmin}..{x.qmax})")
+    if a.get("in_lo") != x.qmin:
+        raise _fail(node, f"attribute 'in_lo' must be the input's lowest code {x.qmin}")
+    return x.shape
+
+
 _SHAPES: dict[str, Callable] = {
     "quantize": _shape_same,
     "dequantize": _shape_same,
@@ -322,6 +341,7 @@ _SHAPES: dict[str, Callable] = {
     "slice": _shape_slice,
     "channel_shuffle": _shape_shuffle,
     "transpose": _shape_transpose,
+    "batch_norm": _shape_batch_norm,
 }
 
 _ARITY: dict[str, tuple[int, int]] = {
