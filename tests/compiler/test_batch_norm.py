@@ -160,3 +160,22 @@ def test_model_file_round_trip_keeps_the_table(tmp_path):
     g2 = zynqnn.load_graph(tmp_path / "bn.zqg")
     x = calib[:2].numpy()
     assert np.array_equal(g.run(x), g2.run(x))
+
+
+@pytest.mark.slow
+def test_every_code_on_verilator(tmp_path):
+    """The BatchNorm + ReLU model (qnnpack; 4 channels, every code in each) compiled for tiny
+    and run on zynqnn_top in Verilator: equal to PyTorch (its per-channel shifts, multipliers
+    and biases through the RTL's post-processing lanes)."""
+    import torch
+
+    model = _bn(4, 1).eval()
+    gen = torch.Generator().manual_seed(4)
+    calib = 2.0 * torch.rand((8, 4, 16, 16), generator=gen) - 0.2
+    g, ref = quantized_graph(model, calib, "qnnpack", tmp_path)
+    q = g.tensors[g.quant_inputs[0]]
+    x, _ = _all_codes(q.scale, q.zero_point, c=4)
+    compiled = zynqnn.compile(g, "tiny")
+    y = compiled.run(x, backend="verilator")
+    assert np.array_equal(y, ref(x)[0]) and np.array_equal(y, g.run(x))
+    print(f"BatchNorm 4x16x16 on tiny (Verilator): {compiled.last_cycles[0]} cycles")

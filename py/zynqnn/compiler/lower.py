@@ -409,9 +409,10 @@ def _solve_channel(k: np.ndarray, target: np.ndarray, zp_out: int, qmin: int, qm
     """``(w, b, Q, shift)`` with ``clamp(floor(((w*k + b) * Q + 2^(t-1)) / 2^t) + zp_out)``
     (TFLite's single rounding, ``t = 31 - shift``) equal to ``target`` for every ``k`` (the
     input codes minus their zero point), or None. ``w`` is +-``wmax`` (the finest offset ``b``
-    can set; above 127 the input is read from several slots), the shift that of the slope fitted to ``target``; then for each bias ``b`` near the
-    fitted offset's (searched outward) every code bounds the multiplier ``Q`` to an interval
-    and their intersection gives ``Q`` exactly when one exists (as ``_solve_map``)."""
+    can set; above 127 the input is read from several slots), the shift that of the slope
+    fitted to ``target``; then for each bias ``b`` near the fitted offset's (searched outward)
+    every code bounds the multiplier ``Q`` to an interval and their intersection gives ``Q``
+    exactly when one exists (as ``_solve_map``)."""
     from zynqnn.numerics import gemmlowp
 
     k = np.asarray(k, dtype=np.int64)
@@ -799,7 +800,7 @@ class _Lowering:
 
         v = self.map4(node, node.inputs[0])
         self.only_maps(node, node.inputs[0], v)
-        x_ir, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        out = self.g.tensors[node.outputs[0]]
         table = np.asarray(node.attrs["table"], dtype=np.int64)
         lo, hi = self.range[id(v.hw)]
         in_lo = int(node.attrs["in_lo"])
@@ -839,7 +840,8 @@ class _Lowering:
             v = self._duplicate(node, v, list(range(c)) + extra)
         y = self.hw_tensor(node, node.outputs[0])
         self._conv_layer(node, v, w, 1, (0, 0, 0, 0), rq, y)
-        self.range[id(y)] = (int(table[:, codes - in_lo].min()), int(table[:, codes - in_lo].max()))
+        got = table[:, codes - in_lo]
+        self.range[id(y)] = (int(got.min()), int(got.max()))
 
     def _duplicate(self, node, v: _Val, channels: list) -> _Val:
         """A compact copy of ``v`` whose channel ``j`` is ``v``'s IR channel ``channels[j]``
