@@ -275,3 +275,15 @@ def test_mean_over_the_map_under_qnnpack(tmp_path_factory):
                             qconfig_mapping=cpu_independent_qconfig_mapping("fbgemm"))
         with pytest.raises(FrontendError, match=r"mean under fbgemm.*AdaptiveAvgPool2d"):
             zynqnn.from_torch(q, calib[:1], engine="fbgemm")
+
+
+@pytest.mark.slow
+def test_split_and_shuffle_on_verilator(tmp_path_factory):
+    """The C2f block (ONNX Runtime QDQ: views read by convolutions, an add of a view, rescaled
+    parts in a concatenation) compiled for tiny and run on zynqnn_top in Verilator: equal to
+    graph.run and to ONNX Runtime."""
+    g, ref, x = graph_of("c2f", "onnxruntime", tmp_path_factory)
+    model = zynqnn.compile(g, "tiny")
+    y = model.run(x[:1], backend="verilator")
+    assert np.array_equal(y, g.run(x[:1])) and np.array_equal(y, ref(x[:1])[0])
+    print(f"C2f block 8x8 on tiny (Verilator): {model.last_cycles[0]} cycles")
