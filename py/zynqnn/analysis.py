@@ -232,6 +232,22 @@ def float_shadow(graph: Graph, x: Any, quantized: frozenset = frozenset()
                 shape = list(a["shape"])
                 shape[0] = v.shape[0]
                 y = v.reshape(shape)
+            elif op == "slice":
+                y = v.narrow(int(a["axis"]), int(a["start"]), int(a["end"]) - int(a["start"]))
+            elif op == "channel_shuffle":
+                from .ir.execute import shuffle_perm
+
+                y = v[:, torch.as_tensor(shuffle_perm(v.shape[1], int(a["groups"])))]
+            elif op == "transpose":
+                y = v.permute(*a["perm"])
+            elif op == "batch_norm":
+                # no float parameters are kept: the measured code map on the input's grid
+                t = graph.tensors[n.inputs[0]]
+                table = torch.as_tensor(np.asarray(a["table"], dtype=np.float32))
+                qv = torch.clamp(torch.round(v / t.scale) + t.zero_point, t.qmin, t.qmax)
+                idx = (qv - a["in_lo"]).long()
+                ch = torch.arange(v.shape[1]).reshape(1, -1, 1, 1).expand_as(idx)
+                y = (table[ch, idx] - out_t.zero_point) * out_t.scale
             elif op == "pad":
                 t = graph.tensors[n.inputs[0]]
                 val = a.get("value")

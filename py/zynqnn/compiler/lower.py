@@ -49,6 +49,9 @@ add                        :class:`HwAdd` in the flavour's add semantics (torch 
                            scalar tail (rounds differently) as commands of its own when it is
                            whole words (``scalar_from``, ``scalar_mask``)
 grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
+slice (channels),          views: the producer's tensor seen through some of its slots (a range,
+channel_shuffle            or permuted); a copy (1x1, 0/1 weights) only where a layout forces it:
+                           a part alone in a concatenation, an add, a depthwise layer
 =========================  =====================================================================
 
 Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a
@@ -401,6 +404,66 @@ def _solve_map(acc: np.ndarray, target: np.ndarray, ratio: float, zp_out: int, q
     return rq if np.array_equal(rq.apply(acc[:, None], axis=1)[:, 0], target) else None
 
 
+def _solve_channel(k: np.ndarray, target: np.ndarray, zp_out: int, qmin: int, qmax: int,
+                   wmax: int = 127):
+    """``(w, b, Q, shift)`` with ``clamp(floor(((w*k + b) * Q + 2^(t-1)) / 2^t) + zp_out)``
+    (TFLite's single rounding, ``t = 31 - shift``) equal to ``target`` for every ``k`` (the
+    input codes minus their zero point), or None. ``w`` is +-``wmax`` (the finest offset ``b``
+    can set; above 127 the input is read from several slots), the shift that of the slope
+    fitted to ``target``; then for each bias ``b`` near the fitted offset's (searched outward)
+    every code bounds the multiplier ``Q`` to an interval and their intersection gives ``Q``
+    exactly when one exists (as ``_solve_map``)."""
+    from zynqnn.numerics import gemmlowp
+
+    k = np.asarray(k, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    tp = target - zp_out
+    need_ge = (target > qmin) | (qmin == qmax)
+    need_le = (target < qmax) | (qmin == qmax)
+    inside = need_ge & need_le
+    if np.all(target == target[0]):          # a constant: w = 0, acc = b
+        v = int(target[0]) - zp_out
+        return 0, 2 * v, 1 << 30, 0
+    if inside.sum() >= 2 and np.ptp(k[inside]) > 0:
+        slope, offset = np.polyfit(k[inside], tp[inside], 1)
+    else:
+        slope = (tp[-1] - tp[0]) / max(1, k[-1] - k[0])
+        offset = tp[0] - slope * k[0]
+    if slope == 0:
+        return None
+    w = wmax if slope > 0 else -wmax
+    _, sh = gemmlowp.quantize_multiplier(abs(slope) / wmax)
+    if not -31 <= sh <= 30:
+        return None
+    t = 31 - sh
+    one, half = 1 << t, 1 << (t - 1)
+    lo_b = tp * one - half                   # x * Q >= lo_b  (x = w*k + b)
+    hi_b = (tp + 1) * one - half - 1         # x * Q <= hi_b
+    big = np.iinfo(np.int64).max // 4
+    b0 = int(round(offset * wmax / abs(slope)))
+    start, step = 0, 32
+    while start < 1 << 15:
+        d = np.arange(start, start + step, dtype=np.int64)
+        start, step = start + step, min(step * 4, 2048)
+        bs = np.concatenate([b0 + d, b0 - d - 1])[:, None]
+        x = w * k[None, :] + bs                            # (candidates, codes)
+        pos, neg = x > 0, x < 0
+        xs = np.where(x == 0, 1, x)
+        # x > 0: Q >= ceil(lo/x) (need_ge), Q <= floor(hi/x) (need_le); x < 0: reversed
+        q_lo = np.where(pos & need_ge, -((-lo_b) // xs), 0)
+        q_lo = np.maximum(q_lo, np.where(neg & need_le, -((-hi_b) // xs), 0))
+        q_hi = np.where(pos & need_le, hi_b // xs, big)
+        q_hi = np.minimum(q_hi, np.where(neg & need_ge, lo_b // xs, big))
+        zero_bad = (x == 0) & ((need_ge & (lo_b > 0)) | (need_le & (hi_b < 0)))
+        lo, hi = q_lo.max(axis=1), np.minimum(q_hi.min(axis=1), 2**31 - 1)
+        ok = np.nonzero((lo <= hi) & ~zero_bad.any(axis=1))[0]
+        for i in ok:
+            b = int(bs[i, 0])
+            if abs(b) < 2**30 and np.all(np.abs(w * k + b) < 2**31):
+                return w, b, int(lo[i]), sh
+    return None
+
+
 def _act_codes(act, q, rq):
     """The hardware's activation after requantization (``LeakyFixed``/``LeakyTorch``)."""
     from zynqnn.hw.post import LeakyFixed
@@ -439,6 +502,7 @@ class _Val:
     pad_value: int | None = None
     slots: np.ndarray | None = None
     size: tuple | None = None
+    view: bool = False
 
     @property
     def map(self) -> tuple[int, int, int]:
@@ -453,8 +517,12 @@ class _Val:
 
     @property
     def layout(self) -> dict:
-        """``slots`` and ``size``, to bind another IR tensor to the same layout."""
-        return {"slots": self.slots, "size": self.size}
+        """``slots`` and ``size``, to bind another IR tensor to the same layout (``view``: the
+        slots select or permute channels of a tensor that holds others, see ``_op_slice``)."""
+        out = {"slots": self.slots, "size": self.size}
+        if self.view:
+            out["view"] = True
+        return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -470,6 +538,7 @@ class _Lowering:
         self.range: dict[int, tuple[int, int]] = {}  # id(hw tensor) -> codes it can hold
         self.names: dict[int, list[str]] = {}       # id(hw tensor) -> IR names that are it
         self.in_concat: dict[int, str] = {}         # id(hw tensor) -> the concat it feeds
+        self.logical: dict[int, int] = {}           # id(hw tensor) -> channels it was made with
         self.n_aux = 0                              # counter of the lowering's own tensors
         self.net_input: Tensor | None = None
         self.net_input_name: str | None = None
@@ -510,6 +579,7 @@ class _Lowering:
         v = _Val(hw, (), slots=slots, size=None if size is None else tuple(size), **kw)
         v.shape = tuple(v.map if shape is None else shape)
         self.vals[name] = v
+        self.logical.setdefault(id(hw), v.map[0])
         self.names.setdefault(id(hw), []).append(name)
 
     def produce(self, layer, lo: int, hi: int, **layout) -> _Val:
@@ -648,11 +718,16 @@ class _Lowering:
             return
         v = self.map4(node, node.inputs[0])
         zp, signed = self.qparams(node, node.outputs[0])
+        if v.view:   # a part of a split (or a shuffled map): rescaled into a compact tensor
+            y = Tensor(node.outputs[0], v.map[0], v.hw.height, v.hw.width, zp, signed)
+            self._code_map(node, node.name, v.hw, x, out, y, select=v.channel_slots(),
+                           size=v.size)
+            return
         y = Tensor(node.outputs[0], *v.hw.shape, zp, signed)
         self._code_map(node, node.name, v.hw, x, out, y, **v.layout)
 
     def _code_map(self, node, name: str, x: Tensor, ir_in, ir_out, y: Tensor,
-                  **layout) -> None:
+                  select=None, **layout) -> None:
         """``y = f(x)`` for the node's code-to-code map ``f`` (a requantization to other qparams)
         as a 1x1 convolution with identity weights and a requantization equal to ``f`` on every
         code ``x`` can hold (``layout``: the IR map's part of ``x`` and ``y``)."""
@@ -668,7 +743,11 @@ class _Lowering:
             raise _fail(node, f"no requantization of the hardware reproduces the {node.flavour} "
                               f"rescaling {ir_in.describe()} -> {ir_out.describe()} on every "
                               "code")
-        eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
+        if select is None:
+            eye = np.eye(x.channels, dtype=np.int64).reshape(x.channels, x.channels, 1, 1)
+        else:   # y's channel c is x's channel select[c] (a compact copy of a view)
+            eye = np.zeros((len(select), x.channels, 1, 1), np.int64)
+            eye[np.arange(len(select)), np.asarray(select), 0, 0] = 1
         self.produce(HwConv(name, x, y, eye, requant=rq), int(ref.min()), int(ref.max()),
                      **layout)
 
@@ -684,6 +763,109 @@ class _Lowering:
         value = node.attrs.get("value")
         self.bind(node.outputs[0], v.hw, pad=_pads(node.attrs.get("pads")),
                   pad_value=v.hw.zero_point if value is None else int(value), slots=v.slots)
+
+    def _op_slice(self, node):
+        """A channel range of the input: no layer. The output is the input's hardware tensor
+        seen through the range's slots (``_Val.slots``); its consumers read those channels
+        (convolutions and linear layers by their weights, per-channel layers in place), so a
+        split costs nothing unless a layout forces a copy (a concatenation, a depthwise layer,
+        an add: see ``_op_concat``, ``relayout``)."""
+        a = node.attrs
+        x = self.g.tensors[node.inputs[0]]
+        axis = int(a.get("axis", 1))
+        if len(x.shape) != 4 or axis != 1:
+            raise _fail(node, f"a slice on axis {axis} of a {len(x.shape)}-D tensor; the "
+                              "hardware splits channels (axis 1 of an NCHW map) only")
+        v = self.map4(node, node.inputs[0])
+        slots = v.channel_slots()[int(a["start"]):int(a["end"])]
+        self.bind(node.outputs[0], v.hw, slots=slots, size=v.size, view=True)
+
+    def _op_channel_shuffle(self, node):
+        """A channel permutation: no layer, the output's slots are the input's permuted (the
+        consumers' weights follow them)."""
+        from zynqnn.ir.execute import shuffle_perm
+
+        v = self.map4(node, node.inputs[0])
+        perm = shuffle_perm(v.map[0], int(node.attrs["groups"]))
+        self.bind(node.outputs[0], v.hw, slots=v.channel_slots()[perm], size=v.size, view=True)
+
+    def _op_batch_norm(self, node):
+        """A stand-alone quantized BatchNorm (+ ReLU): per channel a code-to-code map (the
+        node's ``table``, measured from the framework's kernel). It runs as a 1x1 convolution
+        with one weight per channel (diagonal; the input's slots as for any convolution) and a
+        per-channel TFLite single-rounding Requant whose constants ``_solve_channel`` finds so
+        that the layer equals the table on every code the input can hold; refused naming the
+        channel when none does."""
+        from zynqnn.numerics import make_requant
+
+        v = self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
+        out = self.g.tensors[node.outputs[0]]
+        table = np.asarray(node.attrs["table"], dtype=np.int64)
+        lo, hi = self.range[id(v.hw)]
+        in_lo = int(node.attrs["in_lo"])
+        codes = np.arange(lo, hi + 1)
+        k = codes - v.hw.zero_point
+        c = table.shape[0]
+        zp, signed = self.qparams(node, node.outputs[0])
+        qmin, qmax = int(out.qmin), int(out.qmax)
+        ws, bs, qs, shs, copies = [], [], [], [], []
+        for ch in range(c):
+            target = table[ch, codes - in_lo]
+            # the offset's resolution is slope / |w|: a channel whose codes need a finer one
+            # reads its input from m slots (weights 127 each, an extra copy layer)
+            for m in (1, 2, 3, 4):
+                sol = _solve_channel(k, target, zp, qmin, qmax, wmax=127 * m)
+                if sol is not None:
+                    break
+            if sol is None:
+                raise _fail(node, f"channel {ch}: no weight of at most 4 x 127 and "
+                                  "requantization of the hardware reproduces the "
+                                  f"{node.flavour} BatchNorm's codes on the input codes "
+                                  f"{lo}..{hi}")
+            ws.append(sol[0]), bs.append(sol[1]), qs.append(sol[2]), shs.append(sol[3])
+            copies.append(m if sol[0] else 1)
+        rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, zp, np.array(bs), qmin, qmax,
+                          multiplier=np.array(qs), shift=np.array(shs))
+        got = rq.apply(np.asarray(ws)[:, None] * k[None, :], axis=0)
+        if not np.array_equal(got, table[:, codes - in_lo]):
+            raise AssertionError(f"{node.name}: the solved BatchNorm differs from its table")
+        extra = [ch for ch in range(c) for _ in range(copies[ch] - 1)]
+        w = np.zeros((c, c + len(extra), 1, 1), np.int64)
+        for ch in range(c):
+            w[ch, ch, 0, 0] = ws[ch] // copies[ch]
+        for j, ch in enumerate(extra):
+            w[ch, c + j, 0, 0] = ws[ch] // copies[ch]
+        if extra:
+            v = self._duplicate(node, v, list(range(c)) + extra)
+        y = self.hw_tensor(node, node.outputs[0])
+        self._conv_layer(node, v, w, 1, (0, 0, 0, 0), rq, y)
+        got = table[:, codes - in_lo]
+        self.range[id(y)] = (int(got.min()), int(got.max()))
+
+    def _duplicate(self, node, v: _Val, channels: list) -> _Val:
+        """A compact copy of ``v`` whose channel ``j`` is ``v``'s IR channel ``channels[j]``
+        (channels may repeat): a 1x1 convolution with 0/1 weights and the identity
+        requantization, as ``relayout``."""
+        from zynqnn.numerics import make_requant
+
+        x = v.hw
+        src = v.channel_slots()[np.asarray(channels)]
+        n = len(channels)
+        w = np.zeros((n, x.channels, 1, 1), np.int64)
+        w[np.arange(n), src, 0, 0] = 1
+        name = self.unique(f"{node.name}.copies")
+        y = Tensor(name, n, x.height, x.width, x.zero_point, x.signed)
+        lo, hi = code_range(x.signed, self.cfg.operand_bits)
+        rq = make_requant("tflite-single-rounding", 1.0, 1.0, 1.0, x.zero_point, np.array([0]),
+                          lo, hi, multiplier=1 << 30, shift=1)
+        return self.produce(HwConv(name, x, y, w, requant=rq), *self.range[id(x)])
+
+    def _op_transpose(self, node):
+        raise _fail(node, f"transpose {list(node.attrs.get('perm', []))} is not supported: the "
+                          "hardware keeps maps in NCHW order; a channel shuffle (reshape to (N, "
+                          "g, C/g, H, W), transpose(1, 2), reshape back) is taken when it comes "
+                          "as that pattern")
 
     def _conv_layer(self, node, v: _Val, w: np.ndarray, stride: int, pads, rq, y: Tensor,
                     groups: int = 1, saturate_pairs: bool = False, size=None):
@@ -997,21 +1179,37 @@ class _Lowering:
         if axis % len(out.shape) != 1:
             raise _fail(node, f"concatenation on axis {axis}; the hardware concatenates channels")
         zp, signed = self.qparams(node, node.outputs[0])
+        R = self.cfg.rows
+        raw = [(name, self.map4(node, name)) for name in node.inputs]
+        merged = self._concat_views(node, raw, out)
         vals: list[_Val] = []
-        for name in node.inputs:
+        for i, (name, v) in enumerate(raw):
             t = self.g.tensors[name]
-            v = self.map4(node, name)
             hw = v.hw
+            if i in merged:
+                if merged[i] is not None:
+                    vals.append(merged[i])
+                continue
             if not t.same_qparams(out):
                 # Requantized into the output's qparams by a layer of its own (the framework's
-                # concat rescales such inputs).
+                # concat rescales such inputs); a view of some channels of a larger tensor
+                # (a split) is taken out compactly by the same layer.
                 self.qparams(node, name)
                 rname = f"{node.name}.{name}"
                 if rname in self.vals:
                     rname = self.unique(rname)
-                r = Tensor(rname, *hw.shape, zp, signed)
-                self._code_map(node, rname, hw, t, out, r, **v.layout)
+                if v.view:
+                    r = Tensor(rname, v.map[0], hw.height, hw.width, zp, signed)
+                    self._code_map(node, rname, hw, t, out, r, select=v.channel_slots(),
+                                   size=v.size)
+                else:
+                    r = Tensor(rname, *hw.shape, zp, signed)
+                    self._code_map(node, rname, hw, t, out, r, **v.layout)
                 v = self.vals[rname]
+            elif v.view:
+                # some channels of a tensor that holds others (a split's part, a shuffle):
+                # a compact copy of its own (the whole tensor would nest into this one)
+                v = self.relayout(node, v, what="copy")
             elif id(hw) in self.in_concat or any(hw is u.hw for u in vals):
                 # stored in another concatenation already (or twice in this one): a copy of its
                 # own goes here
@@ -1026,7 +1224,6 @@ class _Lowering:
         # Logical channels to physical slots: every input starts a channel block; an input of
         # C channels takes ceil(C / R) blocks, the rest of its last block is padding (no layer
         # reads it: the consumers' weights there are 0; the graph output is gathered).
-        R = self.cfg.rows
         starts, off = [], 0
         for v in vals:
             starts.append(off)
@@ -1044,6 +1241,35 @@ class _Lowering:
         hi = max(self.range[id(h)][1] for h in ins)
         self.produce(HwConcat(node.name, ins, y, None if packed else starts), lo, hi,
                      slots=slots, size=vals[0].size)
+
+    def _concat_views(self, node, raw, out) -> dict:
+        """Consecutive inputs of a concatenation that are views of one hardware tensor (the
+        parts of a split, in order or not: YOLOv8's C2f concatenates both halves of ``chunk``)
+        and together hold all its channels, each once, stay where they are: the tensor is
+        placed once and the output's slots follow the inputs' (zero cost). Returns ``{input
+        index: merged _Val}`` for the first input of each such run and ``{index: None}`` for
+        the others; inputs not listed are placed one by one (a view alone is copied)."""
+        merged: dict = {}
+        i = 0
+        while i < len(raw):
+            j = i + 1
+            hw = raw[i][1].hw
+            while j < len(raw) and raw[j][1].hw is hw:
+                j += 1
+            run = raw[i:j]
+            if any(v.view for _, v in run) and all(
+                    self.g.tensors[name].same_qparams(out) for name, _ in run):
+                slots = np.concatenate([v.channel_slots() for _, v in run])
+                placed = id(hw) in self.in_concat or any(
+                    v.hw is hw for k, (_, v) in enumerate(raw) if not i <= k < j)
+                if (not placed and len(set(slots.tolist())) == len(slots)
+                        and len(slots) == self.logical.get(id(hw), -1)
+                        and len({v.size for _, v in run}) == 1):
+                    merged[i] = _Val(hw, (len(slots),) + tuple(run[0][1].map[1:]),
+                                     slots=slots, size=run[0][1].size)
+                    merged.update({k: None for k in range(i + 1, j)})
+            i = j
+        return merged
 
     def _op_add(self, node):
         self._lower_add(node)
@@ -1096,8 +1322,12 @@ class _Lowering:
         if va.hw.shape[1:] == vb.hw.shape[1:] and va.size == vb.size and (
                 va.hw.channels != vb.hw.channels
                 or not np.array_equal(va.channel_slots(), vb.channel_slots())):
-            # the two maps lie in different channel slots: b's move to a's
-            vb = self.relayout(node, vb, va.slots, va.hw.channels)
+            # the two maps lie in different channel slots: b's move to a's (a's to b's when
+            # a is a view of some channels of a larger tensor and b is not: the smaller copy)
+            if va.view and not vb.view:
+                va = self.relayout(node, va, vb.slots, vb.hw.channels)
+            else:
+                vb = self.relayout(node, vb, va.slots, va.hw.channels)
         if va.hw.shape != vb.hw.shape:
             raise _fail(node, f"adds maps of shapes {list(va.hw.shape)} and "
                               f"{list(vb.hw.shape)} (the hardware adds equal shapes only)")

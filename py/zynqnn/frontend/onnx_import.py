@@ -89,6 +89,8 @@ class _Adapter:
         self.consts: dict[str, np.ndarray] = {}
         self.nodes: list[QNode] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.folded: set[str] = set()     # values folded at import (not initializers)
+        self.fixed_inputs: list = []
         self.counter = 0
 
     def fail(self, node, why: str) -> FrontendError:
@@ -147,11 +149,21 @@ class _Adapter:
             raise FrontendError(f"{self.label}: the model has no (non-constant) input")
         return out
 
-    def infer_shapes(self, inputs) -> None:
+    def infer_shapes(self, inputs, folded: bool = False) -> None:
         import onnx
+        from onnx import numpy_helper
 
+        self.fixed_inputs = inputs
         m = onnx.ModelProto()
         m.CopyFrom(self.m)
+        if folded:   # the values folded so far become initializers, their nodes go
+            keep = [n for n in m.graph.node if not (n.output and all(
+                o in self.folded for o in n.output if o))]
+            del m.graph.node[:]
+            m.graph.node.extend(keep)
+            for name in sorted(self.folded):
+                m.graph.initializer.append(numpy_helper.from_array(
+                    np.asarray(self.consts[name]), name))
         fixed = dict(inputs)
         for vi in m.graph.input:
             if vi.name in fixed:
@@ -168,6 +180,37 @@ class _Adapter:
             dims = vi.type.tensor_type.shape.dim
             if dims and all(d.HasField("dim_value") for d in dims):
                 self.shapes[vi.name] = tuple(d.dim_value for d in dims)
+
+    def runtime_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of every ``Shape`` node's input, from one ONNX Runtime run of the model
+        on zeros (computed once; empty when the run fails)."""
+        if getattr(self, "_rt_shapes", None) is not None:
+            return self._rt_shapes
+        self._rt_shapes = {}
+        try:
+            import onnx
+            import onnxruntime as ort
+
+            m = onnx.ModelProto()
+            m.CopyFrom(self.m)
+            known = {o.name for o in m.graph.output}
+            wanted = sorted({n.input[0] for n in m.graph.node if n.op_type == "Shape"}
+                            - known - set(self.consts))
+            for name in wanted:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.log_severity_level = 3
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            sess = ort.InferenceSession(m.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            feeds = {name: np.zeros(shape, np.float32) for name, shape in self.fixed_inputs}
+            outs = sess.run(wanted, feeds)
+            self._rt_shapes = {n: tuple(int(d) for d in np.shape(v))
+                               for n, v in zip(wanted, outs, strict=True)}
+        except Exception:   # best effort: the Shape node is then refused as before
+            pass
+        return self._rt_shapes
 
     # -- constants -------------------------------------------------------------------------------
     def const(self, node, name: str, what: str, required: bool = True):
@@ -192,12 +235,21 @@ class _Adapter:
             return False
         if node.op_type == "Shape":
             shape = self.shapes.get(node.input[0])
+            if shape is None and self.folded:
+                # shapes behind a Slice whose bounds came from a Shape (torch's chunk export)
+                # are unknown to the first inference: again, with the folded values as constants
+                self.infer_shapes(self.fixed_inputs, folded=True)
+                shape = self.shapes.get(node.input[0])
+            if shape is None:
+                # e.g. behind com.microsoft QOperator ops, which ONNX's inference does not know
+                shape = self.runtime_shapes().get(node.input[0])
             if shape is None:
                 return False
             v = np.array(shape, dtype=np.int64)
             a = _attrs(node)
             start, end = a.get("start", 0), a.get("end")
             self.consts[node.output[0]] = v[start:end]
+            self.folded.add(node.output[0])
             return True
         ins = [i for i in node.input if i]
         if not all(i in self.consts for i in ins):
@@ -209,6 +261,7 @@ class _Adapter:
             raise self.fail(node, f"cannot fold this constant computation ({exc})") from None
         for name, v in zip(node.output, outs, strict=False):
             self.consts[name] = np.asarray(v)
+            self.folded.add(name)
         return True
 
     def _fold_qdq(self, node) -> None:
@@ -277,7 +330,7 @@ class _Adapter:
             return
         handler = getattr(self, "op_" + op, None)
         if handler is None:
-            raise self.fail(node, "operator is not supported")
+            raise self.fail(node, "operator is not supported" + _HINTS.get(op, ""))
         handler(node, a, ins, out, name)
 
     # float ops (QDQ form)
@@ -341,6 +394,56 @@ class _Adapter:
         self.add(name, "reshape", ins[:1], out, {"shape": [int(v) for v in shape],
                                                   "allowzero": int(a.get("allowzero", 0))},
                  "Reshape")
+
+    def op_BatchNormalization(self, node, a, ins, out, name):
+        if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+            raise self.fail(node, "training-mode BatchNormalization is not supported")
+        self.add(name, "batch_norm", ins[:5], out, {"epsilon": float(a.get("epsilon", 1e-5))},
+                 "BatchNormalization")
+
+    def op_Slice(self, node, a, ins, out, name):
+        if len(ins) < 3:
+            raise self.fail(node, "Slice needs constant starts and ends inputs (opset >= 10)")
+        starts = [int(v) for v in np.asarray(self.const(node, ins[1], "starts")).reshape(-1)]
+        ends = [int(v) for v in np.asarray(self.const(node, ins[2], "ends")).reshape(-1)]
+        axes = ([int(v) for v in np.asarray(self.const(node, ins[3], "axes")).reshape(-1)]
+                if len(ins) > 3 and ins[3] else list(range(len(starts))))
+        steps = ([int(v) for v in np.asarray(self.const(node, ins[4], "steps")).reshape(-1)]
+                 if len(ins) > 4 and ins[4] else [1] * len(starts))
+        self.add(name, "slice", ins[:1], out, {"starts": starts, "ends": ends, "axes": axes,
+                                                "steps": steps}, "Slice")
+
+    def op_Split(self, node, a, ins, out, name):
+        axis = int(a.get("axis", 0))
+        split = a.get("split")
+        if len(ins) > 1 and ins[1]:
+            split = self.const(node, ins[1], "split")
+        shape = self.shapes.get(ins[0])
+        n = len(node.output)
+        if split is None:
+            if shape is None:
+                raise self.fail(node, "the input's shape is unknown (needed for an even split)")
+            size = shape[axis % len(shape)]
+            part = -(-size // n)           # ONNX: ceil; the last part takes the rest
+            split = [part] * (n - 1) + [size - part * (n - 1)]
+        split = [int(v) for v in np.asarray(split).reshape(-1)]
+        if len(split) != n or any(v <= 0 for v in split):
+            raise self.fail(node, f"split sizes {split} for {n} outputs are not supported "
+                                  "(every part must be non-empty)")
+        start = 0
+        for o, size in zip(node.output, split, strict=True):
+            if o:
+                self.add(self.tmp(name), "slice", ins[:1], o,
+                         {"starts": [start], "ends": [start + size], "axes": [axis],
+                          "steps": [1]}, "Split")
+            start += size
+
+    def op_Transpose(self, node, a, ins, out, name):
+        perm = a.get("perm")
+        if perm is None:
+            raise self.fail(node, "Transpose without perm (a reversal of every axis) is not "
+                                  "supported")
+        self.add(name, "transpose", ins[:1], out, {"perm": [int(v) for v in perm]}, "Transpose")
 
     def op_Identity(self, node, a, ins, out, name):
         self.add(name, "identity", ins[:1], out, {}, node.op_type)
@@ -502,6 +605,15 @@ class _Adapter:
                         name=Path(self.label).stem or "onnx", kind="ONNX")
 
 
+#: What a user can do about some unsupported operators (appended to the message).
+_HINTS = {
+    "ReduceMean": (": ONNX Runtime runs it in float between DequantizeLinear and QuantizeLinear "
+                   "(a float sum whose order zynqnn does not reproduce); for a mean over the "
+                   "spatial axes use GlobalAveragePool (nn.AdaptiveAvgPool2d(1) + flatten in "
+                   "PyTorch), which ONNX Runtime quantizes"),
+}
+
+
 def _np_name(dt) -> str:
     return {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16",
             "int32": "int32", "float32": "float32"}.get(np.dtype(dt).name, np.dtype(dt).name)
@@ -528,6 +640,51 @@ def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
     if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
         out["auto_pad"] = a["auto_pad"]
     return out
+
+
+def measure_batch_norm(x_shape, x_dtype: str, s_in: float, zp_in: int, params: list,
+                       epsilon: float, relu: bool, s_out: float, zp_out: int,
+                       out_dtype: str) -> np.ndarray:
+    """ONNX Runtime's ``DequantizeLinear -> BatchNormalization [-> Relu] -> QuantizeLinear``
+    as a per-channel code table (``measure_channel_map``): a model of just these nodes, with
+    the BatchNorm's float parameters ``params`` (scale, B, mean, var) as initializers, run in
+    a one-thread session on every input code of every channel."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .common import measure_channel_map
+
+    elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    npdt = {"uint8": np.uint8, "int8": np.int8}
+    inits = [numpy_helper.from_array(np.asarray(s_in, np.float32), "s_in"),
+             numpy_helper.from_array(np.asarray(zp_in, npdt[x_dtype]), "zp_in"),
+             numpy_helper.from_array(np.asarray(s_out, np.float32), "s_out"),
+             numpy_helper.from_array(np.asarray(zp_out, npdt[out_dtype]), "zp_out")]
+    names = ["scale", "B", "mean", "var"]
+    inits += [numpy_helper.from_array(np.asarray(p, np.float32), nm)
+              for p, nm in zip(params, names, strict=True)]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "zp_in"], ["xf"]),
+             helper.make_node("BatchNormalization", ["xf"] + names, ["bn"], epsilon=epsilon)]
+    last = "bn"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["bn"], ["bnr"]))
+        last = "bnr"
+    nodes.append(helper.make_node("QuantizeLinear", [last, "s_out", "zp_out"], ["y"]))
+    g = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info(
+        "x", elem[x_dtype], list(x_shape))], [helper.make_tensor_value_info(
+            "y", elem[out_dtype], list(x_shape))], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = min(m.ir_version, 9)
+    onnx.checker.check_model(m)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    lo, hi = (0, 255) if x_dtype == "uint8" else (-128, 127)
+    return measure_channel_map(
+        lambda xs: sess.run(None, {"x": xs.astype(npdt[x_dtype])})[0], x_shape, lo, hi)
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:

@@ -59,9 +59,10 @@ from .common import FrontendError
 
 __all__ = ["QDQGraph", "QNode", "lower", "COMMUTING", "COMPUTE"]
 
-COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat")
+COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat",
+           "batch_norm")
 COMMUTING = ("max_pool2d", "pad", "upsample_nearest", "flatten", "reshape", "relu", "clip",
-             "identity")
+             "identity", "slice", "transpose")
 
 
 @dataclass
@@ -303,6 +304,10 @@ class _Lowering:
         raise self.fail(node, f"dequantizes a value that is not quantized ({type(v).__name__})")
 
     def requantize(self, node: QNode, v: _DQ, scale, zp, dtype) -> _Q:
+        if v.ops and v.ops[0][0] == "slice":
+            # a part of a split, quantized on its own: the slice first, then its rescaling
+            first = self.apply_pending(node, _DQ(v.q, v.ops[:1]))
+            v = _DQ(first.name, v.ops[1:])
         src = self.g.tensors[v.q]
         cur = _Q(v.q)
         if not (src.dtype == dtype and src.scale == float(scale) and src.zero_point == int(zp)):
@@ -341,6 +346,11 @@ class _Lowering:
         op, attrs = node.op, dict(node.attrs)
         if op == "identity":
             return v
+        if isinstance(v, _Pending) and v.node.op == "batch_norm" and op == "relu":
+            # DQ -> BatchNormalization -> Relu -> Q: the Relu is part of the measured map
+            bn = QNode(v.node.name, v.node.op, v.node.inputs, v.node.outputs,
+                       {**v.node.attrs, "relu": True}, v.node.source)
+            return _Pending(bn, v.args)
         if isinstance(v, _Pending):
             raise self.fail(node, f"follows {v.node.name!r} ({v.node.source or v.node.op}) "
                                   "whose float output is not quantized first; the runtime runs "
@@ -394,6 +404,10 @@ class _Lowering:
         if op == "reshape":
             return "reshape", {"shape": _onnx_reshape(self, node, shape, a["shape"],
                                                       a.get("allowzero", 0))}
+        if op == "transpose":
+            return "transpose", {"perm": [int(p) for p in a["perm"]]}
+        if op == "slice":
+            return "slice", _slice_attrs(self, node, a, shape)
         raise self.fail(node, f"operator {op!r} is not supported")
 
     def int_op(self, node: QNode, v: _Q, op: str, attrs: dict) -> _Q:
@@ -409,6 +423,36 @@ class _Lowering:
         return out
 
     # -- compute ops -----------------------------------------------------------------------------
+    def _batch_norm(self, qnode: QNode, p: _Pending, scale, zp, dtype) -> _Q:
+        """DQ -> BatchNormalization [-> Relu] -> Q, which ONNX Runtime runs in float: measured
+        as a per-channel code table on every input code (``batch_norm``)."""
+        node, args = p.node, p.args
+        if self.flavour != "onnxruntime":
+            raise self.fail(node, f"a stand-alone BatchNorm in the {self.flavour} flavour is not "
+                                  "supported")
+        x = self._act(node, args[0])
+        xt = self.tensor(x)
+        if len(xt.shape) != 4 or len(args) < 5:
+            raise self.fail(node, "BatchNormalization of a 4-D map with scale, B, mean and var")
+        params = [_float_param(self, node, a, w) for a, w in
+                  zip(args[1:5], ("scale", "B", "mean", "var"), strict=True)]
+        from .onnx_import import measure_batch_norm
+
+        try:
+            table = measure_batch_norm(xt.shape, xt.dtype, float(xt.scale), int(xt.zero_point),
+                                       params, float(node.attrs.get("epsilon", 1e-5)),
+                                       bool(node.attrs.get("relu", False)), float(scale),
+                                       int(zp), dtype)
+        except ValueError as exc:
+            raise self.fail(node, f"ONNX Runtime's BatchNormalization: {exc}; not "
+                                  "reproduced") from None
+        out = self.new_tensor(qnode.outputs[0], xt.shape, dtype, scale, zp)
+        lo = xt.qmin - (0 if xt.dtype == "uint8" else -128)
+        self.emit(node, "batch_norm", [x.name], out.name,
+                  {"table": table[:, lo:lo + xt.qmax - xt.qmin + 1].tolist(),
+                   "in_lo": int(xt.qmin), "relu": bool(node.attrs.get("relu", False))})
+        return out
+
     def compute(self, node: QNode):
         args = [self.val(node, i) for i in node.inputs]
         for i, a in enumerate(args):
@@ -476,6 +520,8 @@ class _Lowering:
             out = self.new_tensor(qnode.outputs[0], shape, dtype, scale, zp)
             self.emit(node, op, ins, out.name, attrs)
             return out
+        if op == "batch_norm":
+            return self._batch_norm(qnode, p, scale, zp, dtype)
         if op == "concat":
             xs = [self._act(node, v, f"input {i}") for i, v in enumerate(args)]
             ts = [self.tensor(x) for x in xs]
@@ -501,6 +547,22 @@ class _Lowering:
         out = self.new_tensor(qnode.outputs[0], shape, dtype, scale, zp)
         self.emit(node, op, [x.name for x in xs], out.name, attrs)
         return out
+
+
+def _float_param(low: _Lowering, node: QNode, v, what: str) -> np.ndarray:
+    """A BatchNorm parameter as the float32 values the runtime computes with (a constant, or
+    a dequantized constant: ``(codes - zp) * scale`` as DequantizeLinear does)."""
+    if isinstance(v, _Const):
+        return np.asarray(v.value, dtype=np.float32).reshape(-1)
+    if isinstance(v, _DQConst):
+        codes = np.asarray(v.codes).reshape(-1)
+        s = np.asarray(v.scale, dtype=np.float32).reshape(-1)
+        z = np.asarray(v.zero_point).reshape(-1)
+        if s.size == 1:
+            return quant.dequantize_onnxruntime(codes, float(s[0]), int(z[0]))
+        return np.array([quant.dequantize_onnxruntime(codes[i:i + 1], float(s[i]), int(z[i]))[0]
+                         for i in range(codes.size)], dtype=np.float32)
+    raise low.fail(node, f"{what} must be a constant")
 
 
 def _int_or_none(v):
@@ -605,6 +667,31 @@ def _nearest_index(n_in: int, n_out: int, fac: int, ctm: str, nearest: str):
     else:
         return None
     return np.clip(i, 0, n_in - 1).astype(np.int64)
+
+
+def _slice_attrs(low: _Lowering, node: QNode, a: dict, shape) -> dict:
+    """ONNX Slice's starts / ends / axes / steps on ``shape`` as one IR slice (one axis cut,
+    step 1; starts and ends clamped as ONNX clamps them)."""
+    cut = []
+    for st, en, ax, sp in zip(a["starts"], a["ends"], a["axes"], a["steps"], strict=True):
+        ax %= len(shape)
+        size = shape[ax]
+        if sp != 1:
+            raise low.fail(node, f"a slice with step {sp} is not supported (step 1 only)")
+        st = min(max(st + size if st < 0 else st, 0), size)
+        en = min(max(en + size if en < 0 else en, 0), size)
+        if (st, en) != (0, size):
+            cut.append((ax, st, en))
+    if not cut:
+        return {"axis": 1 if len(shape) > 1 else 0, "start": 0, "end": shape[1 if len(shape) > 1
+                                                                           else 0]}
+    if len(cut) > 1:
+        raise low.fail(node, f"a slice of several axes {[c[0] for c in cut]} is not supported "
+                             "(one axis at a time)")
+    ax, st, en = cut[0]
+    if en <= st:
+        raise low.fail(node, f"an empty slice ({st}:{en} of axis {ax})")
+    return {"axis": ax, "start": st, "end": en}
 
 
 def _onnx_reshape(low: _Lowering, node: QNode, shape, target, allowzero) -> list[int]:

@@ -36,7 +36,13 @@ from ..ir import Graph, Node, Tensor
 from ..ir.execute import run_all
 from ..ir.kernels import torch_vector_block
 from ..numerics import make_requant
-from .common import FrontendError, check_example_input, compare_codes, finish
+from .common import (
+    FrontendError,
+    check_example_input,
+    compare_codes,
+    finish,
+    measure_channel_map,
+)
 
 __all__ = ["from_torch", "packing_engine", "ENGINE_FLAVOURS"]
 
@@ -353,8 +359,17 @@ class TorchImporter:
             dtype = _qdtype(out_t)
         except ValueError:
             raise self.fail(node, f"quantized dtype {out_t.dtype} is not supported") from None
-        target = Tensor("?", st.shape, dtype, float(out_t.q_scale()), int(out_t.q_zero_point()))
+        orig = src.q
         cur = QVal(src.q)
+        ops = list(src.ops)
+        if ops and ops[0][0] == "slice":
+            # a part of a split done in float, quantized on its own (FX: dequantize -> chunk ->
+            # quantize_per_tensor per part): the slice first, then the rescaling of that part
+            cur = self.apply_pending(node, FloatView(src.q, ops[:1]))
+            ops = ops[1:]
+            st = self.graph.tensors[cur.name]
+            src = FloatView(cur.name, ops, src.float_clamps)
+        target = Tensor("?", st.shape, dtype, float(out_t.q_scale()), int(out_t.q_zero_point()))
         if not st.same_qparams(target):
             name = self.graph.unique_name(node.name + "_requantize")
             self.graph.add_tensor(Tensor(name, st.shape, dtype, target.scale, target.zero_point,
@@ -362,7 +377,7 @@ class TorchImporter:
             self.emit(node.name, "requantize", [src.q], name)
             cur = QVal(name)
         res = self.apply_pending(node, FloatView(cur.name, src.ops))
-        if res.name != src.q:
+        if res.name != orig:
             self.tensor(res).layout = _layout(out_t)
             self.torch_ref[res.name] = out_t
         return res
@@ -434,6 +449,8 @@ class TorchImporter:
                                   float_ok=False)
             if _is(m, "ReLU6"):
                 return self.clamp_like(node, "relu6", 0.0, 6.0)
+            if _is(m, "BatchNorm2d", "BNReLU2d"):
+                return self.batch_norm(node, m)
             if _is(m, "Dropout"):
                 # Eager convert swaps nn.Dropout for the quantized one: identity in eval.
                 return self.passthrough(node)
@@ -583,6 +600,73 @@ class TorchImporter:
                           {"output_size": list(out_t.shape[2:]), "vector_width": 8},
                           float_ok=False)
 
+    def batch_norm(self, node, m):
+        """A stand-alone quantized BatchNorm2d / BNReLU2d (DenseNet's pre-activation layers):
+        PyTorch's kernel maps each channel's input code to an output code. The map is measured
+        here with the module itself on maps of the recorded input's shape, qparams and memory
+        layout holding every input code in every channel, at two arrangements of the codes over
+        the pixels: equal results mean the kernel does not depend on the position, and the
+        table (``batch_norm`` op) is the framework's arithmetic on every code."""
+        torch = _torch()
+        src = self.qin(node)
+        x_t = self.rec.values[node.args[0].name]
+        t = self.tensor(src)
+        n, c, h, w = x_t.shape
+
+        def run(xs):
+            qx = torch._make_per_tensor_quantized_tensor(
+                torch.from_numpy(xs.astype(np.uint8 if t.dtype == "uint8" else np.int8)),
+                float(t.scale), int(t.zero_point))
+            if _layout(x_t) == "nhwc":
+                qx = qx.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                return m(qx).int_repr().numpy()
+
+        try:
+            table = measure_channel_map(run, (n, c, h, w), t.qmin, t.qmax)
+        except ValueError as exc:
+            raise self.fail(node, f"PyTorch's quantized BatchNorm: {exc}; not reproduced") \
+                from None
+        q = self.new_q(node, self.recorded(node))
+        self.emit(node.name, "batch_norm", [src.name], q.name,
+                  attrs={"table": table.tolist(), "in_lo": int(t.qmin),
+                         "relu": _is(m, "BNReLU2d")}, source=node.target)
+        return q
+
+    def mean(self, node):
+        """``x.mean([2, 3])`` (ShuffleNetV2's head) of a quantized map: under qnnpack PyTorch
+        runs qnnpack's global average pooling with the input's qparams, the same codes as
+        ``adaptive_avg_pool2d(x, 1)`` (checked on 300 random maps, and by the import check);
+        fbgemm's quantized mean takes another formula, not reproduced."""
+        src = self.arg(node.args[0])
+        a = _bind(node, ["input", "dim", "keepdim"], {"dim": None, "keepdim": False})
+        shape = self._shape_of(node, src)
+        dims = a["dim"] if isinstance(a["dim"], (list, tuple)) else [a["dim"]]
+        if len(shape) != 4 or a["dim"] is None or sorted(int(d) % 4 for d in dims) != [2, 3]:
+            raise self.fail(node, f"mean over {a['dim']!r}: only the mean over the spatial "
+                                  "axes [2, 3] of a 4-D map is supported (global average "
+                                  "pooling)")
+        if not isinstance(src, QVal):
+            raise self.fail(node, "mean of a float tensor: the op is not quantized")
+        if self.engine != "qnnpack":
+            raise self.fail(node, f"quantized mean under {self.engine} is not supported (its "
+                                  "arithmetic differs from average pooling); use "
+                                  "nn.AdaptiveAvgPool2d(1) and flatten, or the qnnpack engine")
+        t = self.tensor(src)
+        n, c = shape[0], shape[1]
+        pooled = self.graph.unique_name(node.name + "_pool")
+        self.graph.add_tensor(Tensor(pooled, (n, c, 1, 1), t.dtype, t.scale, t.zero_point,
+                                     layout=t.layout))
+        self.emit(node.name, "adaptive_avg_pool2d", [src.name], pooled,
+                  attrs={"output_size": [1, 1], "vector_width": 8}, source="mean")
+        if a["keepdim"]:
+            self.torch_ref[pooled] = self.recorded(node)
+            return QVal(pooled)
+        q = self.new_q(node, self.recorded(node))
+        self.emit(node.name, "flatten", [pooled], q.name, flavour=None,
+                  attrs={"start_dim": 1})
+        return q
+
     def pad(self, node, pads, value: float):
         if len(pads) == 2:
             pads = pads * 2
@@ -690,7 +774,17 @@ class TorchImporter:
                 return Const(v.value[node.args[1]])
             if isinstance(v, list):
                 return v[node.args[1]]
+            if isinstance(v, (QVal, FloatView)):
+                return self.index(node, v, node.args[1])
             raise self.fail(node, "indexing a tensor is not supported")
+        if f in _CONST_ARITH and node.args and all(
+                isinstance(self.arg(a), Const) for a in node.args):
+            # shape arithmetic on x.size() (channel_shuffle: channels // groups)
+            return Const(f(*(self.arg(a).value for a in node.args)))
+        if f in (torch.chunk, torch.split, torch.tensor_split):
+            return self.split(node)
+        if f in (torch.transpose, torch.swapaxes, torch.permute):
+            return self.transpose(node)
         if f in (operator.add, torch.add, operator.mul, torch.mul, qops.mul, qops.add_scalar,
                  qops.mul_relu, qops.mul_scalar):
             raise self.fail(node, "this arithmetic is not supported (quantized add of two "
@@ -713,6 +807,12 @@ class TorchImporter:
             return self.unary(node, "flatten", {"start_dim": int(start)}, flavour=None)
         if m in ("view", "reshape"):
             return self.reshape(node)
+        if m in ("chunk", "split", "tensor_split"):
+            return self.split(node)
+        if m == "mean":
+            return self.mean(node)
+        if m in ("transpose", "swapaxes", "permute"):
+            return self.transpose(node)
         if m in ("relu", "relu_"):
             return self.unary(node, "relu", {}, flavour=None)
         if m in ("clamp", "clip", "clamp_", "clip_"):
@@ -720,6 +820,77 @@ class TorchImporter:
             hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
             return self.clamp_like(node, "clamp", lo, hi)
         raise self.fail(node, "method is not supported")
+
+    def _shape_of(self, node, v) -> tuple[int, ...]:
+        if isinstance(v, QVal):
+            return self.tensor(v).shape
+        if isinstance(v, FloatView):
+            return v.ops[-1][2] if v.ops else self.graph.tensors[v.q].shape
+        raise self.fail(node, f"expected a quantized tensor, got {type(v).__name__}")
+
+    def _slice(self, node, src, axis: int, start: int, end: int, out_t, i: int | None):
+        """One part of ``src`` along ``axis``: an IR ``slice`` (queued on a FloatView)."""
+        attrs = {"axis": int(axis), "start": int(start), "end": int(end)}
+        if isinstance(src, FloatView):
+            return FloatView(src.q, src.ops + [("slice", attrs, tuple(out_t.shape))],
+                             src.float_clamps)
+        q = self.new_q(node, out_t, "" if i is None else f"_{i}")
+        self.emit(node.name, "slice", [src.name], q.name, flavour=None, attrs=attrs,
+                  source=node.target if isinstance(node.target, str) else None)
+        return q
+
+    def split(self, node):
+        """``chunk`` / ``split`` / ``tensor_split``: the parts PyTorch returned, each a
+        ``slice`` of consecutive indices (their sizes are read from the recorded outputs)."""
+        src = self.arg(node.args[0])
+        shape = self._shape_of(node, src)
+        a = _bind(node, ["input", "sections", "dim"], {"dim": 0})
+        dim = int(a["dim"]) % len(shape)
+        parts = self.recorded(node)
+        out, start = [], 0
+        for i, t in enumerate(parts):
+            size = int(t.shape[dim])
+            if size == 0:
+                raise self.fail(node, f"part {i} is empty")
+            out.append(self._slice(node, src, dim, start, start + size, t, i))
+            start += size
+        return out
+
+    def index(self, node, src, key):
+        """``x[:, a:b]`` (basic slicing with step 1 on one axis; the others whole)."""
+        shape = self._shape_of(node, src)
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+        if len(key) > len(shape) or not all(isinstance(k, slice) for k in key):
+            raise self.fail(node, f"indexing with {key!r} is not supported (only slices such "
+                                  "as x[:, a:b])")
+        cut = []
+        for axis, k in enumerate(key):
+            start, stop, step = k.indices(shape[axis])
+            if (start, stop, step) != (0, shape[axis], 1):
+                cut.append((axis, start, stop, step))
+        if not cut:
+            return src
+        if len(cut) > 1 or cut[0][3] != 1 or cut[0][2] <= cut[0][1]:
+            raise self.fail(node, f"indexing with {key!r} is not supported (one axis, step 1, "
+                                  "not empty)")
+        axis, start, stop, _ = cut[0]
+        return self._slice(node, src, axis, start, stop, self.recorded(node), None)
+
+    def transpose(self, node):
+        src = self.arg(node.args[0])
+        rank = len(self._shape_of(node, src))
+        if node.target in ("permute",) or node.target is getattr(_torch(), "permute", None):
+            dims = node.args[1:] if len(node.args) > 2 else node.args[1]
+            perm = [int(d) % rank for d in (dims if not isinstance(dims, int) else [dims])]
+        else:
+            a = _bind(node, ["input", "dim0", "dim1"], {})
+            d0, d1 = int(a["dim0"]) % rank, int(a["dim1"]) % rank
+            perm = list(range(rank))
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+        return self.unary(node, "transpose", {"perm": perm}, src, flavour=None)
 
     def add(self, node, relu: bool):
         a = self.qin(node, 0)
@@ -748,6 +919,11 @@ class TorchImporter:
         rank = len(self.tensor(q).shape)
         self.emit(node.name, "concat", ins, q.name, attrs={"axis": int(dim) % rank})
         return q
+
+
+#: Python arithmetic on constants (the shape arithmetic of x.size()).
+_CONST_ARITH = (operator.floordiv, operator.mul, operator.add, operator.sub, operator.mod,
+                operator.truediv, operator.neg)
 
 
 def _bind(node, names: list[str], defaults: dict) -> dict:

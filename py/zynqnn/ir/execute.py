@@ -318,6 +318,39 @@ def _pad(g, n, v, ins, out, hw):
     return ops.pad2d(v[0], n.attrs["pads"], ins[0].zero_point if value is None else value)
 
 
+def _slice(g, n, v, ins, out, hw):
+    a = n.attrs
+    idx = [slice(None)] * v[0].ndim
+    idx[int(a["axis"])] = slice(int(a["start"]), int(a["end"]))
+    return v[0][tuple(idx)]
+
+
+def shuffle_perm(channels: int, groups: int) -> np.ndarray:
+    """Input channel of each output channel of a channel shuffle with ``groups`` groups."""
+    i = np.arange(channels)
+    return (i % groups) * (channels // groups) + i // groups
+
+
+def _channel_shuffle(g, n, v, ins, out, hw):
+    x = v[0]
+    return x[:, shuffle_perm(x.shape[1], int(n.attrs["groups"]))]
+
+
+def _transpose(g, n, v, ins, out, hw):
+    return np.transpose(v[0], list(n.attrs["perm"]))
+
+
+def _batch_norm(g, n, v, ins, out, hw):
+    key = ("bn_table", n.name)
+    if key not in g._cache:
+        g._cache[key] = np.asarray(n.attrs["table"], dtype=np.int64)
+    table = g._cache[key]
+    x = v[0]
+    idx = np.clip(x - int(n.attrs["in_lo"]), 0, table.shape[1] - 1)
+    ch = np.arange(x.shape[1]).reshape(1, -1, 1, 1)
+    return table[ch, idx]
+
+
 KERNELS = {
     "quantize": _quantize,
     "dequantize": _dequantize,
@@ -339,6 +372,10 @@ KERNELS = {
     "flatten": _flatten,
     "reshape": _reshape,
     "pad": _pad,
+    "slice": _slice,
+    "channel_shuffle": _channel_shuffle,
+    "transpose": _transpose,
+    "batch_norm": _batch_norm,
 }
 
 

@@ -27,6 +27,18 @@ concat                 x1..xn -> y. ``axis``
 flatten                ``start_dim``;  reshape: ``shape`` (a reshape to the same shape marks
                        a change of memory layout only, e.g. PyTorch's ``.contiguous()``)
 pad                    ``pads`` [t, b, l, r], ``value`` (a code; default the zero point)
+slice                  ``axis``, ``start``, ``end`` (0 <= start < end <= size, step 1): one part
+                       of a split / chunk / ``x[:, a:b]``; codes and qparams unchanged
+channel_shuffle        ``groups``: ShuffleNet's reshape (N, g, C/g, H, W) -> transpose(1, 2) ->
+                       reshape (N, C, H, W); output channel i is input channel
+                       (i % g) * (C / g) + i // g
+batch_norm             a stand-alone quantized BatchNorm (+ ReLU): ``table`` [C][n], the
+                       framework's output code for each channel and input code
+                       ``in_lo .. in_lo + n - 1`` (``in_lo``), measured at import by running the
+                       framework's own kernel on every code of every channel; ``relu``
+transpose              ``perm``: a general permutation of the axes (imported from Transpose /
+                       ``transpose``; the importers turn the shuffle pattern into
+                       ``channel_shuffle``, the compiler takes no other transpose)
 =====================  ==========================================================================
 
 Every importer gives every node a flavour, also to ops that only move codes (pooling, padding,
@@ -82,11 +94,16 @@ OPS: dict[str, set[str | None]] = {
     "flatten": _Q_FLAVOURS | {None},
     "reshape": _Q_FLAVOURS | {None},
     "pad": _Q_FLAVOURS | {None},
+    "slice": _Q_FLAVOURS | {None},
+    "channel_shuffle": _Q_FLAVOURS | {None},
+    "transpose": _Q_FLAVOURS | {None},
+    "batch_norm": set(TORCH_FLAVOURS) | {"onnxruntime"},
 }
 
 #: Ops whose output keeps the input's scale and zero point (for some flavours, see _same_qp).
 SAME_QPARAMS = {"max_pool2d", "relu", "relu6", "hardtanh", "clamp", "upsample_nearest",
-                "flatten", "reshape", "pad", "adaptive_avg_pool2d"}
+                "flatten", "reshape", "pad", "adaptive_avg_pool2d", "slice", "channel_shuffle",
+                "transpose"}
 
 ACTIVATIONS = ("none", "relu", "relu6", "clamp", "leaky")
 
@@ -255,6 +272,51 @@ def _shape_pad(node, a, ins):
     return (n, c, h + t + b, w + l + r)
 
 
+def _shape_slice(node, a, ins):
+    s = list(ins[0].shape)
+    axis = a.get("axis")
+    if not isinstance(axis, (int, np.integer)) or not 0 <= axis < len(s):
+        raise _fail(node, f"axis {axis!r} out of range for shape {s}")
+    start, end = a.get("start"), a.get("end")
+    if not all(isinstance(v, (int, np.integer)) for v in (start, end)) or not (
+            0 <= start < end <= s[axis]):
+        raise _fail(node, f"start {start!r} / end {end!r} must satisfy 0 <= start < end <= "
+                          f"{s[axis]} (axis {axis} of {s})")
+    s[axis] = int(end) - int(start)
+    return tuple(s)
+
+
+def _shape_shuffle(node, a, ins):
+    _four_d(node, ins[0])
+    g = a.get("groups")
+    c = ins[0].shape[1]
+    if not isinstance(g, (int, np.integer)) or g < 1 or c % g:
+        raise _fail(node, f"groups {g!r} must divide the {c} channels")
+    return ins[0].shape
+
+
+def _shape_transpose(node, a, ins):
+    s = ins[0].shape
+    perm = list(a.get("perm", []))
+    if sorted(perm) != list(range(len(s))):
+        raise _fail(node, f"perm {perm} is not a permutation of the {len(s)} axes")
+    return tuple(s[p] for p in perm)
+
+
+def _shape_batch_norm(node, a, ins):
+    _four_d(node, ins[0])
+    table = a.get("table")
+    x = ins[0]
+    n = x.qmax - x.qmin + 1
+    if (not isinstance(table, (list, tuple)) or len(table) != x.shape[1]
+            or any(len(r) != n for r in table)):
+        raise _fail(node, f"attribute 'table' must hold {x.shape[1]} rows of {n} codes (one per "
+                          f"input code {x.qmin}..{x.qmax})")
+    if a.get("in_lo") != x.qmin:
+        raise _fail(node, f"attribute 'in_lo' must be the input's lowest code {x.qmin}")
+    return x.shape
+
+
 _SHAPES: dict[str, Callable] = {
     "quantize": _shape_same,
     "dequantize": _shape_same,
@@ -276,6 +338,10 @@ _SHAPES: dict[str, Callable] = {
     "flatten": _shape_flatten,
     "reshape": _shape_reshape,
     "pad": _shape_pad,
+    "slice": _shape_slice,
+    "channel_shuffle": _shape_shuffle,
+    "transpose": _shape_transpose,
+    "batch_norm": _shape_batch_norm,
 }
 
 _ARITY: dict[str, tuple[int, int]] = {
