@@ -36,11 +36,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ProgramRunError", "run_program", "build_dir", "build_lock", "memory_model"]
+__all__ = ["ProgramRunError", "WavesWindow", "run_program", "build_dir", "build_lock",
+           "layer_window", "memory_model"]
 
 #: Names inside the work directory (shared with zynqnn.sim.tb_program).
 JOB_JSON = "job.json"
@@ -88,6 +90,64 @@ def build_dir(cfg, sim: str, build_root: Path | None = None) -> Path:
 
     root = default_build_root() / "system" if build_root is None else Path(build_root).resolve()
     return root / "sim" / f"{TOP_NAME}-{cfg.config_id}-{sim}"
+
+
+@dataclass(frozen=True)
+class WavesWindow:
+    """The cycles of a waveform: the layers ``layers[0]`` to ``layers[-1]`` (report order), from
+    the dispatch of command ``first`` (their first) until a command after ``last`` (their last)
+    is dispatched and ``tail`` more cycles passed: the performance model's cycles of the last
+    layer, so that its commands still in the pipeline after the next dispatch are in the file
+    (or until the accelerator is idle)."""
+
+    layers: tuple
+    first: int
+    last: int
+    tail: int
+
+    def plusargs(self) -> list[str]:
+        return [f"+zynqnn_waves_first={self.first}", f"+zynqnn_waves_last={self.last}",
+                f"+zynqnn_waves_tail={self.tail}"]
+
+
+def layer_window(program, spec: str) -> WavesWindow:
+    """The :class:`WavesWindow` of ``spec``, ``A:B`` or ``A`` (both ends included): layer names
+    or their numbers from 0 in the order of ``zynqnn report`` (the layers that run commands);
+    an empty end means the first or the last layer. ``ValueError`` names what is wrong."""
+    labels = list(program.labels)
+    # the layers with commands, in command order (the compiler's barriers and END are not)
+    names = [n for n in dict.fromkeys(labels) if n not in ("barrier", "end")]
+    if not names:
+        raise ValueError("the program has no layers with commands")
+
+    def index(text: str, default: int) -> int:
+        text = text.strip()
+        if not text:
+            return default
+        if text in names:
+            return names.index(text)
+        try:
+            i = int(text)
+        except ValueError:
+            raise ValueError(f"no layer {text!r}: the layers are 0..{len(names) - 1} or "
+                             f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''}"
+                             ) from None
+        if not 0 <= i < len(names):
+            raise ValueError(f"layer {i}: the program has layers 0..{len(names) - 1}")
+        return i
+
+    a_text, _, b_text = spec.partition(":") if ":" in spec else (spec, ":", spec)
+    a, b = index(a_text, 0), index(b_text, len(names) - 1)
+    if a > b:
+        raise ValueError(f"layers {spec}: {names[a]} ({a}) comes after {names[b]} ({b})")
+    chosen = set(names[a:b + 1])
+    cmds = [i for i, la in enumerate(labels) if la in chosen]
+    try:
+        d = program.perf(check=False).layers[names[b]]
+        tail = int(d["end"] - d["start"])
+    except Exception:  # no estimate: the rest of the run
+        tail = 1 << 30
+    return WavesWindow(tuple(names[a:b + 1]), cmds[0], cmds[-1], tail)
 
 
 def _encode_inputs(program, inputs) -> np.ndarray:
@@ -275,16 +335,22 @@ class _RunProgress:
         self._open().close(info)
 
 
-def _simulate(make, cfg, sim, root, work, progress, total):
+def _simulate(make, cfg, sim, root, work, progress, total, window=None):
     """Run the cocotb process; call ``progress(done, total)`` from this thread as images
-    finish."""
+    finish. ``window``: build with a waveform (:func:`zynqnn.sim.runner.waves_window_module`)
+    of these cycles (a :class:`WavesWindow`, or True for all)."""
     from zynqnn.hw.platform import TOP_NAME
     from zynqnn.sim.runner import run
+
+    waves = {}
+    if window is not None:
+        waves = {"waves": True, "waves_window": True,
+                 "plusargs": window.plusargs() if isinstance(window, WavesWindow) else []}
 
     def launch():
         with _quiet_runner_logs():
             return run(make, TOP_NAME, TEST_MODULE, sim, cfg, extra_env={ENV_DIR: str(work)},
-                       build_root=root)
+                       build_root=root, **waves)
 
     if progress is None:
         return launch()
@@ -322,6 +388,8 @@ def run_program(
     fast: bool = False,
     all_outputs: bool = False,
     ddr_latency: int = 0,
+    waves: Path | str | None = None,
+    waves_layers: str | WavesWindow | None = None,
 ) -> tuple[list, list[int]]:
     """Run ``program`` (a :class:`zynqnn.compiler.Program`) on ``zynqnn_top`` in ``sim``
     (``"verilator"`` or ``"icarus"``) for every input of ``inputs`` ((C, H, W) integer codes, as
@@ -348,6 +416,11 @@ def run_program(
     The default runs the system tests' harness (:class:`zynqnn.sim.tb_soc.SocTb`: ``AxiRam``,
     the protocol checker, optional back-pressure).
 
+    ``waves``: also write an FST waveform of the top level to this path, from a build of its
+    own (``build/system-waves/``, so the plain build stays as it is); ``waves_layers`` (``"A:B"``
+    as :func:`layer_window` reads it, or a :class:`WavesWindow`): only the cycles of those
+    layers, for every input.
+
     Raises :class:`ProgramRunError` naming the input and the cause when the accelerator stops
     with an error, a run times out, the AXI checker sees a protocol violation or a run writes
     into the program image; ``ValueError`` for an input of the wrong shape or range.
@@ -367,6 +440,15 @@ def run_program(
         raise ValueError("ddr_latency needs fast=True (the lean memory model adds it)")
     if not 0 <= int(ddr_latency) <= 10_000:
         raise ValueError(f"ddr_latency {ddr_latency}: cycles in 0..10000")
+    window = None
+    if waves_layers is not None and waves is None:
+        raise ValueError("waves_layers needs waves (the waveform's path)")
+    if waves is not None:
+        window = waves_layers if isinstance(waves_layers, WavesWindow) else (
+            layer_window(program, waves_layers) if waves_layers is not None else True)
+        if build_root is None:
+            from zynqnn.sim.runner import default_build_root
+            build_root = default_build_root() / "system-waves"
     inputs = list(inputs)
     cfg = program.cfg
     data = _encode_inputs(program, inputs)
@@ -390,7 +472,8 @@ def run_program(
         work.mkdir(parents=True)
         _write_job(work, program, data, backpressure, seed, fast, ddr_latency)
         try:
-            _simulate(lambda: Top(cfg, Engine(cfg)), cfg, sim, root, work, progress, len(inputs))
+            _simulate(lambda: Top(cfg, Engine(cfg)), cfg, sim, root, work, progress, len(inputs),
+                      window)
         except (RuntimeError, SystemExit, subprocess.CalledProcessError) as e:
             # zynqnn.sim.runner raises RuntimeError for failed cocotb tests; cocotb's runner
             # exits (SystemExit) instead when it runs under pytest or the simulator crashed.
@@ -407,6 +490,11 @@ def run_program(
                                   f"({type(e).__name__}: {e}); log: {log}", log=log) from e
         with np.load(work / RESULT_NPZ) as res:
             raw, cycles = res["outputs"], res["cycles"]
+        if waves is not None:
+            from zynqnn.hw.platform import TOP_NAME
+
+            Path(waves).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(bdir / f"{TOP_NAME}-window.fst", waves)
     if shown is not None:
         shown.close([int(c) for c in cycles])
     outputs = []

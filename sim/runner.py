@@ -97,12 +97,21 @@ def run(
     seed: int | None = None,
     build_root: Path | None = None,
     waves: bool = False,
+    waves_window: bool = False,
+    plusargs: list[str] | None = None,
 ) -> tuple[int, int]:
     """Elaborate ``make()`` as ``toplevel``, build it for ``simulator`` and run ``test_module``.
 
     The hardware config reaches the testbench as JSON in ``ZYNQNN_CONFIG``. Returns
     ``(tests, failures)``; raises ``RuntimeError`` unless every cocotb test asked for ran and
     passed: those named in ``testcase``, or else every ``@cocotb.test`` of ``test_module``.
+
+    ``waves``: an FST waveform of the whole run (``<build dir>/dump.fst`` from Verilator,
+    ``<build dir>/<toplevel>.fst`` from Icarus). ``waves_window`` (``TOP_NAME`` only): the
+    waveform is written by :func:`waves_window_module` instead, to
+    ``<build dir>/<toplevel>-window.fst``, and covers only the cycles the plusargs
+    ``+zynqnn_waves_first=``, ``+zynqnn_waves_last=`` and ``+zynqnn_waves_tail=`` select (all
+    of them without); one such build serves every window.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -131,17 +140,26 @@ def run(
     # outputs of idle logic stay X until an input changes; Verilog-2005 semantics fire it.
     build_args = ([*VERILATOR_WAIVERS, *VERILATOR_BUILD_OPTIONS] if simulator == "verilator"
                   else ["-g2005"])
-    sources, build_waves = [src], waves
+    sources, build_waves, test_waves = [src], waves, waves
+    if waves_window:
+        # The design writes the file itself ($dumpvars in the window module): Verilator's test
+        # step must not open cocotb's own trace; Icarus' test step only asks vvp for FST.
+        sources.append(waves_window_module(build_dir, toplevel, simulator))
+        test_waves = simulator == "icarus"
+        if simulator == "icarus":
+            build_args += ["-s", "zynqnn_waves_root"]
     if simulator == "verilator":
         build_args += _top_only_public(build_dir, toplevel)
         if waves:   # FST (dump.fst) rather than cocotb's default VCD: a tenth of the size
             build_args += ["--trace-fst", "--trace-structs"]
-    elif waves:
+    elif waves and not waves_window:
         # cocotb's Icarus dump module declares a SystemVerilog `string`, which -g2005 rejects:
         # a Verilog-2005 one of ours instead, writing <toplevel>.fst as cocotb's would.
         sources.append(_icarus_dump(build_dir, toplevel))
         build_args += ["-s", "zynqnn_waves_dump"]
         build_waves = False   # the test step's waves=True only asks vvp for FST
+    elif waves_window:
+        build_waves = False
     with _build_progress(simulator, toplevel, cfg, build_dir, src, build_args + [
             str(s) for s in sources] + [f"waves={build_waves}"]):
         runner.build(
@@ -163,7 +181,8 @@ def run(
         seed=seed,
         extra_env=env,
         timescale=("1ns", "1ps"),
-        waves=waves,
+        waves=test_waves,
+        plusargs=list(plusargs or []),
         results_xml=str(build_dir.resolve() / f"results-{tag}.xml"),
         log_file=build_dir / f"test-{tag}.log",
     )
@@ -228,6 +247,68 @@ def _icarus_dump(build_dir: Path, toplevel: str) -> Path:
     fst = (build_dir / f"{toplevel}.fst").resolve()
     path.write_text(f"module zynqnn_waves_dump();\ninitial begin\n"
                     f'    $dumpfile("{fst}");\n    $dumpvars(0, {toplevel});\nend\nendmodule\n')
+    return path
+
+
+def waves_window_module(build_dir: Path, toplevel: str, simulator: str) -> Path:
+    """Verilog that dumps ``toplevel`` (the SoC top level: ``aclk``, ``busy``, ``cmd_index``) to
+    ``<build dir>/<toplevel>-window.fst``, for the cycles selected at run time by plusargs:
+    from the cycle the command processor dispatches command ``+zynqnn_waves_first=`` until it
+    has dispatched a command after ``+zynqnn_waves_last=`` and ``+zynqnn_waves_tail=`` more
+    cycles passed (or it is idle again); every cycle when ``first`` is not given.
+
+    Icarus gates the dump with ``$dumpoff`` / ``$dumpon``. Verilator ignores both (measured:
+    every time step stays in the file), so there the module clears and sets the model's own
+    dumping flag with ``$c`` (the trace opened by ``$dumpvars``; set again in a ``final`` block
+    so that the file is closed). The module is bound into the top level (Verilator) or sits in
+    a root module of its own that reaches it by hierarchical names (Icarus has no ``bind``)."""
+    fst = (build_dir / f"{toplevel}-window.fst").resolve()
+    if simulator == "verilator":
+        off, on = '$c("vlSymsp->__Vm_dumping = false;");', '$c("vlSymsp->__Vm_dumping = true;");'
+        fin = f"    final {on}\n"
+        attach = f"bind {toplevel} zynqnn_waves_window w(.clk(aclk), .busy(busy), " \
+                 ".cmd_index(cmd_index));\n"
+    else:
+        off, on, fin = "$dumpoff;", "$dumpon;", ""
+        attach = ("module zynqnn_waves_root();\n"
+                  f"    zynqnn_waves_window w(.clk({toplevel}.aclk), .busy({toplevel}.busy), "
+                  f".cmd_index({toplevel}.cmd_index));\nendmodule\n")
+    path = build_dir / "zynqnn_waves_window.v"
+    text = (f"""// Written by zynqnn.sim.runner.waves_window_module: a window of cycles.
+module zynqnn_waves_window(input clk, input busy, input [31:0] cmd_index);
+    integer first, last, tail, after;
+    reg on, windowed;
+    initial begin
+        windowed = $value$plusargs("zynqnn_waves_first=%d", first);
+        if (!$value$plusargs("zynqnn_waves_last=%d", last)) last = first;
+        if (!$value$plusargs("zynqnn_waves_tail=%d", tail)) tail = 0;
+        after = 0;
+        on = 1;
+        $dumpfile("{fst}");
+        $dumpvars(0, {toplevel});
+    end
+    always @(posedge clk) begin
+        if (windowed) begin
+            if (!on && busy && cmd_index >= first && cmd_index <= last) begin
+                on <= 1;
+                after <= 0;
+                {on}
+            end else if (on && (!busy || cmd_index > last)) begin
+                if (!busy || after >= tail) begin
+                    on <= 0;
+                    {off}
+                end
+                after <= after + 1;
+            end else if (on && busy && cmd_index < first) begin
+                on <= 0;
+                {off}
+            end
+        end
+    end
+{fin}endmodule
+{attach}""")
+    if not path.exists() or path.read_text() != text:   # unchanged: no rebuild
+        path.write_text(text)
     return path
 
 

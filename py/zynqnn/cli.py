@@ -639,6 +639,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddr-latency", type=int, default=0, metavar="CYCLES",
                    help="with --fast: cycles the lean DDR model waits before each burst (a "
                         "board-like DDR is about 100; default 0)")
+    p.add_argument("--waves", nargs="?", const=True, default=None, metavar="FST",
+                   help="verilator/icarus: also write an FST waveform of the whole accelerator "
+                        "(zynqnn_top) to FST (default: the output's name with .fst); open it "
+                        "with `gtkwave FST` or `surfer FST`. A separate simulator build, the "
+                        "first one takes a few minutes")
+    p.add_argument("--layers", default=None, metavar="A:B",
+                   help="with --waves: only the cycles of layers A to B (both included; names "
+                        "or numbers from 0 in `zynqnn report`'s order; A: or :B for open "
+                        "ends), for every input")
 
 
 def _bitfile(args, cfg) -> str:
@@ -680,6 +689,21 @@ def _run(args: argparse.Namespace) -> int:
         options["bitfile"] = _bitfile(args, model.cfg)
     elif args.fast:
         options = {"fast": True, "ddr_latency": args.ddr_latency}
+    window = None
+    if args.layers is not None and args.waves is None:
+        raise UserError("--layers selects the cycles of --waves: pass --waves too")
+    if args.waves is not None:
+        if not sim:
+            raise UserError("--waves applies to the verilator and icarus backends")
+        from .sim.program_runner import layer_window
+
+        waves = args.output.with_suffix(".fst") if args.waves is True else Path(args.waves)
+        if args.layers is not None:
+            try:
+                window = layer_window(model.program, args.layers)
+            except ValueError as e:
+                raise UserError(f"--layers {args.layers}: {e}") from None
+        options.update(waves=waves, waves_layers=window)
     if not args.codes and x.dtype.kind != "f":
         raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
                         "(pass --codes for integer codes)")
@@ -706,6 +730,15 @@ def _run(args: argparse.Namespace) -> int:
         line += (f"; accelerator busy cycles per input ({model.last_memory}): "
                  f"{', '.join(f'{c:,}' for c in cyc)}")
     print(line)
+    if args.waves is not None:
+        w = options["waves"]
+        what = "every cycle of the run"
+        if window is not None:
+            names = window.layers
+            span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+            what = (f"the cycles of layer(s) {span} (commands {window.first}..{window.last} and "
+                    f"up to {window.tail:,} cycles after), for each input")
+        print(f"waveform: {w} ({what}); open it with `gtkwave {w}` or `surfer {w}`")
     return 0
 
 
