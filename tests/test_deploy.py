@@ -38,7 +38,7 @@ def test_deploy_writes_the_board_folder(program, tmp_path, capsys):
     assert f"wrote {out}/" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "tiny.zqp", "zynqnn_x.bit", "zynqnn_x.hwh", "zynqnn", "requirements.txt",
-        "run_on_board.py", "example_input.npy", "example_output.npy"])
+        "run_on_board.py", "run_on_board.ipynb", "example_input.npy", "example_output.npy"])
     assert (out / "zynqnn_x.hwh").read_text() == "<hwh/>"
     reqs = [ln for ln in (out / "requirements.txt").read_text().splitlines()
             if ln and not ln.startswith("#")]
@@ -127,3 +127,63 @@ def test_deploy_without_a_bitstream_and_with_a_missing_hwh(program, tmp_path, ca
         "beside the .bit; `make bitstream` writes both)")
     assert main(["deploy", str(path), "-o", "board3", "--config", "tiny"]) == 1
     assert "compiled for config pynq_z2" in capsys.readouterr().err
+
+
+def _notebook_code(path) -> list[str]:
+    """The code cells of a notebook, after checking it is a valid nbformat 4 document (with
+    nbformat when it is installed, else the schema's required keys by hand)."""
+    import json
+
+    nb = json.loads(path.read_text())
+    try:
+        import nbformat
+    except ModuleNotFoundError:
+        assert nb["nbformat"] == 4 and nb["nbformat_minor"] >= 5
+        assert set(nb) == {"cells", "metadata", "nbformat", "nbformat_minor"}
+        assert nb["metadata"]["kernelspec"]["language"] == "python"
+        ids = [c["id"] for c in nb["cells"]]
+        assert len(set(ids)) == len(ids)
+        for c in nb["cells"]:
+            assert c["cell_type"] in ("markdown", "code") and isinstance(c["source"], list)
+            assert all(isinstance(line, str) for line in c["source"])
+            if c["cell_type"] == "code":
+                assert c["outputs"] == [] and c["execution_count"] is None
+    else:
+        nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_board_notebook_runs_golden_and_on_the_pynq_stand_in(program, tmp_path, monkeypatch,
+                                                             capsys):
+    """run_on_board.ipynb is valid nbformat 4; its cells, run in order from the folder (as
+    Jupyter runs them), reproduce the deploy-time output on the golden backend in a process of
+    its own, and on the PYNQ stand-in (the overlay loaded from the deployed bitstream). Not run
+    on a board here (there is none)."""
+    _, model, path, bit = program
+    out = tmp_path / "board"
+    assert main(["deploy", str(path), "-o", str(out), "--bitfile", str(bit)]) == 0
+    cells = _notebook_code(out / "run_on_board.ipynb")
+    assert 'BACKEND = "pynq"' in cells[0] and "BITFILE = 'zynqnn_x.bit'" in cells[0]
+    source = "\n".join(cells).replace('BACKEND = "pynq"', 'BACKEND = "golden"')
+    run = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                         cwd=out)
+    assert run.returncode == 0, run.stderr
+    assert "equal to example_output.npy" in run.stdout
+    # on the PYNQ stand-in, in this process
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "pynq", pynq_module(MachineAccelerator(model.cfg)))
+    monkeypatch.delitem(sys.modules, "zynqnn.pynq_overlay", raising=False)
+    monkeypatch.chdir(out)
+    try:
+        exec(compile("\n".join(cells), "run_on_board.ipynb", "exec"), {})
+    finally:
+        sys.modules.pop("zynqnn.pynq_overlay", None)
+    text = capsys.readouterr().out
+    assert "busy cycles per input: [4322]" in text and "equal to example_output.npy" in text
+    # without a bitstream the notebook says so in its first cell that needs one
+    nb = tmp_path / "nobit"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZYNQNN_BITFILE", raising=False)
+    assert main(["deploy", str(path), "-o", str(nb)]) == 0
+    assert "BITFILE = None" in _notebook_code(nb / "run_on_board.ipynb")[0]

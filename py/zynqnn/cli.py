@@ -1139,6 +1139,10 @@ def _deploy(args: argparse.Namespace) -> int:
     (out / "run_on_board.py").write_text(script)
     (out / "run_on_board.py").chmod(0o755)
     written.append("run_on_board.py")
+    (out / NOTEBOOK).write_text(board_notebook(model.name, f"{cfg.name} ({cfg.config_id})",
+                                               prog_name, bit.name if bit is not None else None,
+                                               expected))
+    written.append(NOTEBOOK)
     print(f"wrote {out}/: {', '.join(written)}")
     if bit is None:
         print(f"no bitstream for {cfg.name} ({cfg.config_id}): pass --bitfile (`make bitstream "
@@ -1150,6 +1154,79 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 COMMANDS["deploy"].run = _deploy
+
+#: The notebook `zynqnn deploy` writes beside run_on_board.py.
+NOTEBOOK = "run_on_board.ipynb"
+
+
+def board_notebook(name: str, config: str, program: str, bitfile: str | None,
+                   expected: str) -> str:
+    """The Jupyter notebook (nbformat 4, as JSON text) of a deployed folder: it loads the
+    program and the overlay, runs the example input on the accelerator and compares the output
+    with the golden one computed when deploying; ``BACKEND = "golden"`` runs it without an
+    FPGA. Open it in the board's Jupyter (http://<board>:9090) from the copied folder."""
+    import json
+
+    def md(text):
+        return {"cell_type": "markdown", "metadata": {}, "source": text.splitlines(True)}
+
+    def code(text):
+        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                "source": text.splitlines(True)}
+
+    cells = [
+        md(f"# {name} on the zynqnn accelerator\n\n"
+           f"Written by `zynqnn deploy` for config {config}. Copy this folder to the Pynq-Z2 "
+           "(e.g. into `/home/xilinx/jupyter_notebooks/`), `pip install -r requirements.txt` "
+           "once in PYNQ's Python, then run the cells in order. The zynqnn runtime is the "
+           "`zynqnn/` folder beside this notebook.\n\n"
+           "Set `BACKEND = \"golden\"` to run the same cells without an FPGA (zynqnn's Python "
+           "model of the accelerator; slow on the board's CPU)."),
+        code("import sys\n"
+             "from pathlib import Path\n\n"
+             "HERE = Path.cwd()   # Jupyter starts a notebook in its own folder\n"
+             "sys.path.insert(0, str(HERE))   # the zynqnn runtime copied beside it\n\n"
+             "import numpy as np\n"
+             "import zynqnn\n\n"
+             "BACKEND = \"pynq\"   # or \"golden\": no FPGA needed\n"
+             f"PROGRAM = {program!r}\n"
+             f"BITFILE = {bitfile!r}   # its .hwh beside it; None: none was deployed\n"
+             f"EXPECTED = {expected!r}"),
+        md("Load the program (checked against its SHA-256) and, on the board, the overlay: "
+           "the first run programs the FPGA with the bitstream and binds zynqnn's driver to the "
+           "accelerator (`zynqnn.pynq_overlay`), which checks the hardware's config readback."),
+        code("model = zynqnn.load(HERE / PROGRAM)\n"
+             "print(model)\n"
+             "options = {}\n"
+             "if BACKEND == \"pynq\":\n"
+             "    assert BITFILE is not None, \"no bitstream was deployed: zynqnn deploy "
+             "--bitfile BIT\"\n"
+             "    options = {\"bitfile\": str(HERE / BITFILE)}"),
+        md("Run the example input (float32 N x C x H x W, as the framework model takes it; "
+           "integer codes give codes back). Your own input: `x = np.load(\"x.npy\")`."),
+        code("x = np.load(HERE / \"example_input.npy\")\n"
+             "run = model.run if x.dtype.kind == \"f\" else model.run_int\n"
+             "y = run(x, BACKEND, **options)\n"
+             "ys = list(y) if isinstance(y, tuple) else [y]\n"
+             "print([a.shape for a in ys])\n"
+             "if model.last_cycles:\n"
+             "    print(\"accelerator busy cycles per input:\", model.last_cycles)"),
+        md("Compare with the output the golden backend computed when deploying."),
+        code("data = np.load(HERE / EXPECTED)\n"
+             "ref = [data[f\"output{i}\"] for i in range(len(data.files))] "
+             "if hasattr(data, \"files\") else [data]\n"
+             "same = len(ref) == len(ys) and all(np.array_equal(a, b) for a, b in zip(ys, ref))\n"
+             "print(\"equal to\" if same else \"DIFFERENT from\", EXPECTED)\n"
+             "assert same"),
+    ]
+    nb = {"cells": cells, "metadata": {
+              "kernelspec": {"display_name": "Python 3", "language": "python",
+                             "name": "python3"},
+              "language_info": {"name": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    for i, c in enumerate(cells):   # nbformat 4.5 wants cell ids
+        c["id"] = f"zynqnn-{i}"
+    return json.dumps(nb, indent=1) + "\n"
 
 _RUN_ON_BOARD = '''\
 #!/usr/bin/env python3
