@@ -82,7 +82,9 @@ def main():
             extra_env=env)
         results = json.loads(report.read_text())
     peak = cfg.rows * cfg.cols
-    print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak")
+    print(f"config {cfg.config_id}: {cfg.rows}x{cfg.cols} array, {peak} MACs/cycle peak; cycles "
+          f"of the engine alone on {args.sim} (the testbench fills its buffers: no DDR, no "
+          f"memory model)")
     print(f"{'layer':<26} {'out':>7} {'MACs':>9} {'cycles':>8} {'MAC/cyc':>8} {'util':>6}")
     for (name, _), r in zip(layers, results, strict=True):
         if not r["macs"]:

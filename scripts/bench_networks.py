@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         rep = prog.report(clock_mhz=args.clock_mhz, ddr_gbps=args.ddr_gbps)
         t = rep.total
         slow = sorted(rep.rows, key=lambda r: -r["cycles"])[:args.top]
-        print(f"{name} {size}x{size}: {t['cycles']:,d} cycles, utilization "
+        print(f"{name} {size}x{size}: {t['cycles']:,d} cycles (performance model), utilization "
               f"{100 * t['utilization']:.1f} %, {t['latency_ms']:.2f} ms, {t['fps']:.1f} frames/s"
               f" ({time.time() - t0:.0f} s to quantize, import and compile)", flush=True)
         for r in slow:
@@ -89,13 +89,15 @@ def main(argv=None) -> int:
             t0 = time.time()
             got = small.run(x, backend=args.sim)
             cyc = small.last_cycles[0]
+            memory = small.last_memory   # "RTL verilator, AXI RAM model" (golden runs clear it)
             same_golden = all(np.array_equal(a, b) for a, b in
                               zip(_as_list(got), _as_list(small.run(x, backend="golden")),
                                   strict=True))
             same_graph = all(np.array_equal(a, b) for a, b in
                              zip(_as_list(got), _as_list(graph.run(x)), strict=True))
-            rtl = (rs, cyc, mc, same_golden and same_graph)
-            print(f"    RTL {args.sim} {rs}x{rs}: {cyc:,d} cycles busy, model {mc:,d} "
+            rtl = (rs, cyc, mc, same_golden and same_graph, memory)
+            print(f"    {memory} {rs}x{rs}: {cyc:,d} cycles busy, performance "
+                  f"model of that memory {mc:,d} "
                   f"({100 * (mc - cyc) / cyc:+.1f} %), outputs equal to golden and graph: "
                   f"{same_golden and same_graph} ({time.time() - t0:.0f} s)", flush=True)
         rows.append((name, size, t, rtl))
@@ -106,7 +108,8 @@ def main(argv=None) -> int:
           f"RTL check")
     ok = True
     for name, size, t, rtl in rows:
-        chk = "-" if rtl is None else (f"{rtl[0]}x{rtl[0]}: {rtl[1]:,d} cycles, model "
+        chk = "-" if rtl is None else (f"{rtl[0]}x{rtl[0]}: {rtl[1]:,d} cycles ({rtl[4]}), "
+                                       f"model "
                                        f"{100 * (rtl[2] - rtl[1]) / rtl[1]:+.1f} %, "
                                        f"{'bit-exact' if rtl[3] else 'MISMATCH'}")
         ok &= rtl is None or rtl[3]

@@ -94,6 +94,7 @@ def run_one(name: str, scheme: str, cfg: str, sim: str, fast: bool = False,
     got = _outputs(prog.run(x, backend=sim, fast=fast))
     t2 = time.time()
     cycles = int(prog.last_cycles[0])
+    memory = prog.last_memory   # e.g. "RTL verilator, AXI RAM model"
     golden = _outputs(prog.run(x, backend="golden"))  # (resets last_cycles)
     model = prog.program.perf(DmaModel.simulation()).cycles
     values = sum(r.size for r in ref)
@@ -104,8 +105,8 @@ def run_one(name: str, scheme: str, cfg: str, sim: str, fast: bool = False,
     ok = bad_fw == 0 and bad_golden == 0 and all(g.dtype == np.float32 for g in got)
     return dict(model=name, scheme=scheme, size=size, status="bit-exact" if ok else "MISMATCH",
                 values=values, mismatches_framework=bad_fw, mismatches_golden=bad_golden,
-                rtl_cycles=cycles, model_cycles=model, prepare_s=round(t1 - t0, 1),
-                sim_s=round(t2 - t1, 1))
+                rtl_cycles=cycles, rtl_memory=memory, model_cycles=model,
+                prepare_s=round(t1 - t0, 1), sim_s=round(t2 - t1, 1))
 
 
 def main(argv=None) -> int:
@@ -156,7 +157,8 @@ def _line(r: dict) -> str:
            if r["rtl_cycles"] else float("nan"))
     return (f"{head} {r['status']:9s} {r['values']:>6,d} values "
             f"({r['mismatches_framework']} vs framework, {r['mismatches_golden']} vs golden), "
-            f"RTL {r['rtl_cycles']:,d} cycles, model {r['model_cycles']:,d} ({dev:+.1f} %), "
+            f"RTL {r['rtl_cycles']:,d} cycles ({r.get('rtl_memory', 'RTL')}), performance "
+            f"model {r['model_cycles']:,d} ({dev:+.1f} %, its model of that memory), "
             f"{r['sim_s']:.0f} s simulated")
 
 
