@@ -235,7 +235,9 @@ def _build_progress(simulator: str, toplevel: str, cfg: HwConfig, build_dir: Pat
         expect = f"this takes ~{progress.duration(guess)} the first time"
     start = time.monotonic()
     with progress.step(f"building {toplevel} ({cfg.name}, {mb:.1f} MB of Verilog) for "
-                       f"{simulator}", f"{expect}; log: {build_dir / 'build.log'}"):
+                       f"{simulator}", f"{expect}; log: {build_dir / 'build.log'}"), \
+            progress.elapsed_bar(f"building {toplevel} for {simulator}",
+                                 old.get("seconds") or guess):
         yield
     with contextlib.suppress(OSError):
         stamp.write_text(json.dumps({"args": args, "seconds": round(time.monotonic() - start,

@@ -504,6 +504,12 @@ def test_simulator_build_progress(tmp_path, monkeypatch):
                                   runner.BUILD_SECONDS_PER_MB["verilator"] * mb))
     generating = (rf"generating the Verilog of {TOP_NAME} \(tiny\) \.\.\.\n"
                   rf"generating the Verilog of {TOP_NAME} \(tiny\): done in \d+\.\d s\n")
+    # between the two lines, a tqdm bar of the elapsed seconds against the estimate, cleared
+    # when the build is done
+    bar = re.search(r"\r(building [^\r\n]*)\r", tty.text)
+    assert bar and re.search(rf"building {TOP_NAME} for verilator: +0%\|.*\| 0/\d+ s "
+                             r"\(estimated\)", bar.group(1)), tty.text
+    tty.text = re.sub(r"\r[^\n]*\r", "", tty.text)   # the bar and its clearing
     assert re.fullmatch(
         generating +
         rf"building {TOP_NAME} \(tiny, 0\.4 MB of Verilog\) for verilator \(this takes ~"
@@ -521,6 +527,22 @@ def test_simulator_build_progress(tmp_path, monkeypatch):
     (bdir / TOP_NAME).unlink()
     build()   # not a terminal: nothing
     assert sys.stderr.text == ""
+
+
+def test_elapsed_bar_ticks_and_says_when_the_estimate_is_passed(monkeypatch):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    with progress.elapsed_bar("building x", 1.0):
+        time.sleep(1.8)
+    assert "building x:   0%|" in tty.text and "0/1 s (estimated)" in tty.text
+    assert "longer than estimated: 1." in tty.text, tty.text
+    assert tty.text.endswith("\r"), tty.text   # cleared: the step's own line comes next
+    monkeypatch.setattr(tty, "isatty", lambda: False)
+    tty.text = ""
+    with progress.elapsed_bar("building x", 1.0):
+        pass
+    assert tty.text == ""
 
 
 def test_synthesis_and_calibration_progress(tmp_path, monkeypatch):

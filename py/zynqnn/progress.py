@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["ENV", "Bar", "duration", "enabled", "note", "set_level", "step"]
+__all__ = ["ENV", "Bar", "duration", "elapsed_bar", "enabled", "note", "set_level", "step"]
 
 #: ``1`` (verbose: always on), ``0`` (quiet: never), unset (on when stderr is a terminal).
 ENV = "ZYNQNN_PROGRESS"
@@ -95,6 +96,49 @@ def step(what: str, expect: str | None = None) -> Iterator[None]:
         ok = True
     finally:
         note(f"{what}: {'done in' if ok else 'failed after'} {duration(time.monotonic() - start)}")
+
+
+@contextlib.contextmanager
+def elapsed_bar(desc: str, estimate_s: float) -> Iterator[None]:
+    """A tqdm bar of the seconds a step without measurable progress of its own has taken against
+    ``estimate_s`` (a subprocess such as a simulator build), ticking from a thread while the
+    block runs; it stops one short of the end until the block returns, says so when the
+    estimate is passed, and is cleared afterwards (:func:`step`'s lines stay). Only on a
+    terminal with tqdm: a log gets :func:`step`'s two lines and nothing in between."""
+    if not (enabled() and _tty()):
+        yield
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield
+        return
+    total = max(1, int(round(estimate_s)))
+    bar = tqdm(total=total, desc=desc, unit=" s", file=sys.stderr, dynamic_ncols=True,
+               leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s "
+                                       "(estimated){postfix}")
+    _active.append(bar)
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def tick():
+        while not stop.wait(0.5):
+            elapsed = time.monotonic() - start
+            n = min(int(elapsed), total - 1)
+            if elapsed > total:
+                bar.set_postfix_str(f"longer than estimated: {duration(elapsed)}", refresh=False)
+            bar.update(n - bar.n)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+        if bar in _active:
+            _active.remove(bar)
 
 
 class Bar:
