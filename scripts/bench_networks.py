@@ -102,7 +102,8 @@ def main(argv=None) -> int:
                   f"{same_golden and same_graph} ({time.time() - t0:.0f} s)", flush=True)
         rows.append((name, size, t, rtl))
 
-    print(f"\nconfig {args.config}, {args.clock_mhz:g} MHz, DDR {args.ddr_gbps:g} GB/s, "
+    print(f"\nconfig {args.config}, models quantized with torch.ao qnnpack, "
+          f"{args.clock_mhz:g} MHz, DDR {args.ddr_gbps:g} GB/s, "
           f"{BOARD_LATENCY} cycles of DDR latency")
     print(f"{'network':14s} {'input':>8s} {'frames/s':>9s} {'latency':>10s} {'util':>6s}   "
           f"RTL check")
