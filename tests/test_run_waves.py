@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import zynqnn
-from zynqnn.sim.program_runner import layer_window
+from zynqnn.compiler.window import layer_window
 
 ZYNQNN = Path(sys.executable).parent / "zynqnn"
 

@@ -695,7 +695,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.waves is not None:
         if not sim:
             raise UserError("--waves applies to the verilator and icarus backends")
-        from .sim.program_runner import layer_window
+        from .compiler.window import layer_window
 
         waves = args.output.with_suffix(".fst") if args.waves is True else Path(args.waves)
         if args.layers is not None:
