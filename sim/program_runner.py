@@ -51,6 +51,9 @@ JOB_NPZ = "job.npz"
 RESULT_NPZ = "result.npz"
 ERROR_JSON = "error.json"
 PROGRESS = "progress"
+#: ``"<simulated cycles> <command index being dispatched, -1 idle>"``, every POSITION_EVERY cycles.
+POSITION = "position"
+POSITION_EVERY = 2000
 #: Environment variable naming the work directory for the cocotb process.
 ENV_DIR = "ZYNQNN_PROGRAM_DIR"
 TEST_MODULE = "zynqnn.sim.tb_program"
@@ -217,14 +220,30 @@ def _k(v: float) -> str:
     return f"{v / 1e3:,.1f}k" if v >= 1e4 else f"{v:,.0f}"
 
 
+def _read_position(work: Path) -> tuple[int, int] | None:
+    """(simulated cycles, command index or -1) from the position file, or None."""
+    try:
+        cycles, index = (int(v) for v in (work / POSITION).read_text().split())
+        return cycles, index
+    except (OSError, ValueError):
+        return None
+
+
 class _RunProgress:
     """The default ``progress`` of :func:`run_program` (:mod:`zynqnn.progress`): inputs done,
     busy cycles so far and simulated cycles per second of wall time (the perf model's estimate,
-    marked ``~``, until the simulator reports measured cycles). The bar opens when the simulator
-    starts (its ``test-*.log`` appears; :meth:`poll`), after the build and its own lines."""
+    marked ``~``, until the simulator reports measured cycles); while an input runs, the layer
+    the command processor is dispatching (``labels``: the layer of each command) and the
+    simulated cycles per second, from the position the testbench writes every
+    :data:`POSITION_EVERY` cycles. The bar opens when the simulator starts (its ``test-*.log``
+    appears; :meth:`poll`), after the build and its own lines."""
 
-    def __init__(self, work: Path, sim: str, label: str, estimate: int, total: int):
+    def __init__(self, work: Path, sim: str, label: str, estimate: int, total: int,
+                 labels: Sequence[str] = ()):
         self.work, self.estimate, self.total = work, estimate, total
+        self.labels = list(labels)
+        self.layers = [n for n in dict.fromkeys(self.labels) if n not in ("barrier", "end")]
+        self.position = None   # (wall time, simulated cycles) of the last position read
         self.desc = f"{sim} run ({label})"
         self.launched = time.time()
         self.start = None
@@ -238,10 +257,29 @@ class _RunProgress:
         return self.bar
 
     def poll(self) -> None:
-        """Open the bar once the simulator has started (called while waiting for it)."""
+        """Open the bar once the simulator has started (called while waiting for it); then
+        show the layer being dispatched and the simulation's speed."""
         if self.bar is None and any(p.stat().st_mtime >= self.launched - 1
                                     for p in self.work.parent.glob("test-*.log")):
             self._open()
+        if self.bar is None:
+            return
+        pos = _read_position(self.work)
+        if pos is None or (self.position is not None and pos[0] == self.position[1]):
+            return
+        now = time.monotonic()
+        info = []
+        cycles, index = pos
+        if 0 <= index < len(self.labels):
+            name = self.labels[index]
+            if name in self.layers:
+                info.append(f"layer {name} ({self.layers.index(name) + 1}/{len(self.layers)})")
+        if self.position is not None and now > self.position[0]:
+            info.append(f"{_k((cycles - self.position[1]) / (now - self.position[0]))} "
+                        "simulated cycles/s")
+        self.position = (now, cycles)
+        if info:
+            self.bar.set(self.bar.done, ", ".join(info))
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -408,7 +446,8 @@ def run_program(
 
         if enabled():
             shown = _RunProgress(work, sim, memory_model(fast, ddr_latency, backpressure),
-                                 _cycle_estimate(program), len(inputs))
+                                 _cycle_estimate(program), len(inputs),
+                                 getattr(program, "labels", ()))
             progress = shown
     with build_lock(cfg, sim, build_root):
         shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, First, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
 from zynqnn.driver import AcceleratorError, AcceleratorTimeout, DeviceBuffer, Driver
 from zynqnn.hw import isa
@@ -40,6 +40,8 @@ from zynqnn.sim.program_runner import (
     ERROR_JSON,
     JOB_JSON,
     JOB_NPZ,
+    POSITION,
+    POSITION_EVERY,
     PROGRESS,
     RESULT_NPZ,
 )
@@ -253,6 +255,19 @@ def _write_atomic(path: Path, text: str):
     os.replace(tmp, path)
 
 
+async def _report_position(dut, work: Path, every: int) -> None:
+    """Every ``every`` cycles, the simulated cycles so far and the command being dispatched
+    (``zynqnn_top.cmd_index``; -1 while idle) into ``work/position``, for the run's progress bar
+    (a timer, not a per-cycle callback: no cost to the simulation's speed)."""
+    while True:
+        await Timer(every * CLOCK_NS, unit="ns")
+        try:
+            index = int(dut.cmd_index.value) if int(dut.busy.value) else -1
+        except (AttributeError, ValueError):   # X or Z values, or no such signal
+            continue
+        _write_atomic(work / POSITION, f"{round(get_sim_time('ns') / CLOCK_NS)} {index}")
+
+
 def _check_image(tb, job, segments, where, index):
     """The program image (commands, constants) is loaded once, as on the board: a run must not
     write into it, except into the compiler's scratch bytes."""
@@ -327,6 +342,7 @@ async def run_program(dut):
         for addr, blob in segments:
             tb.ddr.write(addr, blob)
         await tb.reset()
+        cocotb.start_soon(_report_position(dut, work, POSITION_EVERY))
         if job["backpressure"] > 0:
             tb.soc.backpressure(job["backpressure"])
         # Bounded by the hardware watchdog (a stuck bus wait ends in WATCHDOG) plus generous room

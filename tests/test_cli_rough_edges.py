@@ -627,3 +627,32 @@ def test_rtl_run_progress_and_memory_labels(tiny, monkeypatch):
     assert model.last_memory == "RTL icarus, AXI RAM model"
     model.run(x)
     assert model.last_memory is None and model.last_cycles is None
+
+
+def test_rtl_run_bar_shows_the_layer_being_dispatched(tiny, tmp_path, monkeypatch):
+    """While an input runs, the bar names the layer of the command the testbench last saw
+    dispatched (its position file) and the simulated cycles per second."""
+    from zynqnn.sim import program_runner as pr
+
+    prog = zynqnn.load(tiny / "tiny.zqp").program
+    work = tmp_path / "program-run"
+    work.mkdir()
+    monkeypatch.setenv(progress.ENV, "1")
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    err = _Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(err, "isatty", lambda: False)
+    bar = pr._RunProgress(work, "verilator", "AXI RAM model", 1000, 2, prog.labels)
+    (tmp_path / "test-x.log").write_text("")
+    pool = prog.labels.index("pool")
+    (work / pr.POSITION).write_text(f"4000 {pool}")
+    bar.poll()
+    assert "verilator run (AXI RAM model): 0/2 input(s), layer pool (2/3)" in err.text, err.text
+    time.sleep(0.05)
+    (work / pr.POSITION).write_text(f"6000 {prog.labels.index('conv1')}")
+    bar.poll()
+    assert re.search(r"layer conv1 \(3/3\), [\d,.k]+ simulated cycles/s", err.text), err.text
+    (work / pr.POSITION).write_text("8000 -1")   # idle between inputs: no layer
+    bar.poll()
+    assert err.text.rstrip().endswith("simulated cycles/s"), err.text
+    bar.close([10, 10])

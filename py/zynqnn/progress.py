@@ -182,8 +182,8 @@ class Bar:
         if info is not None:
             self.info = info
         if self._tqdm is not None:
-            if info is not None:
-                self._tqdm.set_postfix_str(info, refresh=False)
+            if info is not None:   # redrawn now when the count does not move
+                self._tqdm.set_postfix_str(info, refresh=n == 0)
             self._tqdm.update(n)
             return
         now = time.monotonic()
