@@ -577,6 +577,9 @@ def test_synthesis_and_calibration_progress(tmp_path, monkeypatch):
     synth.write_outputs(r, tmp_path)
     assert synth._expected_time(cfg, "zynqnn_pe_array", tmp_path).startswith("the last run took")
     assert synth._expected_time(get_config("pynq_z2"), TOP_NAME, tmp_path) == "expect 7-14 min"
+    # the seconds of the bar drawn on a terminal during the Yosys run
+    assert synth._expected_seconds(cfg, "zynqnn_pe_array", tmp_path) == r.seconds
+    assert synth._expected_seconds(get_config("pynq_z2"), TOP_NAME, tmp_path) == 14 * 60
     err.text = ""
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
     zynqnn.quantize(model, torch.rand(10, 1, 6, 6), batch_size=4, calibrator="entropy")

@@ -294,6 +294,20 @@ def _expected_time(cfg: HwConfig, module: str, out_dir: str | Path) -> str:
     return f"expect {guess}"
 
 
+def _expected_seconds(cfg: HwConfig, module: str, out_dir: str | Path) -> float:
+    """Seconds for the build bar: the last run's, else the upper end of :data:`EXPECTED_TIME`
+    (``7-14 min`` -> 840), else three minutes."""
+    try:
+        last = json.loads((Path(out_dir) / cfg.config_id / "resources.json").read_text())
+        if last.get("module") == module and last.get("seconds") is not None:
+            return float(last["seconds"])
+    except (OSError, ValueError, TypeError):
+        pass
+    m = re.search(r"(\d+) (min|s)$", EXPECTED_TIME.get(module, "") if cfg.name == "pynq_z2"
+                  else "")
+    return float(m.group(1)) * (60 if m.group(2) == "min" else 1) if m else 180.0
+
+
 def run_synth(cfg: HwConfig, target: str | None = None, out_dir: str | Path = "build", *,
               yosys: str | None = None, netlist: bool = False) -> Resources:
     """Generate ``target``'s Verilog for ``cfg``, synthesize it, return the estimate.
@@ -325,7 +339,9 @@ def run_synth(cfg: HwConfig, target: str | None = None, out_dir: str | Path = "b
         again = " again, nets split (ABC aborted)" if split_nets else ""
         with progress.step(f"Yosys synth_xilinx{again}: {module}, config {cfg.name} "
                            f"({cfg.config_id})", f"{_expected_time(cfg, module, out_dir)}; "
-                           f"log: {work / 'yosys.log'}"):
+                           f"log: {work / 'yosys.log'}"), \
+                progress.elapsed_bar(f"Yosys synth_xilinx: {module}",
+                                     _expected_seconds(cfg, module, out_dir)):
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         log = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
         if proc.returncode == 0 or ABC_REINTEGRATE_ASSERT not in proc.stderr + log:
