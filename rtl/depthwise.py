@@ -25,7 +25,8 @@ so its padding is not zero.
 
 The two line delays of every row share one simple dual-port memory (``max_width`` deep, BRAM)
 written with ``s_2`` and ``s_5`` as they are produced and read ``width - 2`` writes later; the
-read is issued a cycle ahead (sync read) and is transparent for ``width = 3``.
+read is issued a cycle ahead (sync read), and a read of the entry being written takes it from a
+register (per row) instead.
 
 With ``pairs`` (``isa.Mode.DW_PAIRS``, fbgemm's int16 tap pairs) the first product vector of a
 command is the zero-point vector: it sets each row's bounds ``lo_m = -2^15 - kz_m``, ``hi_m =
@@ -164,7 +165,10 @@ class DepthwiseFIR(wiring.Component):
         m.submodules.line = line = memory.Memory(shape=unsigned(R * line_bits), depth=depth,
                                                  init=[])
         wr = line.write_port()
-        rd = line.read_port(transparent_for=(wr,))
+        # Not transparent: a read of the entry being written takes the written value from a
+        # register instead, selected per row (a transparent port's one select would drive all
+        # R * line_bits bits).
+        rd = line.read_port()
         wp = Signal(range(depth))
         with m.If(ev):
             m.d.sync += wp.eq(wp + 1)
@@ -180,6 +184,8 @@ class DepthwiseFIR(wiring.Component):
         wr_en = Signal()
         wr_addr = Signal.like(wp)
         m.d.sync += [wr_en.eq(ev), wr_addr.eq(wp)]
+        collide = Signal()                # this cycle's read is of the entry being written
+        m.d.comb += collide.eq(wr_en & Mux(ev, rp + 1 == wr_addr, rp == wr_addr))
         width3 = Signal()
         m.d.sync += width3.eq(self.width == 3)
 
@@ -209,10 +215,11 @@ class DepthwiseFIR(wiring.Component):
         line_in = []
         for r in range(R):
             # Per-row copies of the mode (per half row: each drives ~60 selects), the moves
-            # (per half row: ~9 x 20 enables each), the line flags and the width-3 forward.
+            # (one copy per three partial sums, one for the line values held: at most ~100
+            # enables each), the line flags and the width-3 forward.
             pm_h = ([replica(m, self.pairs, f"fir_r{r}_pairs{h}") for h in range(2)]
                     if pairs else [0, 0])
-            ev_h = [replica(m, before_ev, f"fir_r{r}_ev{h}") for h in range(2)]
+            ev_h = [replica(m, before_ev, f"fir_r{r}_ev{h}") for h in range(4)]
             first_line = replica(m, first_line_next, f"fir_r{r}_first_line")
             line_start = replica(m, self.skip_left & line_start_next, f"fir_r{r}_line_start")
             forward = replica(m, width3 & ev, f"fir_r{r}_forward")
@@ -258,7 +265,9 @@ class DepthwiseFIR(wiring.Component):
             # This row's entry of the last event, written this cycle (forwarded at width 3).
             a_line = Signal(signed(slots[0]), name=f"fir_r{r}_a_line")
             b_line = Signal(signed(max(slots[1], 1)), name=f"fir_r{r}_b_line")
-            old = rd.data.word_select(r, line_bits)
+            held = Signal(line_bits, name=f"fir_r{r}_held")    # the entry written last cycle
+            old = Mux(replica(m, collide, f"fir_r{r}_collide"), held,
+                      rd.data.word_select(r, line_bits))
             a_raw = Mux(forward, a_line, old[:slots[0]].as_signed())
             b_raw = (Mux(forward, b_line, old[slots[0]:slots[0] + slots[1]].as_signed())
                      if pairs else 0)
@@ -269,7 +278,7 @@ class DepthwiseFIR(wiring.Component):
             c_prev = Signal(signed(slots[2]), name=f"fir_r{r}_c_prev")
             with m.If(self.start):
                 m.d.sync += a_prev.eq(0)
-            with m.Elif(ev_h[1]):
+            with m.Elif(ev_h[3]):
                 m.d.sync += [a_prev.eq(a_raw), c_prev.eq(c_raw)]
             # Row 0 of the first walked line's windows: the skipped padding line (zero). The row
             # 2 values read there only reach windows above the first output row.
@@ -287,7 +296,7 @@ class DepthwiseFIR(wiring.Component):
                 a_hold = Signal(signed(slots[0]), name=f"fir_r{r}_a_hold")
                 u = Signal(signed(bits[3] + 1), name=f"fir_r{r}_u")
                 v = Signal(signed(bits[5]), name=f"fir_r{r}_v")
-                with m.If(ev_h[1]):
+                with m.If(ev_h[3]):
                     m.d.sync += [
                         a_hold.eq(a_d),
                         u.eq(Mux(s[3] < lo[1], a_hold + lo[1],
@@ -319,7 +328,7 @@ class DepthwiseFIR(wiring.Component):
                     s[7] + p[8],
                 ]
             for t in range(9):
-                with m.If(ev_h[t // 5]):
+                with m.If(ev_h[t // 3]):
                     m.d.sync += s[t].eq(nxt[t])
             # pairs: row 1 adds clamp(P_2 + P_3) to the clamped pair 0, so the line keeps both.
             # The entry is registered every cycle and written the cycle after its event.
@@ -330,6 +339,7 @@ class DepthwiseFIR(wiring.Component):
                 fields.append(b_line)
             fields.append(s[5])
             line_in.append(Cat(*fields))
+            m.d.sync += held.eq(Cat(*fields))
             m.d.sync += self.o_sums[r].eq(s[8])  # one register after s_8 for routing to ABUF
         m.d.comb += [wr.en.eq(wr_en), wr.addr.eq(wr_addr), wr.data.eq(Cat(*line_in))]
 
