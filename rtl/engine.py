@@ -51,6 +51,7 @@ from zynqnn.hw.step import step_params_layout
 
 from .accumulate import Accumulator
 from .buffers import BankedBuffer, MemoryReader
+from .common import replica
 from .compute import ComputeSignature
 from .decode import CommandDecode
 from .depthwise import DepthwiseFIR
@@ -186,7 +187,7 @@ class Engine(wiring.Component):
         dw_mode = mode.dw
         mac_bank = Signal()               # ABUF bank the MAC stage fills
         abuf_full = Signal(2)             # bank k waits for (or is in) the post stage
-        mac_go = Signal()                 # pulse: start the feeders
+        mac_go = Signal()                 # pulse: the MAC FSM accepts a checked command
         mac_done = Signal()               # pulse: the accumulator wrote the last pass
         post_cmd = Signal(isa.ConvCommand)  # the command waiting for the post stage
         post_pending = Signal()
@@ -253,10 +254,15 @@ class Engine(wiring.Component):
                     m.d.comb += fin_mac.eq(1)
                     m.next = "IDLE"
 
+        # The start pulse a cycle after the FSM's decision (which follows the decode's checks,
+        # a compare behind adders), one register copy per stage: each copy drives one stage's
+        # initial loads (the walker's alone reach ~160 registers).
+        go_feeder, go_walker, go_fir, go_acc, go_ctl = (
+            replica(m, mac_go, f"mac_go_{s}") for s in ("feeder", "walker", "fir", "acc", "ctl"))
         # Weight tiles: passes x rows WBUF words in order.
         m.submodules.weight_feeder = weight_feeder = WeightFeeder(cfg)
         m.d.comb += [
-            weight_feeder.start.eq(mac_go),
+            weight_feeder.start.eq(go_feeder),
             weight_feeder.base.eq(op.wbuf_addr),
             weight_feeder.count.eq(Mux(bypass, 0, decode.passes * R)),
             weight_feeder.data.eq(wbuf.r.data),
@@ -269,7 +275,7 @@ class Engine(wiring.Component):
         # Window vectors from IBUF: to the array, or in the bypass modes to the accumulator.
         m.submodules.walker = walker = WindowWalker(cfg)
         m.d.comb += [
-            walker.start.eq(mac_go),
+            walker.start.eq(go_walker),
             walker.op.eq(op),
             walker.mode.eq(mode),
             walker.walk.eq(walk),
@@ -295,7 +301,7 @@ class Engine(wiring.Component):
                 array.dw.eq(dw_mode),
                 fir.i_products.eq(array.dw_products),
                 fir.i_valid.eq(array.dw_valid),
-                fir.start.eq(mac_go),
+                fir.start.eq(go_fir),
                 fir.width.eq(walk.out_w),
                 fir.skip_top.eq(walk.skip_top),
                 fir.skip_left.eq(walk.skip_left),
@@ -308,7 +314,7 @@ class Engine(wiring.Component):
             mac_valid = array.sums.valid
             mac_sums = array.sums.payload
         m.d.comb += [
-            acc.start.eq(mac_go),
+            acc.start.eq(go_acc),
             acc.op.eq(op),
             acc.mode.eq(mode),
             acc.passes.eq(decode.passes),
@@ -361,10 +367,10 @@ class Engine(wiring.Component):
         post_seq = Signal.like(mac_seq)
         post_early = Signal()             # the pending command was handed over at its start
         early = Signal()                  # the MAC stage's command was handed over early
-        in_run = Signal()                 # the MAC stage runs a command (mac_go .. mac_done)
+        in_run = Signal()                 # the MAC stage runs a command (go .. mac_done)
         in_run_d = Signal()
         acc_written = Signal(24)          # its accumulators written so far
-        with m.If(mac_go):
+        with m.If(go_ctl):
             m.d.sync += [in_run.eq(1), acc_written.eq(0)]
         with m.Else():
             with m.If(mac_done):
@@ -374,7 +380,7 @@ class Engine(wiring.Component):
         m.d.sync += in_run_d.eq(in_run)
         early_go = Signal()
         if STEP:
-            m.d.comb += early_go.eq(mac_go & op.step & dw_mode & ~post_pending)
+            m.d.comb += early_go.eq(go_ctl & op.step & dw_mode & ~post_pending)
         with m.If(early_go | (mac_done & ~op.acc_keep & ~early)):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(decode.out_pixels),
                          post_src.eq(mac_bank), post_seq.eq(mac_seq), post_early.eq(early_go)]

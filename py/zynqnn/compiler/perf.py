@@ -44,9 +44,9 @@ __all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cy
 #: PostProc.LATENCY (70) and the engine's read and write stages; fitted to the RTL figures in
 #: tests/compiler/test_perf.py.
 POST_LATENCY = 79
-#: A DW / DW_PAIRS command's MAC stage besides its walk (check, weights, FIR and array pipeline;
-#: RTL: 933 cycles per 28x28 command of 900 walk pixels).
-DW_OVERHEAD = 33
+#: A DW / DW_PAIRS command's MAC stage besides its walk (check, registered start, weights, FIR
+#: and array pipeline; RTL: 934 cycles per 28x28 command of 900 walk pixels).
+DW_OVERHEAD = 34
 #: The step lanes' post stage besides one cycle per pixel (constants, the 7-stage lane, OBUF).
 STEP_POST_LATENCY = 19
 #: A step command's post stage trails its walk (handed over at the start): its last output
