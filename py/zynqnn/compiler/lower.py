@@ -49,6 +49,9 @@ add                        :class:`HwAdd` in the flavour's add semantics (torch 
                            scalar tail (rounds differently) as commands of its own when it is
                            whole words (``scalar_from``, ``scalar_mask``)
 grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
+lut                        :class:`HwLut` (``ELTWISE`` lookups): the node's table; with a
+                           torch-fbgemm ``scalar_table`` that differs on a code the input can
+                           hold, only when PyTorch's scalar tail is empty
 =========================  =====================================================================
 
 Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a
@@ -74,6 +77,7 @@ from .layers import (
     HwAdd,
     HwConcat,
     HwConv,
+    HwLut,
     HwGlobalSumPool,
     HwMaxPool,
     HwUpsample2x,
@@ -1135,6 +1139,36 @@ class _Lowering:
             raise _fail(node, str(e)) from None
         lo = max(int(out.qmin), y.zero_point) if relu else int(out.qmin)
         self.produce(layer, lo, int(out.qmax), **va.layout)
+
+    def _op_lut(self, node):
+        """A unary activation as a table lookup (:class:`HwLut`)."""
+        v = self.map4(node, node.inputs[0])
+        x = v.hw
+        a = node.attrs
+        table = np.asarray(a["table"], dtype=np.int64)
+        lo, hi = self.range[id(x)]
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        if "scalar_table" in a:
+            from zynqnn.ir import kernels as K
+
+            scalar = np.asarray(a["scalar_table"], dtype=np.int64)
+            block = int(a.get("vector_block", K.torch_vector_block()) or 0)
+            n = int(np.prod(v.map))
+            if block == 0:
+                table = scalar
+            elif n % block and not np.array_equal(scalar[codes & 0xFF], table[codes & 0xFF]):
+                raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector block "
+                                  f"({block}): its scalar tail (the last {n % block} elements "
+                                  "in memory order) gives other codes than the vector kernel "
+                                  "for some inputs, and the hardware has one table a layer")
+        zp, signed = self.qparams(node, node.outputs[0])
+        y = Tensor(node.outputs[0], *x.shape, zp, signed)
+        try:
+            layer = HwLut(node.name, x, y, table, str(a.get("function", "lut")))
+        except (CompileError, ValueError) as e:
+            raise _fail(node, str(e)) from None
+        out = table[codes & 0xFF]
+        self.produce(layer, int(out.min()), int(out.max()), **v.layout)
 
     # -- pooling -----------------------------------------------------------------------------
     def _op_global_avg_pool(self, node):

@@ -318,6 +318,20 @@ def _pad(g, n, v, ins, out, hw):
     return ops.pad2d(v[0], n.attrs["pads"], ins[0].zero_point if value is None else value)
 
 
+def _lut(g, n, v, ins, out, hw):
+    a = n.attrs
+    table = np.asarray(a["table"], dtype=np.int64)
+    if "scalar_table" in a:
+        tables = {"vector": table, "scalar": np.asarray(a["scalar_table"], dtype=np.int64)}
+
+        def fn(q, path):
+            return tables[path][np.asarray(q, dtype=np.int64) & 0xFF]
+
+        block = int(a.get("vector_block", K.torch_vector_block()) or 0)
+        return K.torch_elementwise(fn, [v[0]], ins[0].layout, block)
+    return table[np.asarray(v[0], dtype=np.int64) & 0xFF]
+
+
 KERNELS = {
     "quantize": _quantize,
     "dequantize": _dequantize,
@@ -339,6 +353,7 @@ KERNELS = {
     "flatten": _flatten,
     "reshape": _reshape,
     "pad": _pad,
+    "lut": _lut,
 }
 
 
