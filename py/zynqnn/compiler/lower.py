@@ -77,8 +77,8 @@ from .layers import (
     HwAdd,
     HwConcat,
     HwConv,
-    HwLut,
     HwGlobalSumPool,
+    HwLut,
     HwMaxPool,
     HwUpsample2x,
     HwView,
@@ -1141,8 +1141,9 @@ class _Lowering:
         self.produce(layer, lo, int(out.qmax), **va.layout)
 
     def _op_lut(self, node):
-        """A unary activation as a table lookup (:class:`HwLut`)."""
-        v = self.map4(node, node.inputs[0])
+        """A unary activation as a table lookup (:class:`HwLut`); element-wise, so also on a
+        reshaped view (the output is the same view of the new map)."""
+        v = self.val(node, node.inputs[0])
         x = v.hw
         a = node.attrs
         table = np.asarray(a["table"], dtype=np.int64)
@@ -1168,7 +1169,7 @@ class _Lowering:
         except (CompileError, ValueError) as e:
             raise _fail(node, str(e)) from None
         out = table[codes & 0xFF]
-        self.produce(layer, int(out.min()), int(out.max()), **v.layout)
+        self.produce(layer, int(out.min()), int(out.max()), **v.layout).shape = v.shape
 
     # -- pooling -----------------------------------------------------------------------------
     def _op_global_avg_pool(self, node):
