@@ -776,8 +776,13 @@ class TorchImporter:
         luts = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
                 F.tanh: "tanh", F.hardsigmoid: "hardsigmoid", F.hardswish: "hardswish",
                 F.silu: "silu"}
-        if f in luts and len(node.args) == 1 and not node.kwargs:
-            return self.lut(node, f, luts[f])
+        if f in luts and len(node.args) == 1 and set(node.kwargs) <= {"inplace"}:
+            return self.lut(node, f, luts[f])     # (inplace or not: the same codes)
+        if f is qops.hardswish:
+            a = _bind(node, ["input", "output_scale", "output_zero_point"], {})
+            s_out = float(self.const(node, a["output_scale"], "output_scale"))
+            zp_out = int(self.const(node, a["output_zero_point"], "output_zero_point"))
+            return self.lut(node, lambda q: qops.hardswish(q, s_out, zp_out), "hardswish")
         if f is operator.getitem:
             v = self.arg(node.args[0])
             if isinstance(v, Const):
