@@ -57,7 +57,7 @@ STEP_TAIL = 16
 #: EltwiseAdd.LATENCY = 54-stage pipeline, output write).
 ELT_LATENCY = 64
 #: Cycles of an ELTWISE lookup (lut) besides its table fill and lane groups (check, the
-#: reader, EltwiseLUT.LATENCY = 3 stages, output write); fitted to the RTL (tests/test_rtl_lut.py).
+#: reader, EltwiseLUT.LATENCY = 3 stages, output write): counted from the RTL pipeline.
 LUT_LATENCY = 12
 #: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
 OUTSTANDING = COMPUTE_OUTSTANDING
