@@ -57,7 +57,7 @@ def test_torch(name, flow):
     assert len(luts) == 1 and luts[0].attrs["function"] == name
     model, n = check_graph_on_golden(g, reference, x, "tiny")
     assert n == x.shape[0] * 4 * 8 * 8
-    assert any(la["kind"] == f"lookup ({name})" for la in model.layers)
+    assert any(la["kind"] == f"lut {name}" for la in model.layers)
 
 
 def test_torch_scalar_tail():

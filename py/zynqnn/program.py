@@ -204,7 +204,7 @@ def _kind(la) -> str:
     if isinstance(la, HwUpsample2x):
         return "upsample x2"
     if isinstance(la, HwLut):
-        return f"lookup ({la.function})"
+        return f"lut {la.function}"
     return type(la).__name__
 
 

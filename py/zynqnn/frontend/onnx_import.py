@@ -651,6 +651,10 @@ def _pool_attrs(ad: _Adapter, node, a: dict) -> dict:
     return out
 
 
+#: Operators whose translation exists only to refuse them with a precise message.
+_REFUSED = {"Mul", "QLinearMul"}
+
+
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
     """``(node name, op type)`` of every node of an ONNX model (float or quantized) the
     importer has no translation for, all at once. Nodes computing constants only (from
@@ -666,7 +670,8 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
             continue
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type):
+        if (node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type)
+                or node.op_type in _REFUSED):
             out.append((node.name or (node.output[0] if node.output else node.op_type),
                         node.op_type))
     return out
