@@ -493,7 +493,10 @@ class Engine(wiring.Component):
         # Like the post stage, every group re-reads its pixel's words and keeps its lanes. A
         # lookup (eop.lut) first streams its table words (B) into the LUT lanes, then A.
         m.submodules.eltwise = eadd = EltwiseAdd(cfg, ADD_LANES)
-        m.submodules.lut = elut = EltwiseLUT(cfg, ADD_LANES)
+        # 16-bit builds have no lookup lanes (decode refuses every lookup there)
+        LUT = cfg.operand_bits == 8
+        if LUT:
+            m.submodules.lut = elut = EltwiseLUT(cfg, ADD_LANES)
         lane_codes = eltwise_in_layout(cfg, ADD_LANES)
         e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
                             depth=4)
@@ -518,11 +521,7 @@ class Engine(wiring.Component):
             eadd.b.payload.eq(e_rd.buf.r_data.b),
             eadd.a.valid.eq(e_rd.buf.r_valid & ~eop.lut),
             eadd.b.valid.eq(e_rd.buf.r_valid & ~eop.lut),
-            e_rd.buf.r_ready.eq(Mux(eop.lut, elut.i.ready, eadd.a.ready)),
-            elut.i.payload.eq(e_rd.buf.r_data),
-            elut.i.valid.eq(e_rd.buf.r_valid & eop.lut),
-            elut.fill.eq(elt_fill),
-            elut.o.ready.eq(1),
+            e_rd.buf.r_ready.eq(Mux(eop.lut, 1, eadd.a.ready)),
             eadd.params.eq(elt_prm),
             eadd.zp_out.eq(eop.zp_out),
             eadd.clamp_min.eq(eop.clamp_min),
@@ -532,14 +531,23 @@ class Engine(wiring.Component):
 
         # Assemble the output word group by group (post stage: requant_lanes codes per group,
         # ELTWISE: add_lanes); write it when complete.
-        with m.If(elt_fill & elut.i.valid):
-            m.d.sync += fill_n.eq(fill_n + 1)
+        elt_o = Signal(eadd.o.payload.shape())   # the element-wise lanes' result
+        if LUT:
+            m.d.comb += [
+                elut.i.payload.eq(e_rd.buf.r_data),
+                elut.i.valid.eq(e_rd.buf.r_valid & eop.lut),
+                elut.fill.eq(elt_fill),
+                elut.o.ready.eq(1),
+                elt_o.eq(Mux(eop.lut, elut.o.payload, eadd.o.payload)),
+            ]
+            with m.If(elt_fill & elut.i.valid):
+                m.d.sync += fill_n.eq(fill_n + 1)
+        else:
+            m.d.comb += elt_o.eq(eadd.o.payload)
         res_valid = Signal()
         step_valid = sq.o.valid if STEP else 0
-        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | elut.o.valid | step_valid)
-        # the element-wise lanes' result: the adder's or the lookup's
-        elt_o = Signal(eadd.o.payload.shape())
-        m.d.comb += elt_o.eq(Mux(eop.lut, elut.o.payload, eadd.o.payload))
+        lut_valid = elut.o.valid if LUT else 0
+        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | lut_valid | step_valid)
         n_groups = Mux(elt_run, ADD_GROUPS, Mux(q_step, 1, GROUPS))
         with m.If(res_valid):
             for c in range(C):
