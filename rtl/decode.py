@@ -5,7 +5,8 @@ The engine's MAC stage takes a command (:data:`zynqnn.hw.isa.ConvCommand`, or an
 then sized in two cycles (the products the checks need are registered between) and checked in
 the third: ``checked`` pulses with ``bad`` set when the buffers cannot hold its geometry. An
 ``ELTWISE`` command's check (``elt_bad``) is combinational over the register and holds while
-the command does.
+the command does (a lookup, ``lut``, is checked for its table's WBUF words instead of B and the
+constants row, and is refused in 16-bit builds).
 
 In DW mode the walk is the command's padded window span as a 1x1, stride-1 walk
 (``isa.dw_walk``), less its first line / each line's first pixel when they are zero padding
@@ -183,12 +184,17 @@ class CommandDecode(wiring.Component):
         )
 
         eop = isa.EltwiseCommand(self.cmd.as_value()).op
+        # A lookup (lut) reads its table (lut_table_words WBUF words), no B and no constants;
+        # it needs 8-bit codes.
+        lut = eop.lut
         m.d.comb += self.elt_bad.eq(
             (R != C) | (eop.pixels == 0)
             | ~fits(eop.ibuf_addr + eop.pixels, cfg.act_buffer_depth)
-            | ~fits(eop.wbuf_addr + eop.pixels, cfg.weight_buffer_depth)
+            | ~fits(eop.wbuf_addr + Mux(lut, isa.lut_table_words(C), eop.pixels),
+                    cfg.weight_buffer_depth)
             | ~fits(eop.obuf_addr + eop.pixels, cfg.acc_buffer_depth)
-            | ~fits(eop.pbuf_addr + lanes, cfg.param_buffer_depth)
-            | (eop.pbuf_addr[:lane_shift] != 0 if lanes > 1 else 0)
+            | (~lut & ~fits(eop.pbuf_addr + lanes, cfg.param_buffer_depth))
+            | (~lut & (eop.pbuf_addr[:lane_shift] != 0) if lanes > 1 else 0)
+            | (lut if cfg.operand_bits != 8 else 0)
         )
         return m

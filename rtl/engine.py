@@ -58,6 +58,7 @@ from .depthwise import DepthwiseFIR
 from .eltwise import EltwiseAdd, eltwise_in_layout
 from .feeder import WeightFeeder
 from .im2col import WindowWalker
+from .lut import EltwiseLUT
 from .pe_array import PEArray
 from .postproc import PostProc, postproc_in_layout
 from .steprequant import StepRequant
@@ -200,6 +201,9 @@ class Engine(wiring.Component):
         elt_prm_read = Signal()           # the PBUF read port addresses the add constants
         elt_prm = Signal(add_params_layout(cfg))
         elt_run = Signal()                # streaming pixels; owns the read and OBUF ports
+        elt_fill = Signal()               # a lookup's table words stream into the LUT lanes
+        TW = isa.lut_table_words(C)       # ... that many WBUF words
+        fill_n = Signal(range(TW * ADD_GROUPS + 1))   # lane groups written so far
         elt_p = Signal(16)                # pixel being read
         elt_g = Signal(range(ADD_GROUPS + 1))  # lane group being read
         # Output assembly (shared by the post stage and ELTWISE, which never overlap).
@@ -240,7 +244,17 @@ class Engine(wiring.Component):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
                     m.next = "IDLE"
                 with m.Elif(~post_run & ~post_pending):
-                    m.next = "ELT_PARAMS"
+                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), fill_n.eq(0)]
+                    with m.If(eop.lut):
+                        m.next = "ELT_TABLE"
+                    with m.Else():
+                        m.next = "ELT_PARAMS"
+            # A lookup: the table's WBUF words through the lane groups into the LUT lanes.
+            with m.State("ELT_TABLE"):
+                m.d.comb += elt_fill.eq(1)
+                with m.If(fill_n == TW * ADD_GROUPS):
+                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0)]
+                    m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
                 m.next = "ELT_CAPTURE"
@@ -267,8 +281,8 @@ class Engine(wiring.Component):
             weight_feeder.count.eq(Mux(bypass, 0, decode.passes * R)),
             weight_feeder.data.eq(wbuf.r.data),
             wbuf.r.en.eq(1),
-            wbuf.r.bank.eq(Mux(elt_run, eop.wbuf_bank, op.wbuf_bank)),
-            wbuf.r.addr.eq(Mux(elt_run, eop.wbuf_addr + elt_p, weight_feeder.addr)),
+            wbuf.r.bank.eq(Mux(elt_run | elt_fill, eop.wbuf_bank, op.wbuf_bank)),
+            wbuf.r.addr.eq(Mux(elt_run | elt_fill, eop.wbuf_addr + elt_p, weight_feeder.addr)),
         ]
         wiring.connect(m, weight_feeder.weights, array.weights)
 
@@ -482,12 +496,18 @@ class Engine(wiring.Component):
                 sq.o.ready.eq(1),
             ]
         # -- ELTWISE: A (IBUF) + B (WBUF), one group of add_lanes codes per cycle -----------------
-        # Like the post stage, every group re-reads its pixel's words and keeps its lanes.
+        # Like the post stage, every group re-reads its pixel's words and keeps its lanes. A
+        # lookup (eop.lut) first streams its table words (B) into the LUT lanes, then A.
         m.submodules.eltwise = eadd = EltwiseAdd(cfg, ADD_LANES)
+        # 16-bit builds have no lookup lanes (decode refuses every lookup there)
+        LUT = cfg.operand_bits == 8
+        if LUT:
+            m.submodules.lut = elut = EltwiseLUT(cfg, ADD_LANES)
         lane_codes = eltwise_in_layout(cfg, ADD_LANES)
         e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
                             depth=4)
-        m.d.comb += e_rd.issue.eq(elt_run & (elt_p != eop.pixels) & e_rd.can_issue)
+        m.d.comb += e_rd.issue.eq(((elt_run & (elt_p != eop.pixels)) | (elt_fill & (elt_p != TW)))
+                                  & e_rd.can_issue)
         with m.If(e_rd.issue):
             with m.If(elt_g + 1 == ADD_GROUPS):
                 m.d.sync += [elt_g.eq(0), elt_p.eq(elt_p + 1)]
@@ -505,9 +525,9 @@ class Engine(wiring.Component):
             e_rd.buf.w_data.eq(e_in),
             eadd.a.payload.eq(e_rd.buf.r_data.a),
             eadd.b.payload.eq(e_rd.buf.r_data.b),
-            eadd.a.valid.eq(e_rd.buf.r_valid),
-            eadd.b.valid.eq(e_rd.buf.r_valid),
-            e_rd.buf.r_ready.eq(eadd.a.ready),
+            eadd.a.valid.eq(e_rd.buf.r_valid & ~eop.lut),
+            eadd.b.valid.eq(e_rd.buf.r_valid & ~eop.lut),
+            e_rd.buf.r_ready.eq(Mux(eop.lut, 1, eadd.a.ready)),
             eadd.params.eq(elt_prm),
             eadd.zp_out.eq(eop.zp_out),
             eadd.clamp_min.eq(eop.clamp_min),
@@ -517,14 +537,28 @@ class Engine(wiring.Component):
 
         # Assemble the output word group by group (post stage: requant_lanes codes per group,
         # ELTWISE: add_lanes); write it when complete.
+        elt_o = Signal(eadd.o.payload.shape())   # the element-wise lanes' result
+        if LUT:
+            m.d.comb += [
+                elut.i.payload.eq(e_rd.buf.r_data),
+                elut.i.valid.eq(e_rd.buf.r_valid & eop.lut),
+                elut.fill.eq(elt_fill),
+                elut.o.ready.eq(1),
+                elt_o.eq(Mux(eop.lut, elut.o.payload, eadd.o.payload)),
+            ]
+            with m.If(elt_fill & elut.i.valid):
+                m.d.sync += fill_n.eq(fill_n + 1)
+        else:
+            m.d.comb += elt_o.eq(eadd.o.payload)
         res_valid = Signal()
         step_valid = sq.o.valid if STEP else 0
-        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | step_valid)
+        lut_valid = elut.o.valid if LUT else 0
+        m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | lut_valid | step_valid)
         n_groups = Mux(elt_run, ADD_GROUPS, Mux(q_step, 1, GROUPS))
         with m.If(res_valid):
             for c in range(C):
                 with m.If(elt_run & (out_g == c // ADD_LANES)):
-                    m.d.sync += out_word[c].eq(eadd.o.payload[c % ADD_LANES][:B])
+                    m.d.sync += out_word[c].eq(elt_o[c % ADD_LANES][:B])
                 with m.If(~elt_run & ~q_step & (out_g == c // LANES)):
                     m.d.sync += out_word[c].eq(rq.o.payload[c % LANES][:B])
                 if STEP:

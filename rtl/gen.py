@@ -28,6 +28,7 @@ def components(cfg: HwConfig) -> dict:
     from .engine import Engine
     from .feeder import WeightFeeder
     from .im2col import WindowWalker
+    from .lut import EltwiseLUT
     from .pe_array import PEArray
     from .postproc import PostProc
     from .steprequant import StepRequant
@@ -39,6 +40,8 @@ def components(cfg: HwConfig) -> dict:
         "zynqnn_postproc": lambda: PostProc(cfg),
         # The engine's residual-add lanes.
         "zynqnn_eltwise": lambda: EltwiseAdd(cfg),
+        # The engine's table-lookup lanes (ELTWISE with lut: unary activations).
+        "zynqnn_lut": lambda: EltwiseLUT(cfg),
         # cols step lanes on their own (the engine's depthwise post stage).
         "zynqnn_step_requant": lambda: StepRequant(cfg),
         # The engine's MAC-stage units: command decode and checks, the weight feeder, the

@@ -53,6 +53,11 @@ def _eltwise(cfg):
     return EltwiseAdd(cfg)
 
 
+def _lut(cfg):
+    from zynqnn.rtl.lut import EltwiseLUT
+    return EltwiseLUT(cfg)
+
+
 def _engine(cfg):
     from zynqnn.rtl.engine import Engine
     return Engine(cfg)
@@ -81,6 +86,7 @@ BENCHES: dict[str, Bench] = {
     "tb_steprequant": Bench("zynqnn_step_requant", _step, "tiny", "the step requantizer lanes"),
     "tb_postproc": Bench("zynqnn_postproc", _postproc, "tiny", "the post-processing lanes"),
     "tb_eltwise": Bench("zynqnn_eltwise", _eltwise, "tiny", "the element-wise add lanes"),
+    "tb_lut": Bench("zynqnn_lut", _lut, "pynq_z2", "the table-lookup lanes (two per RAMB18)"),
     "tb_engine": Bench("zynqnn_engine", _engine, "tiny", "the compute engine"),
     "tb_soc": Bench(TOP_NAME, _shell, "tiny", "the SoC shell with a test engine, via the driver"),
     "tb_soc_noengine": Bench(TOP_NAME, _shell_alone, "tiny", "the shell built without engine"),

@@ -218,7 +218,8 @@ def test_onnx_errors_name_the_file(tmp_path, capsys):
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
 
         def forward(self, x):
-            return torch.sigmoid(self.conv(x))
+            y = self.conv(x)
+            return y * torch.sigmoid(y)     # SiLU: the multiply is not supported
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 8, 8)

@@ -354,6 +354,8 @@ class Machine:
             bad("no pixels")
         if op.ibuf_addr + n > cfg.act_buffer_depth:
             bad("input A beyond IBUF")
+        if op.lut:
+            return self._lookup(index, c, bad)
         if op.wbuf_addr + n > cfg.weight_buffer_depth:
             bad("input B beyond WBUF")
         if op.pbuf_addr + lanes > cfg.param_buffer_depth or op.pbuf_addr % lanes:
@@ -371,3 +373,24 @@ class Machine:
         q = apply_add(cfg, params, int(op.zp_out), int(op.clamp_min), int(op.clamp_max), a, b)
         obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
         obuf[op.obuf_addr:op.obuf_addr + n] = pack_words(q, B)
+
+    def _lookup(self, index, c, bad):
+        """``ELTWISE`` with ``lut``: every code of A (IBUF words) replaced by ``table[code &
+        0xFF]``, the table being the first 256 codes of the WBUF words at ``wbuf_addr``."""
+        cfg = self.cfg
+        C, B = cfg.cols, cfg.operand_bits
+        op = c.op
+        n = int(op.pixels)
+        tw = isa.lut_table_words(C)
+        if B != 8:
+            bad("table lookups need 8-bit codes")
+        if op.wbuf_addr + tw > cfg.weight_buffer_depth:
+            bad("lookup table beyond WBUF")
+        if op.obuf_addr + n > cfg.acc_buffer_depth:
+            bad("outputs beyond OBUF")
+        ibuf = self.buffers[isa.Buffer.IBUF].data[op.ibuf_bank]
+        wbuf = self.buffers[isa.Buffer.WBUF].data[op.wbuf_bank]
+        a = unpack_words(ibuf[op.ibuf_addr:op.ibuf_addr + n], B, False)
+        table = unpack_words(wbuf[op.wbuf_addr:op.wbuf_addr + tw], B, False).reshape(-1)[:256]
+        obuf = self.buffers[isa.Buffer.OBUF].data[c.obuf_bank]
+        obuf[op.obuf_addr:op.obuf_addr + n] = pack_words(table[a], B)

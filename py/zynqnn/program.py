@@ -187,6 +187,7 @@ def _kind(la) -> str:
         HwConcat,
         HwConv,
         HwGlobalSumPool,
+        HwLut,
         HwMaxPool,
         HwUpsample2x,
     )
@@ -202,6 +203,8 @@ def _kind(la) -> str:
         return "concat"
     if isinstance(la, HwUpsample2x):
         return "upsample x2"
+    if isinstance(la, HwLut):
+        return f"lut {la.function}"
     return type(la).__name__
 
 

@@ -779,3 +779,37 @@ def test_depthwise_step_lanes(fl, stride, act):
     assert steps and all(st.op["step"] == 1 and st.op["act"] == 0 for st in steps)
     tiny = compile_network(lower_graph(g, get_config("tiny"))[0], get_config("tiny"))
     assert not any(st.op.get("step") for st in tiny.steps if st.opcode == isa.Opcode.CONV)
+
+
+def test_lut_lowering_and_the_scalar_tail():
+    """A ``lut`` node becomes an HwLut (also on a flattened view after a linear); gathered
+    outputs equal ``graph.run_int`` for every flavour. A torch-fbgemm node whose scalar-tail
+    table differs on a code its input can hold is refused when the map has a tail (4 x 5 x 5 =
+    100 elements, block 32) and lowered with its vector table when it has none (4 x 8 x 8)."""
+    from zynqnn.compiler.testing import check_gathered
+
+    rng = np.random.default_rng(3)
+    for fl in ("torch-fbgemm", "torch-qnnpack", "onnxruntime"):
+        b = Builder(fl, shape=(8, 8, 8))
+        c = b.conv(b.x, 8)
+        table = np.sort(rng.integers(0, 256, 256)).tolist()
+        y = b.node("lut", [c], attrs={"table": table, "function": "t"}, scale=0.01, zp=3)
+        f = b.node("flatten", [y], attrs={"start_dim": 1}, flavour=None)
+        lin = b.conv(f, 4, op="linear")
+        y2 = b.node("lut", [lin], attrs={"table": table[::-1], "function": "u"}, scale=0.02,
+                    zp=100)
+        net, _ = check_gathered("pynq_z2", b.finish(y2))
+        assert [type(la).__name__ for la in net.layers].count("HwLut") == 2
+    vec = list(range(256))
+    sca = [min(v + 1, 255) for v in vec]
+    for shape, ok in (((4, 5, 5), False), ((4, 8, 8), True)):
+        b = Builder("torch-fbgemm", shape=shape)
+        y = b.node("lut", [b.x], attrs={"table": vec, "scalar_table": sca, "vector_block": 32,
+                                        "function": "t"})
+        g = b.finish(y)
+        if ok:
+            check_gathered("pynq_z2", g)
+        else:
+            with pytest.raises(CompileError, match=r"100 elements .* vector block \(32\): "
+                                                   r"its scalar tail .* one table a layer"):
+                lower_graph(g, "pynq_z2")

@@ -27,26 +27,43 @@ class _ConvSigmoid(nn.Module):
         return self.conv2(torch.sigmoid(self.conv(x)))
 
 
+class _ConvSwish(nn.Module):
+    """conv -> x * sigmoid(x) -> conv: the multiply of two activations has no hardware."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.conv2(y * torch.sigmoid(y))
+
+
 def _x(shape=(2, 3, 8, 8)):
     return torch.rand(shape, generator=torch.Generator().manual_seed(0))
 
 
 def test_torch_unsupported_op_names_the_node():
     torch.manual_seed(0)
-    q = zoo.quantize_fx(_ConvSigmoid().eval(), _x(), "fbgemm")
-    with pytest.raises(FrontendError, match=r"torch node 'sigmoid'.*not supported") as e:
+    q = zoo.quantize_fx(_ConvSwish().eval(), _x(), "fbgemm")
+    with pytest.raises(FrontendError, match=r"torch node 'mul_1' \(call_function mul\): this "
+                                            r"arithmetic is not supported") as e:
         zynqnn.from_torch(q, _x())
-    assert e.value.node == "sigmoid"
+    assert e.value.node == "mul_1"
 
 
 def test_onnx_unsupported_op_names_the_node(tmp_path):
+    """The sigmoid imports (a lookup table); the multiply of x and sigmoid(x) is refused by
+    name, in both forms."""
     torch.manual_seed(0)
-    f = export_onnx(_ConvSigmoid().eval(), _x(), tmp_path / "sig.onnx")
-    q = ort_quantize(f, [_x().numpy()], tmp_path / "sig_qdq.onnx")
-    with pytest.raises(FrontendError, match=r"ONNX node '/Sigmoid' \(Sigmoid\).*not supported"):
+    f = export_onnx(_ConvSwish().eval(), _x(), tmp_path / "swish.onnx")
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "swish_qdq.onnx")
+    with pytest.raises(FrontendError, match=r"ONNX node '/Mul' \(Mul\).*multiply \(x \* "
+                                            r"Sigmoid\(x\): SiLU.*not supported"):
         zynqnn.from_onnx(q)
-    q = ort_quantize(f, [_x().numpy()], tmp_path / "sig_qop.onnx", fmt="qop")
-    with pytest.raises(FrontendError, match=r"\(QLinearSigmoid\).*not supported"):
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "swish_qop.onnx", fmt="qop")
+    with pytest.raises(FrontendError, match=r"\(QLinearMul\).*SiLU.*not supported"):
         zynqnn.from_onnx(q)
 
 

@@ -22,7 +22,9 @@
 A residual add (:class:`HwAdd`) becomes ``ELTWISE`` commands over tiles of consecutive pixel
 words of its tensors (all channel blocks of an ``NHWC<R>`` tensor are one run of words): input
 A's tile is loaded into IBUF, B's into WBUF, the add's constants row (``requant_lanes`` PBUF
-words, loaded once) into PBUF, and the output tile stored from OBUF.
+words, loaded once) into PBUF, and the output tile stored from OBUF. A table lookup
+(:class:`HwLut`) is the same over one input, with ``lut`` set: its 256-byte table is a program
+constant, loaded once into WBUF (``isa.lut_table_words`` words).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .layers import (
     HwConcat,
     HwConv,
     HwGlobalSumPool,
+    HwLut,
     HwMaxPool,
     HwUpsample2x,
     HwView,
@@ -609,6 +612,39 @@ class _Compiler:
                                        opcode=isa.Opcode.ELTWISE))
                 t += 1
 
+    def lookup(self, la: HwLut):
+        """``ELTWISE`` commands with ``lut`` over tiles of consecutive words of the input."""
+        from math import gcd
+
+        cfg = self.cfg
+        if cfg.operand_bits != 8:
+            raise CompileError(f"{la.name}: table lookups need an 8-bit build, {cfg.name} has "
+                               f"{cfg.operand_bits}-bit operands")
+        if cfg.rows != cfg.cols:
+            raise CompileError(f"{la.name}: table lookups need rows == cols")
+        x, y = la.input, la.output
+        total = cblocks(x.channels, cfg.rows) * x.height * x.width
+        tw = isa.lut_table_words(cfg.cols)
+        if tw > cfg.weight_buffer_depth:
+            raise CompileError(f"{la.name}: the table ({tw} words) does not fit WBUF")
+        table = np.zeros(tw * cfg.cols, dtype=np.int64)
+        table[:256] = la.table
+        taddr = self.add_const(pack_words(table.reshape(tw, cfg.cols), 8).reshape(-1))
+        unit = self.beat // gcd(self.beat, self.wb)
+        cap = min(cfg.act_buffer_depth, cfg.acc_buffer_depth, 0xFFFF)
+        size = cap // unit * unit
+        if size == 0:
+            raise CompileError(f"{la.name}: {unit} words (one AXI beat) exceed the buffers")
+        for t, p0 in enumerate(range(0, total, size)):
+            n = min(size, total - p0)
+            loads = {
+                isa.Buffer.IBUF: Load((la.name, "a", t), self.addr(x) + p0 * self.wb, n),
+                isa.Buffer.WBUF: Load((la.name, "t"), taddr, tw),
+            }
+            store = (self.addr(y) + p0 * self.wb, n, 1, 0)
+            self.steps.append(Step(la.name, dict(pixels=n, lut=1), loads, store, 0,
+                                   opcode=isa.Opcode.ELTWISE))
+
     def _tail_ranges(self, la) -> list:
         """``(first word, end word, path)`` runs of an add's words in DDR order (channel block,
         then pixel) from its ``scalar_mask``; each run starts on an AXI beat."""
@@ -660,6 +696,8 @@ class _Compiler:
                 self.bypass(la)
             elif isinstance(la, HwAdd):
                 self.eltwise(la)
+            elif isinstance(la, HwLut):
+                self.lookup(la)
             else:
                 raise CompileError(f"{getattr(la, 'name', la)}: unknown layer type "
                                    f"{type(la).__name__}")

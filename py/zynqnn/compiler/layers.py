@@ -2,7 +2,8 @@
 
 This description is deliberately small and explicit (an importer from a model IR lowers to it):
 every layer maps onto the engine's ``CONV`` command in one of its modes, except :class:`HwAdd`
-(the residual add), which maps onto ``ELTWISE``. The requantization is a
+(the residual add) and :class:`HwLut` (a table lookup: unary activations), which map onto
+``ELTWISE``. The requantization is a
 ``zynqnn.numerics`` Requant object (any scheme) with an optional activation, or, for hand-built
 networks, TFLite constants (per output channel int32 bias, Q31 multiplier, shift).
 
@@ -32,6 +33,7 @@ __all__ = [
     "HwConcat",
     "HwView",
     "HwAdd",
+    "HwLut",
     "ADD_SEMANTICS",
     "Network",
     "code_range",
@@ -410,6 +412,48 @@ class HwAdd:
         lo, hi = code_range(self.output.signed, bits)
         return (lo if self.qmin is None else int(self.qmin),
                 hi if self.qmax is None else int(self.qmax))
+
+
+@dataclass(eq=False)
+class HwLut:
+    """Every code of ``input`` replaced by ``table[code & 0xFF]`` (a unary activation whose
+    256 entries the front end computed with the framework's own arithmetic).
+
+    ``table``: 256 output codes (entry ``t`` for the input byte ``t``: an int8 code ``c`` reads
+    entry ``c & 0xFF``), within ``output``'s code range. ``function`` names the activation (for
+    reports). The hardware runs it as ``ELTWISE`` commands with ``lut`` over pixel tiles (the
+    input in IBUF, the table in WBUF). 8-bit builds only.
+    """
+
+    name: str
+    input: Tensor
+    output: Tensor
+    table: np.ndarray
+    function: str = "lut"
+
+    def __post_init__(self):
+        self.table = np.asarray(self.table, dtype=np.int64).reshape(-1)
+        if self.table.shape != (256,):
+            raise CompileError(f"{self.name}: a lookup table has 256 entries, not "
+                               f"{self.table.size}")
+        lo, hi = code_range(self.output.signed, 8)
+        if self.table.min() < lo or self.table.max() > hi:
+            raise CompileError(f"{self.name}: table entries outside the output's codes "
+                               f"{lo}..{hi}")
+        if tuple(self.input.shape) != tuple(self.output.shape):
+            raise CompileError(f"{self.name}: input {self.input!r} and output {self.output!r} "
+                               "differ in shape")
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [self.input]
+
+    def out_shape(self):
+        return tuple(self.input.shape)
+
+    def codes(self, x) -> np.ndarray:
+        """Output codes for input codes ``x``."""
+        return self.table[np.asarray(x, dtype=np.int64) & 0xFF]
 
 
 @dataclass(eq=False)

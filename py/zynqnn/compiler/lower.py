@@ -52,6 +52,9 @@ grouped conv2d             :class:`HwConv` with block-diagonal weights (zero bet
 slice (channels),          views: the producer's tensor seen through some of its slots (a range,
 channel_shuffle            or permuted); a copy (1x1, 0/1 weights) only where a layout forces it:
                            a part alone in a concatenation, an add, a depthwise layer
+lut                        :class:`HwLut` (``ELTWISE`` lookups): the node's table; with a
+                           torch-fbgemm ``scalar_table`` that differs on a code the input can
+                           hold, only when PyTorch's scalar tail is empty
 =========================  =====================================================================
 
 Anything else raises :class:`CompileError` naming the node, its op and the reason. Where a
@@ -78,6 +81,7 @@ from .layers import (
     HwConcat,
     HwConv,
     HwGlobalSumPool,
+    HwLut,
     HwMaxPool,
     HwUpsample2x,
     HwView,
@@ -1365,6 +1369,37 @@ class _Lowering:
             raise _fail(node, str(e)) from None
         lo = max(int(out.qmin), y.zero_point) if relu else int(out.qmin)
         self.produce(layer, lo, int(out.qmax), **va.layout)
+
+    def _op_lut(self, node):
+        """A unary activation as a table lookup (:class:`HwLut`); element-wise, so also on a
+        reshaped view (the output is the same view of the new map)."""
+        v = self.val(node, node.inputs[0])
+        x = v.hw
+        a = node.attrs
+        table = np.asarray(a["table"], dtype=np.int64)
+        lo, hi = self.range[id(x)]
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        if "scalar_table" in a:
+            from zynqnn.ir import kernels as K
+
+            scalar = np.asarray(a["scalar_table"], dtype=np.int64)
+            block = int(a.get("vector_block", K.torch_vector_block()) or 0)
+            n = int(np.prod(v.map))
+            if block == 0:
+                table = scalar
+            elif n % block and not np.array_equal(scalar[codes & 0xFF], table[codes & 0xFF]):
+                raise _fail(node, f"{n} elements are not a multiple of PyTorch's vector block "
+                                  f"({block}): its scalar tail (the last {n % block} elements "
+                                  "in memory order) gives other codes than the vector kernel "
+                                  "for some inputs, and the hardware has one table a layer")
+        zp, signed = self.qparams(node, node.outputs[0])
+        y = Tensor(node.outputs[0], *x.shape, zp, signed)
+        try:
+            layer = HwLut(node.name, x, y, table, str(a.get("function", "lut")))
+        except (CompileError, ValueError) as e:
+            raise _fail(node, str(e)) from None
+        out = table[codes & 0xFF]
+        self.produce(layer, int(out.min()), int(out.max()), **v.layout).shape = v.shape
 
     # -- pooling -----------------------------------------------------------------------------
     def _op_global_avg_pool(self, node):

@@ -11,7 +11,8 @@ double-buffering overlap comes out of the program itself. Per command:
 * **post stage**: ``pixels x C / requant_lanes`` cycles plus the requantizer's pipeline; it
   overlaps the next command's MAC stage (two accumulator banks).
 * **ELTWISE** (residual add): waits until the post stage is idle, then ``ELT_LATENCY +
-  pixels x C / add_lanes`` cycles with the engine to itself.
+  pixels x C / add_lanes`` cycles with the engine to itself. A lookup (``lut``) first streams
+  its table (``256 / add_lanes`` cycles), then ``LUT_LATENCY + pixels x C / add_lanes``.
 * **DMA** (:class:`DmaModel`): ``bytes / min(beat, DDR bandwidth / clock)``, the first burst's
   latency, and more latency when too few bursts are in flight to hide it (bursts of at most
   16 beats per line).
@@ -55,6 +56,9 @@ STEP_TAIL = 16
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
 #: EltwiseAdd.LATENCY = 54-stage pipeline, output write).
 ELT_LATENCY = 64
+#: Cycles of an ELTWISE lookup (lut) besides its table fill and lane groups (check, the
+#: reader, EltwiseLUT.LATENCY = 3 stages, output write): counted from the RTL pipeline.
+LUT_LATENCY = 12
 #: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
 OUTSTANDING = COMPUTE_OUTSTANDING
 #: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
@@ -140,7 +144,11 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
 
 def eltwise_cycles(cfg: HwConfig, op) -> int:
     """Cycles of one ``ELTWISE`` command's ``op`` fields (the engine does nothing else)."""
-    return ELT_LATENCY + int(op.pixels) * cfg.cols // cfg.add_lanes
+    groups = int(op.pixels) * cfg.cols // cfg.add_lanes
+    if int(getattr(op, "lut", 0)):
+        fill = isa.lut_table_words(cfg.cols) * cfg.cols // cfg.add_lanes
+        return LUT_LATENCY + fill + groups
+    return ELT_LATENCY + groups
 
 
 @dataclass

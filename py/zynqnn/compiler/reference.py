@@ -14,6 +14,7 @@ from .layers import (
     HwConcat,
     HwConv,
     HwGlobalSumPool,
+    HwLut,
     HwMaxPool,
     HwUpsample2x,
     HwView,
@@ -95,6 +96,9 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8, all_outputs: bool 
             continue
         if isinstance(la, HwAdd):
             vals[id(la.output)] = add_codes(la, vals[id(la.a)], vals[id(la.b)], bits)
+            continue
+        if isinstance(la, HwLut):
+            vals[id(la.output)] = la.codes(vals[id(la.input)])
             continue
         a, y = vals[id(la.input)], la.output
         lo, hi = getattr(la, "clamp", None) or code_range(y.signed, bits)

@@ -7,10 +7,13 @@ inference), and every node is translated into the neutral Q/DQ graph of :mod:`.q
 * QDQ form (``onnxruntime.quantization.quantize_static(quant_format=QDQ)``, per-tensor or
   per-channel): ``QuantizeLinear``/``DequantizeLinear`` and float ``Conv``, ``Gemm``,
   ``MatMul``, ``Add``, ``AveragePool``, ``GlobalAveragePool``, ``LeakyRelu``, ``Concat``,
-  ``MaxPool``, ``Pad``, ``Resize`` (nearest), ``Flatten``, ``Reshape``, ``Relu``, ``Clip``;
+  ``MaxPool``, ``Pad``, ``Resize`` (nearest), ``Flatten``, ``Reshape``, ``Relu``, ``Clip``,
+  and the unary activations ``Sigmoid``, ``Tanh``, ``HardSigmoid``, ``HardSwish`` (lookup
+  tables, see :func:`ort_lut_table`);
 * QOperator form: ``QLinearConv``, ``QLinearMatMul``, and com.microsoft ``QGemm``,
   ``QLinearAdd``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearLeakyRelu``,
-  ``QLinearConcat`` are expanded to DQ -> op -> Q, so both forms share the pattern matcher;
+  ``QLinearConcat``, ``QLinearSigmoid`` are expanded to DQ -> op -> Q, so both forms share the
+  pattern matcher;
 * QCDQ (Brevitas): ``QuantizeLinear -> Clip -> DequantizeLinear`` narrows the code range.
 
 Every node gets the ``onnxruntime`` flavour: the arithmetic of ONNX Runtime's CPU kernels, which
@@ -28,7 +31,7 @@ from ..ir import Graph
 from .common import FrontendError, finish
 from .qdq import QDQGraph, QNode, lower
 
-__all__ = ["from_onnx", "load_onnx", "onnx_to_qdq"]
+__all__ = ["from_onnx", "load_onnx", "onnx_to_qdq", "ort_lut_table"]
 
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}
 
@@ -368,6 +371,52 @@ class _Adapter:
         self.add(name, "leaky_relu", ins, out, {"negative_slope": float(a.get("alpha", 0.01))},
                  "LeakyRelu")
 
+    # unary activations: lookup tables (qdq.LUT_OPS)
+    def op_Sigmoid(self, node, a, ins, out, name):
+        self.add(name, "sigmoid", ins[:1], out, {}, "Sigmoid")
+
+    def op_Tanh(self, node, a, ins, out, name):
+        self.add(name, "tanh", ins[:1], out, {}, "Tanh")
+
+    def op_HardSigmoid(self, node, a, ins, out, name):
+        self.add(name, "hardsigmoid", ins[:1], out, {"alpha": float(a.get("alpha", 0.2)),
+                                                     "beta": float(a.get("beta", 0.5))},
+                 "HardSigmoid")
+
+    def op_HardSwish(self, node, a, ins, out, name):
+        self.add(name, "hardswish", ins[:1], out, {}, "HardSwish")
+
+    def op_Mul(self, node, a, ins, out, name):
+        producers = {o: n for n in self.m.graph.node for o in n.output}
+        silu = (" (x * Sigmoid(x): SiLU / Swish as ONNX exports it)"
+                if len(ins) == 2 and self._is_silu(ins, producers) else "")
+        raise self.fail(node, f"element-wise multiply{silu} is not supported: the hardware has "
+                              "no multiplier for two activations")
+
+    def op_QLinearMul(self, node, a, ins, out, name):
+        producers = {o: n for n in self.m.graph.node for o in n.output}
+        silu = (" (x * Sigmoid(x): SiLU / Swish as ONNX exports it)"
+                if len(ins) >= 4 and self._is_silu([ins[0], ins[3]], producers) else "")
+        raise self.fail(node, f"element-wise multiply{silu} is not supported: the hardware has "
+                              "no multiplier for two activations")
+
+    @staticmethod
+    def _is_silu(ins, producers) -> bool:
+        """Whether ``Mul(a, b)`` is ``x * Sigmoid(x)`` (through Q/DQ pairs)."""
+        def root(v, depth=0):
+            n = producers.get(v)
+            while n is not None and n.op_type in ("DequantizeLinear", "QuantizeLinear") \
+                    and depth < 6:
+                v, n, depth = n.input[0], producers.get(n.input[0]), depth + 1
+            return v, n
+
+        (va, na), (vb, nb) = root(ins[0]), root(ins[1])
+        for (_, ns), (vo, _) in (((va, na), (vb, nb)), ((vb, nb), (va, na))):
+            if ns is not None and ns.op_type in ("Sigmoid", "QLinearSigmoid"):
+                if root(ns.input[0])[0] == vo:
+                    return True
+        return False
+
     def op_MaxPool(self, node, a, ins, out, name):
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(node, "MaxPool indices output is not supported")
@@ -575,6 +624,9 @@ class _Adapter:
         self._unary_qop(node, ins, out, name, "leaky_relu",
                         {"negative_slope": float(a.get("alpha", 0.01))})
 
+    def op_QLinearSigmoid(self, node, a, ins, out, name):
+        self._unary_qop(node, ins, out, name, "sigmoid", {})
+
     def op_QLinearConcat(self, node, a, ins, out, name):
         xs = []
         for i in range(2, len(ins), 3):
@@ -602,7 +654,76 @@ class _Adapter:
             if o in self.consts:
                 raise FrontendError(f"{self.label}: output {o!r} is a constant")
         return QDQGraph(self.nodes, self.consts, inputs, outputs,
-                        name=Path(self.label).stem or "onnx", kind="ONNX")
+                        name=Path(self.label).stem or "onnx", kind="ONNX",
+                        lut_table=self.lut_table)
+
+    def lut_table(self, qnode, x, y):
+        try:
+            return ort_lut_table(qnode.op, qnode.attrs, qnode.source, x, y)
+        except ValueError as e:
+            raise FrontendError(f"ONNX node {qnode.name!r} ({qnode.source}): {e}",
+                                node=qnode.name) from None
+
+
+_ONNX_ACT = {"sigmoid": "Sigmoid", "tanh": "Tanh", "hardsigmoid": "HardSigmoid",
+             "hardswish": "HardSwish"}
+
+
+def ort_lut_table(op: str, attrs: dict, source: str | None, x, y) -> list[int]:
+    """The 256 output codes ONNX Runtime computes for every input code (entry ``t``: the code
+    whose byte is ``t``) of a unary activation from ``x``'s to ``y``'s qparams (IR tensors).
+
+    A one-node model of the same form runs in a one-thread CPU session: ``QLinearSigmoid``
+    (com.microsoft; ONNX Runtime builds a lookup table itself) for the QOperator form, else
+    ``DequantizeLinear -> op -> QuantizeLinear`` (which ONNX Runtime's optimizer fuses as it
+    does in the model, e.g. into QLinearSigmoid). It runs once on all 256 codes and once on
+    each code alone; a result that depends on the element's position raises ValueError."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    npdt = {"uint8": np.uint8, "int8": np.int8}
+    if x.dtype not in elem or y.dtype not in elem:
+        raise ValueError(f"a lookup table needs 8-bit codes ({x.dtype} -> {y.dtype})")
+    inits = [
+        helper.make_tensor("xs", TensorProto.FLOAT, [], [float(np.float32(x.scale))]),
+        helper.make_tensor("xz", elem[x.dtype], [], [int(x.zero_point)]),
+        helper.make_tensor("ys", TensorProto.FLOAT, [], [float(np.float32(y.scale))]),
+        helper.make_tensor("yz", elem[y.dtype], [], [int(y.zero_point)]),
+    ]
+    opsets = [helper.make_opsetid("", 17)]
+    if source == "QLinearSigmoid":
+        nodes = [helper.make_node("QLinearSigmoid", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                                  domain="com.microsoft")]
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    else:
+        extra = {k: float(v) for k, v in attrs.items()} if op == "hardsigmoid" else {}
+        nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+                 helper.make_node(_ONNX_ACT[op], ["xf"], ["yf"], **extra),
+                 helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info("x", elem[x.dtype],
+                                                                            ["n"])],
+                              [helper.make_tensor_value_info("y", elem[y.dtype], ["n"])], inits)
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8          # what ONNX Runtime reads (onnx may write a newer one)
+    onnx.checker.check_model(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    codes = np.arange(256, dtype=np.uint8).view(npdt[x.dtype])
+    table = sess.run(None, {"x": codes})[0].astype(np.int64)
+    alone = np.array([sess.run(None, {"x": codes[i:i + 1]})[0][0] for i in range(256)],
+                     dtype=np.int64)
+    if not np.array_equal(table, alone):
+        bad = np.flatnonzero(table != alone)
+        raise ValueError(f"ONNX Runtime's {_ONNX_ACT[op]} gives other codes for {bad.size} "
+                         f"inputs (e.g. code {int(codes[bad[0]])}) depending on their position "
+                         "in the tensor: no single table reproduces it")
+    return [int(v) for v in table]
 
 
 #: What a user can do about some unsupported operators (appended to the message).
@@ -685,6 +806,8 @@ def measure_batch_norm(x_shape, x_dtype: str, s_in: float, zp_in: int, params: l
     lo, hi = (0, 255) if x_dtype == "uint8" else (-128, 127)
     return measure_channel_map(
         lambda xs: sess.run(None, {"x": xs.astype(npdt[x_dtype])})[0], x_shape, lo, hi)
+#: Operators whose translation exists only to refuse them with a precise message.
+_REFUSED = {"Mul", "QLinearMul"}
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
@@ -702,7 +825,8 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
             continue
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type):
+        if (node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type)
+                or node.op_type in _REFUSED):
             out.append((node.name or (node.output[0] if node.output else node.op_type),
                         node.op_type))
     return out

@@ -18,6 +18,8 @@ DQ(q) -> c1 -> ... -> ck -> Q            ``requantize`` (if qparams differ) + c1
                                          nearest upsample, ReLU, clamp, flatten/reshape)
 Q -> clip(int bounds) -> DQ  (QCDQ)      ``clamp`` on codes (narrow ranges, Brevitas)
 op on codes (MaxPool of uint8 ...)       the op on codes
+DQ(q) -> act -> Q                        ``lut`` (act: ``sigmoid``, ``tanh``, ``hardsigmoid``,
+                                         ``hardswish``): the table from ``lut_table``
 DQ(q) -> graph output                    ``dequantize``
 =======================================  ===================================================
 
@@ -34,7 +36,8 @@ Neutral ops (``QNode.op``) and attributes:
   [t, b, l, r] or ``auto_pad``, ``dilation``, ``groups``), ``linear`` (x, w[, b];
   ``transpose_w``: the weight is (C, K)), ``add``, ``avg_pool2d`` (``kernel``, ``stride``,
   ``padding``, ``ceil_mode``, ``count_include_pad``), ``global_avg_pool``, ``leaky_relu``
-  (``negative_slope``), ``concat`` (``axis``);
+  (``negative_slope``), ``concat`` (``axis``), ``sigmoid``, ``tanh``, ``hardsigmoid``
+  (``alpha``, ``beta``), ``hardswish``;
 * commuting: ``max_pool2d`` (``kernel``, ``stride``, ``padding``, ``dilation``, ``ceil_mode``),
   ``pad`` (``pads`` [t, b, l, r], ``value`` float or ``value_code`` on codes),
   ``upsample_nearest`` (``scale``, or ONNX ``scales``/``sizes`` + resize modes checked to be a
@@ -59,8 +62,11 @@ from .common import FrontendError
 
 __all__ = ["QDQGraph", "QNode", "lower", "COMMUTING", "COMPUTE"]
 
+#: Unary activations that become a ``lut`` node: their 256-entry table comes from the
+#: importer's ``QDQGraph.lut_table`` (the framework's own arithmetic on every code).
+LUT_OPS = ("sigmoid", "tanh", "hardsigmoid", "hardswish")
 COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat",
-           "batch_norm")
+           "batch_norm", *LUT_OPS)
 COMMUTING = ("max_pool2d", "pad", "upsample_nearest", "flatten", "reshape", "relu", "clip",
              "identity", "slice", "transpose")
 
@@ -87,6 +93,10 @@ class QDQGraph:
     outputs: list[str]
     name: str = "graph"
     kind: str = "model"  # for messages, e.g. "ONNX"
+    #: ``lut_table(node, x, y) -> 256 codes``: the table of a unary activation (``LUT_OPS``)
+    #: from input tensor ``x`` to output qparams ``y`` (IR tensors), as the framework computes
+    #: it; None: such activations are refused.
+    lut_table: Any = None
 
 
 # -- values during lowering ---------------------------------------------------------------------
@@ -522,6 +532,18 @@ class _Lowering:
             return out
         if op == "batch_norm":
             return self._batch_norm(qnode, p, scale, zp, dtype)
+        if op in LUT_OPS:
+            x = self._act(node, args[0])
+            xt = self.tensor(x)
+            out = self.new_tensor(qnode.outputs[0], xt.shape, dtype, scale, zp, layout=xt.layout)
+            if xt.dtype not in ("uint8", "int8") or dtype not in ("uint8", "int8"):
+                raise self.fail(node, f"a lookup table needs 8-bit codes ({xt.dtype} -> {dtype})")
+            if self.qg.lut_table is None:
+                raise self.fail(node, "no table builder for this framework's activations")
+            table = self.qg.lut_table(node, xt, self.tensor(out))
+            self.emit(node, "lut", [x.name], out.name, {"table": [int(v) for v in table],
+                                                        "function": op})
+            return out
         if op == "concat":
             xs = [self._act(node, v, f"input {i}") for i, v in enumerate(args)]
             ts = [self.tensor(x) for x in xs]

@@ -80,6 +80,9 @@ class FloatView:
     q: str
     ops: list[tuple[str, dict, tuple[int, ...]]] = field(default_factory=list)
     float_clamps: bool = False  # a float clamp is pending: exact only when requantized
+    #: a float function applied first (``(name, callable)``: SiLU left in float by torch.ao):
+    #: exact only when requantized, as a lookup table of the codes
+    fn: tuple | None = None
 
 
 @dataclass
@@ -291,6 +294,9 @@ class TorchImporter:
         for a in flat:
             v = self.vals[a.name]
             if isinstance(v, FloatView):
+                if v.fn is not None:
+                    raise self.fail(a, f"a float {v.fn[0]} between dequantize and the output is "
+                                       "not representable on codes")
                 if v.float_clamps:
                     raise self.fail(a, "a float clamp between dequantize and the output is not "
                                        "representable on codes")
@@ -368,19 +374,97 @@ class TorchImporter:
             cur = self.apply_pending(node, FloatView(src.q, ops[:1]))
             ops = ops[1:]
             st = self.graph.tensors[cur.name]
-            src = FloatView(cur.name, ops, src.float_clamps)
+            src = FloatView(cur.name, ops, src.float_clamps, src.fn)
         target = Tensor("?", st.shape, dtype, float(out_t.q_scale()), int(out_t.q_zero_point()))
-        if not st.same_qparams(target):
+        if src.fn is not None:
+            # quantize(fn(dequantize(q))): a function of the code q, as torch computes it
+            torch = _torch()
+            fname, fn = src.fn
+            qdt = out_t.dtype
+
+            def table_fn(qx):
+                return torch.quantize_per_tensor(fn(qx.dequantize()), float(out_t.q_scale()),
+                                                 int(out_t.q_zero_point()), qdt)
+
+            name = self.graph.unique_name(f"{node.name}_{fname}")
+            self.graph.add_tensor(Tensor(name, st.shape, dtype, target.scale, target.zero_point,
+                                         layout=st.layout))
+            self.emit(node.name, "lut", [src.q], name,
+                      attrs=self._lut_attrs(node, st, table_fn, fname, out_t))
+            cur = QVal(name)
+        elif not st.same_qparams(target):
             name = self.graph.unique_name(node.name + "_requantize")
             self.graph.add_tensor(Tensor(name, st.shape, dtype, target.scale, target.zero_point,
                                          layout=st.layout))
             self.emit(node.name, "requantize", [src.q], name)
             cur = QVal(name)
         res = self.apply_pending(node, FloatView(cur.name, src.ops))
+        if src.fn is not None and res.name == cur.name:
+            self.tensor(res).layout = _layout(out_t)
+            self.torch_ref[res.name] = out_t
+            return res
         if res.name != orig:
             self.tensor(res).layout = _layout(out_t)
             self.torch_ref[res.name] = out_t
         return res
+
+    # -- unary activations as lookup tables -------------------------------------------------------
+    def _lut_attrs(self, node, src: Tensor, fn, fname: str, want) -> dict:
+        """``lut`` attributes: ``fn`` (quantized tensor -> quantized tensor, torch's own op) run
+        on a tensor holding the 256 codes of ``src``'s dtype and qparams (PyTorch's vector
+        kernel), and on each code alone (its scalar tail); ``want``: a recorded output whose
+        qparams the result must have."""
+        torch = _torch()
+        if src.dtype not in ("uint8", "int8"):
+            raise self.fail(node, f"a lookup table needs an 8-bit input, not {src.dtype}")
+        raw = np.arange(256)
+        codes = raw if src.dtype == "uint8" else np.where(raw >= 128, raw - 256, raw)
+        tdt = torch.uint8 if src.dtype == "uint8" else torch.int8
+
+        def qt(c):
+            return torch._make_per_tensor_quantized_tensor(
+                torch.tensor(c, dtype=tdt), float(src.scale), int(src.zero_point))
+
+        prev = torch.backends.quantized.engine
+        try:
+            torch.backends.quantized.engine = self.engine
+            with torch.no_grad():
+                y = fn(qt(codes))
+                scalar = [fn(qt(codes[i:i + 1])) for i in range(256)]
+        except Exception as e:    # noqa: BLE001 - torch's own refusal, with its message
+            raise self.fail(node, f"{fname} on the 256 input codes failed in torch: "
+                                  f"{type(e).__name__}: {e}") from None
+        finally:
+            torch.backends.quantized.engine = prev
+        if not (y.is_quantized and y.dtype == want.dtype
+                and float(y.q_scale()) == float(want.q_scale())
+                and int(y.q_zero_point()) == int(want.q_zero_point())):
+            raise self.fail(node, f"{fname} on the 256 codes gives other qparams than the model "
+                                  "(the table would not be the model's)")
+        table = [int(v) for v in y.int_repr().numpy()]
+        attrs = {"table": table, "function": fname}
+        stab = [int(v.int_repr().numpy()[0]) for v in scalar]
+        if stab != table:
+            attrs.update(scalar_table=stab, vector_block=self.block)
+        return attrs
+
+    def lut(self, node, fn, fname: str, src=None):
+        """A unary activation: on codes (torch's quantized op ``fn``) a ``lut`` node; on a
+        dequantized value ``fn`` is queued (a float function, see :class:`FloatView`)."""
+        src = self.arg(node.args[0]) if src is None else src
+        if isinstance(src, FloatView):
+            if src.ops or src.fn is not None:
+                raise self.fail(node, f"float {fname} after other float ops between dequantize "
+                                      "and quantize is not supported")
+            return FloatView(src.q, [], src.float_clamps, (fname, fn))
+        if not isinstance(src, QVal):
+            self.qin(node)
+        out_t = self.recorded(node)
+        attrs = self._lut_attrs(node, self.tensor(src), fn, fname, out_t)
+        q = self.new_q(node, out_t)
+        self.emit(node.name, "lut", [src.name], q.name, attrs=attrs,
+                  source=node.target if isinstance(node.target, str) else None)
+        return q
 
     def dequantize(self, node, src):
         if isinstance(src, QVal):
@@ -451,6 +535,8 @@ class TorchImporter:
                 return self.clamp_like(node, "relu6", 0.0, 6.0)
             if _is(m, "BatchNorm2d", "BNReLU2d"):
                 return self.batch_norm(node, m)
+            if _is(m, "Hardswish", "Sigmoid", "Tanh", "Hardsigmoid", "SiLU"):
+                return self.lut(node, m, cls.__name__.lower())
             if _is(m, "Dropout"):
                 # Eager convert swaps nn.Dropout for the quantized one: identity in eval.
                 return self.passthrough(node)
@@ -476,6 +562,9 @@ class TorchImporter:
         if isinstance(m, torch.nn.LeakyReLU):
             return self.unary(node, "leaky_relu", {"negative_slope": float(m.negative_slope),
                                                    "vector_block": self.block}, float_ok=False)
+        if isinstance(m, (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardsigmoid,
+                          torch.nn.Hardswish, torch.nn.SiLU)):
+            return self.lut(node, m, cls.__name__.lower())
         if isinstance(m, torch.nn.Flatten):
             if m.end_dim not in (-1, 3):
                 return self.reshape(node)
@@ -768,6 +857,16 @@ class TorchImporter:
                 "negative_slope", 0.01)
             return self.unary(node, "leaky_relu", {"negative_slope": float(slope),
                                                    "vector_block": self.block}, float_ok=False)
+        luts = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+                F.tanh: "tanh", F.hardsigmoid: "hardsigmoid", F.hardswish: "hardswish",
+                F.silu: "silu"}
+        if f in luts and len(node.args) == 1 and set(node.kwargs) <= {"inplace"}:
+            return self.lut(node, f, luts[f])     # (inplace or not: the same codes)
+        if f is qops.hardswish:
+            a = _bind(node, ["input", "output_scale", "output_zero_point"], {})
+            s_out = float(self.const(node, a["output_scale"], "output_scale"))
+            zp_out = int(self.const(node, a["output_zero_point"], "output_zero_point"))
+            return self.lut(node, lambda q: qops.hardswish(q, s_out, zp_out), "hardswish")
         if f is operator.getitem:
             v = self.arg(node.args[0])
             if isinstance(v, Const):
@@ -815,6 +914,9 @@ class TorchImporter:
             return self.transpose(node)
         if m in ("relu", "relu_"):
             return self.unary(node, "relu", {}, flavour=None)
+        if m in ("sigmoid", "tanh") and len(node.args) == 1 and not node.kwargs:
+            torch = _torch()
+            return self.lut(node, getattr(torch, m), m)
         if m in ("clamp", "clip", "clamp_", "clip_"):
             lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min")
             hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")

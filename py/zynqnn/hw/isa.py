@@ -44,6 +44,7 @@ __all__ = [
     "ConvCommand",
     "EltwiseOp",
     "EltwiseCommand",
+    "lut_table_words",
     "bank_bit",
     "encode",
     "decode_opcode",
@@ -289,6 +290,12 @@ ConvCommand = data.StructLayout({
 #: word. Output ``o = clamp(add(a, b), clamp_min, clamp_max)`` (``zp_out`` added as each
 #: semantics does; a fused ReLU is ``clamp_min = max(qmin, zp_out)``): ``pixels`` OBUF words from
 #: ``obuf_addr``.
+#:
+#: With ``lut`` set the command is a table lookup instead (a unary activation): each code of the
+#: ``pixels`` IBUF words from ``ibuf_addr`` is replaced by ``table[code & 0xFF]``, where the
+#: 256-entry table is the first 256 codes of the WBUF words from ``wbuf_addr`` in order (entry
+#: ``t`` is code ``t % cols`` of word ``wbuf_addr + t // cols``; :func:`lut_table_words` words).
+#: ``b_signed``, ``pbuf_*``, ``zp_out`` and the clamps are not read. Needs 8-bit operands.
 EltwiseOp = data.StructLayout({
     "ibuf_bank": unsigned(1),
     "wbuf_bank": unsigned(1),
@@ -303,7 +310,13 @@ EltwiseOp = data.StructLayout({
     "zp_out": signed(17),
     "clamp_min": signed(17),
     "clamp_max": signed(17),
+    "lut": unsigned(1),                # table lookup of A (see above), not an add
 })
+
+
+def lut_table_words(cols: int) -> int:
+    """WBUF words an ``ELTWISE`` lookup's 256-entry table occupies (``cols`` codes a word)."""
+    return -(-256 // cols)
 
 #: ``ELTWISE``: the :data:`ComputeHeader` fields in their places (the command processor treats it
 #: like ``CONV``), then :data:`EltwiseOp`.

@@ -349,6 +349,18 @@ def _batch_norm(g, n, v, ins, out, hw):
     idx = np.clip(x - int(n.attrs["in_lo"]), 0, table.shape[1] - 1)
     ch = np.arange(x.shape[1]).reshape(1, -1, 1, 1)
     return table[ch, idx]
+def _lut(g, n, v, ins, out, hw):
+    a = n.attrs
+    table = np.asarray(a["table"], dtype=np.int64)
+    if "scalar_table" in a:
+        tables = {"vector": table, "scalar": np.asarray(a["scalar_table"], dtype=np.int64)}
+
+        def fn(q, path):
+            return tables[path][np.asarray(q, dtype=np.int64) & 0xFF]
+
+        block = int(a.get("vector_block", K.torch_vector_block()) or 0)
+        return K.torch_elementwise(fn, [v[0]], ins[0].layout, block)
+    return table[np.asarray(v[0], dtype=np.int64) & 0xFF]
 
 
 KERNELS = {
@@ -376,6 +388,7 @@ KERNELS = {
     "channel_shuffle": _channel_shuffle,
     "transpose": _transpose,
     "batch_norm": _batch_norm,
+    "lut": _lut,
 }
 
 

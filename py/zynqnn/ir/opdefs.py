@@ -39,6 +39,10 @@ batch_norm             a stand-alone quantized BatchNorm (+ ReLU): ``table`` [C]
 transpose              ``perm``: a general permutation of the axes (imported from Transpose /
                        ``transpose``; the importers turn the shuffle pattern into
                        ``channel_shuffle``, the compiler takes no other transpose)
+lut                    8-bit q -> q': ``table`` (256 output codes; code c reads entry c & 0xFF),
+                       ``function`` (a name, e.g. tanh); torch-fbgemm: ``scalar_table`` with
+                       ``vector_block``: PyTorch's scalar tail (the last n % block elements in
+                       memory order) reads that table
 =====================  ==========================================================================
 
 Every importer gives every node a flavour, also to ops that only move codes (pooling, padding,
@@ -98,6 +102,7 @@ OPS: dict[str, set[str | None]] = {
     "channel_shuffle": _Q_FLAVOURS | {None},
     "transpose": _Q_FLAVOURS | {None},
     "batch_norm": set(TORCH_FLAVOURS) | {"onnxruntime"},
+    "lut": _Q_FLAVOURS,
 }
 
 #: Ops whose output keeps the input's scale and zero point (for some flavours, see _same_qp).
@@ -342,6 +347,7 @@ _SHAPES: dict[str, Callable] = {
     "channel_shuffle": _shape_shuffle,
     "transpose": _shape_transpose,
     "batch_norm": _shape_batch_norm,
+    "lut": _shape_same,
 }
 
 _ARITY: dict[str, tuple[int, int]] = {
@@ -431,6 +437,17 @@ def _check_quant(graph: Graph, node: Node, ins: list[Tensor], outs: list[Tensor]
                           f"({ins[0].describe()} vs {out.describe()})")
     if op == "leaky_relu" and fl in _TFLITE_LIKE and ("mult" not in a or "shift" not in a):
         raise _fail(node, f"the {fl} flavour needs integer slope attributes 'mult' and 'shift'")
+    if op == "lut":
+        if ins[0].dtype not in ("uint8", "int8"):
+            raise _fail(node, f"a table lookup needs an 8-bit input, not {ins[0].dtype}")
+        for key in ("table", "scalar_table"):
+            if key not in a and key == "scalar_table":
+                continue
+            tab = np.asarray(a.get(key, ()))
+            if tab.shape != (256,) or tab.dtype.kind not in "iu" or (
+                    tab.min() < out.qmin or tab.max() > out.qmax):
+                raise _fail(node, f"'{key}' must be 256 integer codes within the output's "
+                                  f"{out.qmin}..{out.qmax}")
     if op == "add" and fl == "torch-fbgemm" and ins[0].layout != ins[1].layout:
         raise _fail(node, f"inputs have different memory layouts ({ins[0].layout}, "
                           f"{ins[1].layout}); PyTorch's element order is then not reproduced")

@@ -1,0 +1,141 @@
+"""Unary activations as table lookups (``lut`` -> ELTWISE with ``lut``), bit-exact with the
+frameworks: for each activation and flow a small net (conv -> act -> depthwise conv -> 1x1
+conv) quantized by the real framework, compiled, run on the golden backend and compared with
+``numpy.array_equal`` against torch.ao's converted model / the ONNX Runtime session (and
+``graph.run``, and the integer interface).
+
+The conv after the activation is depthwise: on CPUs without AVX-512 VNNI fbgemm's GEMM convs
+add products in saturating int16 pairs, which zynqnn does not model, and torch gives sigmoid,
+hardsigmoid and tanh fixed output qparams with codes up to 255; fbgemm's depthwise pairs are
+modelled (docs/numerics.md), so the comparison holds on every CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import zynqnn
+from zynqnn.compiler.testing import check_graph_on_golden, quantized_graph
+from zynqnn.frontend import FrontendError
+
+ACTS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid,
+        "hardswish": nn.Hardswish, "silu": nn.SiLU}
+
+
+class _ActNet(nn.Module):
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = act
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.c2(self.dw(self.act(self.c1(x))))
+
+
+def _data(size=8):
+    g = torch.Generator().manual_seed(0)
+    calib = torch.randn(4, 3, size, size, generator=g) * 2
+    return calib, (torch.randn(2, 3, size, size, generator=g) * 3).numpy()
+
+
+def _torch_model(name, flow, size=8):
+    torch.manual_seed(0)
+    calib, x = _data(size)
+    return quantized_graph(_ActNet(ACTS[name]()).eval(), calib, flow), x
+
+
+@pytest.mark.parametrize("flow", ["fbgemm", "qnnpack"])
+@pytest.mark.parametrize("name", list(ACTS))
+def test_torch(name, flow):
+    (g, reference), x = _torch_model(name, flow)
+    luts = [n for n in g.nodes if n.op == "lut"]
+    assert len(luts) == 1 and luts[0].attrs["function"] == name
+    model, n = check_graph_on_golden(g, reference, x, "tiny")
+    assert n == x.shape[0] * 4 * 8 * 8
+    assert any(la["kind"] == f"lut {name}" for la in model.layers)
+
+
+def test_torch_scalar_tail():
+    """200 elements (8 x 5 x 5): fbgemm's kernels take the last 200 % 32 in their scalar
+    code; the compiled program still equals torch on pynq_z2 for every activation."""
+    for name in ACTS:
+        (g, reference), x = _torch_model(name, "fbgemm", size=5)
+        check_graph_on_golden(g, reference, x, "pynq_z2")
+
+
+def _ort(name, fmt, tmp_path):
+    from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session
+
+    torch.manual_seed(0)
+    calib, x = _data()
+    f = export_onnx(_ActNet(ACTS[name]()).eval(), calib[:1], tmp_path / "m.onnx")
+    path = ort_quantize(f, [c[None] for c in calib.numpy()], tmp_path / f"m-{fmt}.onnx",
+                        fmt=fmt, per_channel=True, reduce_range=True)
+    sess = ort_session(path)
+
+    def reference(xs):
+        runs = [sess.run(None, {"x": np.ascontiguousarray(s[None], dtype=np.float32)})
+                for s in xs]
+        return [np.concatenate(ys) for ys in zip(*runs, strict=True)]
+
+    return path, reference, x
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+@pytest.mark.parametrize("name", [n for n in ACTS if n != "silu"])
+def test_onnxruntime(name, fmt, tmp_path):
+    path, reference, x = _ort(name, fmt, tmp_path)
+    g = zynqnn.from_onnx(path)
+    assert [n.attrs["function"] for n in g.nodes if n.op == "lut"] == [name]
+    check_graph_on_golden(g, reference, x, "tiny")
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+def test_onnx_silu_is_refused(fmt, tmp_path):
+    """ONNX's SiLU is ``Mul(x, Sigmoid(x))``: the sigmoid is a table, the multiply of two
+    activations has no hardware; the message names the node and says so."""
+    path, _, _ = _ort("silu", fmt, tmp_path)
+    op = "Mul" if fmt == "qdq" else "QLinearMul"
+    with pytest.raises(FrontendError, match=rf"\({op}\).*multiply \(x \* Sigmoid\(x\): SiLU"):
+        zynqnn.from_onnx(path)
+
+
+def test_lookup_commands_and_machine_errors():
+    """The compiled lookups are ELTWISE commands with lut; the golden machine refuses a lookup
+    whose table runs past WBUF and any lookup on a 16-bit build (BAD_COMPUTE)."""
+    from zynqnn.compiler import HwLut, Network, Tensor, compile_network
+    from zynqnn.hw import isa
+    from zynqnn.machine import Machine, MachineError
+
+    rng = np.random.default_rng(0)
+    x = Tensor("x", 8, 4, 4, 3, False)
+    y = Tensor("y", 8, 4, 4, -5, True)
+    table = rng.integers(-128, 128, 256)
+    prog = compile_network(Network(x, [HwLut("act", x, y, table, "test")]), "tiny")
+    codes = rng.integers(0, 256, (8, 4, 4))
+    assert np.array_equal(prog.run_golden(codes), table[codes])
+    cmds = [prog.commands[i:i + isa.COMMAND_BYTES]
+            for i in range(0, len(prog.commands), isa.COMMAND_BYTES)]
+    elt = [isa.EltwiseCommand.from_bits(int.from_bytes(c, "little")) for c in cmds
+           if isa.decode_opcode(c) == isa.Opcode.ELTWISE]
+    assert elt and all(int(c.op.lut) == 1 for c in elt)
+    cfg = prog.cfg
+    bad = isa.encode(isa.EltwiseCommand, opcode=isa.Opcode.ELTWISE, op={
+        "pixels": 1, "lut": 1,
+        "wbuf_addr": cfg.weight_buffer_depth - isa.lut_table_words(cfg.cols) + 1})
+    m = Machine(cfg, 1 << 16)
+    m.ddr[:isa.COMMAND_BYTES] = np.frombuffer(bad, np.uint8)
+    with pytest.raises(MachineError) as e:
+        m.run(0, 1)
+    assert e.value.cause == isa.ErrorCause.BAD_COMPUTE and "table" in str(e.value)
+    m16 = Machine(zynqnn.hw.config.get_config("tiny16"), 1 << 16)
+    ok16 = isa.encode(isa.EltwiseCommand, opcode=isa.Opcode.ELTWISE, op={"pixels": 1, "lut": 1})
+    m16.ddr[:isa.COMMAND_BYTES] = np.frombuffer(ok16, np.uint8)
+    with pytest.raises(MachineError) as e:
+        m16.run(0, 1)
+    assert e.value.cause == isa.ErrorCause.BAD_COMPUTE and "8-bit" in str(e.value)
