@@ -485,8 +485,8 @@ class TorchImporter:
                                       "not commute with quantization")
             shape = tuple(out_t.shape)
             if float_clamp is not None:
-                return FloatView(src.q, src.ops + [("clamp_f", float_clamp, shape)], True)
-            return FloatView(src.q, src.ops + [(op, attrs, shape)], src.float_clamps)
+                return FloatView(src.q, src.ops + [("clamp_f", float_clamp, shape)], True, src.fn)
+            return FloatView(src.q, src.ops + [(op, attrs, shape)], src.float_clamps, src.fn)
         if not isinstance(src, QVal):
             self.qin(node)
         q = self.new_q(node, out_t)
@@ -935,7 +935,7 @@ class TorchImporter:
         attrs = {"axis": int(axis), "start": int(start), "end": int(end)}
         if isinstance(src, FloatView):
             return FloatView(src.q, src.ops + [("slice", attrs, tuple(out_t.shape))],
-                             src.float_clamps)
+                             src.float_clamps, src.fn)
         q = self.new_q(node, out_t, "" if i is None else f"_{i}")
         self.emit(node.name, "slice", [src.name], q.name, flavour=None, attrs=attrs,
                   source=node.target if isinstance(node.target, str) else None)
