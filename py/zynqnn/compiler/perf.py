@@ -132,7 +132,7 @@ def conv_cycles(cfg: HwConfig, op) -> tuple[int, int, int]:
                                     dw and int(op.x_off) < 0 and int(op.out_w) > 1)
                     + (not dw))  # DW_PAIRS: the zero-point vector first
     mac = (per_pass + DW_OVERHEAD if mode in (isa.Mode.DW, isa.Mode.DW_PAIRS)
-           else 2 * fill + passes * max(per_pass, 2 * R + C // 2))
+           else 2 * fill + 1 + passes * max(per_pass, 2 * R + C // 2))  # 1: registered start
     out_pixels = 1 if mode == isa.Mode.SUMPOOL else pixels
     post = (0 if op.acc_keep
             else out_pixels + STEP_POST_LATENCY if op.step  # one pixel a cycle
