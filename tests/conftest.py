@@ -35,3 +35,17 @@ def quick_cxx(monkeypatch):
     depthwise engine: 35 s instead of 64 s) and simulate about five times slower."""
     flags = os.environ.get("MAKEFLAGS", "")
     monkeypatch.setenv("MAKEFLAGS", f"{flags} OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip())
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread (PyTorch splits element-wise work per thread) and the quantized engine
+    restored after the test. Modules that compare with torch.ao's kernels use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = engine

@@ -26,15 +26,7 @@ warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecate
 C = 12
 
 
-@pytest.fixture(autouse=True)
-def _torch_state():
-    import torch
-
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _bn(c, seed, relu=True):

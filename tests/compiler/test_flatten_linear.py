@@ -29,17 +29,7 @@ warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecate
 _GRAPHS: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def _torch_state():
-    """One torch thread (PyTorch splits element-wise work per thread) and the quantized engine
-    restored after the test."""
-    import torch
-
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def lenet(size: int):
