@@ -184,7 +184,9 @@ class DepthwiseFIR(wiring.Component):
         wr_en = Signal()
         wr_addr = Signal.like(wp)
         m.d.sync += [wr_en.eq(ev), wr_addr.eq(wp)]
-        collide = Signal()                # this cycle's read is of the entry being written
+        # This cycle's read (address rp + ev) is of the entry being written: both sums compared
+        # from registers, then ev picks one (comparing rd.addr itself puts the adder in front).
+        collide = Signal()
         m.d.comb += collide.eq(wr_en & Mux(ev, rp + 1 == wr_addr, rp == wr_addr))
         width3 = Signal()
         m.d.sync += width3.eq(self.width == 3)
