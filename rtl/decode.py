@@ -4,7 +4,7 @@ The engine's MAC stage takes a command (:data:`zynqnn.hw.isa.ConvCommand`, or an
 :data:`~zynqnn.hw.isa.EltwiseCommand` in the same register) with ``load``. A ``CONV`` command is
 then sized in two cycles (the products the checks need are registered between) and checked in
 the third: ``checked`` pulses with ``bad`` set when the buffers cannot hold its geometry. An
-``ELTWISE`` command's check (``elt_bad``) is combinational over the register and holds while
+``ELTWISE`` command's check (``elt_bad``) is registered with the command and holds while
 the command does (a lookup, ``lut``, is checked for its table's WBUF words instead of B and the
 constants row, and is refused in 16-bit builds).
 
@@ -67,7 +67,7 @@ class CommandDecode(wiring.Component):
         ``checked`` pulses three cycles after a ``CONV`` command's ``load``; ``bad`` (valid with
         it) rejects the command.
     elt_bad: Out(1)
-        An ``ELTWISE`` command in the register cannot run.
+        An ``ELTWISE`` command in the register cannot run (from the cycle after ``load``).
     """
 
     def __init__(self, cfg: HwConfig):
@@ -149,52 +149,78 @@ class CommandDecode(wiring.Component):
         def fits(end, depth):
             return end <= depth
 
+        # The checks are registered along the sizing steps, so that ``bad`` (which drives the
+        # MAC FSM and the stages' start copies) is an OR of flags and of one compare each
+        # between registers: size1 registers what the fields alone decide and each buffer's
+        # room past the command's address, size2 the DW line check and the weight span.
         k = op.kernel
         bypass, pairs, dwp = mode.bypass, mode.pairs, mode.dw_pairs
+        bad_fields = Signal()
+        ibuf_room = Signal(signed(18))    # buffer words from the command's address to the end
+        wbuf_room = Signal(signed(18))
+        obuf_room = Signal(signed(18))
+        with m.If(size1):
+            m.d.sync += [
+                ibuf_room.eq(cfg.act_buffer_depth - op.ibuf_addr),
+                wbuf_room.eq(cfg.weight_buffer_depth - op.wbuf_addr),
+                obuf_room.eq(cfg.acc_buffer_depth - op.obuf_addr),
+                bad_fields.eq(
+                    (k == 0) | ((k > cfg.max_kernel) if cfg.max_kernel < 7 else 0)
+                    | ~((op.stride == 1) | (op.stride == 2))
+                    | (op.cin_blocks == 0) | (op.in_h == 0) | (op.in_w == 0)
+                    | (op.in_w > cfg.max_width) | (op.out_h == 0) | (op.out_w == 0)
+                    | ~fits(op.pbuf_addr + C + Mux(op.act, lanes, 0), cfg.param_buffer_depth)
+                    | (op.pbuf_addr[:lane_shift] != 0 if lanes > 1 else 0)
+                    | (op.pool != isa.Pool.NONE)
+                    | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
+                        | (op.mode == isa.Mode.PAIRS) | (op.mode == isa.Mode.DW)
+                        | (op.mode == isa.Mode.DW_PAIRS)
+                        | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
+                    # The bypass modes feed input channels straight to output channels.
+                    | (bypass & ((op.cin_blocks != 1) if R == C else 1))
+                    | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
+                    # PAIRS splits the channel block into halves across the array's rows.
+                    | (pairs & ((op.cin_blocks != 1) | op.acc_cont | op.acc_keep | op.upsample
+                                if R == C and R % 2 == 0 else pairs))
+                    # DW holds a channel's 3x3 taps in a PE row.
+                    | (dw & ((op.kernel != 3) | (op.cin_blocks != 1) | op.acc_cont | op.acc_keep
+                             | op.upsample if cfg.dw_kernel else dw))
+                    | (dwp if not cfg.dw_pairs else 0)
+                    # The step lanes take a DW walk's pixels whole, with no activation word.
+                    | (op.step & (~dw | op.act) if cfg.step_lanes else op.step)),
+            ]
+        # DW: its line delays hold dw_line_depth pixels of a line of walk.out_w (the size1 value:
+        # the walked line, before skip_left).
+        dw_wide = Signal()
+        wspan = Signal(24)                # WBUF words of the weight tiles: passes x rows
+        with m.If(size2):
+            m.d.sync += [
+                dw_wide.eq(dw & (walk.out_w > dw_line_depth(cfg) + 2) if cfg.dw_kernel else 0),
+                wspan.eq(Mux(mode.pairs, ((walk.taps + 1) & ~1) * R,
+                             Mux(dw, R, walk.taps * op.cin_blocks * R))),
+            ]
         m.d.comb += self.bad.eq(
-            (k == 0) | ((k > cfg.max_kernel) if cfg.max_kernel < 7 else 0)
-            | ~((op.stride == 1) | (op.stride == 2))
-            | (op.cin_blocks == 0) | (op.in_h == 0) | (op.in_w == 0)
-            | (op.in_w > cfg.max_width) | (op.out_h == 0) | (op.out_w == 0)
-            | ~fits(op.ibuf_addr + ispan, cfg.act_buffer_depth)
-            | (~bypass & ~fits(op.wbuf_addr + self.passes * R, cfg.weight_buffer_depth))
-            | ~fits(op.pbuf_addr + C + Mux(op.act, lanes, 0), cfg.param_buffer_depth)
-            | (op.pbuf_addr[:lane_shift] != 0 if lanes > 1 else 0)
+            bad_fields | dw_wide
+            | (ispan > ibuf_room)
+            | (~bypass & (wspan > wbuf_room))
             | ~fits(self.out_pixels, cfg.acc_buffer_depth)
-            | ~fits(op.obuf_addr + self.out_pixels, cfg.acc_buffer_depth)
-            | (op.pool != isa.Pool.NONE)
-            | ~((op.mode == isa.Mode.CONV) | (op.mode == isa.Mode.MAXPOOL)
-                | (op.mode == isa.Mode.PAIRS) | (op.mode == isa.Mode.DW)
-                | (op.mode == isa.Mode.DW_PAIRS)
-                | (op.mode == isa.Mode.SUMPOOL) | (op.mode == isa.Mode.COPY))
-            # The bypass modes feed input channels straight to output channels.
-            | (bypass & ((op.cin_blocks != 1) if R == C else 1))
-            | (op.upsample & ((op.kernel != 1) | (op.stride != 1)))
-            # PAIRS splits the channel block into halves across the array's rows.
-            | (pairs & ((op.cin_blocks != 1) | op.acc_cont | op.acc_keep | op.upsample
-                        if R == C and R % 2 == 0 else pairs))
-            # DW holds a channel's 3x3 taps in a PE row; its line delays hold
-            # dw_line_depth pixels.
-            | (dw & ((op.kernel != 3) | (op.cin_blocks != 1) | op.acc_cont | op.acc_keep
-                     | op.upsample | (walk.out_w + walk.skip_left - 2 > dw_line_depth(cfg))
-                     if cfg.dw_kernel else dw))
-            | (dwp if not cfg.dw_pairs else 0)
-            # The step lanes take a DW walk's pixels whole, with no activation word.
-            | (op.step & (~dw | op.act) if cfg.step_lanes else op.step)
+            | (self.out_pixels > obuf_room)
         )
 
-        eop = isa.EltwiseCommand(self.cmd.as_value()).op
+        # Registered when the command is accepted: it ends the ELTWISE command in the MAC FSM.
+        eop = isa.EltwiseCommand(self.payload.as_value()).op
         # A lookup (lut) reads its table (lut_table_words WBUF words), no B and no constants;
         # it needs 8-bit codes.
         lut = eop.lut
-        m.d.comb += self.elt_bad.eq(
-            (R != C) | (eop.pixels == 0)
-            | ~fits(eop.ibuf_addr + eop.pixels, cfg.act_buffer_depth)
-            | ~fits(eop.wbuf_addr + Mux(lut, isa.lut_table_words(C), eop.pixels),
-                    cfg.weight_buffer_depth)
-            | ~fits(eop.obuf_addr + eop.pixels, cfg.acc_buffer_depth)
-            | (~lut & ~fits(eop.pbuf_addr + lanes, cfg.param_buffer_depth))
-            | (~lut & (eop.pbuf_addr[:lane_shift] != 0) if lanes > 1 else 0)
-            | (lut if cfg.operand_bits != 8 else 0)
-        )
+        with m.If(self.load):
+            m.d.sync += self.elt_bad.eq(
+                (R != C) | (eop.pixels == 0)
+                | ~fits(eop.ibuf_addr + eop.pixels, cfg.act_buffer_depth)
+                | ~fits(eop.wbuf_addr + Mux(lut, isa.lut_table_words(C), eop.pixels),
+                        cfg.weight_buffer_depth)
+                | ~fits(eop.obuf_addr + eop.pixels, cfg.acc_buffer_depth)
+                | (~lut & ~fits(eop.pbuf_addr + lanes, cfg.param_buffer_depth))
+                | (~lut & (eop.pbuf_addr[:lane_shift] != 0) if lanes > 1 else 0)
+                | (lut if cfg.operand_bits != 8 else 0)
+            )
         return m

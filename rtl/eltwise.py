@@ -199,8 +199,10 @@ class _AddControl:
         q = signed(ea.cfg.signed_operand_bits)
         prm = ea.params
 
+        # Reloaded every cycle from the ports: no reset (a reset would join each one's
+        # zeroing mux on the flip-flops' reset pin, behind the engine's wide reset net).
         def r(name, expr, shape=1):
-            s = Signal(shape, name=f"ctl_{name}")
+            s = Signal(shape, name=f"ctl_{name}", reset_less=True)
             m.d.sync += s.eq(expr)
             return s
 
@@ -215,7 +217,7 @@ class _AddControl:
         self.zp_add = r("zp_add", Mux(sem == AddSemantics.ONNXRUNTIME, 0, ea.zp_out), q)
         self.lo = r("lo", ea.clamp_min, q)
         self.hi = r("hi", ea.clamp_max, q)
-        self.prm = Signal(add_params_layout(ea.cfg), name="ctl_params")
+        self.prm = Signal(add_params_layout(ea.cfg), name="ctl_params", reset_less=True)
         m.d.sync += self.prm.eq(prm)
         tk = prm.c.tflite      # TFLite's right shifts (its multipliers are below one)
         self.sha = r("sha", -tk.sha, 5)

@@ -35,8 +35,8 @@ ELTWISE stages and the output writer are this module's.
 
 Answers (``done`` / ``error``) leave in command order whichever stage a command ends in: each
 accepted command takes a sequence slot, stages mark their command's slot finished, and the
-oldest finished slot is answered. ``cancel`` (soft reset, or an error elsewhere) returns every
-register to its reset state.
+oldest finished slot is answered, from a register. ``cancel`` (soft reset, or an error elsewhere)
+returns every register to its reset state a cycle later.
 """
 
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
@@ -165,12 +165,14 @@ class Engine(wiring.Component):
             fin_err_set.eq(Mux(fin_mac_err, one << mac_seq, 0)),
         ]
         head = fin.bit_select(seq_out, 1)
-        m.d.comb += [
+        # The answers leave from registers (a cycle after the slot finishes): in the shell they
+        # select the error index and enable the slot registers.
+        m.d.sync += [
             self.done.eq(head & ~fin_err.bit_select(seq_out, 1)),
             self.error.eq(head & fin_err.bit_select(seq_out, 1)),
-            self.error_cause.eq(Mux(self.error, isa.ErrorCause.BAD_COMPUTE,
-                                    isa.ErrorCause.NONE)),
         ]
+        m.d.comb += self.error_cause.eq(Mux(self.error, isa.ErrorCause.BAD_COMPUTE,
+                                            isa.ErrorCause.NONE))
         fin_clr = Mux(head, Const(1, SLOTS) << seq_out, 0)
         m.d.sync += [fin.eq((fin | fin_set) & ~fin_clr), fin_err.eq(fin_err | fin_err_set)]
         with m.If(head):
@@ -209,13 +211,15 @@ class Engine(wiring.Component):
         # Output assembly (shared by the post stage and ELTWISE, which never overlap).
         out_g = Signal(range(max(GROUPS, ADD_GROUPS) + 1))
         out_p = Signal(24)
+        out_p1 = Signal(24, init=1)              # out_p + 1, kept with it: the last-pixel compares
         w_now = Signal()
 
+        # The payload reaches the decode ungated: its checks start on the shell's register.
+        m.d.comb += decode.payload.eq(self.cmd.payload)
         with m.FSM(name="mac"):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
-                m.d.comb += [decode.payload.eq(self.cmd.payload),
-                             decode.load.eq(self.cmd.valid & self.cmd.ready)]
+                m.d.comb += decode.load.eq(self.cmd.valid & self.cmd.ready)
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [mac_seq.eq(seq_in), seq_in.eq(seq_in + 1)]
                     header = isa.ConvCommand(self.cmd.payload.as_value())
@@ -253,18 +257,20 @@ class Engine(wiring.Component):
             with m.State("ELT_TABLE"):
                 m.d.comb += elt_fill.eq(1)
                 with m.If(fill_n == TW * ADD_GROUPS):
-                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0)]
+                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
+                                 out_p1.eq(1)]
                     m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
                 m.next = "ELT_CAPTURE"
             with m.State("ELT_CAPTURE"):
                 m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
-                             elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0)]
+                             elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
+                             out_p1.eq(1)]
                 m.next = "ELT_RUN"
             with m.State("ELT_RUN"):
                 m.d.comb += elt_run.eq(1)
-                with m.If(w_now & (out_p + 1 == eop.pixels)):
+                with m.If(w_now & (out_p1 == eop.pixels)):
                     m.d.comb += fin_mac.eq(1)
                     m.next = "IDLE"
 
@@ -356,6 +362,7 @@ class Engine(wiring.Component):
         # -- post stage ----------------------------------------------------------------------------
         m.submodules.post = rq = PostProc(cfg)
         pp = Signal(24)                   # pixel being read
+        pp2 = Signal(24, init=2)                 # pp + 2, kept with pp (no adder before a compare)
         pg = Signal(range(GROUPS + 1))    # lane group being read
         STEP = bool(cfg.step_lanes)
         q_step = Signal()                 # the command uses the step lanes (one pixel a cycle)
@@ -408,8 +415,9 @@ class Engine(wiring.Component):
         cap_n = Signal.like(pre_n)
         with m.If(~post_run & post_pending & ~mac_done):
             m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
-                         q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pg.eq(0),
-                         out_g.eq(0), out_p.eq(0), pre.eq(1), pre_n.eq(0)]
+                         q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pp2.eq(2),
+                         pg.eq(0),
+                         out_g.eq(0), out_p.eq(0), out_p1.eq(1), pre.eq(1), pre_n.eq(0)]
             if STEP:
                 m.d.sync += [q_step.eq(post_cmd.op.step), q_early.eq(post_early)]
         with m.Elif(pre):
@@ -425,7 +433,7 @@ class Engine(wiring.Component):
         # and everything once its MAC stage is a cycle past done.
         readable = Signal()
         m.d.comb += readable.eq(~q_early | ~((in_run | in_run_d) & (mac_seq == q_seq))
-                                | (pp + 2 <= acc_written))
+                                | (pp2 <= acc_written))
         # The step lanes' reader: one pixel's accumulators (their low dw_acc_bits) per issue.
         if STEP:
             s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C),
@@ -438,11 +446,11 @@ class Engine(wiring.Component):
         m.d.comb += p_rd.issue.eq(more & ~q_step & p_rd.can_issue)
         with m.If(p_rd.issue):
             with m.If(pg + 1 == GROUPS):
-                m.d.sync += [pg.eq(0), pp.eq(pp + 1)]
+                m.d.sync += [pg.eq(0), pp.eq(pp + 1), pp2.eq(pp2 + 1)]
             with m.Else():
                 m.d.sync += pg.eq(pg + 1)
         with m.If(s_issue):
-            m.d.sync += pp.eq(pp + 1)
+            m.d.sync += [pp.eq(pp + 1), pp2.eq(pp2 + 1)]
         m.d.comb += [
             post_rd_addr.eq(pp),
             post_rd_en.eq(p_rd.issue | s_issue),
@@ -573,10 +581,15 @@ class Engine(wiring.Component):
             obuf.w.data.eq(out_word),
         ]
         with m.If(w_now):
-            m.d.sync += out_p.eq(out_p + 1)
-            with m.If(~elt_run & (out_p + 1 == q_pixels)):
+            m.d.sync += [out_p.eq(out_p + 1), out_p1.eq(out_p1 + 1)]
+            with m.If(~elt_run & (out_p1 == q_pixels)):
                 m.d.sync += [post_run.eq(0), abuf_full.bit_select(post_bank, 1).eq(0)]
                 m.d.comb += fin_post.eq(1)
 
-        # Soft reset / error: every register (FSMs, flags, FIFOs) back to its reset value.
-        return ResetInserter({"sync": self.cancel})(m)
+        # Soft reset / error: every register (FSMs, flags, FIFOs) back to its reset value, a
+        # cycle after ``cancel``: the register's only load is the reset pin of the engine's
+        # ~35 k flip-flops (it is reset_less, so the inserted reset does not hold it; set at
+        # configuration, so the engine starts in reset).
+        rst = Signal(init=1, reset_less=True, name="cancel_q")
+        m.d.sync += rst.eq(self.cancel)
+        return ResetInserter({"sync": rst})(m)

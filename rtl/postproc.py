@@ -749,8 +749,10 @@ class _Control:
         qb = pp.cfg.signed_operand_bits
         q = signed(qb)
 
+        # Reloaded every cycle from the ports: no reset (a reset would join each one's
+        # zeroing mux on the flip-flops' reset pin, behind the engine's wide reset net).
         def r(name, expr, shape=1):
-            s = Signal(shape, name=f"ctl_{name}")
+            s = Signal(shape, name=f"ctl_{name}", reset_less=True)
             m.d.sync += s.eq(expr)
             return s
 
@@ -773,7 +775,7 @@ class _Control:
         self.zp = r("zp", pp.zp_out, q)
         self.lo = r("lo", pp.clamp_min, q)
         self.hi = r("hi", pp.clamp_max, q)
-        self.act = Signal(act_params_layout(pp.cfg), name="ctl_act")
+        self.act = Signal(act_params_layout(pp.cfg), name="ctl_act", reset_less=True)
         m.d.sync += self.act.eq(act)
         # the PyTorch FMA's constant, aligned once per layer (read from stage 30 on)
         self.c_al = r("c_al", (self.act.c_sig << self.act.c_shift)[:qb + 27].as_signed(),
