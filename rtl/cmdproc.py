@@ -564,21 +564,25 @@ class Pipeline(wiring.Component):
         c_ready = Signal()
         needs = Signal(6)
         obuf_flag = Signal(3)
-        m.d.comb += [
-            needs.eq(c_hdr.needs),
-            obuf_flag.eq(_flag(isa.Buffer.OBUF, 0) + c_hdr.obuf_bank),
-            c_ready.eq(((full[:6] & ~releasing & needs) == needs)
-                       & ~full.bit_select(obuf_flag, 1)
-                       & ~reserved.bit_select(c_hdr.obuf_bank, 1)
-                       & (held < N)),
-            compute_q.r.ready.eq(~c_wait),
-            self.compute.cmd.payload.eq(c_cur.cmd),
-            self.compute.cmd.valid.eq(c_wait & c_ready),
-        ]
         c_progress = Signal()
         c_error = Signal()
         c_issue = Signal()
         c_answer = Signal()
+        m.d.comb += [
+            needs.eq(c_hdr.needs),
+            obuf_flag.eq(_flag(isa.Buffer.OBUF, 0) + c_hdr.obuf_bank),
+            compute_q.r.ready.eq(~c_wait),
+            self.compute.cmd.payload.eq(c_cur.cmd),
+            self.compute.cmd.valid.eq(c_wait & c_ready),
+        ]
+        # `c_ready` is registered (a flag compare over the slots; the handshake enables the
+        # slot registers): the flags as of the previous cycle, for the command waiting then
+        # and not issued. Safe a cycle late: until the command issues, flags only fill, and a
+        # held command's answer clears its banks in the cycle its `releasing` bits drop.
+        m.d.sync += c_ready.eq(((full[:6] & ~releasing & needs) == needs)
+                               & ~full.bit_select(obuf_flag, 1)
+                               & ~reserved.bit_select(c_hdr.obuf_bank, 1)
+                               & (held < N) & c_wait & ~c_issue)
         m.d.comb += [
             c_issue.eq(self.compute.cmd.valid & self.compute.cmd.ready),
             c_answer.eq((held != 0) & (self.compute.done | self.compute.error)),
