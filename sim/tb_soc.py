@@ -544,7 +544,11 @@ async def malformed_commands(dut):
         ("misaligned stride", good().load(B.WBUF, 1, 0, 4, 2, a, bb + 4).end(), E.BAD_ALIGN, 2),
         ("beyond IBUF", good().load(B.IBUF, 1, dib - 3, 2, 2, a, 64).end(), E.SRAM_RANGE, 2),
         ("beyond OBUF", good().store(1, dob - 3, 7, 1, a).end(), E.SRAM_RANGE, 2),
-        ("sram_addr beyond", good().load(B.PBUF, 0, 0xFFFF, 0, 0, a).end(), E.SRAM_RANGE, 2),
+        ("sram_addr beyond", good().store(0, 0xFFFF, 0, 0, a).end(), E.SRAM_RANGE, 2),
+        ("load of no lines", good().load(B.PBUF, 0, 0, 4, 0, a).end(), E.EMPTY_LOAD, 2),
+        ("load of no words", good().load(B.WBUF, 1, 0, 0, 3, a, 64).end(), E.EMPTY_LOAD, 2),
+        ("empty load before range", good().load(B.IBUF, 1, 0xFFFF, 0, 0, 1 << 31).end(),
+         E.EMPTY_LOAD, 2),
         ("no END", good().nop(), E.EMPTY_PROGRAM, 2),
         ("stride ignored for one line", good().load(B.WBUF, 1, 0, 4, 1, a, 3).raw(7).end(),
          E.BAD_OPCODE, 3),
@@ -569,8 +573,8 @@ async def malformed_commands(dut):
         raise AssertionError("misaligned CMD_BASE ran")
     except AcceleratorError as e:
         assert (e.cause, e.index) == (E.BAD_ALIGN, 0)
-    # Empty transfers are legal: they move nothing and still set and clear the flags.
-    prog = (Program().load(B.IBUF, 0, 0, 0, 3, a).compute(needs=ib, releases=ib, count=0)
+    # Empty stores and computes are legal: they move nothing and still clear and set flags.
+    prog = (Program().load(B.IBUF, 0, 0, 1, 1, a).compute(needs=ib, releases=ib, count=0)
             .store(0, 0, 5, 0, a + 4096).end())
     out, _, _ = await tb.run(prog)
     assert out.status == "done"
@@ -612,6 +616,65 @@ async def watchdog(dut):
     assert (await tb.drv.status())["busy"] == 0
     out, _, _ = await tb.run(prog)
     assert out.status == "done"
+
+
+@cocotb.test()
+async def engine_watchdog(dut):
+    """An engine busy on one command for longer than the bound (nothing else moving) ends the
+    run with WATCHDOG at that command and the interrupt; array_busy is not progress. With a
+    bound above the command's time the same program finishes."""
+    tb = SocTb(dut)
+    await tb.reset()
+    bound = 300
+    prog, src, dst = copy_program(tb, 8, stall=100)   # 8 x 103 busy cycles
+    _, cycles, _ = await tb.run(prog, watchdog=bound, expect=Outcome("error", E.WATCHDOG, 1))
+    assert cycles < bound + 400, f"watchdog took {cycles} cycles"
+    out, _, _ = await tb.run(prog, watchdog=2000)
+    assert out.status == "done"
+
+
+@cocotb.test()
+async def stale_banks(dut):
+    """Bank flags never outlive a run: after END, an error or a soft reset, a compute command
+    whose banks no LOAD of its own run filled waits (WATCHDOG) instead of reading the earlier
+    run's data; a LOAD of zero lines or words is refused (EMPTY_LOAD) instead of marking its
+    bank full."""
+    tb = SocTb(dut)
+    await tb.reset()
+    bound = 200
+    src = tb.drv.alloc(256)
+    dst = tb.drv.alloc(256)
+    tb.fill(src)
+    ib = isa.bank_bit(B.IBUF, 0)
+    # Reads IBUF bank 0 without loading it.
+    orphan = (Program().compute(needs=ib, releases=ib, count=4)
+              .store(0, 0, 4, 1, dst.address).end())
+    stuck = Outcome("error", E.WATCHDOG, 0)
+    before = bytes(tb.ddr.read(dst.address, dst.nbytes))
+    # END: the loaded bank is full when the run ends.
+    out, _, _ = await tb.run(Program().load(B.IBUF, 0, 0, 4, 1, src.address).end())
+    assert out.status == "done"
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # An error after the load.
+    await tb.run(Program().load(B.IBUF, 0, 0, 4, 1, src.address).nop().raw(7).end(),
+                 expect=Outcome("error", E.BAD_OPCODE, 2))
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # A soft reset while a compute waits for a bank never loaded, IBUF bank 0 full.
+    waiting = (Program().load(B.IBUF, 0, 0, 4, 1, src.address)
+               .compute(needs=ib | isa.bank_bit(B.IBUF, 1), releases=ib, count=4).end())
+    pbuf = tb.place(waiting)
+    tb.checker.window = tb.drv.window()
+    await tb.drv.start(pbuf, count=len(waiting), window=tb.drv.window())
+    await ClockCycles(dut.aclk, 150)
+    assert (await tb.drv.status())["busy"] == 1
+    await tb.drv.soft_reset(timeout_s=1e-3)
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # Zero lines, zero words: refused at dispatch, before anything moves.
+    for lines, words in ((0, 4), (1, 0)):
+        empty = (Program().load(B.IBUF, 0, 0, 4, 1, src.address)
+                 .load(B.IBUF, 1, 0, words, lines, src.address).end())
+        await tb.run(empty, expect=Outcome("error", E.EMPTY_LOAD, 1))
+    assert bytes(tb.ddr.read(dst.address, dst.nbytes)) == before, "stale data was stored"
 
 
 @cocotb.test()
@@ -710,7 +773,8 @@ async def corrupted_programs(dut):
         pbuf = tb.place(bad)
         # The window holds the arena's middle and the program.
         window = (min(lo, pbuf.address), max(hi, pbuf.end))
-        alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window)
+        alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window,
+                                             watchdog=bound)
         out, cycles, _ = await tb.run(bad, window=window, watchdog=bound, timeout_s=1e-3,
                                       alternatives=alts, compare=False)
         assert cycles < 6000, f"run {run} took {cycles} cycles"
