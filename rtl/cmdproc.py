@@ -500,6 +500,7 @@ class Pipeline(wiring.Component):
             "index": Out(IDX),
             "oldest": Out(IDX),
             "store_index": Out(IDX),
+            "load_index": Out(IDX),
         })
 
     def elaborate(self, platform):
@@ -952,6 +953,7 @@ class Pipeline(wiring.Component):
             oldest.eq(Mux(ls_oldest < cd_oldest, ls_oldest, cd_oldest)),
         ]
         m.d.comb += [self.oldest.eq(oldest), self.store_index.eq(store.index)]
+        m.d.comb += self.load_index.eq(load.index)
         return m
 
 
@@ -1038,6 +1040,10 @@ class CommandProcessor(wiring.Component):
             pipe.wr_idle.eq(wr.idle),
             rd.abort.eq(flush),
             wr.abort.eq(flush),
+            rd.window_base.eq(pipe.window_base),
+            rd.window_limit.eq(pipe.window_limit),
+            wr.window_base.eq(pipe.window_base),
+            wr.window_limit.eq(pipe.window_limit),
         ]
         # The compute interface: the pipeline's, except cancel (the flush).
         for name, member in self.compute.signature.members.items():
@@ -1136,6 +1142,12 @@ class CommandProcessor(wiring.Component):
         with m.Elif(wr.error):
             m.d.comb += [err.eq(running), err_cause.eq(_resp_cause(wr.error_resp)),
                          err_index.eq(pipe.store_index)]
+        with m.Elif(rd.refused | wr.refused):
+            # The ports' window guard: only reached if a dispatcher check let a transfer out.
+            m.d.comb += [err.eq(running), err_cause.eq(E.PORT_WINDOW),
+                         err_index.eq(Mux(wr.refused, pipe.store_index,
+                                          Mux(rd.refused_tag == 1, pipe.load_index,
+                                              pipe.oldest)))]
         with m.Elif(wd_fire):
             # A dead bus is reported even after an abort (the ports cannot drain).
             m.d.comb += [err.eq(1), err_cause.eq(E.WATCHDOG),
