@@ -477,6 +477,106 @@ async def window_violations(dut):
     assert len(tb.checker.read_bursts) - n_r <= 2 * 2, "a refused load read"
 
 
+#: Set by scripts/mutants.py for a design whose dispatcher does not check the window: the ports'
+#: guard must then refuse every transfer the dispatcher would have (PORT_WINDOW, same index).
+PORT_GUARD = os.environ.get("TB_PORT_GUARD") == "1"
+
+
+@cocotb.test()
+async def window_edges(dut):
+    """Directed DDR window edge cases (issue 21, item 2), each checked against the model, the
+    AXI checker's window and DDR outside the window: a transfer ending exactly at the limit and
+    one beat past it, one beat below the base, unaligned limits, a limit cutting a transfer in
+    half, strides of 2^31 and 2^32 - beat, lines * stride = 2^32, a window at the top of the
+    4 GB space, inverted windows, zero lines and zero words at wild addresses."""
+    tb = SocTb(dut)
+    await tb.reset()
+    cfg, bb = tb.cfg, tb.bb
+    top = 1 << cfg.axi_addr_bits
+    p_lo = tb.drv.alloc(8 * isa.COMMAND_BYTES)          # programs below the data ...
+    arena = tb.drv.alloc(4 * 4096)
+    p_hi = tb.drv.alloc(8 * isa.COMMAND_BYTES)          # ... and above it
+    tb.fill(arena)
+    a = arena.address + 2 * 4096                          # a page boundary inside the arena
+    words = 16                                            # IBUF / OBUF words of 64 bytes
+    nbytes = _ls_bytes(cfg, B.IBUF, words, bb)
+    ib = isa.bank_bit(B.IBUF, 0)
+    done = Outcome("done")
+
+    def refused(i):
+        return Outcome("error", E.PORT_WINDOW if PORT_GUARD else E.DDR_WINDOW, i)
+
+    def load(addr, lines=1, stride=0, n=words):
+        return Program().load(B.IBUF, 0, 0, n, lines, addr, stride).end()
+
+    def store(addr, lines=1, stride=0, n=words, src=arena.address):
+        return (Program().load(B.IBUF, 0, 0, max(1, n * lines), 1, src)
+                .compute(needs=ib, releases=ib, count=n * lines)
+                .store(0, 0, n, lines, addr, stride).end())
+
+    async def case(name, prog, window, want, at=p_lo, alternatives=()):
+        tb.place(prog, at)
+        if PORT_GUARD:
+            out, _, _ = await tb.run(prog, window=window, expect=want, compare=False,
+                                     alternatives=alternatives)
+        else:
+            out, _, _ = await tb.run(prog, window=window)   # the model's outcome ...
+            assert out == want, f"{name}: {out}, expected {want}"   # ... is the expected one
+        dut._log.info("%s: %s", name, out)
+
+    up = p_lo.address   # windows with the program at their bottom
+    cases = [
+        ("load ends at the limit", load(a - nbytes), (up, a), done),
+        ("load one beat past", load(a - nbytes + bb), (up, a), refused(0)),
+        ("load, limit unaligned below", load(a - nbytes), (up, a - 4), refused(0)),
+        ("load, limit unaligned above", load(a - nbytes), (up, a + 4), done),
+        ("store ends at the limit", store(a - nbytes), (up, a), done),
+        ("store one beat past", store(a - nbytes + bb), (up, a), refused(2)),
+        ("limit cuts lines", load(a - 1024, 4, 256), (up, a - 512), refused(0)),
+        ("limit cuts a line", load(a - 64, 1, 0, 2 * words), (up, a), refused(0)),
+        ("stride 2^31, inside", load(a, 2, 1 << 31), (up, top - 1), done),
+        ("stride 2^31, cut", load(a, 2, 1 << 31), (up, a + (1 << 31) + 8), refused(0)),
+        # The port sees line 1 at a - beat (the DMA's addresses wrap): inside, so only the
+        # dispatcher refuses it.
+        ("stride 2^32 - beat", load(a, 2, top - bb), (up, a + 4096), refused(0), [done]),
+        ("lines * stride = 2^32", load(a, 16, 1 << 28, 4), (up, a + 4096), refused(0)),
+        ("lines * stride = 2^32, past 2^32", load(a, 16, 1 << 28, 4), (up, top - 1),
+         refused(0)),
+        ("lines * stride = 2^32, inside", load(0x100, 16, 1 << 28, 4), (0, top - 1), done),
+    ]
+    for name, prog, window, want, *alts in cases:
+        await case(name, prog, window, want, alternatives=alts[0] if alts else ())
+    # One beat below the base (the program above the data).
+    await case("load at the base", load(a), (a, p_hi.end), done, at=p_hi)
+    await case("load one beat below", load(a - bb), (a, p_hi.end), refused(0), at=p_hi)
+    await case("store one beat below", store(a - bb, src=a), (arena.address, p_hi.end), done,
+               at=p_hi)
+    await case("store one beat below the base", store(a - bb, src=a), (a, p_hi.end),
+               refused(2), at=p_hi)
+    # A window at the top of the 4 GB space (WINDOW_LIMIT at its largest, 2^32 - 1).
+    t_prog = type(p_lo)(top - 0x8000, 8 * isa.COMMAND_BYTES)
+    t_win = (top - 0x10000, top - 1)
+    await case("top: inside", load(top - 0x100), t_win, done, at=t_prog)
+    await case("top: last beat", load(top - bb, 1, 0, 2), t_win, refused(0), at=t_prog)
+    await case("top: beat before it", load(top - 2 * bb, 1, 0, 2), t_win, done, at=t_prog)
+    await case("top: wraps past 2^32", load(top - 0x40, 2, 0x40), t_win, refused(0),
+               at=t_prog)
+    # Inverted windows: nothing is inside, not even the program.
+    await case("inverted", load(a), (p_hi.end, up), Outcome("error", E.DDR_WINDOW, 0))
+    await case("inverted by a beat", load(a), (up + bb, up), Outcome("error", E.DDR_WINDOW, 0))
+    # Zero lines and zero words at wild addresses: a LOAD is refused, a STORE of no lines moves
+    # nothing and is not checked against the window, one of no words is checked over its lines.
+    win = (up, arena.end)
+    for addr in (top - bb, 0, 1 << 31):
+        await case(f"load of no lines at {addr:#x}", load(addr, 0, top - bb),
+                   win, Outcome("error", E.EMPTY_LOAD, 0))
+        await case(f"load of no words at {addr:#x}", load(addr, 3, 1 << 31, 0), win,
+                   Outcome("error", E.EMPTY_LOAD, 0))
+        await case(f"store of no lines at {addr:#x}", store(addr, 0, top - bb), win, done)
+        await case(f"store of no words at {addr:#x}", store(addr, 3, 1 << 31, 0), win,
+                   refused(2), alternatives=[done])   # no bytes: the ports see no burst
+
+
 @cocotb.test()
 async def registers_while_busy(dut):
     """CMD_BASE, CMD_COUNT, WINDOW_BASE and WINDOW_LIMIT written while a program runs (a window
@@ -747,9 +847,15 @@ async def corrupted_programs(dut):
     rng = random.Random(SEED + 50)
     cfg = tb.cfg
     bound = 400
+    pslot = tb.drv.alloc(1024)                 # every program, below the data
     arena = tb.drv.alloc(3 * 4096)
     lo, hi = arena.address + 512, arena.end - 512
+    # The window holds the programs and the arena's middle; its base is the programs' (a
+    # corrupted STORE near the base could rewrite the program being fetched: only LOADs are
+    # moved there).
+    window = (pslot.address, hi)
     stats = {}
+    edges = 0
     for run in range(runs):
         prog = _random_program(tb, rng, lo, hi)
         cmds = list(prog.commands)
@@ -757,7 +863,10 @@ async def corrupted_programs(dut):
             i = rng.randrange(len(cmds))
             raw = int.from_bytes(cmds[i], "little")
             kind = rng.random()
-            if kind < 0.6:
+            if kind < 0.35 and raw & 0xF in (isa.Opcode.LOAD, isa.Opcode.STORE):
+                raw = _edge_corrupt(tb, rng, raw, window)
+                edges += 1
+            elif kind < 0.6:
                 raw ^= 1 << rng.randrange(isa.COMMAND_BITS if rng.random() < 0.3 else 120)
             elif kind < 0.8:
                 raw = rng.getrandbits(isa.COMMAND_BITS)
@@ -770,9 +879,7 @@ async def corrupted_programs(dut):
         bad = Program()
         for c in cmds:
             bad.raw(c)
-        pbuf = tb.place(bad)
-        # The window holds the arena's middle and the program.
-        window = (min(lo, pbuf.address), max(hi, pbuf.end))
+        pbuf = tb.place(bad, pslot)
         alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window,
                                              watchdog=bound)
         out, cycles, _ = await tb.run(bad, window=window, watchdog=bound, timeout_s=1e-3,
@@ -780,7 +887,35 @@ async def corrupted_programs(dut):
         assert cycles < 6000, f"run {run} took {cycles} cycles"
         key = str(out).split(" at ")[0]
         stats[key] = stats.get(key, 0) + 1
-    dut._log.info("%d corrupted programs: %s", runs, stats)
+    dut._log.info("%d corrupted programs (%d edge corruptions): %s", runs, edges, stats)
+
+
+def _edge_corrupt(tb, rng, raw, window):
+    """The LOAD / STORE ``raw`` moved to the window's corners (issue 21, item 2): its extent
+    ending within a few beats of the limit, starting within a few beats of the base (LOADs),
+    or near the top of the 4 GB space; sometimes with a stride of 2^31, 2^32 - beat or
+    2^32 / lines (lines * stride = 2^32), so that the extent passes 2^32."""
+    bb, top = tb.bb, 1 << tb.cfg.axi_addr_bits
+    lo, hi = window
+    f = {name: int(getattr(isa.LoadStore.from_bits(raw), name))
+         for name, _ in isa.LoadStore if not name.startswith("_")}
+    lines = max(1, f["lines"])
+    if rng.random() < 0.3:
+        f["ddr_stride"] = rng.choice([1 << 31, top - bb, (top // lines) & -bb,
+                                      f["ddr_stride"] + bb])
+        f["ddr_stride"] %= top
+    extent = ((lines - 1) * f["ddr_stride"]
+              + line_beats(tb.cfg, B(f["buffer"]), f["line_words"]) * bb)
+    k = bb * rng.randint(-3, 3)
+    where = rng.random()
+    if where < 0.5:
+        addr = hi - extent + k                       # ends at the limit, a few beats either way
+    elif where < 0.8 and f["opcode"] == isa.Opcode.LOAD:
+        addr = lo + k                                # starts at the base
+    else:
+        addr = top - extent + k                      # ends at (or wraps past) 2^32
+    f["ddr_addr"] = addr % top
+    return int.from_bytes(isa.encode(isa.LoadStore, **f), "little")
 
 
 def _random_program(tb, rng, lo, hi):
