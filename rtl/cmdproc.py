@@ -21,18 +21,20 @@ interrupt follows), with the same causes and indices as the command-level model
 (``BAD_ALIGN``, index 0); per command: the command itself outside the window (``DDR_WINDOW``;
 only the commands inside are fetched), unknown opcode (``BAD_OPCODE``), ``LOAD`` into OBUF or
 ``STORE`` from another buffer (``BAD_BUFFER``), DDR address (or, for more than one line, stride)
-not a multiple of the beat (``BAD_ALIGN``), ``sram_addr + lines * line_words`` beyond the
-buffer's depth (``SRAM_RANGE``), a transfer of one or more lines not inside ``[WINDOW_BASE,
-WINDOW_LIMIT)`` (``DDR_WINDOW``; the whole beats the DMA moves count), a compute command
-without an engine (``BAD_COMPUTE``), the last command not ``END`` (``EMPTY_PROGRAM``, index
-``CMD_COUNT - 1``). Bus errors (``AXI_SLVERR``, ``AXI_DECERR``) carry the index of the command whose
-transfer (or fetch) got them; an engine error the compute command's index.
+not a multiple of the beat (``BAD_ALIGN``), a ``LOAD`` of zero lines or zero words
+(``EMPTY_LOAD``: it would mark a bank full with nothing loaded), ``sram_addr + lines *
+line_words`` beyond the buffer's depth (``SRAM_RANGE``), a transfer of one or more lines not
+inside ``[WINDOW_BASE, WINDOW_LIMIT)`` (``DDR_WINDOW``; the whole beats the DMA moves count), a
+compute command without an engine (``BAD_COMPUTE``), the last command not ``END``
+(``EMPTY_PROGRAM``, index ``CMD_COUNT - 1``). Bus errors (``AXI_SLVERR``, ``AXI_DECERR``) carry
+the index of the command whose transfer (or fetch) got them; an engine error the compute
+command's index.
 
 The watchdog ends the run with ``WATCHDOG`` when a bus wait (an AXI valid without ready, or data
 or a response awaited) lasts longer than the bound, or when the running accelerator makes no
-progress at all for that long (no handshake, no dispatch, no unit starting or finishing, the
-engine not busy: a program whose flags can never be satisfied). The index is the oldest command
-in a unit.
+progress at all for that long (no handshake, no dispatch, no unit starting or finishing, no
+engine answer: a program whose flags can never be satisfied, or an engine stuck busy; the
+engine's ``array_busy`` is not progress). The index is the oldest command in a unit.
 
 An error, a soft reset or the end of a program resets everything but the AXI ports (``flush``,
 registered: one cycle after its cause, and the engine's ``cancel``); the ports then complete
@@ -498,6 +500,7 @@ class Pipeline(wiring.Component):
             "index": Out(IDX),
             "oldest": Out(IDX),
             "store_index": Out(IDX),
+            "load_index": Out(IDX),
         })
 
     def elaborate(self, platform):
@@ -814,6 +817,9 @@ class Pipeline(wiring.Component):
                                 dec_failure(E.BAD_BUFFER)
                             with m.Elif(new_misaligned):
                                 dec_failure(E.BAD_ALIGN)
+                            with m.Elif((new_hdr.opcode == isa.Opcode.LOAD)
+                                        & ((new_ls.lines == 0) | (new_ls.line_words == 0))):
+                                dec_failure(E.EMPTY_LOAD)
                             with m.Else():
                                 m.d.sync += dec_ls.eq(1)
                         with m.Case(isa.Opcode.CONV, isa.Opcode.ELTWISE):
@@ -951,6 +957,7 @@ class Pipeline(wiring.Component):
             oldest.eq(Mux(ls_oldest < cd_oldest, ls_oldest, cd_oldest)),
         ]
         m.d.comb += [self.oldest.eq(oldest), self.store_index.eq(store.index)]
+        m.d.comb += self.load_index.eq(load.index)
         return m
 
 
@@ -1037,6 +1044,10 @@ class CommandProcessor(wiring.Component):
             pipe.wr_idle.eq(wr.idle),
             rd.abort.eq(flush),
             wr.abort.eq(flush),
+            rd.window_base.eq(pipe.window_base),
+            rd.window_limit.eq(pipe.window_limit),
+            wr.window_base.eq(pipe.window_base),
+            wr.window_limit.eq(pipe.window_limit),
         ]
         # The compute interface: the pipeline's, except cancel (the flush).
         for name, member in self.compute.signature.members.items():
@@ -1107,7 +1118,9 @@ class CommandProcessor(wiring.Component):
         ]
         m.d.sync += [
             bus_clear.eq(~bus_waiting | bus_progress),
-            np_clear.eq(~running | pipe.progress | bus_progress | self.compute.array_busy),
+            # Not `array_busy`: an engine stuck busy is caught too (a command's progress is
+            # its answer, so the bound must exceed the longest compute command).
+            np_clear.eq(~running | pipe.progress | bus_progress),
             bus_over.eq(bus_wait >= bound),
             np_over.eq(no_progress >= bound),
         ]
@@ -1133,6 +1146,12 @@ class CommandProcessor(wiring.Component):
         with m.Elif(wr.error):
             m.d.comb += [err.eq(running), err_cause.eq(_resp_cause(wr.error_resp)),
                          err_index.eq(pipe.store_index)]
+        with m.Elif(rd.refused | wr.refused):
+            # The ports' window guard: only reached if a dispatcher check let a transfer out.
+            m.d.comb += [err.eq(running), err_cause.eq(E.PORT_WINDOW),
+                         err_index.eq(Mux(wr.refused, pipe.store_index,
+                                          Mux(rd.refused_tag == 1, pipe.load_index,
+                                              pipe.oldest)))]
         with m.Elif(wd_fire):
             # A dead bus is reported even after an abort (the ports cannot drain).
             m.d.comb += [err.eq(1), err_cause.eq(E.WATCHDOG),

@@ -32,10 +32,12 @@ Protocol (the shell is the manager; every signal is in the accelerator's one clo
     normally ``BAD_COMPUTE``). The shell stops the program with that cause and the command's
     index, and pulses ``cancel``.
 ``array_busy``
-    The array computed this cycle: counted by PERF_CYCLES_COMPUTE, and progress for the
-    watchdog (a command outstanding while neither ``array_busy`` nor any other unit moves for
-    longer than the watchdog bound ends the run with the WATCHDOG error; the bound is
-    milliseconds, so a post-processing tail is far below it).
+    The array computed this cycle: counted by PERF_CYCLES_COMPUTE. It is not progress for the
+    watchdog: an engine's progress is its answers, so a command the engine holds for longer
+    than the watchdog bound while no other unit moves (an engine stuck busy) ends the run
+    with the WATCHDOG error. The default bound (1 ms, 150,000 cycles) is above the longest
+    command a ``pynq_z2`` build can be given (at most 128 weight tiles over 1,024 output
+    pixels, then their post-processing: under 136,000 cycles).
 ``cancel`` (1 cycle)
     Soft reset or error: drop every outstanding command (no ``done`` / ``error`` is expected for
     them) and return to idle. Buffer contents need not be kept.

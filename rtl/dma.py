@@ -14,7 +14,10 @@ one transaction id (data returns in order). Pieces:
   word is a multiple or a divisor of the beat).
 
 Addresses and strides reaching this module are already checked (beat-aligned, inside the DDR
-window): the command processor validates every transfer before it starts one.
+window): the command processor validates every transfer before it starts one. Each port checks
+again, burst by burst (:class:`WindowGuard`, defence in depth): a burst not inside
+``[window_base, window_limit)`` is never issued, the port pulses ``refused`` (the command
+processor ends the run with ``PORT_WINDOW``) and takes no request until ``abort``.
 
 Both ports have an ``abort`` input: they stop taking requests, complete what the bus already
 accepted (read data is accepted and dropped, committed write bursts are sent) and raise ``idle``
@@ -37,6 +40,7 @@ __all__ = [
     "burst_layout",
     "burst_len",
     "BurstGen",
+    "WindowGuard",
     "AxiReadPort",
     "ReadArbiter",
     "AxiWritePort",
@@ -223,20 +227,108 @@ class BurstGen(wiring.Component):
         return m
 
 
+class WindowGuard(wiring.Component):
+    """The DDR window, checked again for every burst in front of an AXI port.
+
+    A request passes two registered stages (two cycles) before the port sees it: the first
+    takes the burst, compares its address with ``window_base`` and computes its end (one
+    comparator, one adder), the second compares the end with ``window_limit``. A burst inside
+    ``[window_base, window_limit)`` is offered on ``out`` (payload and ``valid`` are registers);
+    one outside is dropped with the burst behind it, ``refused`` pulses (with its tag) and no
+    request is taken until ``abort``, which also drops whatever the stages hold. One burst per
+    cycle at most; a burst waiting on ``out`` holds the stages.
+
+    Members
+    -------
+    req: In(stream.Signature(burst_layout))
+    out: Out(stream.Signature(burst_layout))
+    window_base, window_limit: In(32)
+        Stable during a run (the command processor latches them at START).
+    abort: In(1)
+    busy: Out(1)
+        A burst in the stages.
+    refused, refused_tag: Out
+    """
+
+    def __init__(self, addr_bits, beat_bytes, tag_bits=0):
+        self._aw, self._bb, self._tag_bits = addr_bits, beat_bytes, tag_bits
+        super().__init__({
+            "req": In(stream.Signature(burst_layout(addr_bits, tag_bits))),
+            "out": Out(stream.Signature(burst_layout(addr_bits, tag_bits))),
+            "window_base": In(32),
+            "window_limit": In(32),
+            "abort": In(1),
+            "busy": Out(1),
+            "refused": Out(1),
+            "refused_tag": Out(max(1, tag_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = burst_layout(self._aw, self._tag_bits)
+        s1, s2 = Signal(layout), Signal(layout)
+        v1, v2 = Signal(), Signal()
+        below = Signal()                 # stage 1: addr < window_base
+        end = Signal(self._aw + 1)       # stage 1: first byte past the burst
+        ok = Signal()                    # stage 2: inside the window
+        stopped = Signal()               # a burst was refused: no more until the abort
+        m.d.comb += [
+            self.out.payload.eq(s2),
+            self.out.valid.eq(v2 & ok),
+            self.busy.eq(v1 | v2),
+        ]
+        refuse = Signal()
+        take2 = Signal()
+        m.d.comb += [
+            refuse.eq(v2 & ~ok),
+            take2.eq(v1 & (~v2 | (self.out.valid & self.out.ready))),
+            self.req.ready.eq(~stopped & ~refuse & (~v1 | take2)),
+            self.refused.eq(refuse),
+        ]
+        if self._tag_bits:
+            m.d.comb += self.refused_tag.eq(s2.tag)
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += v2.eq(0)
+        with m.If(take2):
+            m.d.sync += [
+                s2.eq(s1),
+                v2.eq(1),
+                ok.eq(~below & (end <= self.window_limit)),
+            ]
+        with m.If(take2 & ~(self.req.valid & self.req.ready)):
+            m.d.sync += v1.eq(0)
+        with m.If(self.req.valid & self.req.ready):
+            p = self.req.payload
+            m.d.sync += [
+                s1.eq(p),
+                v1.eq(1),
+                below.eq(p.addr < self.window_base),
+                end.eq(p.addr + ((p.len + 1) << exact_log2(self._bb))),
+            ]
+        with m.If(refuse):
+            m.d.sync += [v1.eq(0), v2.eq(0), stopped.eq(1)]
+        with m.If(self.abort):
+            m.d.sync += [v1.eq(0), v2.eq(0), stopped.eq(0)]
+        return m
+
+
 class AxiReadPort(wiring.Component):
     """Read half of the DDR manager port.
 
     Members
     -------
     req: In(stream.Signature(burst_layout with tag))
-        A read burst and the requester's tag; taken only when no address waits on AR (one
-        every other cycle at most).
+        A read burst and the requester's tag, through the :class:`WindowGuard` (two cycles);
+        taken only when no address waits on AR (one every other cycle at most).
     beats: Out(stream.Signature(rbeat_layout with tag))
         Read data in request order, with the response and the tag of its burst, through a
         three-beat queue (a cycle of latency). Back-pressure stalls the R channel.
     axi: Out(AxiReadSignature)
     abort: In(1)
         Stop taking requests; accept and drop the outstanding data.
+    window_base, window_limit: In(32)
+    refused, refused_tag: Out
+        The guard refused a burst outside the window (one cycle), and its tag.
     idle: Out(1)
         No burst requested or outstanding.
     beat, stall, waiting, progress: Out(1)
@@ -253,6 +345,10 @@ class AxiReadPort(wiring.Component):
             "beats": Out(stream.Signature(rbeat_layout(data_bits, tag_bits))),
             "axi": Out(AxiReadSignature(addr_bits, data_bits, id_bits)),
             "abort": In(1),
+            "window_base": In(32),
+            "window_limit": In(32),
+            "refused": Out(1),
+            "refused_tag": Out(tag_bits),
             "idle": Out(1),
             "beat": Out(1),
             "stall": Out(1),
@@ -263,6 +359,16 @@ class AxiReadPort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
+        m.submodules.guard = guard = WindowGuard(self._aw, self._dw // 8, self._tag_bits)
+        wiring.connect(m, wiring.flipped(self.req), guard.req)
+        m.d.comb += [
+            guard.window_base.eq(self.window_base),
+            guard.window_limit.eq(self.window_limit),
+            guard.abort.eq(self.abort),
+            self.refused.eq(guard.refused),
+            self.refused_tag.eq(guard.refused_tag),
+        ]
+        req = guard.out
         # Tags of the bursts requested and not yet completed (their last beat), in order; a
         # buffered FIFO, so the tag that routes the read data is a register (it is ready two
         # cycles after the request, no later than the burst's first beat can come).
@@ -288,15 +394,15 @@ class AxiReadPort(wiring.Component):
             ar_done.eq(ar_valid & axi.arready),
             # Registers only (a request every other cycle at most, as the burst generators
             # make them): no path from `arready` back into the requesters.
-            self.req.ready.eq(~ar_valid & tags.w_rdy & ~draining),
-            tags.w_data.eq(self.req.payload.tag),
-            tags.w_en.eq(self.req.valid & self.req.ready),
+            req.ready.eq(~ar_valid & tags.w_rdy & ~draining),
+            tags.w_data.eq(req.payload.tag),
+            tags.w_en.eq(req.valid & req.ready),
         ]
-        with m.If(self.req.valid & self.req.ready):
+        with m.If(req.valid & req.ready):
             m.d.sync += [
                 ar_valid.eq(1),
-                ar_addr.eq(self.req.payload.addr),
-                ar_len.eq(self.req.payload.len),
+                ar_addr.eq(req.payload.addr),
+                ar_len.eq(req.payload.len),
             ]
         with m.Elif(ar_done):
             m.d.sync += ar_valid.eq(0)
@@ -324,7 +430,7 @@ class AxiReadPort(wiring.Component):
         ]
         idle = Signal()
         m.d.comb += [
-            idle.eq(~ar_valid & ~tags.r_rdy & (r_q.level == 0)),
+            idle.eq(~ar_valid & ~guard.busy & ~tags.r_rdy & (r_q.level == 0)),
             self.idle.eq(idle),
             self.beat.eq(axi.rvalid & axi.rready),
             self.stall.eq((ar_valid & ~axi.arready) | (tags.r_rdy & ~axi.rvalid)),
@@ -415,12 +521,17 @@ class AxiWritePort(wiring.Component):
     Members
     -------
     req: In(stream.Signature(burst_layout))
+        Through the :class:`WindowGuard` (two cycles).
     data: In(stream.Signature(wbeat_layout))
         The beats of the requested bursts, in order.
     axi: Out(AxiWriteSignature)
     abort: In(1)
         Stop taking requests; send the data of the bursts already issued, take their responses,
         then drop any other queued data.
+    window_base, window_limit: In(32)
+    refused: Out(1)
+        The guard refused a burst outside the window (one cycle); its beats stay queued,
+        uncommitted, until the abort drops them.
     idle: Out(1)
         Nothing queued, issued or awaiting a response.
     error, error_resp: Out
@@ -438,6 +549,9 @@ class AxiWritePort(wiring.Component):
             "data": In(stream.Signature(wbeat_layout(data_bits))),
             "axi": Out(AxiWriteSignature(addr_bits, data_bits, id_bits)),
             "abort": In(1),
+            "window_base": In(32),
+            "window_limit": In(32),
+            "refused": Out(1),
             "idle": Out(1),
             "error": Out(1),
             "error_resp": Out(Resp),
@@ -450,6 +564,15 @@ class AxiWritePort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
+        m.submodules.guard = guard = WindowGuard(self._aw, self._dw // 8)
+        wiring.connect(m, wiring.flipped(self.req), guard.req)
+        m.d.comb += [
+            guard.window_base.eq(self.window_base),
+            guard.window_limit.eq(self.window_limit),
+            guard.abort.eq(self.abort),
+            self.refused.eq(guard.refused),
+        ]
+        req = guard.out
         dw = self._dw
         depth = self._data_depth
         clear = Signal()
@@ -499,18 +622,18 @@ class AxiWritePort(wiring.Component):
             aw_done.eq(aw_valid & axi.awready),
             # Registers and the compare with the burst's (registered) length only: no path from
             # `awready` back into the requester.
-            self.req.ready.eq(~aw_valid & ~issued & lens.w_rdy & ~stopping
-                              & (avail > self.req.payload.len)
+            req.ready.eq(~aw_valid & ~issued & lens.w_rdy & ~stopping
+                              & (avail > req.payload.len)
                               & (b_pending < self._max_outstanding)),
-            issue.eq(self.req.valid & self.req.ready),
+            issue.eq(req.valid & req.ready),
             lens.w_en.eq(issue),
-            lens.w_data.eq(self.req.payload.len),
+            lens.w_data.eq(req.payload.len),
         ]
         with m.If(issue):
             m.d.sync += [
                 aw_valid.eq(1),
-                aw_addr.eq(self.req.payload.addr),
-                aw_len.eq(self.req.payload.len),
+                aw_addr.eq(req.payload.addr),
+                aw_len.eq(req.payload.len),
             ]
         with m.Elif(aw_done):
             m.d.sync += aw_valid.eq(0)
@@ -555,7 +678,7 @@ class AxiWritePort(wiring.Component):
             m.d.sync += avail.eq(0)
 
         m.d.comb += [
-            self.idle.eq(~in_flight & (data_q.level == 0) & ~draining),
+            self.idle.eq(~in_flight & ~guard.busy & (data_q.level == 0) & ~draining),
             self.beat.eq(w_go),
             self.stall.eq((aw_valid & ~axi.awready) | (axi.wvalid & ~axi.wready)),
             self.waiting.eq(in_flight),

@@ -21,7 +21,7 @@ from zynqnn.hw import geometry, isa
 from zynqnn.hw.config import HwConfig
 from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits, line_beats
 
-from .test_engine import encode_op, op_error, reference
+from .test_engine import encode_op, op_cycles, op_error, reference
 
 __all__ = ["Program", "Outcome", "SocModel", "check_command", "dispatch_outcome"]
 
@@ -106,6 +106,8 @@ def check_command(cfg: HwConfig, raw: int, window: tuple[int, int], has_engine=T
         return E.BAD_BUFFER
     if f["ddr_addr"] % bb or (f["lines"] > 1 and f["ddr_stride"] % bb):
         return E.BAD_ALIGN
+    if opcode == Op.LOAD and (f["lines"] == 0 or f["line_words"] == 0):
+        return E.EMPTY_LOAD
     buf = B(f["buffer"])
     if f["sram_addr"] + f["lines"] * f["line_words"] > buffer_depth(cfg, buf):
         return E.SRAM_RANGE
@@ -291,9 +293,12 @@ class SocModel:
                 waiting = [q[0][0] for q in (load, compute, store) if q]
                 return Outcome("error", E.WATCHDOG, min(waiting + [nxt]))
 
-    def engine_failures(self, mem, cmd_base, count, window) -> set[Outcome]:
+    def engine_failures(self, mem, cmd_base, count, window, watchdog=None) -> set[Outcome]:
         """BAD_COMPUTE outcomes of compute commands before the first malformed one: an engine
-        error may beat the dispatcher to a malformed command further on."""
+        error may beat the dispatcher to a malformed command further on. With ``watchdog``
+        (the bound in cycles), also WATCHDOG at any index up to a compute command the engine
+        holds for more than half the bound: the engine's answer is its only progress, and
+        whether the other units move meanwhile depends on timing."""
         out = set()
         program = mem.read(cmd_base, count * isa.COMMAND_BYTES)
         for i in range(count):
@@ -302,6 +307,9 @@ class SocModel:
                 break
             if (raw & 0xF) in (Op.CONV, Op.ELTWISE) and op_error(self.cfg, raw):
                 out.add(Outcome("error", E.BAD_COMPUTE, i))
+            elif ((raw & 0xF) in (Op.CONV, Op.ELTWISE) and watchdog is not None
+                  and op_cycles(raw) > watchdog // 2):
+                out.update(Outcome("error", E.WATCHDOG, k) for k in range(i + 1))
             if (raw & 0xF) == Op.END:
                 break
         return out

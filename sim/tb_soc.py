@@ -477,6 +477,106 @@ async def window_violations(dut):
     assert len(tb.checker.read_bursts) - n_r <= 2 * 2, "a refused load read"
 
 
+#: Set by scripts/mutants.py for a design whose dispatcher does not check the window: the ports'
+#: guard must then refuse every transfer the dispatcher would have (PORT_WINDOW, same index).
+PORT_GUARD = os.environ.get("TB_PORT_GUARD") == "1"
+
+
+@cocotb.test()
+async def window_edges(dut):
+    """Directed DDR window edge cases (issue 21, item 2), each checked against the model, the
+    AXI checker's window and DDR outside the window: a transfer ending exactly at the limit and
+    one beat past it, one beat below the base, unaligned limits, a limit cutting a transfer in
+    half, strides of 2^31 and 2^32 - beat, lines * stride = 2^32, a window at the top of the
+    4 GB space, inverted windows, zero lines and zero words at wild addresses."""
+    tb = SocTb(dut)
+    await tb.reset()
+    cfg, bb = tb.cfg, tb.bb
+    top = 1 << cfg.axi_addr_bits
+    p_lo = tb.drv.alloc(8 * isa.COMMAND_BYTES)          # programs below the data ...
+    arena = tb.drv.alloc(4 * 4096)
+    p_hi = tb.drv.alloc(8 * isa.COMMAND_BYTES)          # ... and above it
+    tb.fill(arena)
+    a = arena.address + 2 * 4096                          # a page boundary inside the arena
+    words = 16                                            # IBUF / OBUF words of 64 bytes
+    nbytes = _ls_bytes(cfg, B.IBUF, words, bb)
+    ib = isa.bank_bit(B.IBUF, 0)
+    done = Outcome("done")
+
+    def refused(i):
+        return Outcome("error", E.PORT_WINDOW if PORT_GUARD else E.DDR_WINDOW, i)
+
+    def load(addr, lines=1, stride=0, n=words):
+        return Program().load(B.IBUF, 0, 0, n, lines, addr, stride).end()
+
+    def store(addr, lines=1, stride=0, n=words, src=arena.address):
+        return (Program().load(B.IBUF, 0, 0, max(1, n * lines), 1, src)
+                .compute(needs=ib, releases=ib, count=n * lines)
+                .store(0, 0, n, lines, addr, stride).end())
+
+    async def case(name, prog, window, want, at=p_lo, alternatives=()):
+        tb.place(prog, at)
+        if PORT_GUARD:
+            out, _, _ = await tb.run(prog, window=window, expect=want, compare=False,
+                                     alternatives=alternatives)
+        else:
+            out, _, _ = await tb.run(prog, window=window)   # the model's outcome ...
+            assert out == want, f"{name}: {out}, expected {want}"   # ... is the expected one
+        dut._log.info("%s: %s", name, out)
+
+    up = p_lo.address   # windows with the program at their bottom
+    cases = [
+        ("load ends at the limit", load(a - nbytes), (up, a), done),
+        ("load one beat past", load(a - nbytes + bb), (up, a), refused(0)),
+        ("load, limit unaligned below", load(a - nbytes), (up, a - 4), refused(0)),
+        ("load, limit unaligned above", load(a - nbytes), (up, a + 4), done),
+        ("store ends at the limit", store(a - nbytes), (up, a), done),
+        ("store one beat past", store(a - nbytes + bb), (up, a), refused(2)),
+        ("limit cuts lines", load(a - 1024, 4, 256), (up, a - 512), refused(0)),
+        ("limit cuts a line", load(a - 64, 1, 0, 2 * words), (up, a), refused(0)),
+        ("stride 2^31, inside", load(a, 2, 1 << 31), (up, top - 1), done),
+        ("stride 2^31, cut", load(a, 2, 1 << 31), (up, a + (1 << 31) + 8), refused(0)),
+        # The port sees line 1 at a - beat (the DMA's addresses wrap): inside, so only the
+        # dispatcher refuses it.
+        ("stride 2^32 - beat", load(a, 2, top - bb), (up, a + 4096), refused(0), [done]),
+        ("lines * stride = 2^32", load(a, 16, 1 << 28, 4), (up, a + 4096), refused(0)),
+        ("lines * stride = 2^32, past 2^32", load(a, 16, 1 << 28, 4), (up, top - 1),
+         refused(0)),
+        ("lines * stride = 2^32, inside", load(0x100, 16, 1 << 28, 4), (0, top - 1), done),
+    ]
+    for name, prog, window, want, *alts in cases:
+        await case(name, prog, window, want, alternatives=alts[0] if alts else ())
+    # One beat below the base (the program above the data).
+    await case("load at the base", load(a), (a, p_hi.end), done, at=p_hi)
+    await case("load one beat below", load(a - bb), (a, p_hi.end), refused(0), at=p_hi)
+    await case("store one beat below", store(a - bb, src=a), (arena.address, p_hi.end), done,
+               at=p_hi)
+    await case("store one beat below the base", store(a - bb, src=a), (a, p_hi.end),
+               refused(2), at=p_hi)
+    # A window at the top of the 4 GB space (WINDOW_LIMIT at its largest, 2^32 - 1).
+    t_prog = type(p_lo)(top - 0x8000, 8 * isa.COMMAND_BYTES)
+    t_win = (top - 0x10000, top - 1)
+    await case("top: inside", load(top - 0x100), t_win, done, at=t_prog)
+    await case("top: last beat", load(top - bb, 1, 0, 2), t_win, refused(0), at=t_prog)
+    await case("top: beat before it", load(top - 2 * bb, 1, 0, 2), t_win, done, at=t_prog)
+    await case("top: wraps past 2^32", load(top - 0x40, 2, 0x40), t_win, refused(0),
+               at=t_prog)
+    # Inverted windows: nothing is inside, not even the program.
+    await case("inverted", load(a), (p_hi.end, up), Outcome("error", E.DDR_WINDOW, 0))
+    await case("inverted by a beat", load(a), (up + bb, up), Outcome("error", E.DDR_WINDOW, 0))
+    # Zero lines and zero words at wild addresses: a LOAD is refused, a STORE of no lines moves
+    # nothing and is not checked against the window, one of no words is checked over its lines.
+    win = (up, arena.end)
+    for addr in (top - bb, 0, 1 << 31):
+        await case(f"load of no lines at {addr:#x}", load(addr, 0, top - bb),
+                   win, Outcome("error", E.EMPTY_LOAD, 0))
+        await case(f"load of no words at {addr:#x}", load(addr, 3, 1 << 31, 0), win,
+                   Outcome("error", E.EMPTY_LOAD, 0))
+        await case(f"store of no lines at {addr:#x}", store(addr, 0, top - bb), win, done)
+        await case(f"store of no words at {addr:#x}", store(addr, 3, 1 << 31, 0), win,
+                   refused(2), alternatives=[done])   # no bytes: the ports see no burst
+
+
 @cocotb.test()
 async def registers_while_busy(dut):
     """CMD_BASE, CMD_COUNT, WINDOW_BASE and WINDOW_LIMIT written while a program runs (a window
@@ -544,7 +644,11 @@ async def malformed_commands(dut):
         ("misaligned stride", good().load(B.WBUF, 1, 0, 4, 2, a, bb + 4).end(), E.BAD_ALIGN, 2),
         ("beyond IBUF", good().load(B.IBUF, 1, dib - 3, 2, 2, a, 64).end(), E.SRAM_RANGE, 2),
         ("beyond OBUF", good().store(1, dob - 3, 7, 1, a).end(), E.SRAM_RANGE, 2),
-        ("sram_addr beyond", good().load(B.PBUF, 0, 0xFFFF, 0, 0, a).end(), E.SRAM_RANGE, 2),
+        ("sram_addr beyond", good().store(0, 0xFFFF, 0, 0, a).end(), E.SRAM_RANGE, 2),
+        ("load of no lines", good().load(B.PBUF, 0, 0, 4, 0, a).end(), E.EMPTY_LOAD, 2),
+        ("load of no words", good().load(B.WBUF, 1, 0, 0, 3, a, 64).end(), E.EMPTY_LOAD, 2),
+        ("empty load before range", good().load(B.IBUF, 1, 0xFFFF, 0, 0, 1 << 31).end(),
+         E.EMPTY_LOAD, 2),
         ("no END", good().nop(), E.EMPTY_PROGRAM, 2),
         ("stride ignored for one line", good().load(B.WBUF, 1, 0, 4, 1, a, 3).raw(7).end(),
          E.BAD_OPCODE, 3),
@@ -569,8 +673,8 @@ async def malformed_commands(dut):
         raise AssertionError("misaligned CMD_BASE ran")
     except AcceleratorError as e:
         assert (e.cause, e.index) == (E.BAD_ALIGN, 0)
-    # Empty transfers are legal: they move nothing and still set and clear the flags.
-    prog = (Program().load(B.IBUF, 0, 0, 0, 3, a).compute(needs=ib, releases=ib, count=0)
+    # Empty stores and computes are legal: they move nothing and still clear and set flags.
+    prog = (Program().load(B.IBUF, 0, 0, 1, 1, a).compute(needs=ib, releases=ib, count=0)
             .store(0, 0, 5, 0, a + 4096).end())
     out, _, _ = await tb.run(prog)
     assert out.status == "done"
@@ -612,6 +716,65 @@ async def watchdog(dut):
     assert (await tb.drv.status())["busy"] == 0
     out, _, _ = await tb.run(prog)
     assert out.status == "done"
+
+
+@cocotb.test()
+async def engine_watchdog(dut):
+    """An engine busy on one command for longer than the bound (nothing else moving) ends the
+    run with WATCHDOG at that command and the interrupt; array_busy is not progress. With a
+    bound above the command's time the same program finishes."""
+    tb = SocTb(dut)
+    await tb.reset()
+    bound = 300
+    prog, src, dst = copy_program(tb, 8, stall=100)   # 8 x 103 busy cycles
+    _, cycles, _ = await tb.run(prog, watchdog=bound, expect=Outcome("error", E.WATCHDOG, 1))
+    assert cycles < bound + 400, f"watchdog took {cycles} cycles"
+    out, _, _ = await tb.run(prog, watchdog=2000)
+    assert out.status == "done"
+
+
+@cocotb.test()
+async def stale_banks(dut):
+    """Bank flags never outlive a run: after END, an error or a soft reset, a compute command
+    whose banks no LOAD of its own run filled waits (WATCHDOG) instead of reading the earlier
+    run's data; a LOAD of zero lines or words is refused (EMPTY_LOAD) instead of marking its
+    bank full."""
+    tb = SocTb(dut)
+    await tb.reset()
+    bound = 200
+    src = tb.drv.alloc(256)
+    dst = tb.drv.alloc(256)
+    tb.fill(src)
+    ib = isa.bank_bit(B.IBUF, 0)
+    # Reads IBUF bank 0 without loading it.
+    orphan = (Program().compute(needs=ib, releases=ib, count=4)
+              .store(0, 0, 4, 1, dst.address).end())
+    stuck = Outcome("error", E.WATCHDOG, 0)
+    before = bytes(tb.ddr.read(dst.address, dst.nbytes))
+    # END: the loaded bank is full when the run ends.
+    out, _, _ = await tb.run(Program().load(B.IBUF, 0, 0, 4, 1, src.address).end())
+    assert out.status == "done"
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # An error after the load.
+    await tb.run(Program().load(B.IBUF, 0, 0, 4, 1, src.address).nop().raw(7).end(),
+                 expect=Outcome("error", E.BAD_OPCODE, 2))
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # A soft reset while a compute waits for a bank never loaded, IBUF bank 0 full.
+    waiting = (Program().load(B.IBUF, 0, 0, 4, 1, src.address)
+               .compute(needs=ib | isa.bank_bit(B.IBUF, 1), releases=ib, count=4).end())
+    pbuf = tb.place(waiting)
+    tb.checker.window = tb.drv.window()
+    await tb.drv.start(pbuf, count=len(waiting), window=tb.drv.window())
+    await ClockCycles(dut.aclk, 150)
+    assert (await tb.drv.status())["busy"] == 1
+    await tb.drv.soft_reset(timeout_s=1e-3)
+    await tb.run(orphan, watchdog=bound, expect=stuck)
+    # Zero lines, zero words: refused at dispatch, before anything moves.
+    for lines, words in ((0, 4), (1, 0)):
+        empty = (Program().load(B.IBUF, 0, 0, 4, 1, src.address)
+                 .load(B.IBUF, 1, 0, words, lines, src.address).end())
+        await tb.run(empty, expect=Outcome("error", E.EMPTY_LOAD, 1))
+    assert bytes(tb.ddr.read(dst.address, dst.nbytes)) == before, "stale data was stored"
 
 
 @cocotb.test()
@@ -684,9 +847,15 @@ async def corrupted_programs(dut):
     rng = random.Random(SEED + 50)
     cfg = tb.cfg
     bound = 400
+    pslot = tb.drv.alloc(1024)                 # every program, below the data
     arena = tb.drv.alloc(3 * 4096)
     lo, hi = arena.address + 512, arena.end - 512
+    # The window holds the programs and the arena's middle; its base is the programs' (a
+    # corrupted STORE near the base could rewrite the program being fetched: only LOADs are
+    # moved there).
+    window = (pslot.address, hi)
     stats = {}
+    edges = 0
     for run in range(runs):
         prog = _random_program(tb, rng, lo, hi)
         cmds = list(prog.commands)
@@ -694,7 +863,10 @@ async def corrupted_programs(dut):
             i = rng.randrange(len(cmds))
             raw = int.from_bytes(cmds[i], "little")
             kind = rng.random()
-            if kind < 0.6:
+            if kind < 0.35 and raw & 0xF in (isa.Opcode.LOAD, isa.Opcode.STORE):
+                raw = _edge_corrupt(tb, rng, raw, window)
+                edges += 1
+            elif kind < 0.6:
                 raw ^= 1 << rng.randrange(isa.COMMAND_BITS if rng.random() < 0.3 else 120)
             elif kind < 0.8:
                 raw = rng.getrandbits(isa.COMMAND_BITS)
@@ -707,16 +879,43 @@ async def corrupted_programs(dut):
         bad = Program()
         for c in cmds:
             bad.raw(c)
-        pbuf = tb.place(bad)
-        # The window holds the arena's middle and the program.
-        window = (min(lo, pbuf.address), max(hi, pbuf.end))
-        alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window)
+        pbuf = tb.place(bad, pslot)
+        alts = SocModel(cfg).engine_failures(tb.ddr.mem, pbuf.address, len(bad), window,
+                                             watchdog=bound)
         out, cycles, _ = await tb.run(bad, window=window, watchdog=bound, timeout_s=1e-3,
                                       alternatives=alts, compare=False)
         assert cycles < 6000, f"run {run} took {cycles} cycles"
         key = str(out).split(" at ")[0]
         stats[key] = stats.get(key, 0) + 1
-    dut._log.info("%d corrupted programs: %s", runs, stats)
+    dut._log.info("%d corrupted programs (%d edge corruptions): %s", runs, edges, stats)
+
+
+def _edge_corrupt(tb, rng, raw, window):
+    """The LOAD / STORE ``raw`` moved to the window's corners (issue 21, item 2): its extent
+    ending within a few beats of the limit, starting within a few beats of the base (LOADs),
+    or near the top of the 4 GB space; sometimes with a stride of 2^31, 2^32 - beat or
+    2^32 / lines (lines * stride = 2^32), so that the extent passes 2^32."""
+    bb, top = tb.bb, 1 << tb.cfg.axi_addr_bits
+    lo, hi = window
+    f = {name: int(getattr(isa.LoadStore.from_bits(raw), name))
+         for name, _ in isa.LoadStore if not name.startswith("_")}
+    lines = max(1, f["lines"])
+    if rng.random() < 0.3:
+        f["ddr_stride"] = rng.choice([1 << 31, top - bb, (top // lines) & -bb,
+                                      f["ddr_stride"] + bb])
+        f["ddr_stride"] %= top
+    extent = ((lines - 1) * f["ddr_stride"]
+              + line_beats(tb.cfg, B(f["buffer"]), f["line_words"]) * bb)
+    k = bb * rng.randint(-3, 3)
+    where = rng.random()
+    if where < 0.5:
+        addr = hi - extent + k                       # ends at the limit, a few beats either way
+    elif where < 0.8 and f["opcode"] == isa.Opcode.LOAD:
+        addr = lo + k                                # starts at the base
+    else:
+        addr = top - extent + k                      # ends at (or wraps past) 2^32
+    f["ddr_addr"] = addr % top
+    return int.from_bytes(isa.encode(isa.LoadStore, **f), "little")
 
 
 def _random_program(tb, rng, lo, hi):

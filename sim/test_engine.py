@@ -11,9 +11,10 @@ end and every output word says which inputs produced it::
         (+ pbuf[pbuf_bank][pbuf_addr]       if use_pbuf)       all modulo 2**out_word_bits
     obuf[obuf_bank][dst_addr + i] = y
 
-``resize`` zero-extends or truncates an IBUF word to the OBUF word. Each word takes two cycles
-plus ``stall`` cycles (``array_busy`` is high throughout). A range beyond a buffer, or ``fail``,
-answers ``error`` with ``BAD_COMPUTE``. :func:`reference` is the same computation in Python.
+``resize`` zero-extends or truncates an IBUF word to the OBUF word. Each word takes three
+cycles plus ``stall`` cycles (``array_busy`` is high throughout; :func:`op_cycles`). A range
+beyond a buffer, or ``fail``, answers ``error`` with ``BAD_COMPUTE``. :func:`reference` is the
+same computation in Python.
 """
 
 from amaranth import Cat, Module, Signal, unsigned
@@ -25,7 +26,8 @@ from zynqnn.hw.config import HwConfig
 from zynqnn.hw.geometry import buffer_depth, buffer_word_bits
 from zynqnn.rtl.compute import ComputeSignature
 
-__all__ = ["TestOp", "TestCommand", "TestEngine", "encode_op", "reference", "op_error"]
+__all__ = ["TestOp", "TestCommand", "TestEngine", "encode_op", "reference", "op_error",
+           "op_cycles"]
 
 TestOp = data.StructLayout({
     "src_bank": unsigned(1),
@@ -81,6 +83,13 @@ def op_error(cfg: HwConfig, cmd: int) -> bool:
         or f["dst_addr"] + f["count"] > buffer_depth(cfg, B.OBUF)
         or (f["use_wbuf"] and f["wbuf_addr"] + f["count"] > buffer_depth(cfg, B.WBUF))
         or (f["use_pbuf"] and f["pbuf_addr"] >= buffer_depth(cfg, B.PBUF)))
+
+
+def op_cycles(cmd: int) -> int:
+    """Cycles the engine holds the 256-bit command ``cmd`` that it does not refuse (about: the
+    check, ``3 + stall`` cycles a word, the answer)."""
+    f = _fields(cmd)
+    return 2 + f["count"] * (3 + f["stall"])
 
 
 def reference(cfg: HwConfig, cmd: int, banks: dict) -> None:

@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from zynqnn.hw.geometry import MAX_BURST, PAGE_BYTES
-from zynqnn.rtl.dma import BurstGen, Packer, Unpacker
+from zynqnn.rtl.dma import BurstGen, Packer, Unpacker, WindowGuard
 
 
 def _sim(dut, bench, cycles=20000):
@@ -161,3 +161,63 @@ def test_packer_reads_words_into_beats(word_bits, beat_bits):
 
     _sim(dut, bench)
     assert got == expected
+
+
+def test_window_guard_passes_inside_and_refuses_outside():
+    """The ports' WindowGuard: every burst inside [base, limit) comes out in order (the last
+    beat ending exactly at the limit included); a burst one beat past the limit, one beat below
+    the base, wrapping past 2^32 or under an inverted window is refused (one pulse, with its
+    tag), dropped with the burst behind it, and nothing is taken until the abort."""
+    bb = 8
+    dut = WindowGuard(32, bb, tag_bits=1)
+    top = 1 << 32
+    cases = [
+        # (window, bursts as (addr, beats), index of the first refused burst or None)
+        ((0x1000, 0x3000), [(0x1000, 16), (0x2F80, 16), (0x2FF8, 1)], None),
+        ((0x1000, 0x3000), [(0x1000, 4), (0x2F88, 16), (0x1000, 1)], 1),   # one beat past
+        ((0x1000, 0x3000), [(0x0FF8, 1), (0x1000, 1)], 0),                 # one beat below
+        ((0x1000, 0x2FFC), [(0x2F80, 15), (0x2FF0, 1), (0x2FF8, 1)], 2),  # unaligned limit
+        ((top - 0x1000, top - 1), [(top - 0x100, 16), (top - 8, 1)], 1),   # top of 4 GB
+        ((top - 0x1000, top - 1), [(top - 0x80, 16)], 0),                  # end = 2^32
+        ((0x3000, 0x1000), [(0x2000, 1)], 0),                              # inverted
+        ((0, 0), [(0, 1)], 0),                                             # empty
+    ]
+    log = []
+
+    async def bench(ctx):
+        for n, ((lo, hi), bursts, bad) in enumerate(cases):
+            ctx.set(dut.window_base, lo)
+            ctx.set(dut.window_limit, hi)
+            ctx.set(dut.abort, 1)
+            await ctx.tick()
+            ctx.set(dut.abort, 0)
+            out, refused = [], []
+            pending = list(enumerate(bursts))
+            for cyc in range(60):
+                if pending:
+                    i, (addr, beats) = pending[0]
+                    ctx.set(dut.req.payload, {"addr": addr, "len": beats - 1, "tag": i & 1})
+                    ctx.set(dut.req.valid, 1)
+                else:
+                    ctx.set(dut.req.valid, 0)
+                ctx.set(dut.out.ready, (n + cyc) % 3 != 0)
+                took = pending and ctx.get(dut.req.ready)
+                if ctx.get(dut.out.valid) and ctx.get(dut.out.ready):
+                    out.append((ctx.get(dut.out.payload.addr), ctx.get(dut.out.payload.len) + 1))
+                if ctx.get(dut.refused):
+                    refused.append(ctx.get(dut.refused_tag))
+                await ctx.tick()
+                if took:
+                    pending.pop(0)
+            ctx.set(dut.req.valid, 0)
+            log.append((n, out, refused, len(pending)))
+
+    _sim(dut, bench)
+    for (n, out, refused, left), ((lo, hi), bursts, bad) in zip(log, cases, strict=True):
+        if bad is None:
+            assert out == bursts and refused == [] and left == 0, (n, out, refused)
+        else:
+            assert out == bursts[:bad], (n, out)
+            assert refused == [bad & 1], (n, refused)
+            for addr, beats in out:
+                assert lo <= addr and addr + beats * bb <= hi, (n, addr)

@@ -12,8 +12,8 @@ After an error the model ends as the RTL does (``rtl/cmdproc.py``, ``rtl/engine.
 LOAD / STORE is checked whole at dispatch, in the RTL's order and with its causes (buffer,
 alignment, SRAM range, then the DDR window counted in the whole beats the DMA moves) before a
 byte moves, so a refused STORE writes nothing; a compute command with an undefined ``mode`` is
-``BAD_COMPUTE``. Not modelled: the bank flags (commands run one after the other), so a LOAD of
-zero lines is accepted and moves nothing (the RTL accepts it too and marks its bank full).
+``BAD_COMPUTE``; a LOAD of zero lines or zero words is ``EMPTY_LOAD``, as in the RTL. Not
+modelled: the bank flags (commands run one after the other).
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ class Machine:
         beat = self.cfg.axi_data_bits // 8
         if c.ddr_addr % beat or (c.lines > 1 and c.ddr_stride % beat):
             raise MachineError(isa.ErrorCause.BAD_ALIGN, index, "DDR address or stride")
+        if load and (c.lines == 0 or c.line_words == 0):
+            raise MachineError(isa.ErrorCause.EMPTY_LOAD, index, "a LOAD of no words")
         if c.sram_addr + c.lines * c.line_words > buf.depth:
             raise MachineError(isa.ErrorCause.SRAM_RANGE, index,
                                f"{buf_id.name} words up to {c.sram_addr + c.lines * c.line_words}"

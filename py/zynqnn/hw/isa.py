@@ -14,6 +14,9 @@ until its bank is empty and marks it full; a compute command waits until every b
 when it finishes, and marks its output bank full; a ``STORE`` waits until its bank is full and
 clears it. ``END`` waits until all units are idle, then reports done. So the compiler
 double-buffers by alternating banks, and a load of the next tile overlaps the current compute.
+Every run starts with every flag clear (END, an error and a soft reset clear them), and a
+``LOAD`` of zero lines or zero words is refused (``EMPTY_LOAD``): a compute command only ever
+waits for banks that a ``LOAD`` of its own run wrote.
 
 The layouts are ``amaranth.lib.data`` layouts so that the RTL decodes fields by name and the
 encoder packs them with ``layout.const({...}).as_bits()``; no bit offset is written twice.
@@ -90,6 +93,10 @@ class ErrorCause(enum.IntEnum, shape=8):
     WATCHDOG = 8            # a bus wait exceeded the watchdog bound
     BAD_COMPUTE = 9         # a compute command's geometry does not fit the hardware
     EMPTY_PROGRAM = 10      # command-stream length of zero, or no END before its end
+    EMPTY_LOAD = 11         # a LOAD of zero lines or zero words (it would mark a bank full
+                            # that holds an earlier run's data)
+    PORT_WINDOW = 12        # an AXI port refused a burst outside the DDR window (defence in
+                            # depth behind the dispatcher's DDR_WINDOW check)
 
 
 def bank_bit(buffer: Buffer, bank: int) -> int:
