@@ -357,6 +357,7 @@ class CompiledModel:
         prog = self.program
         if self._pynq is None or (driver is not None and self._pynq[0] is not driver):
             drv = driver if driver is not None else self._open_pynq(bitfile)
+            self.release()   # the previous driver's copy of the image
             buf = drv.alloc(prog.ddr_bytes)
             for addr, data in prog.image.items():
                 data = bytes(data)
@@ -387,6 +388,15 @@ class CompiledModel:
             outs.append(codes)
             cycles.append(int(result.cycles))
         return outs, cycles
+
+    def release(self) -> None:
+        """Free the board buffer holding this program's image (the ``pynq`` backend keeps it
+        between runs, so the image is written once); the next ``pynq`` run writes it again."""
+        if self._pynq is not None:
+            drv, buf = self._pynq
+            self._pynq = None
+            if any(b is buf for b in drv.buffers):
+                drv.free(buf)
 
     # -- performance -------------------------------------------------------------------------
     def report(self, clock_mhz: float = 150.0, ddr_gbps: float = 1.2) -> ModelReport:
