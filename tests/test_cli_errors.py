@@ -58,6 +58,9 @@ def _files(d: Path, g) -> dict:
     np.save(d / "shape.npy", np.zeros((3, 4, 8), np.float32))
     np.save(d / "ints.npy", np.zeros((1, 4, 8, 8), np.int64))
     np.save(d / "codes.npy", np.full((1, 4, 8, 8), 300))
+    nan = np.zeros((2, 4, 8, 8), np.float32)
+    nan[1, 2, 3, 4], nan[1, 3, 0, 0] = np.nan, -np.inf
+    np.save(d / "nan.npy", nan)
     out = ["-o", d / "y.npy"]
     return {
         "program-missing": (["run", d / "missing.zqp", "-i", x, *out],
@@ -93,8 +96,14 @@ def _files(d: Path, g) -> dict:
                         f"{d / 'ints.npy'}: int64 values; the model takes float32 inputs"),
         "input-codes-range": (["run", prog, "-i", d / "codes.npy", "--codes", *out],
                               f"{d / 'codes.npy'}: input 'x' holds codes outside -128..127"),
+        "input-nan": (["run", prog, "-i", d / "nan.npy", *out],
+                      f"{d / 'nan.npy'}: 2 of 512 values are NaN or infinite (the first at "
+                      "index [1, 2, 3, 4]); the model takes finite inputs"),
         "output-no-folder": (["run", prog, "-i", x, "-o", d / "nowhere" / "y.npy"],
-                             f"{d / 'nowhere' / 'y.npy'}: No such file or directory"),
+                             f"{d / 'nowhere' / 'y.npy'}: No such file or directory (the folder "
+                             f"{d / 'nowhere'} does not exist)"),
+        "output-folder": (["run", prog, "-i", x, "-o", d / "dir.zqp"],
+                          f"{d / 'dir.zqp'}: is a directory; name the file to write"),
         "config-unknown": (["run", prog, "-i", x, *out, "--config", "nope"],
                            "unknown hardware config 'nope'"),
     }
@@ -103,7 +112,8 @@ def _files(d: Path, g) -> dict:
 CASES = ["program-missing", "program-junk", "program-directory", "program-negative-address",
          "program-nan-scale", "report-junk", "input-missing", "input-junk", "input-truncated",
          "input-broken-npz", "input-empty-npz", "input-npz-unnamed", "input-shape",
-         "input-dtype", "input-codes-range", "output-no-folder", "config-unknown"]
+         "input-dtype", "input-codes-range", "input-nan", "output-no-folder", "output-folder",
+         "config-unknown"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -191,6 +201,12 @@ def test_npz_written_by_run_reads_back(work, capsys, monkeypatch):
         assert sorted(z.files) == ["output0", "output1"]
         for k in range(2):
             assert np.array_equal(z[f"output{k}"], want[k])
+    # several outputs to a name that is not .npz: refused before the run, nothing written
+    msg = one_line(*run(capsys, "run", d / "heads.zqp", "-i", d / "x.npy", "-o",
+                        d / "h.npy")[::2], "run")
+    assert msg == (f"{d / 'h.npy'}: the model has 2 outputs, written as an .npz archive "
+                   "(output0, output1, ...): name the file h.npz")
+    assert not (d / "h.npy").exists() and not (d / "h.npy.npz").exists()
     msg = one_line(*run(capsys, "run", d / "tiny.zqp", "-i", d / "h.npz", "-o",
                         d / "y.npy")[::2], "run")
     assert msg.startswith(f"{d / 'h.npz'}: 2 arrays (output0, output1) and none is named")
@@ -202,6 +218,23 @@ def test_npz_written_by_run_reads_back(work, capsys, monkeypatch):
     assert code == 0, err
     with np.load(d / "h2.npz") as a, np.load(d / "h.npz") as b:
         assert all(np.array_equal(a[k], b[k]) for k in ("output0", "output1"))
+
+
+def test_outputs_are_written_where_named(work, capsys):
+    """``-o`` with another suffix than .npy: the file is that name (numpy alone would write
+    ``named.txt.npy`` and the message would name a file that does not exist)."""
+    d, g, x = work
+    for name in ("named.txt", "named"):
+        code, out, err = run(capsys, "run", d / "tiny.zqp", "-i", d / "x.npy", "-o", d / name)
+        assert code == 0, err
+        assert out.startswith(f"wrote {d / name}: ")
+        assert np.array_equal(np.load(d / name), g.run(x))
+        assert not (d / f"{name}.npy").exists()
+    code, out, err = run(capsys, "example-input", d / "tiny.zqp", "-o", d / "ex.dat")
+    assert code == 0, err
+    assert out.startswith(f"wrote {d / 'ex.dat'}: ") and np.load(d / "ex.dat").shape[1:] == \
+        (4, 8, 8)
+    assert not (d / "ex.dat.npy").exists()
 
 
 def test_onnx_errors_name_the_file(tmp_path, capsys):

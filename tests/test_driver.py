@@ -260,6 +260,64 @@ def test_free_leaves_the_window_and_the_board_memory():
         drv.window()
 
 
+def test_a_run_with_its_buffers_gets_a_tight_window():
+    """``buffers=``: the run's window is the smallest range holding the program and those
+    buffers, not every buffer of the driver: another user's buffers allocated before and after
+    stay outside it, and a LOAD reaching one of them is refused (DDR_WINDOW)."""
+    dev = FakeAccelerator(CFG)
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    before = drv.alloc(4096)
+    pbuf = drv.alloc(4096)
+    prog, src, dst, data = _copy_program(drv, random.Random(5))
+    after = drv.alloc(4096)
+    drv.write_mem(src, data)
+    drv.write_mem(pbuf, prog.to_bytes())
+    drv.run(pbuf, count=len(prog), buffers=[src, dst], irq=False)
+    regs = dict(dev.log)
+    assert (regs["WINDOW_BASE"], regs["WINDOW_LIMIT"]) == (pbuf.address, dst.end)
+    assert drv.read_mem(dst) == _expected(data, 20)
+    assert drv.window() == (before.address, after.end)   # the driver's default: every buffer
+    words = 64 // (CFG.act_word_bits // 8)
+    for other in (before, after):
+        drv.write_mem(pbuf, Program().load(B.IBUF, 0, 0, words, 1, other.address).end()
+                      .to_bytes())
+        with pytest.raises(AcceleratorError, match=r"DDR_WINDOW \(4\) at command 0"):
+            drv.run(pbuf, count=2, buffers=[src, dst], irq=False)
+        drv.run(pbuf, count=2, irq=False)   # the all-buffers window reaches it
+    with pytest.raises(DriverError, match="window or its buffers, not both"):
+        drv.run(pbuf, count=2, buffers=[src], window=(pbuf.address, pbuf.end))
+    with pytest.raises(DriverError, match="DeviceBuffers .* not int"):
+        drv.run(pbuf, count=2, buffers=[src.address])
+
+
+def test_an_outgrown_program_buffer_is_freed():
+    """A bytes program longer than the driver's program buffer gets a new one; the old one is
+    freed (it would otherwise stay in every later default window)."""
+    dev = FakeAccelerator(CFG)
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    drv.run(Program().end().to_bytes(), irq=False)
+    first = drv._program_buf
+    long = Program()
+    for _ in range(4096 // isa.COMMAND_BYTES):
+        long.nop()
+    drv.run(long.end().to_bytes(), irq=False)
+    assert drv._program_buf is not first and drv._program_buf.nbytes > 4096
+    assert first.address not in dev.mem and all(b is not first for b in drv.buffers)
+    assert drv.window() == (drv._program_buf.address, drv._program_buf.end)
+
+
+def test_a_busy_accelerator_keeps_its_program():
+    """A start while a run is going is refused before the driver rewrites the program buffer
+    the running program is fetched from."""
+    dev = FakeAccelerator(CFG, hang="hard")
+    drv = Driver(PynqBackend(pynq=fake_pynq(dev)), CFG)
+    drv.start(Program().nop().end().to_bytes(), irq=False)
+    running = bytes(dev.mem[drv._program_buf.address][:2 * isa.COMMAND_BYTES])
+    with pytest.raises(DriverError, match="busy"):
+        drv.start(Program().end().end().to_bytes(), irq=False)
+    assert bytes(dev.mem[drv._program_buf.address][:2 * isa.COMMAND_BYTES]) == running
+
+
 def test_from_overlay_finds_the_ip_by_vlnv():
     dev = FakeAccelerator(CFG)
     pynq = fake_pynq(dev)

@@ -349,6 +349,13 @@ def test_pynq_backend_through_the_driver(digits):
     y = model.run(x[3:5], backend="pynq", driver=drv)   # the image is written once
     assert np.array_equal(y, g.run(x[3:5])) and dev.flushes <= flushes + 2 * 2
     assert len(dev.mem) == 1   # the program's buffer (the other one was freed)
+    model.release()   # the image's buffer is given back; the next run writes it again
+    assert not dev.mem and not drv.buffers
+    assert np.array_equal(model.run(x[:1], backend="pynq", driver=drv), g.run(x[:1]))
+    dev2 = MachineAccelerator(model.cfg)
+    drv2 = Driver(PynqBackend(pynq=fake_pynq(dev2)), model.cfg)
+    assert np.array_equal(model.run(x[:1], backend="pynq", driver=drv2), g.run(x[:1]))
+    assert not dev.mem and len(dev2.mem) == 1   # the first driver's copy freed on the switch
 
 
 def test_pynq_backend_opens_the_bitstream(digits, tmp_path, monkeypatch):

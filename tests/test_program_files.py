@@ -41,9 +41,10 @@ def base(tmp_path_factory):
     return path, doc, cmds, g, work / "x.npy"
 
 
-def craft(src, dst, doc=None, members=None, header=None):
+def craft(src, dst, doc=None, members=None, header=None, archive=None):
     """``src`` with ``doc(program_json)``, ``members(items)`` and ``header(h)`` applied, then
-    re-checksummed like ``CompiledModel.save`` (``program._digest`` over the payload)."""
+    re-checksummed like ``CompiledModel.save`` (``program._digest`` over the payload), and the
+    written archive's bytes passed through ``archive(raw)``."""
     with zipfile.ZipFile(src) as z:
         items = {n: z.read(n) for n in z.namelist()}
     h = json.loads(items.pop(HEADER))
@@ -60,7 +61,31 @@ def craft(src, dst, doc=None, members=None, header=None):
         z.writestr(HEADER, json.dumps(h))
         for n, data in items.items():
             z.writestr(n, data)
+    if archive:
+        dst.write_bytes(archive(dst.read_bytes()))
     return dst
+
+
+def _directory(member: str, size: int | None = None, name: str | None = None):
+    """An archive edit: ``member``'s central directory entry (what ``zipfile`` lists, before
+    reading anything) made to declare ``size`` uncompressed bytes or renamed to ``name`` (of the
+    same length)."""
+
+    def edit(raw: bytes) -> bytes:
+        out = bytearray(raw)
+        at = out.find(b"PK\x01\x02")
+        while at >= 0:
+            n = int.from_bytes(out[at + 28:at + 30], "little")
+            if out[at + 46:at + 46 + n] == member.encode():
+                if size is not None:
+                    out[at + 24:at + 28] = size.to_bytes(4, "little")
+                if name is not None:
+                    assert len(name) == n
+                    out[at + 46:at + 46 + n] = name.encode()
+                return bytes(out)
+            at = out.find(b"PK\x01\x02", at + 46 + n)
+        raise AssertionError(f"no {member} in the central directory")
+    return edit
 
 
 def _set(path: str, value):
@@ -213,6 +238,18 @@ CASES = [
      r"0x8000[0-9a-f]{4}\) beyond ddr_bytes 0x3000"),
     ("store-into-commands", dict(members=_command(isa.Opcode.STORE, ddr_addr=0x40)),
      r"program\.json: commands: command \d+ \(STORE\) writes into the command stream"),
+    ("load-no-lines-wild-address", dict(members=_command(isa.Opcode.LOAD, lines=0,
+                                                          ddr_addr=0xFFFF_FFF8)),
+     r"program\.json: commands: command \d+ \(LOAD, no lines\): DDR address 0xfffffff8 beyond "
+     r"ddr_bytes 0x3000"),
+    ("store-no-lines-wild-address", dict(members=_command(isa.Opcode.STORE, lines=0,
+                                                           ddr_addr=0x8000)),
+     r"program\.json: commands: command \d+ \(STORE, no lines\): DDR address 0x8000 beyond "
+     r"ddr_bytes 0x3000"),
+    ("store-no-words-wild-address", dict(members=_command(isa.Opcode.STORE, line_words=0,
+                                                           ddr_addr=0xFFFF_FFF8)),
+     r"program\.json: commands: command \d+ \(STORE\): DDR bytes \[0xfffffff8, 0xfffffff8\) "
+     r"beyond ddr_bytes 0x3000"),
     ("ddr-bytes-zero", dict(doc=_set("ddr_bytes", 0)),
      r"program\.json: ddr_bytes: 0 is below 1"),
     ("ddr-bytes-huge", dict(doc=_set("ddr_bytes", 1 << 33)),
@@ -231,6 +268,23 @@ CASES = [
      r"program\.json: segments\[1\]: segment 1 at 0x100 overlaps segment 0 \[0x0, 0x3a0\)"),
     ("segment-member-missing", dict(members=_member("segment-1.bin", None)),
      r"program\.json: segments\[1\]: its data segment-1\.bin is missing"),
+    ("segment-member-unlisted", dict(members=lambda it: it.update({"segment-2.bin": b"x" * 8})),
+     r"program\.json: segments: segment-2\.bin is in the archive but not in the image "
+     r"\(2 segments\)"),
+    # the archive's members, from its directory (nothing decompressed before these checks)
+    ("member-unknown", dict(members=lambda it: it.update({"run.py": b"print(1)"})),
+     r"run\.py: unknown member \(a program file holds zynqnn-program\.json, program\.json and "
+     r"segment-<i>\.bin\)"),
+    ("member-segment-name", dict(members=lambda it: it.update({"segment-01.bin": b"x" * 8})),
+     r"segment-01\.bin: unknown member"),
+    ("member-twice", dict(archive=_directory("segment-1.bin", name="segment-0.bin")),
+     r"segment-0\.bin: the archive holds this member twice"),
+    ("member-json-declares-2GB", dict(archive=_directory("program.json", size=0x7FFF_FFFF)),
+     r"program\.json: 2147483647 bytes, more than the 268435456 a program file's program\.json "
+     r"may hold"),
+    ("member-segments-declare-5GB", dict(archive=lambda raw: _directory(
+        "segment-0.bin", size=0xA000_0000)(_directory("segment-1.bin", size=0xA000_0000)(raw))),
+     r"segment-1\.bin: the segments hold 5368709120 bytes, more than a 4 GB DDR image"),
     # per-command labels, scratch, statistics, layers, name
     ("labels-short", dict(doc=_set("labels", lambda v: v[:-1])),
      r"program\.json: labels: 28 labels for 29 commands"),

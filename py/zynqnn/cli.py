@@ -707,6 +707,16 @@ def _run(args: argparse.Namespace) -> int:
     if not args.codes and x.dtype.kind != "f":
         raise UserError(f"{args.input}: {x.dtype} values; the model takes float32 inputs "
                         "(pass --codes for integer codes)")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        bad = ~np.isfinite(x)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UserError(f"{args.input}: {int(bad.sum())} of {x.size} values are NaN or "
+                        f"infinite (the first at index {list(first)}); the model takes finite "
+                        "inputs")
+    several = len(model.boundary.outputs) > 1
+    _check_output(args.output, ".npz" if several else None,
+                  f"the model has {len(model.boundary.outputs)} outputs, written as an .npz "
+                  "archive (output0, output1, ...)")
     try:  # the input's own errors name its file
         if args.codes:
             model.boundary.check_codes(x)
@@ -719,11 +729,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         y = model.run(x, args.backend, **options)
     if isinstance(y, tuple):  # several outputs: one array per output in an .npz
-        np.savez(args.output, **{f"output{i}": v for i, v in enumerate(y)})
+        _save(args.output, {f"output{i}": v for i, v in enumerate(y)})
         shapes = ", ".join(f"{v.dtype} {list(v.shape)}" for v in y)
         line = f"wrote {args.output} (.npz, output0..{len(y) - 1}): {shapes} ({args.backend})"
     else:
-        np.save(args.output, y)
+        _save(args.output, y)
         line = f"wrote {args.output}: {y.dtype} {list(y.shape)} ({args.backend})"
     if model.last_cycles:
         cyc = model.last_cycles
@@ -740,6 +750,31 @@ def _run(args: argparse.Namespace) -> int:
                     f"up to {window.tail:,} cycles after), for each input")
         print(f"waveform: {w} ({what}); open it with `gtkwave {w}` or `surfer {w}`")
     return 0
+
+
+def _check_output(path: Path, suffix: str | None, why: str = "") -> None:
+    """Refuse an ``--output`` that cannot be written as named, before any work is done: a
+    folder, a missing folder, or (``suffix``) another suffix than the one the file will have."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; name the file to write")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: No such file or directory (the folder {path.parent} does not "
+                        "exist)")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise UserError(f"{path}: {why}: name the file {path.with_suffix(suffix).name}")
+
+
+def _save(path: Path, arrays) -> None:
+    """Write one array (``.npy`` format) or a dict of arrays (``.npz``) to exactly ``path``
+    (``numpy.save`` / ``savez`` given a name would append ``.npy`` / ``.npz`` to another
+    suffix, and the message would name a file that was not written)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        if isinstance(arrays, dict):
+            np.savez(f, **arrays)
+        else:
+            np.save(f, arrays)
 
 
 #: ``zynqnn run --input`` files read as images (Pillow).
@@ -899,9 +934,9 @@ def _example_input(args: argparse.Namespace) -> int:
         x = rng.standard_normal((args.count, *shape)).astype(np.float32)
         what = f"random normal values (seed {args.seed})"
     if args.output.suffix.lower() == ".npz":
-        np.savez(args.output, **{b.input_name: x})
+        _save(args.output, {b.input_name: x})
     else:
-        np.save(args.output, x)
+        _save(args.output, x)
     print(f"wrote {args.output}: {x.dtype} {list(x.shape)}, {what}")
     return 0
 

@@ -17,15 +17,24 @@ board and the simulation run the same code path::
     drv.check_config()
     buf = drv.alloc(4096)
     drv.write_mem(buf, data)
-    result = drv.run(program, timeout_s=1.0)
+    result = drv.run(program, buffers=[buf], timeout_s=1.0)   # the window: buf and the program
     out = drv.read_mem(buf)
+    drv.free(buf)
 
     drv = Driver(CocotbBackend(...), cfg)                     # cocotb test
     await drv.check_config()
     result = await drv.run(program, timeout_s=1e-3)
 
 A run stops on the interrupt (or by polling STATUS) within ``timeout_s``; an error status raises
-:class:`AcceleratorError` naming the cause and the command index.
+:class:`AcceleratorError` naming the cause and the command index; a timeout soft-resets the
+accelerator before :class:`AcceleratorTimeout` is raised.
+
+The DDR window of a run (WINDOW_BASE, WINDOW_LIMIT) is the one range the accelerator may read or
+write. The Zynq's HP ports have no IOMMU, so everything inside it is reachable, other users'
+memory between two buffers included: give each run its own buffers (``buffers=``, the window is
+then the smallest range holding them and the program) or an explicit ``window=``, and
+:meth:`Driver.free` buffers that are done with. Without either, a run's window holds every
+buffer of the driver not freed (:meth:`Driver.window`).
 """
 
 from __future__ import annotations
@@ -284,12 +293,22 @@ class Driver:
     write_mem = _api(_write_mem)
     read_mem = _api(_read_mem)
 
-    def window(self) -> tuple[int, int]:
-        """The smallest DDR window holding every buffer allocated through this driver and not
-        freed. The HP ports have no IOMMU: memory between those buffers is inside it too."""
-        if not self.buffers:
-            raise DriverError("no buffer allocated: nothing for the accelerator to access")
-        return min(b.address for b in self.buffers), max(b.end for b in self.buffers)
+    def window(self, buffers=None) -> tuple[int, int]:
+        """The smallest DDR window holding ``buffers`` (default: every buffer allocated through
+        this driver and not freed). The HP ports have no IOMMU: memory between those buffers is
+        inside it too."""
+        bufs = self.buffers if buffers is None else list(buffers)
+        if not bufs:
+            raise DriverError("no buffer allocated: nothing for the accelerator to access"
+                              if buffers is None else "an empty list of buffers")
+        for b in bufs:
+            if not isinstance(b, DeviceBuffer):
+                raise DriverError(f"a run's buffers are DeviceBuffers (from alloc()), not "
+                                  f"{type(b).__name__}")
+            if b.nbytes <= 0 or b.address < 0 or b.end > 1 << 32:
+                raise DriverError(f"buffer [{b.address:#x}, {b.end:#x}) is not a range of the "
+                                  "32-bit address space")
+        return min(b.address for b in bufs), max(b.end for b in bufs)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -310,12 +329,18 @@ class Driver:
 
     async def _start(self, program: bytes | DeviceBuffer, count: int | None = None,
                      window: tuple[int, int] | None = None, watchdog: int = 0,
-                     irq: bool = True) -> None:
+                     irq: bool = True, buffers=None) -> None:
         """Write ``program`` (bytes, or a buffer holding ``count`` commands), program the
-        registers (window: every buffer of this driver, unless given) and start. The first
-        start checks the config readback."""
+        registers and start. The window: ``window`` if given, else the smallest range holding
+        ``buffers`` (the buffers this run reads and writes) and the program, else every buffer
+        of this driver not freed. The first start checks the config readback."""
+        if window is not None and buffers is not None:
+            raise DriverError("give a run's window or its buffers, not both")
         if not self._checked:
             await self._check_config()
+        st = await self._status()
+        if st["busy"]:   # before the program buffer is rewritten (or freed) under a run
+            raise DriverError("accelerator busy: wait for the previous run or soft_reset()")
         if isinstance(program, DeviceBuffer):
             if count is None:
                 raise DriverError("give the command count of a program buffer")
@@ -327,13 +352,15 @@ class Driver:
                                   f"{len(program)}")
             count = len(program) // isa.COMMAND_BYTES if count is None else count
             if self._program_buf is None or self._program_buf.nbytes < len(program):
+                if self._program_buf is not None:   # outgrown: it leaves the window
+                    self.free(self._program_buf)
                 self._program_buf = self.alloc(max(len(program), 4096))
             prog = self._program_buf
             await self._write_mem(prog, program)
-        lo, hi = self.window() if window is None else window
-        st = await self._status()
-        if st["busy"]:
-            raise DriverError("accelerator busy: wait for the previous run or soft_reset()")
+        if window is not None:
+            lo, hi = window
+        else:
+            lo, hi = self.window(None if buffers is None else [prog, *buffers])
         await self._write("CMD_BASE", prog.address)
         await self._write("CMD_COUNT", count=count)
         await self._write("WINDOW_BASE", lo)
@@ -373,9 +400,9 @@ class Driver:
 
     async def _run(self, program: bytes | DeviceBuffer, count: int | None = None,
                    window: tuple[int, int] | None = None, watchdog: int = 0,
-                   timeout_s: float = 1.0, irq: bool = True) -> RunResult:
+                   timeout_s: float = 1.0, irq: bool = True, buffers=None) -> RunResult:
         """Start ``program`` and wait for it (see :meth:`start` and :meth:`wait`)."""
-        await self._start(program, count, window, watchdog, irq)
+        await self._start(program, count, window, watchdog, irq, buffers)
         return await self._wait(timeout_s, irq)
 
     run = _api(_run)

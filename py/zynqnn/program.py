@@ -357,6 +357,7 @@ class CompiledModel:
         prog = self.program
         if self._pynq is None or (driver is not None and self._pynq[0] is not driver):
             drv = driver if driver is not None else self._open_pynq(bitfile)
+            self.release()   # the previous driver's copy of the image
             buf = drv.alloc(prog.ddr_bytes)
             for addr, data in prog.image.items():
                 data = bytes(data)
@@ -387,6 +388,15 @@ class CompiledModel:
             outs.append(codes)
             cycles.append(int(result.cycles))
         return outs, cycles
+
+    def release(self) -> None:
+        """Free the board buffer holding this program's image (the ``pynq`` backend keeps it
+        between runs, so the image is written once); the next ``pynq`` run writes it again."""
+        if self._pynq is not None:
+            drv, buf = self._pynq
+            self._pynq = None
+            if any(b is buf for b in drv.buffers):
+                drv.free(buf)
 
     # -- performance -------------------------------------------------------------------------
     def report(self, clock_mhz: float = 150.0, ddr_gbps: float = 1.2) -> ModelReport:
@@ -551,6 +561,7 @@ def load(path, config: HwConfig | str | None = None) -> CompiledModel:
                 version not in READ_VERSIONS):
             raise bad(f"program format version {version!r}; this zynqnn reads versions "
                       f"{', '.join(map(str, READ_VERSIONS))} (recompile the model)")
+        _check_members(z, bad)   # from the zip's directory, before anything is decompressed
         try:
             payload = {n: z.read(n) for n in z.namelist() if n != HEADER}
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
@@ -613,6 +624,36 @@ def _tensor_args(d: dict) -> dict:
 MAX_DDR_BYTES = (1 << 32) - 1
 #: Buffer addresses are 16-bit fields of the commands.
 MAX_BUFFER_DEPTH = 1 << 16
+#: The largest ``program.json`` read (YOLOv3-tiny's, labels of every command included, is
+#: well under a megabyte).
+MAX_JSON_BYTES = 1 << 28
+
+
+def _check_members(z: zipfile.ZipFile, bad) -> None:
+    """The archive's members by their directory entries: only the header, ``program.json`` and
+    ``segment-<i>.bin``, each once, and no more bytes than a DDR image can hold (a small file
+    may declare gigabytes; nothing is decompressed before this check)."""
+    seen, segment_bytes = set(), 0
+    for info in z.infolist():
+        n = info.filename
+        if n in seen:
+            raise bad(f"{n}: the archive holds this member twice")
+        seen.add(n)
+        if n == HEADER:
+            continue
+        is_segment = n.startswith("segment-") and n.endswith(".bin") and n[8:-4].isdigit() \
+            and str(int(n[8:-4])) == n[8:-4]
+        if n != "program.json" and not is_segment:
+            raise bad(f"{n}: unknown member (a program file holds {HEADER}, program.json and "
+                      "segment-<i>.bin)")
+        limit = MAX_DDR_BYTES if is_segment else MAX_JSON_BYTES
+        if info.file_size > limit:
+            raise bad(f"{n}: {info.file_size} bytes, more than the {limit} a program file's "
+                      f"{'segment' if is_segment else 'program.json'} may hold")
+        segment_bytes += info.file_size if is_segment else 0
+        if segment_bytes > MAX_DDR_BYTES:
+            raise bad(f"{n}: the segments hold {segment_bytes} bytes, more than a 4 GB DDR "
+                      "image")
 
 
 def _type_name(v) -> str:
@@ -763,6 +804,10 @@ def _check_program(doc, header: dict, payload: dict, version: int, bad) -> HwCon
             raise f.fail(where, f"{member} ({len(payload[member])} bytes at {a:#x}) ends at "
                          f"{end:#x}, beyond ddr_bytes {ddr:#x}")
         segs.append((a, end, i))
+    for member in payload:
+        if member.startswith("segment-") and int(member[8:-4]) >= len(segs):
+            raise f.fail("segments", f"{member} is in the archive but not in the image "
+                         f"({len(segs)} segments)")
     for (a0, e0, i0), (a1, _, i1) in zip(sorted(segs), sorted(segs)[1:], strict=False):
         if a1 < e0:
             raise f.fail(f"segments[{i1}]", f"segment {i1} at {a1:#x} overlaps segment {i0} "
@@ -801,6 +846,9 @@ def _check_program(doc, header: dict, payload: dict, version: int, bad) -> HwCon
             if ext is not None and ext[1] > ddr:
                 raise f.fail("commands", f"command {i} ({what}): DDR bytes [{ext[0]:#x}, "
                              f"{ext[1]:#x}) beyond ddr_bytes {ddr:#x}")
+            if ext is None and c.ddr_addr > ddr:   # no line moves, but no wild address either
+                raise f.fail("commands", f"command {i} ({what}, no lines): DDR address "
+                             f"{c.ddr_addr:#x} beyond ddr_bytes {ddr:#x}")
             if (ext is not None and op == isa.Opcode.STORE and int(c.line_words)
                     and ext[0] < cmd_addr + n and cmd_addr < ext[1]):
                 raise f.fail("commands", f"command {i} (STORE) writes into the command stream")
