@@ -606,7 +606,8 @@ class Pipeline(wiring.Component):
             m.d.comb += [new.releases.eq(c_hdr.releases), new.obuf_bank.eq(c_hdr.obuf_bank),
                          new.index.eq(c_cur.index)]
             for k in range(N):
-                with m.If(held - c_answer == k):
+                # slot held - c_answer, as a select of two decodes rather than a subtraction
+                with m.If(Mux(c_answer, held == k + 1, held == k)):
                     m.d.sync += slots[k].eq(new)
         m.d.sync += held.eq(held + c_issue - c_answer)
         with m.If(c_answer & self.compute.done):

@@ -39,8 +39,8 @@ oldest finished slot is answered, from a register. ``cancel`` (soft reset, or an
 returns every register to its reset state a cycle later.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.hdl import ResetInserter
+from amaranth import (ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal,
+                      Signal, signed, unsigned)
 from amaranth.lib import data, wiring
 
 from zynqnn.hw import isa
@@ -203,7 +203,9 @@ class Engine(wiring.Component):
         elt_prm_read = Signal()           # the PBUF read port addresses the add constants
         elt_prm = Signal(add_params_layout(cfg))
         elt_run = Signal()                # streaming pixels; owns the read and OBUF ports
+        #                                   (a register: the state ELT_RUN)
         elt_fill = Signal()               # a lookup's table words stream into the LUT lanes
+        #                                   (a register: the state ELT_TABLE)
         TW = isa.lut_table_words(C)       # ... that many WBUF words
         fill_n = Signal(range(TW * ADD_GROUPS + 1))   # lane groups written so far
         elt_p = Signal(16)                # pixel being read
@@ -250,15 +252,15 @@ class Engine(wiring.Component):
                 with m.Elif(~post_run & ~post_pending):
                     m.d.sync += [elt_p.eq(0), elt_g.eq(0), fill_n.eq(0)]
                     with m.If(eop.lut):
+                        m.d.sync += elt_fill.eq(1)
                         m.next = "ELT_TABLE"
                     with m.Else():
                         m.next = "ELT_PARAMS"
             # A lookup: the table's WBUF words through the lane groups into the LUT lanes.
             with m.State("ELT_TABLE"):
-                m.d.comb += elt_fill.eq(1)
                 with m.If(fill_n == TW * ADD_GROUPS):
                     m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
-                                 out_p1.eq(1)]
+                                 out_p1.eq(1), elt_run.eq(1), elt_fill.eq(0)]
                     m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
@@ -266,12 +268,12 @@ class Engine(wiring.Component):
             with m.State("ELT_CAPTURE"):
                 m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
                              elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
-                             out_p1.eq(1)]
+                             out_p1.eq(1), elt_run.eq(1)]
                 m.next = "ELT_RUN"
             with m.State("ELT_RUN"):
-                m.d.comb += elt_run.eq(1)
                 with m.If(w_now & (out_p1 == eop.pixels)):
                     m.d.comb += fin_mac.eq(1)
+                    m.d.sync += elt_run.eq(0)
                     m.next = "IDLE"
 
         # The start pulse a cycle after the FSM's decision (which follows the decode's checks,
@@ -587,9 +589,14 @@ class Engine(wiring.Component):
                 m.d.comb += fin_post.eq(1)
 
         # Soft reset / error: every register (FSMs, flags, FIFOs) back to its reset value, a
-        # cycle after ``cancel``: the register's only load is the reset pin of the engine's
-        # ~35 k flip-flops (it is reset_less, so the inserted reset does not hold it; set at
-        # configuration, so the engine starts in reset).
+        # cycle after ``cancel``. The engine runs in a clock domain of its own on the same
+        # clock, whose reset is one register (``cancel`` or the outer reset): it drives the
+        # reset pins of ~35 k flip-flops directly, with no gate in front (the outer reset and
+        # an inserted one would meet in a LUT ahead of that net).
+        top = Module()
+        top.domains.engine = cd = ClockDomain("engine", local=True)
         rst = Signal(init=1, reset_less=True, name="cancel_q")
-        m.d.sync += rst.eq(self.cancel)
-        return ResetInserter({"sync": rst})(m)
+        top.d.sync += rst.eq(self.cancel | ResetSignal("sync"))
+        top.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(rst)]
+        top.submodules.core = DomainRenamer({"sync": "engine"})(m)
+        return top
