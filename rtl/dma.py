@@ -235,8 +235,9 @@ class WindowGuard(wiring.Component):
     comparator, one adder), the second compares the end with ``window_limit``. A burst inside
     ``[window_base, window_limit)`` is offered on ``out`` (payload and ``valid`` are registers);
     one outside is dropped with the burst behind it, ``refused`` pulses (with its tag) and no
-    request is taken until ``abort``, which also drops whatever the stages hold. One burst per
-    cycle at most; a burst waiting on ``out`` holds the stages.
+    request is taken until ``abort``, which also drops whatever the stages hold. One burst every
+    two cycles at most (``req.ready`` is a function of registers); a burst waiting on ``out``
+    holds the stages.
 
     Members
     -------
@@ -282,7 +283,10 @@ class WindowGuard(wiring.Component):
         m.d.comb += [
             refuse.eq(v2 & ~ok),
             take2.eq(v1 & (~v2 | (self.out.valid & self.out.ready))),
-            self.req.ready.eq(~stopped & ~refuse & (~v1 | take2)),
+            # Only from registers: the port's ready does not reach back through the stages
+            # into the unit that offers the burst. Stage 1 takes a burst every other cycle at
+            # most, the burst generators' own pace.
+            self.req.ready.eq(~stopped & ~refuse & ~v1),
             self.refused.eq(refuse),
         ]
         if self._tag_bits:
