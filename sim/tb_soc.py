@@ -2,7 +2,8 @@
 
 Every test drives :class:`zynqnn.driver.Driver` over :class:`~zynqnn.sim.backend.CocotbBackend`
 (cocotbext-axi's AXI4-Lite master as the CPU, :class:`~zynqnn.sim.ddr.SimDdr` as DDR) and checks
-the manager port with :class:`~zynqnn.sim.axi_checker.AxiChecker`; results are compared with
+the manager port with :class:`~zynqnn.sim.axi_checker.AxiChecker` and the register port with
+:class:`~zynqnn.sim.axi_checker.AxiLiteChecker`; results are compared with
 :class:`~zynqnn.sim.model.SocModel`.
 
 Knobs (environment): ``TB_CORRUPT_RUNS`` (randomized corrupted programs, default 50),
@@ -25,7 +26,7 @@ from zynqnn.driver import AcceleratorError, Driver
 from zynqnn.hw import isa
 from zynqnn.hw.geometry import buffer_depth, buffer_word_bits, line_beats
 from zynqnn.hw.regs import REGMAP, VERSION
-from zynqnn.sim.axi_checker import AxiChecker
+from zynqnn.sim.axi_checker import AxiChecker, AxiLiteChecker
 from zynqnn.sim.backend import BusError, CocotbBackend
 from zynqnn.sim.clocking import CLOCK_NS, quiet_bus_logs, reset_top, start_top
 from zynqnn.sim.ddr import SimDdr, pause_pattern
@@ -52,6 +53,8 @@ class SocTb:
         self.axil = start_top(dut)
         self.ddr = SimDdr(dut, "m_axi", dut.aclk, dut.aresetn, latency=latency, seed=seed)
         self.checker = AxiChecker(dut, "m_axi", dut.aclk, dut.aresetn, self.cfg.axi_data_bits)
+        self.lite_checker = AxiLiteChecker(dut, "s_axi", dut.aclk, dut.aresetn,
+                                           sample_with=self.checker)
         self.backend = CocotbBackend(self.axil, self.ddr, dut.irq)
         self.drv = Driver(self.backend, self.cfg)
         self.model = SocModel(self.cfg)
@@ -60,6 +63,15 @@ class SocTb:
 
     async def reset(self):
         await reset_top(self.dut)
+
+    def assert_clean(self):
+        """Both ports' protocol checkers found nothing."""
+        self.checker.assert_clean()
+        self.lite_checker.assert_clean()
+
+    @property
+    def bus_errors(self) -> list[str]:
+        return self.checker.errors + self.lite_checker.errors
 
     def backpressure(self, prob=0.3):
         """Random pauses on every channel of both buses."""
@@ -149,7 +161,7 @@ class SocTb:
         if expect is not None and expect != model_out and got == want:
             self.dut._log.info("model said %s", model_out)
         await self.settle()
-        self.checker.assert_clean()
+        self.assert_clean()
         self.assert_same_outside(before, lo, hi)
         if compare and got.status == "done" and got == model_out:
             self.assert_equal_memory(model_mem)
@@ -315,7 +327,7 @@ async def registers(dut):
         v = tb.rng.getrandbits(32)
         await drv.write_reg("WATCHDOG", v)
         assert await drv.read_reg("WATCHDOG") == v, i
-    tb.checker.assert_clean()
+    tb.assert_clean()
 
 
 @cocotb.test()
@@ -606,7 +618,7 @@ async def registers_while_busy(dut):
     result = await tb.drv.wait(timeout_s=5e-3)
     assert result.status["done"] == 1
     await tb.settle()
-    tb.checker.assert_clean()
+    tb.assert_clean()
     tb.assert_same_outside(before, lo, hi)
     tb.assert_equal_memory(model_mem)
     for name, value in new.items():
@@ -678,7 +690,7 @@ async def malformed_commands(dut):
             .store(0, 0, 5, 0, a + 4096).end())
     out, _, _ = await tb.run(prog)
     assert out.status == "done"
-    tb.checker.assert_clean()
+    tb.assert_clean()
 
 
 @cocotb.test()
@@ -804,7 +816,7 @@ async def soft_reset(dut):
         assert (st["busy"], st["done"], st["error"]) == (0, 0, 0), st
         await tb.settle()
         assert tb.checker.quiet
-        tb.checker.assert_clean()
+        tb.assert_clean()
         out, _, _ = await tb.run(prog, timeout_s=5e-3)
         assert out.status == "done", f"after a soft reset in {phase}: {out}"
 
