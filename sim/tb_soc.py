@@ -897,6 +897,74 @@ async def loads_overlap_compute(dut):
 
 
 @cocotb.test()
+async def offset_sweep(dut):
+    """LOAD and STORE at every beat offset up to a 4 KB boundary (as alexforencich/verilog-axi's
+    DMA tests sweep offsets): for offsets of 0 to TB_SWEEP_BEATS beats (default 8) before a
+    page boundary and lines of 1 word, the words up to the boundary, one word past it and 33
+    words (a partial last beat when the words are narrower than the beat), a LOAD from
+    there and a STORE of the same words to the same offset of another page; 64 guard bytes
+    around every source and destination are unchanged, every destination equals its source,
+    no burst crosses 4 KB (the AXI checker) and DDR equals the model. TB_SWEEP_WORDS=all
+    sweeps every length from 1 to 40 words instead (the slow suite)."""
+    tb = SocTb(dut, latency=(0.1, 3))
+    await tb.reset()
+    tb.backpressure(0.2)
+    cfg, bb, rng = tb.cfg, tb.bb, random.Random(SEED + 70)
+    wb_in = buffer_word_bits(cfg, B.IBUF) // 8
+    assert wb_in == buffer_word_bits(cfg, B.OBUF) // 8      # the test engine copies words
+    beats = int(os.environ.get("TB_SWEEP_BEATS", "8"))
+    every = os.environ.get("TB_SWEEP_WORDS") == "all"
+    cases = []
+    for k in range(beats + 1):
+        up_to = k * bb // wb_in
+        lengths = range(1, 41) if every else sorted({1, max(1, up_to), up_to + 1, 33})
+        cases += [(k * bb, n) for n in lengths]
+    guard = 64
+    per_prog = 96
+    done = 0
+    for first in range(0, len(cases), per_prog):
+        batch = cases[first:first + per_prog]
+        arena = tb.drv.alloc(8192 * (len(batch) + 1))
+        base = (arena.address + 4095) // 4096 * 4096
+        prog = Program()
+        checks = []
+        for i, (off, n) in enumerate(batch):
+            nbytes = n * wb_in
+            src = base + 8192 * i + 4096 - off
+            dst = base + 8192 * i + 8192 - off
+            src_data = rng.randbytes(nbytes + line_beats(cfg, B.IBUF, n) * bb - nbytes)
+            tb.ddr.write(src - guard, rng.randbytes(guard))
+            tb.ddr.write(src, src_data)
+            tb.ddr.write(src + len(src_data), rng.randbytes(guard))
+            tb.ddr.write(dst - guard, rng.randbytes(2 * guard + nbytes + bb))
+            bank = i % 2
+            ib = isa.bank_bit(B.IBUF, bank)
+            prog.load(B.IBUF, bank, 0, n, 1, src)
+            prog.compute(needs=ib, releases=ib, obuf_bank=bank, src_bank=bank, count=n)
+            prog.store(bank, 0, n, 1, dst)
+            checks.append((src - guard, len(src_data) + 2 * guard, dst, nbytes,
+                           src_data[:nbytes]))
+        prog.end()
+        before = {a: bytes(tb.ddr.read(a, n)) for a, n, *_ in checks}
+        before.update({d - guard: bytes(tb.ddr.read(d - guard, 2 * guard + n + bb))
+                       for _, _, d, n, _ in checks})
+        out, _, _ = await tb.run(prog, timeout_s=20e-3)
+        assert out.status == "done", out
+        for (a, n, d, nbytes, data), (off, words) in zip(checks, batch, strict=True):
+            what = f"{words} words {off} bytes before a 4 KB boundary"
+            assert bytes(tb.ddr.read(a, n)) == before[a], f"{what}: the source or its guard"
+            got = bytes(tb.ddr.read(d - guard, 2 * guard + nbytes + bb))
+            want = before[d - guard]
+            assert got[:guard] == want[:guard], f"{what}: the guard below the destination"
+            assert got[guard:guard + nbytes] == data, f"{what}: the destination"
+            assert got[guard + nbytes:] == want[guard + nbytes:], \
+                f"{what}: the guard above the destination"
+        done += len(batch)
+    dut._log.info("%d transfers at %d offsets before a 4 KB boundary (LOAD and STORE each), "
+                  "guards intact", done, beats + 1)
+
+
+@cocotb.test()
 async def corrupted_programs(dut):
     """Randomly corrupted programs (TB_CORRUPT_RUNS of them): each ends in done or error within
     the watchdog bound, with the model's outcome, and never touches DDR outside the window;
