@@ -922,10 +922,10 @@ async def offset_sweep(dut):
     guard = 64
     per_prog = 96
     done = 0
+    arena = tb.drv.alloc(8192 * (min(per_prog, len(cases)) + 1))    # every batch's
+    base = (arena.address + 4095) // 4096 * 4096
     for first in range(0, len(cases), per_prog):
         batch = cases[first:first + per_prog]
-        arena = tb.drv.alloc(8192 * (len(batch) + 1))
-        base = (arena.address + 4095) // 4096 * 4096
         prog = Program()
         checks = []
         for i, (off, n) in enumerate(batch):

@@ -119,8 +119,9 @@ def _sequential(cfg, prog, mem, obuf, outcome):
     if outcome.status == "done":
         stop = next(i for i, c in enumerate(cmds) if c & 0xF == isa.Opcode.END)
     elif outcome.cause == E.EMPTY_PROGRAM:
-        # No END: the machine runs the last command, then stops (the RTL pushes it to its
-        # unit's queue and flushes a cycle later: tb_soc.last_command_without_end).
+        # No END: the machine runs the last command, then stops. The RTL pushes that command to
+        # its unit's queue and fails as it moves on (rtl/cmdproc.py, PUSH / next_fail); the
+        # flush follows, so whether its data moves is a race the RTL tests do not compare.
         stop = outcome.index + 1
     else:
         stop = outcome.index
