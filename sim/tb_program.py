@@ -12,7 +12,7 @@ index, kind, cause, message) and fails the test.
 Two harnesses:
 
 * checked (default): :class:`~zynqnn.sim.tb_soc.SocTb`: cocotbext-axi's ``AxiRam`` as DDR, the
-  AXI protocol checker on the manager port, optional random back-pressure;
+  AXI protocol checkers on the manager and register ports, optional random back-pressure;
 * fast (``job["fast"]``): :class:`LeanDdr`, an always-ready AXI4 memory in one coroutine that
   sleeps while the bus is idle, and no checker. cocotbext-axi spends about 150 us of Python per
   read beat; the lean model a few, which halves the time per image of a small network.
@@ -225,7 +225,7 @@ class FastTb:
 
 
 class _CheckedTb:
-    """:class:`~zynqnn.sim.tb_soc.SocTb` with the checker's findings as :meth:`bus_errors`."""
+    """:class:`~zynqnn.sim.tb_soc.SocTb` with both checkers' findings as :meth:`bus_errors`."""
 
     def __init__(self, dut, seed):
         from zynqnn.sim.tb_soc import SocTb
@@ -240,7 +240,7 @@ class _CheckedTb:
         await self.soc.settle()
 
     def bus_errors(self):
-        return self.soc.checker.errors
+        return self.soc.bus_errors
 
 
 class _Failed(Exception):
@@ -314,7 +314,7 @@ async def _run_one(tb, job, segments, index, data, timeout_s):
     except AssertionError as e:
         raise _Failed(index, "timeout", f"{where}: {e}") from e
     if tb.bus_errors():
-        raise _Failed(index, "bus", f"{where}: AXI manager port: "
+        raise _Failed(index, "bus", f"{where}: AXI protocol: "
                       + "; ".join(tb.bus_errors()[:5]))
     _check_image(tb, job, segments, where, index)
     return raw, result.cycles

@@ -3,7 +3,8 @@
 The compiler's program (commands and constants at their DDR addresses) and the input tensor are
 placed in the simulated DDR; the driver runs it over AXI4-Lite like the board's CPU; the output
 tensor read back from DDR must equal both the command-level model (``Program.run_golden``) and
-the golden ops (``run_reference``). The AXI checker watches the manager port throughout.
+the golden ops (``run_reference``). The AXI checkers watch the manager and register ports
+throughout.
 
 Networks: conv / max pool / upsample / concat (``compiled_network``); ResNet-style residual
 blocks whose skip connection is an ``ELTWISE`` add (``residual_network``, PyTorch and TFLite add
@@ -57,7 +58,7 @@ async def run_compiled(tb: SocTb, prog, x):
     n = cblocks(out.channels, cfg.rows) * out.height * out.width * cfg.rows * cfg.operand_bits // 8
     raw = np.frombuffer(tb.ddr.read(prog.tensor_addr(out), n), dtype=np.uint8)
     await tb.settle()
-    tb.checker.assert_clean()
+    tb.assert_clean()
     return act_codes(cfg, raw, out.shape, out.signed), result
 
 

@@ -3,7 +3,8 @@
 One build per simulator and config runs every cocotb test of ``zynqnn.sim.tb_soc``: registers,
 DMA under random back-pressure and latency with 4 KB splits, AXI error responses, window
 violations, malformed commands, the watchdog, soft reset mid-run, loads overlapping compute,
-back-to-back runs and randomized corrupted programs.
+back-to-back runs under backpressure, transfers swept up to a 4 KB boundary and randomized
+corrupted programs.
 """
 
 import pytest
@@ -53,3 +54,13 @@ def test_soc_corrupted_programs_1000():
     run(_top(cfg), TOP_NAME, TB, "verilator", cfg, testcase="corrupted_programs",
         extra_env={"TB_CORRUPT_RUNS": "1000", "TB_SEED": "7"},
         build_root=default_build_root() / "slow")
+
+
+@pytest.mark.slow
+def test_soc_offset_sweep_long():
+    """LOAD and STORE at every beat offset from 0 to 64 beats before a 4 KB boundary, every
+    length from 1 to 40 words, guard bytes checked (tb_soc.offset_sweep), on Verilator."""
+    cfg = get_config("tiny")
+    run(_top(cfg), TOP_NAME, TB, "verilator", cfg, testcase="offset_sweep",
+        extra_env={"TB_SWEEP_BEATS": "64", "TB_SWEEP_WORDS": "all"},
+        build_root=default_build_root() / "slow-sweep")
