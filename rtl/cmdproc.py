@@ -948,13 +948,16 @@ class Pipeline(wiring.Component):
 
         # The oldest command a unit holds, for the watchdog: two registered stages of one
         # compare each (the watchdog fires after hundreds of cycles without a change).
+        # (the compute unit's inputs registered first: its index is a select over the slots)
+        c_busy_q, c_index_q, cur_index_q = Signal(), Signal(IDX), Signal(IDX)
+        m.d.sync += [c_busy_q.eq(c_busy), c_index_q.eq(c_index), cur_index_q.eq(cur.index)]
         ls_oldest = Signal(IDX)   # the load or store unit's, all ones if neither is busy
         cd_oldest = Signal(IDX)   # the compute unit's or the dispatcher's
         oldest = Signal(IDX)
         m.d.sync += [
             ls_oldest.eq(Mux(load.busy & (~store.busy | (load.index < store.index)), load.index,
                              Mux(store.busy, store.index, (1 << IDX) - 1))),
-            cd_oldest.eq(Mux(c_busy & (c_index < cur.index), c_index, cur.index)),
+            cd_oldest.eq(Mux(c_busy_q & (c_index_q < cur_index_q), c_index_q, cur_index_q)),
             oldest.eq(Mux(ls_oldest < cd_oldest, ls_oldest, cd_oldest)),
         ]
         m.d.comb += [self.oldest.eq(oldest), self.store_index.eq(store.index)]

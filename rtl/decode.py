@@ -156,6 +156,7 @@ class CommandDecode(wiring.Component):
         k = op.kernel
         bypass, pairs, dwp = mode.bypass, mode.pairs, mode.dw_pairs
         bad_fields = Signal()
+        assert max(cfg.act_buffer_depth, cfg.weight_buffer_depth, cfg.acc_buffer_depth) < 2 ** 17
         ibuf_room = Signal(signed(18))    # buffer words from the command's address to the end
         wbuf_room = Signal(signed(18))
         obuf_room = Signal(signed(18))
@@ -201,7 +202,9 @@ class CommandDecode(wiring.Component):
             ]
         m.d.comb += self.bad.eq(
             bad_fields | dw_wide
-            | (ispan > ibuf_room)
+            # (ispan's bits above the room's width in a flag: a shorter carry chain after the
+            # DSP48E1 that computes it)
+            | (ispan[17:] != 0) | (ispan[:17] > ibuf_room)
             | (~bypass & (wspan > wbuf_room))
             | ~fits(self.out_pixels, cfg.acc_buffer_depth)
             | (self.out_pixels > obuf_room)

@@ -218,6 +218,12 @@ class Engine(wiring.Component):
 
         # The payload reaches the decode ungated: its checks start on the shell's register.
         m.d.comb += decode.payload.eq(self.cmd.payload)
+        # The ELTWISE reader's counters restart in the first cycle of ELT_TABLE / ELT_RUN (a
+        # register, not the FSM's transitions: they sit behind the state decode otherwise).
+        elt_start = Signal()
+        m.d.sync += elt_start.eq(0)
+        with m.If(elt_start):
+            m.d.sync += [elt_p.eq(0), elt_g.eq(0)]
         with m.FSM(name="mac"):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
@@ -250,25 +256,25 @@ class Engine(wiring.Component):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
                     m.next = "IDLE"
                 with m.Elif(~post_run & ~post_pending):
-                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), fill_n.eq(0)]
+                    m.d.sync += fill_n.eq(0)
                     with m.If(eop.lut):
-                        m.d.sync += elt_fill.eq(1)
+                        m.d.sync += [elt_fill.eq(1), elt_start.eq(1)]
                         m.next = "ELT_TABLE"
                     with m.Else():
                         m.next = "ELT_PARAMS"
             # A lookup: the table's WBUF words through the lane groups into the LUT lanes.
             with m.State("ELT_TABLE"):
                 with m.If(fill_n == TW * ADD_GROUPS):
-                    m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
-                                 out_p1.eq(1), elt_run.eq(1), elt_fill.eq(0)]
+                    m.d.sync += [out_g.eq(0), out_p.eq(0), out_p1.eq(1), elt_run.eq(1),
+                                 elt_start.eq(1), elt_fill.eq(0)]
                     m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
                 m.next = "ELT_CAPTURE"
             with m.State("ELT_CAPTURE"):
                 m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
-                             elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
-                             out_p1.eq(1), elt_run.eq(1)]
+                             out_g.eq(0), out_p.eq(0), out_p1.eq(1), elt_run.eq(1),
+                             elt_start.eq(1)]
                 m.next = "ELT_RUN"
             with m.State("ELT_RUN"):
                 with m.If(w_now & (out_p1 == eop.pixels)):
@@ -517,6 +523,7 @@ class Engine(wiring.Component):
         e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
                             depth=4)
         m.d.comb += e_rd.issue.eq(((elt_run & (elt_p != eop.pixels)) | (elt_fill & (elt_p != TW)))
+                                  & ~elt_start
                                   & e_rd.can_issue)
         with m.If(e_rd.issue):
             with m.If(elt_g + 1 == ADD_GROUPS):

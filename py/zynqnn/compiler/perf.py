@@ -54,11 +54,13 @@ STEP_POST_LATENCY = 19
 #: this many cycles after the MAC stage's end.
 STEP_TAIL = 16
 #: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
-#: EltwiseAdd.LATENCY = 54-stage pipeline, output write).
-ELT_LATENCY = 64
+#: EltwiseAdd.LATENCY = 54-stage pipeline, output write; the reader's counters restart a cycle
+#: after the constants are in).
+ELT_LATENCY = 65
 #: Cycles of an ELTWISE lookup (lut) besides its table fill and lane groups (check, the
-#: reader, EltwiseLUT.LATENCY = 3 stages, output write): counted from the RTL pipeline.
-LUT_LATENCY = 12
+#: reader, EltwiseLUT.LATENCY = 3 stages, output write, a restart cycle before the table and
+#: before the codes): counted from the RTL pipeline.
+LUT_LATENCY = 14
 #: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
 OUTSTANDING = COMPUTE_OUTSTANDING
 #: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
