@@ -224,12 +224,15 @@ class Engine(wiring.Component):
         m.d.sync += elt_start.eq(0)
         with m.If(elt_start):
             m.d.sync += [elt_p.eq(0), elt_g.eq(0)]
+        # The state IDLE as a register of its own: ``cmd.ready`` reaches the shell's compute
+        # slots, and the state's decode would stand in front of it.
+        mac_idle = Signal(init=1)
+        m.d.comb += self.cmd.ready.eq(mac_idle & ~abuf_full.bit_select(mac_bank, 1))
         with m.FSM(name="mac"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(~abuf_full.bit_select(mac_bank, 1))
                 m.d.comb += decode.load.eq(self.cmd.valid & self.cmd.ready)
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [mac_seq.eq(seq_in), seq_in.eq(seq_in + 1)]
+                    m.d.sync += [mac_seq.eq(seq_in), seq_in.eq(seq_in + 1), mac_idle.eq(0)]
                     header = isa.ConvCommand(self.cmd.payload.as_value())
                     with m.If(header.opcode == isa.Opcode.ELTWISE):
                         m.next = "ELT_CHECK"
@@ -238,22 +241,29 @@ class Engine(wiring.Component):
             # Sizing (two cycles) and the checks.
             with m.State("DECODE"):
                 with m.If(decode.checked & decode.bad):
-                    m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
-                    m.next = "IDLE"
+                    m.next = "BAD"
                 with m.Elif(decode.checked):
                     m.d.comb += mac_go.eq(1)
                     m.next = "RUN"
+            # A refused command is answered a cycle after its check (the check's compares do
+            # not reach the answer slots in the same cycle).
+            with m.State("BAD"):
+                m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
+                m.d.sync += mac_idle.eq(1)
+                m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(mac_done):
                     # A partial command leaves its sums in the bank for the next part.
                     with m.If(~op.acc_keep):
                         m.d.sync += mac_bank.eq(~mac_bank)
+                    m.d.sync += mac_idle.eq(1)
                     m.next = "IDLE"
 
             # ELTWISE: check, wait for the post stage to go idle, read the constants row, stream.
             with m.State("ELT_CHECK"):
                 with m.If(decode.elt_bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
+                    m.d.sync += mac_idle.eq(1)
                     m.next = "IDLE"
                 with m.Elif(~post_run & ~post_pending):
                     m.d.sync += fill_n.eq(0)
@@ -280,6 +290,7 @@ class Engine(wiring.Component):
                 with m.If(w_now & (out_p1 == eop.pixels)):
                     m.d.comb += fin_mac.eq(1)
                     m.d.sync += elt_run.eq(0)
+                    m.d.sync += mac_idle.eq(1)
                     m.next = "IDLE"
 
         # The start pulse a cycle after the FSM's decision (which follows the decode's checks,
