@@ -4,22 +4,27 @@ import os
 
 import pytest
 
-#: Test files whose tests build or run simulators, longest first (seconds of a 2-core machine,
-#: `pytest --durations`). Under `pytest -n 2` they start first, so that no long simulation
-#: begins while the other worker has nothing left to run; the Makefile's `--dist worksteal`
-#: then evens out the short tests behind them.
+#: Test files whose tests build or run simulators, longest first (CPU seconds on a 2-core
+#: machine: the workers' rusage). Under `pytest -n 2 --dist worksteal` the first half of the
+#: sorted items starts on one worker and the other worker steals from the end of its queue, so
+#: no long simulation begins while the other worker has nothing left to run.
 LONG_FIRST = (
     "test_system.py",
     "test_rtl_engine.py",
-    "test_program_runner.py",
-    "test_packaging.py",
     "test_soc.py",
     "test_rtl_postproc.py",
-    "test_cli_rough_edges.py",
-    "test_vivado_lint.py",
+    "test_packaging.py",
+    "test_program_runner.py",
+    # shares run_program's tiny build and its lock with test_system and test_program_runner:
+    # kept on their worker, so that neither waits on the other's build
+    "test_lut_system.py",
     "test_pynq_interrupt.py",
-    "test_rtl_slice.py",
+    "test_cli_rough_edges.py",
     "test_make_sim.py",
+    "test_rtl_slice.py",
+    "test_synth_estimate.py",
+    "test_vivado_lint.py",
+    "test_rtl_lut.py",
 )
 
 
