@@ -218,12 +218,13 @@ class Engine(wiring.Component):
 
         # The payload reaches the decode ungated: its checks start on the shell's register.
         m.d.comb += decode.payload.eq(self.cmd.payload)
-        # The ELTWISE reader's counters restart in the first cycle of ELT_TABLE / ELT_RUN (a
-        # register, not the FSM's transitions: they sit behind the state decode otherwise).
+        # The ELTWISE reader's and output counters restart in the first cycle of ELT_TABLE /
+        # ELT_RUN (a register, not the FSM's transitions: they would sit behind the state decode;
+        # no result is due then: the post stage is idle and table words give none).
         elt_start = Signal()
         m.d.sync += elt_start.eq(0)
         with m.If(elt_start):
-            m.d.sync += [elt_p.eq(0), elt_g.eq(0)]
+            m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0), out_p1.eq(1)]
         # The state IDLE as a register of its own: ``cmd.ready`` reaches the shell's compute
         # slots, and the state's decode would stand in front of it.
         mac_idle = Signal(init=1)
@@ -275,16 +276,14 @@ class Engine(wiring.Component):
             # A lookup: the table's WBUF words through the lane groups into the LUT lanes.
             with m.State("ELT_TABLE"):
                 with m.If(fill_n == TW * ADD_GROUPS):
-                    m.d.sync += [out_g.eq(0), out_p.eq(0), out_p1.eq(1), elt_run.eq(1),
-                                 elt_start.eq(1), elt_fill.eq(0)]
+                    m.d.sync += [elt_run.eq(1), elt_start.eq(1), elt_fill.eq(0)]
                     m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
                 m.next = "ELT_CAPTURE"
             with m.State("ELT_CAPTURE"):
                 m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
-                             out_g.eq(0), out_p.eq(0), out_p1.eq(1), elt_run.eq(1),
-                             elt_start.eq(1)]
+                             elt_run.eq(1), elt_start.eq(1)]
                 m.next = "ELT_RUN"
             with m.State("ELT_RUN"):
                 with m.If(w_now & (out_p1 == eop.pixels)):
