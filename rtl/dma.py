@@ -316,6 +316,22 @@ class WindowGuard(wiring.Component):
         return m
 
 
+def _guarded(m: Module, port, tag_bits: int = 0):
+    """A port's burst requests through its :class:`WindowGuard` (window, abort and refusal
+    wired to the port's own members); returns the guard (``out``, ``busy``)."""
+    m.submodules.guard = guard = WindowGuard(port._aw, port._dw // 8, tag_bits)
+    wiring.connect(m, wiring.flipped(port.req), guard.req)
+    m.d.comb += [
+        guard.window_base.eq(port.window_base),
+        guard.window_limit.eq(port.window_limit),
+        guard.abort.eq(port.abort),
+        port.refused.eq(guard.refused),
+    ]
+    if tag_bits:
+        m.d.comb += port.refused_tag.eq(guard.refused_tag)
+    return guard
+
+
 class AxiReadPort(wiring.Component):
     """Read half of the DDR manager port.
 
@@ -363,15 +379,7 @@ class AxiReadPort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-        m.submodules.guard = guard = WindowGuard(self._aw, self._dw // 8, self._tag_bits)
-        wiring.connect(m, wiring.flipped(self.req), guard.req)
-        m.d.comb += [
-            guard.window_base.eq(self.window_base),
-            guard.window_limit.eq(self.window_limit),
-            guard.abort.eq(self.abort),
-            self.refused.eq(guard.refused),
-            self.refused_tag.eq(guard.refused_tag),
-        ]
+        guard = _guarded(m, self, self._tag_bits)
         req = guard.out
         # Tags of the bursts requested and not yet completed (their last beat), in order; a
         # buffered FIFO, so the tag that routes the read data is a register (it is ready two
@@ -568,14 +576,7 @@ class AxiWritePort(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-        m.submodules.guard = guard = WindowGuard(self._aw, self._dw // 8)
-        wiring.connect(m, wiring.flipped(self.req), guard.req)
-        m.d.comb += [
-            guard.window_base.eq(self.window_base),
-            guard.window_limit.eq(self.window_limit),
-            guard.abort.eq(self.abort),
-            self.refused.eq(guard.refused),
-        ]
+        guard = _guarded(m, self)
         req = guard.out
         dw = self._dw
         depth = self._data_depth

@@ -229,6 +229,11 @@ class Engine(wiring.Component):
         # slots, and the state's decode would stand in front of it.
         mac_idle = Signal(init=1)
         m.d.comb += self.cmd.ready.eq(mac_idle & ~abuf_full.bit_select(mac_bank, 1))
+
+        def to_idle():            # the FSM's every way back to IDLE sets the register too
+            m.d.sync += mac_idle.eq(1)
+            m.next = "IDLE"
+
         with m.FSM(name="mac"):
             with m.State("IDLE"):
                 m.d.comb += decode.load.eq(self.cmd.valid & self.cmd.ready)
@@ -250,22 +255,19 @@ class Engine(wiring.Component):
             # not reach the answer slots in the same cycle).
             with m.State("BAD"):
                 m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
-                m.d.sync += mac_idle.eq(1)
-                m.next = "IDLE"
+                to_idle()
             with m.State("RUN"):
                 with m.If(mac_done):
                     # A partial command leaves its sums in the bank for the next part.
                     with m.If(~op.acc_keep):
                         m.d.sync += mac_bank.eq(~mac_bank)
-                    m.d.sync += mac_idle.eq(1)
-                    m.next = "IDLE"
+                    to_idle()
 
             # ELTWISE: check, wait for the post stage to go idle, read the constants row, stream.
             with m.State("ELT_CHECK"):
                 with m.If(decode.elt_bad):
                     m.d.comb += [fin_mac.eq(1), fin_mac_err.eq(1)]
-                    m.d.sync += mac_idle.eq(1)
-                    m.next = "IDLE"
+                    to_idle()
                 with m.Elif(~post_run & ~post_pending):
                     m.d.sync += fill_n.eq(0)
                     with m.If(eop.lut):
@@ -289,8 +291,7 @@ class Engine(wiring.Component):
                 with m.If(w_now & (out_p1 == eop.pixels)):
                     m.d.comb += fin_mac.eq(1)
                     m.d.sync += elt_run.eq(0)
-                    m.d.sync += mac_idle.eq(1)
-                    m.next = "IDLE"
+                    to_idle()
 
         # The start pulse a cycle after the FSM's decision (which follows the decode's checks,
         # a compare behind adders), one register copy per stage: each copy drives one stage's
