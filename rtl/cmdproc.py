@@ -25,10 +25,12 @@ not a multiple of the beat (``BAD_ALIGN``), a ``LOAD`` of zero lines or zero wor
 (``EMPTY_LOAD``: it would mark a bank full with nothing loaded), ``sram_addr + lines *
 line_words`` beyond the buffer's depth (``SRAM_RANGE``), a transfer of one or more lines not
 inside ``[WINDOW_BASE, WINDOW_LIMIT)`` (``DDR_WINDOW``; the whole beats the DMA moves count), a
-compute command without an engine (``BAD_COMPUTE``), the last command not ``END``
-(``EMPTY_PROGRAM``, index ``CMD_COUNT - 1``). Bus errors (``AXI_SLVERR``, ``AXI_DECERR``) carry
-the index of the command whose transfer (or fetch) got them; an engine error the compute
-command's index.
+compute command without an engine (``BAD_COMPUTE``); then, for every command but ``END``, its
+successor: none (the last command is not ``END``: ``EMPTY_PROGRAM``, index ``CMD_COUNT - 1``) or
+outside the window (``DDR_WINDOW``, the successor's index). A command refused for its successor
+is never queued (nothing of it moves), like one refused for itself. Bus errors
+(``AXI_SLVERR``, ``AXI_DECERR``) carry the index of the command whose transfer (or fetch) got
+them; an engine error the compute command's index.
 
 The watchdog ends the run with ``WATCHDOG`` when a bus wait (an AXI valid without ready, or data
 or a response awaited) lasts longer than the bound, or when the running accelerator makes no
@@ -755,12 +757,6 @@ class Pipeline(wiring.Component):
             m.d.sync += d_err.eq(1)
             m.next = "HALT"
 
-        def next_command():
-            with m.If(next_fail):
-                fail()
-            with m.Else():
-                m.next = "FETCH"
-
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
                 with m.If(self.go):
@@ -807,6 +803,7 @@ class Pipeline(wiring.Component):
 
                     with m.Switch(new_hdr.opcode):
                         with m.Case(isa.Opcode.NOP):
+                            # Refused for its successor in DECODE (PUSH does it for the rest).
                             m.d.sync += [
                                 dec_fail.eq(new_last | new_window_last),
                                 dec_cause.eq(Mux(new_last, E.EMPTY_PROGRAM, E.DDR_WINDOW)),
@@ -894,26 +891,33 @@ class Pipeline(wiring.Component):
                     fail()
                 with m.Else():
                     m.next = "PUSH"
+            # A command whose successor cannot be fetched (it is the program's last, or the
+            # last inside the window: `next_fail`, a register since FETCH) is refused here,
+            # never queued: nothing of it moves, whatever the units are doing.
             with m.State("PUSH"):
                 is_load = hdr.opcode == isa.Opcode.LOAD
                 m.d.comb += [
                     f_cause.eq(next_cause),
                     f_index.eq(next_index),
-                    load_q.w.valid.eq(is_load),
-                    store_q.w.valid.eq(~is_load),
+                    load_q.w.valid.eq(is_load & ~next_fail),
+                    store_q.w.valid.eq(~is_load & ~next_fail),
                 ]
-                with m.If(Mux(is_load, load_q.w.ready, store_q.w.ready)):
+                with m.If(next_fail):
+                    fail()
+                with m.Elif(Mux(is_load, load_q.w.ready, store_q.w.ready)):
                     m.d.comb += d_active.eq(1)
-                    next_command()
+                    m.next = "FETCH"
             with m.State("PUSH_COMPUTE"):
                 m.d.comb += [
-                    compute_q.w.valid.eq(1),
+                    compute_q.w.valid.eq(~next_fail),
                     f_cause.eq(next_cause),
                     f_index.eq(next_index),
                 ]
-                with m.If(compute_q.w.ready):
+                with m.If(next_fail):
+                    fail()
+                with m.Elif(compute_q.w.ready):
                     m.d.comb += d_active.eq(1)
-                    next_command()
+                    m.next = "FETCH"
             with m.State("END"):
                 all_idle = (load_q.empty & ~load.busy & store_q.empty & ~store.busy
                             & compute_q.empty & ~c_busy)

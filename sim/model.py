@@ -23,7 +23,8 @@ from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits, line
 
 from .test_engine import encode_op, op_cycles, op_error, reference
 
-__all__ = ["Program", "Outcome", "SocModel", "check_command", "dispatch_outcome"]
+__all__ = ["Program", "Outcome", "SocModel", "check_command", "commands_in_window",
+           "dispatch_outcome", "next_refusal"]
 
 E = isa.ErrorCause
 B = isa.Buffer
@@ -118,6 +119,28 @@ def check_command(cfg: HwConfig, raw: int, window: tuple[int, int], has_engine=T
     return E.NONE
 
 
+def next_refusal(count: int, in_window: int, index: int) -> Outcome | None:
+    """The refusal of command ``index`` (not END, its own checks passed) for its successor, as
+    the dispatcher makes it before queueing the command (``rtl/cmdproc.py``, PUSH / next_fail):
+    ``EMPTY_PROGRAM`` at ``index`` for the last of ``count`` commands, ``DDR_WINDOW`` at
+    ``index + 1`` for the last of the ``in_window`` commands inside the window; ``None`` if the
+    successor can be fetched."""
+    if index == count - 1:
+        return Outcome("error", E.EMPTY_PROGRAM, index)
+    if index == in_window - 1:
+        return Outcome("error", E.DDR_WINDOW, index + 1)
+    return None
+
+
+def commands_in_window(cmd_base: int, count: int, window: tuple[int, int]) -> int:
+    """How many of the ``count`` commands from ``cmd_base`` lie whole inside ``window`` (those
+    the hardware fetches)."""
+    lo, hi = window
+    if not lo <= cmd_base <= hi:
+        return 0
+    return min(count, (hi - cmd_base) // isa.COMMAND_BYTES)
+
+
 def dispatch_outcome(cfg: HwConfig, mem, cmd_base: int, count: int, window: tuple[int, int],
                      has_engine=True) -> Outcome:
     """The outcome if no unit ever waited for a flag: the first check that fails in program
@@ -128,11 +151,10 @@ def dispatch_outcome(cfg: HwConfig, mem, cmd_base: int, count: int, window: tupl
         return Outcome("error", E.EMPTY_PROGRAM, 0)
     if cmd_base % bb:
         return Outcome("error", E.BAD_ALIGN, 0)
-    lo, hi = window
-    in_window = min(count, (hi - cmd_base) // isa.COMMAND_BYTES) if lo <= cmd_base <= hi else 0
+    in_window = commands_in_window(cmd_base, count, window)
+    if in_window == 0:
+        return Outcome("error", E.DDR_WINDOW, 0)
     for i in range(count):
-        if i >= in_window:
-            return Outcome("error", E.DDR_WINDOW, i)
         raw = int.from_bytes(mem.read(cmd_base + i * isa.COMMAND_BYTES, isa.COMMAND_BYTES),
                              "little")
         cause = check_command(cfg, raw, window, has_engine)
@@ -140,7 +162,9 @@ def dispatch_outcome(cfg: HwConfig, mem, cmd_base: int, count: int, window: tupl
             return Outcome("error", cause, i)
         if raw & 0xF == Op.END:
             return Outcome("done")
-    return Outcome("error", E.EMPTY_PROGRAM, count - 1)
+        if refused := next_refusal(count, in_window, i):
+            return refused
+    raise AssertionError("unreachable: next_refusal refuses the last command")
 
 
 def transfer_extent(cfg, buf, f) -> tuple[int, int]:
@@ -212,15 +236,16 @@ class SocModel:
             return Outcome("error", E.EMPTY_PROGRAM, 0)
         if cmd_base % bb:
             return Outcome("error", E.BAD_ALIGN, 0)
-        # Commands inside the window; reaching the first one outside is an error.
-        if window_base <= cmd_base <= window_limit:
-            in_window = min(count, (window_limit - cmd_base) // isa.COMMAND_BYTES)
-        else:
-            in_window = 0
-        program = mem.read(cmd_base, count * isa.COMMAND_BYTES)
+        # Commands inside the window; a command whose successor is outside is refused.
+        in_window = commands_in_window(cmd_base, count, window)
+        if in_window == 0:
+            return Outcome("error", E.DDR_WINDOW, 0)
+        # Only the commands inside the window are fetched (and the dispatcher reaches no
+        # other: a command whose successor is outside is refused).
+        program = mem.read(cmd_base, in_window * isa.COMMAND_BYTES)
         self.read_ranges.append((cmd_base, cmd_base + in_window * isa.COMMAND_BYTES))
         cmds = [int.from_bytes(program[i * isa.COMMAND_BYTES:(i + 1) * isa.COMMAND_BYTES],
-                               "little") for i in range(count)]
+                               "little") for i in range(in_window)]
 
         full = set()         # (buffer, bank) pairs whose flag is set
         load, compute, store = [], [], []
@@ -231,15 +256,15 @@ class SocModel:
             progress = False
             # Dispatcher: as far as the queues allow.
             while not ended:
-                if nxt >= count:
-                    return Outcome("error", E.EMPTY_PROGRAM, count - 1)
-                if nxt >= in_window:
-                    return Outcome("error", E.DDR_WINDOW, nxt)
                 raw = cmds[nxt]
                 cause = check_command(cfg, raw, window, self.has_engine)
                 if cause != E.NONE:
                     return Outcome("error", cause, nxt)
                 opcode = raw & 0xF
+                # A command whose successor cannot be fetched is refused before it is queued
+                # (the hardware does not wait for room in the queue to refuse it).
+                if opcode != Op.END and (lookahead := next_refusal(count, in_window, nxt)):
+                    return lookahead
                 target = {Op.LOAD: load, Op.STORE: store, Op.CONV: compute,
                           Op.ELTWISE: compute}.get(opcode)
                 if opcode == Op.END:
@@ -298,12 +323,16 @@ class SocModel:
         error may beat the dispatcher to a malformed command further on. With ``watchdog``
         (the bound in cycles), also WATCHDOG at any index up to a compute command the engine
         holds for more than half the bound: the engine's answer is its only progress, and
-        whether the other units move meanwhile depends on timing."""
+        whether the other units move meanwhile depends on timing. A command refused for its
+        successor (``next_refusal``) never reaches the engine."""
         out = set()
-        program = mem.read(cmd_base, count * isa.COMMAND_BYTES)
-        for i in range(count):
+        in_window = commands_in_window(cmd_base, count, window)
+        program = mem.read(cmd_base, in_window * isa.COMMAND_BYTES)
+        for i in range(in_window):
             raw = int.from_bytes(program[i * 32:(i + 1) * 32], "little")
             if check_command(self.cfg, raw, window, self.has_engine) != E.NONE:
+                break
+            if (raw & 0xF) != Op.END and next_refusal(count, in_window, i):
                 break
             if (raw & 0xF) in (Op.CONV, Op.ELTWISE) and op_error(self.cfg, raw):
                 out.add(Outcome("error", E.BAD_COMPUTE, i))

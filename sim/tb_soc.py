@@ -24,7 +24,7 @@ from cocotbext.axi.sparse_memory import SparseMemory
 
 from zynqnn.driver import AcceleratorError, Driver
 from zynqnn.hw import isa
-from zynqnn.hw.geometry import buffer_depth, buffer_word_bits, line_beats
+from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits, line_beats
 from zynqnn.hw.regs import REGMAP, VERSION
 from zynqnn.sim.axi_checker import AxiChecker, AxiLiteChecker
 from zynqnn.sim.backend import BusError, CocotbBackend
@@ -834,6 +834,116 @@ async def stale_banks(dut):
                  .load(B.IBUF, 1, 0, words, lines, src.address).end())
         await tb.run(empty, expect=Outcome("error", E.EMPTY_LOAD, 1))
     assert bytes(tb.ddr.read(dst.address, dst.nbytes)) == before, "stale data was stored"
+
+
+async def _engine_starts(dut, seen):
+    """Count the commands the engine takes (``compute.cmd`` handshakes)."""
+    while True:
+        await RisingEdge(dut.aclk)
+        await ReadOnly()
+        if int(dut.compute__cmd__valid.value) and int(dut.compute__cmd__ready.value):
+            seen.append(cycles_now())
+
+
+@cocotb.test()
+async def no_successor(dut):
+    """A command whose successor cannot be fetched (the last of a program without END, or the
+    last before WINDOW_LIMIT) is refused before it is queued (rtl/cmdproc.py PUSH,
+    PUSH_COMPUTE): the error's cause and index (EMPTY_PROGRAM at the command, DDR_WINDOW at
+    its successor), the interrupt, no hang, and nothing of the command moves, even where its
+    unit could have run it at once: a STORE whose OBUF bank is full writes nothing (its poisoned
+    destination stays), a LOAD reads nothing, a compute command never reaches the engine, a
+    STORE behind a full queue is refused without waiting. The SoC model and zynqnn.machine
+    report the same outcome."""
+    tb = SocTb(dut)
+    await tb.reset()
+    cfg, bb = tb.cfg, tb.bb
+    n = 8
+    src = tb.drv.alloc(4096)
+    tb.fill(src)
+    src2 = tb.drv.alloc(4096)       # only the refused LOAD's
+    tb.fill(src2)
+    dst = tb.drv.alloc(4096)
+    pslot = tb.drv.alloc(16 * isa.COMMAND_BYTES)   # above the data: windows can end in it
+    assert src.address < src2.address < dst.address < pslot.address
+    window = (src.address, pslot.end)
+    nbytes = n * buffer_word_bits(cfg, B.OBUF) // 8
+    ib0 = isa.bank_bit(B.IBUF, 0)
+    starts = []
+    watcher = cocotb.start_soon(_engine_starts(dut, starts))
+
+    def other_loads(prog):
+        """Five LOADs into other banks: with the load unit busy, the dispatcher waits at the
+        fifth for room in the load queue (QUEUE_DEPTH entries + the unit's)."""
+        for buf, bank, words in ((B.IBUF, 1, n), (B.WBUF, 0, n), (B.WBUF, 1, n),
+                                 (B.PBUF, 0, 2), (B.PBUF, 1, 2)):
+            prog.load(buf, bank, 0, words, 1, src.address)
+        return prog
+
+    async def case(name, prog, want, win=window, watchdog=0):
+        tb.place(prog, pslot)
+        image = bytes(tb.ddr.read(win[0], win[1] - win[0]))
+        poison = tb.rng.randbytes(nbytes + 64)
+        tb.ddr.write(dst.address, poison)
+        n_w, n_r, n_e = len(tb.checker.write_bursts), len(tb.checker.read_bursts), len(starts)
+        out, cycles, counters = await tb.run(prog, window=win, watchdog=watchdog)  # the model's
+        assert out == want, f"{name}: {out}, expected {want}"
+        machine, _ = machine_run(cfg, prog, pslot.address, win, image)
+        assert machine == want, f"{name}: zynqnn.machine {machine}, expected {want}"
+        assert bytes(tb.ddr.read(dst.address, len(poison))) == poison, \
+            f"{name}: the refused STORE wrote"
+        assert len(tb.checker.write_bursts) == n_w, f"{name}: a write burst"
+        dut._log.info("%s: %s after %d cycles", name, out, cycles)
+        return tb.checker.read_bursts[n_r:], starts[n_e:], counters
+
+    # A STORE last, its OBUF bank full: the dispatcher reaches it only after the LOAD (index
+    # 2) that waits for the compute command to release IBUF bank 0 has run.
+    store_last = (Program().load(B.IBUF, 0, 0, n, 1, src.address)
+                  .compute(needs=ib0, releases=ib0, obuf_bank=0, count=n)
+                  .load(B.IBUF, 0, 0, n, 1, src.address))
+    other_loads(store_last).store(0, 0, n, 1, dst.address)
+    last = len(store_last) - 1
+    _, engine, _ = await case("STORE last, bank full", store_last,
+                              Outcome("error", E.EMPTY_PROGRAM, last))
+    assert len(engine) == 1, "the compute command before the STORE did not run"
+    # The same program with END, WINDOW_LIMIT at the END: the STORE is refused for it.
+    at_limit = Program()
+    for c in store_last.commands:
+        at_limit.raw(c)
+    at_limit.end()
+    limit = pslot.address + last * isa.COMMAND_BYTES + isa.COMMAND_BYTES
+    for lim in (limit, limit + bb):
+        await case(f"STORE before the limit (+{lim - limit})", at_limit,
+                   Outcome("error", E.DDR_WINDOW, last + 1), win=(window[0], lim))
+    # With the END inside, it runs and stores (the control).
+    before = bytes(tb.ddr.read(dst.address, nbytes))
+    out, _, _ = await tb.run(at_limit, window=(window[0], limit + isa.COMMAND_BYTES))
+    assert out.status == "done"
+    assert bytes(tb.ddr.read(dst.address, nbytes)) != before
+    # A LOAD last, its bank empty and the load unit idle: nothing read from its source.
+    reads, _, _ = await case("LOAD last", Program().nop().load(B.IBUF, 1, 0, n, 1,
+                                                                src2.address),
+                             Outcome("error", E.EMPTY_PROGRAM, 1))
+    assert not any(src2.address <= a < src2.end for a, _ in reads), "the refused LOAD read"
+    # (Its bank is not full in the next run anyway: flags are cleared at an error,
+    # stale_banks.) A compute command last, its bank loaded before the dispatcher reaches it:
+    # the engine never sees it.
+    conv_last = other_loads(Program().load(B.IBUF, 0, 0, n, 1, src.address)) \
+        .compute(needs=ib0, releases=ib0, obuf_bank=0, count=n)
+    _, engine, counters = await case("compute last", conv_last,
+                                     Outcome("error", E.EMPTY_PROGRAM, len(conv_last) - 1))
+    assert not engine and counters["PERF_CYCLES_COMPUTE"] == 0, "the engine ran"
+    # A STORE last behind a full store queue (STOREs of a bank nothing fills): refused at once,
+    # not after the watchdog.
+    stuck = Program()
+    for _ in range(QUEUE_DEPTH + 1):
+        stuck.store(1, 0, n, 1, src2.address)
+    stuck.store(1, 0, n, 1, dst.address)
+    _, _, counters = await case("STORE last, store queue full", stuck,
+                                Outcome("error", E.EMPTY_PROGRAM, QUEUE_DEPTH + 1),
+                                watchdog=2000)
+    assert counters["PERF_CYCLES_BUSY"] < 500, counters["PERF_CYCLES_BUSY"]
+    watcher.cancel()
 
 
 @cocotb.test()

@@ -129,13 +129,14 @@ def test_lookup_commands_and_machine_errors():
         "pixels": 1, "lut": 1,
         "wbuf_addr": cfg.weight_buffer_depth - isa.lut_table_words(cfg.cols) + 1})
     m = Machine(cfg, 1 << 16)
-    m.ddr[:isa.COMMAND_BYTES] = np.frombuffer(bad, np.uint8)
+    end = isa.encode(isa.Header, opcode=isa.Opcode.END)   # the last command must be END
+    m.ddr[:2 * isa.COMMAND_BYTES] = np.frombuffer(bad + end, np.uint8)
     with pytest.raises(MachineError) as e:
-        m.run(0, 1)
+        m.run(0, 2)
     assert e.value.cause == isa.ErrorCause.BAD_COMPUTE and "table" in str(e.value)
     m16 = Machine(zynqnn.hw.config.get_config("tiny16"), 1 << 16)
     ok16 = isa.encode(isa.EltwiseCommand, opcode=isa.Opcode.ELTWISE, op={"pixels": 1, "lut": 1})
-    m16.ddr[:isa.COMMAND_BYTES] = np.frombuffer(ok16, np.uint8)
+    m16.ddr[:2 * isa.COMMAND_BYTES] = np.frombuffer(ok16 + end, np.uint8)
     with pytest.raises(MachineError) as e:
-        m16.run(0, 1)
+        m16.run(0, 2)
     assert e.value.cause == isa.ErrorCause.BAD_COMPUTE and "8-bit" in str(e.value)

@@ -139,9 +139,10 @@ def test_dw_mode_checks():
                            (get_config("pynq_z2"), {"mode": isa.Mode.DW_PAIRS, "kernel": 5},
                             "DW needs kernel 3")]:
         m = Machine(cfg, ddr_bytes=1 << 16)
-        m.write(0, isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, op={**op, **over}))
+        m.write(0, isa.encode(isa.ConvCommand, opcode=isa.Opcode.CONV, op={**op, **over})
+                + isa.encode(isa.Header, opcode=isa.Opcode.END))
         with pytest.raises(MachineError, match=f"command 0: BAD_COMPUTE: .*{why}"):
-            m.run(0, 1)
+            m.run(0, 2)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -293,3 +294,75 @@ def test_huge_zero_word_transfers_return_fast():
         with pytest.raises(MachineError, match="command 0: EMPTY_LOAD") as e:
             m.run(0, 2)
         assert e.value.cause == isa.ErrorCause.EMPTY_LOAD
+
+
+# -------------------------------------------------------------------------------------------------
+# a command whose successor cannot be fetched is refused before it runs (rtl/cmdproc.py PUSH)
+
+
+def _refused_before_running(m, count, cause, index, cmd_base=0):
+    ddr = m.ddr.copy()
+    bufs = {b: buf.data.copy() for b, buf in m.buffers.items()}
+    with pytest.raises(MachineError, match=f"command {index}: {cause.name}") as e:
+        m.run(cmd_base, count)
+    assert (e.value.cause, e.value.index) == (cause, index)
+    assert np.array_equal(m.ddr, ddr), "DDR changed"
+    for b, data in bufs.items():
+        assert np.array_equal(m.buffers[b].data, data), f"{b.name} changed"
+
+
+def test_last_command_without_end_is_refused_before_it_runs():
+    """The last command of a program without END is refused with EMPTY_PROGRAM at its index
+    after its own checks and before it runs, as the RTL refuses it before queueing it: a STORE
+    writes nothing, a LOAD fills nothing, a CONV (even one the engine would refuse) computes
+    nothing, a NOP likewise. A command that is itself bad reports its own cause first."""
+    E = isa.ErrorCause
+    nop = isa.encode(isa.Header, opcode=isa.Opcode.NOP)
+    store = _ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0x800, line_words=4, lines=2,
+                ddr_stride=0x40)
+    load = _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0x800, line_words=4, lines=2,
+               ddr_stride=0x40)
+    conv = _conv_bits().to_bytes(32, "little")
+    bad_conv = _conv_bits(kernel=0).to_bytes(32, "little")
+    for last in (store, load, conv, bad_conv, nop):
+        m = _obuf_machine()
+        m.write(0, nop + last)
+        _refused_before_running(m, 2, E.EMPTY_PROGRAM, 1)
+    # The command's own errors come first.
+    for last, cause in ((_ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0x804, line_words=1,
+                             lines=1), E.BAD_ALIGN),
+                        (_ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0x800, line_words=0,
+                             lines=1), E.EMPTY_LOAD),
+                        (_ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0xFF0, line_words=8,
+                             lines=1), E.DDR_WINDOW),
+                        (bytes([0x0E]) + bytes(31), E.BAD_OPCODE)):
+        m = _obuf_machine()
+        m.write(0, nop + last)
+        _refused_before_running(m, 2, cause, 1)
+    # With END after it, the same STORE runs.
+    m = _obuf_machine()
+    m.write(0, store + END)
+    assert m.run(0, 2) == 2
+    assert np.array_equal(m.read(0x800, 4 * 4), m.buffers[isa.Buffer.OBUF].data[0, :4]
+                          .reshape(-1))
+
+
+def test_command_before_the_window_limit_is_refused_before_it_runs():
+    """A command whose successor would be fetched from outside the window (its address at the
+    window's limit) is refused with DDR_WINDOW at the successor's index, before it runs."""
+    E = isa.ErrorCause
+    size = 1 << 12
+    store = _ls(isa.Opcode.STORE, isa.Buffer.OBUF, ddr_addr=0x800, line_words=4, lines=1)
+    load = _ls(isa.Opcode.LOAD, isa.Buffer.IBUF, ddr_addr=0x800, line_words=4, lines=1)
+    conv = _conv_bits().to_bytes(32, "little")
+    at = size - 2 * isa.COMMAND_BYTES      # the program's second command ends at the limit
+    for second in (store, load, conv):
+        m = _obuf_machine(size)
+        m.write(at, isa.encode(isa.Header, opcode=isa.Opcode.NOP) + second)
+        # A longer program: command 2 starts at the limit.
+        _refused_before_running(m, 3, E.DDR_WINDOW, 2, cmd_base=at)
+        # Its own program ends with it: no END, which comes first.
+        _refused_before_running(m, 2, E.EMPTY_PROGRAM, 1, cmd_base=at)
+    # The first command of a program starting at the limit is not fetched at all.
+    m = _obuf_machine(size)
+    _refused_before_running(m, 1, E.DDR_WINDOW, 0, cmd_base=size)

@@ -2,7 +2,8 @@
 
 One build per simulator and config runs every cocotb test of ``zynqnn.sim.tb_soc``: registers,
 DMA under random back-pressure and latency with 4 KB splits, AXI error responses, window
-violations, malformed commands, the watchdog, soft reset mid-run, loads overlapping compute,
+violations, malformed commands, commands refused for a successor that cannot be fetched
+(no END, or past WINDOW_LIMIT), the watchdog, soft reset mid-run, loads overlapping compute,
 back-to-back runs under backpressure, transfers swept up to a 4 KB boundary and randomized
 corrupted programs.
 """

@@ -10,7 +10,7 @@ import pytest
 
 from zynqnn.hw import isa
 from zynqnn.hw.config import get_config
-from zynqnn.hw.geometry import buffer_depth, buffer_word_bits
+from zynqnn.hw.geometry import QUEUE_DEPTH, buffer_depth, buffer_word_bits
 from zynqnn.machine import Machine, MachineError
 from zynqnn.sim.corrupt import corrupted_program, data_movement, machine_run
 from zynqnn.sim.model import Outcome, Program, SocModel, dispatch_outcome, transfer_extent
@@ -118,12 +118,10 @@ def _sequential(cfg, prog, mem, obuf, outcome):
     loaded = []     # (buffer, bank, first word, words) of each LOAD
     if outcome.status == "done":
         stop = next(i for i, c in enumerate(cmds) if c & 0xF == isa.Opcode.END)
-    elif outcome.cause == E.EMPTY_PROGRAM:
-        # No END: the machine runs the last command, then stops. The RTL pushes that command to
-        # its unit's queue and fails as it moves on (rtl/cmdproc.py, PUSH / next_fail); the
-        # flush follows, so whether its data moves is a race the RTL tests do not compare.
-        stop = outcome.index + 1
     else:
+        # The refused command moves nothing, whatever refused it (a last command without END
+        # too: EMPTY_PROGRAM at its own index). The streams' programs lie inside the window, so
+        # no command is refused for a successor outside it (DDR_WINDOW at the next index).
         stop = outcome.index
     for raw in cmds[:stop]:
         if raw & 0xF in (isa.Opcode.LOAD, isa.Opcode.STORE):
@@ -175,6 +173,7 @@ def _corrupted_streams(cfg_name, total, seed):
     for n in range(total):
         bad, k = corrupted_program(cfg, rng, window, lo, hi)
         edges += k
+        assert pslot + len(bad) * isa.COMMAND_BYTES <= arena   # the program inside the window
         image = bytearray(rng.randbytes(hi - pslot))
         image[:len(bad) * isa.COMMAND_BYTES] = bad.to_bytes()
         obuf = np.frombuffer(rng.randbytes(int(np.prod(obuf_shape))), np.uint8) \
@@ -210,3 +209,76 @@ def _corrupted_streams(cfg_name, total, seed):
           f"{full_runs}")
     # The streams reach the refusals that matter, near the edges too.
     assert causes.get("DDR_WINDOW", 0) > total // 20 and causes.get("done", 0) > total // 20
+
+
+def _refused(cfg, prog, window, cause, index, dst=None, nbytes=0, at=BASE):
+    """``prog`` at ``at`` (the part of it inside the window) ends with ``cause`` at ``index`` in
+    the SoC model, its dispatcher and ``zynqnn.machine`` alike, and the DDR bytes ``[dst, dst +
+    nbytes)`` are unchanged in both."""
+    rng = random.Random(index)
+    image = bytearray(rng.randbytes(window[1] - window[0]))
+    code = prog.to_bytes()[:window[1] - at]
+    image[at - window[0]:at - window[0] + len(code)] = code
+    want = Outcome("error", cause, index)
+    mem = _Window(window[0], image)
+    model = SocModel(cfg)
+    assert model.run(mem, at, len(prog), *window) == want
+    assert dispatch_outcome(cfg, mem, at, len(prog), window) == want
+    got, m = machine_run(cfg, prog, at, window, bytes(image))
+    assert got == want
+    if dst is not None:
+        assert mem.read(dst, nbytes) == image[dst - BASE:dst - BASE + nbytes]
+        assert m.read(dst, nbytes).tobytes() == image[dst - BASE:dst - BASE + nbytes]
+        assert not any(lo < dst + nbytes and dst < hi for lo, hi in model.write_ranges)
+    return model, m
+
+
+@pytest.mark.parametrize("cfg_name", ["tiny", "pynq_z2"])
+def test_command_without_a_successor_is_refused_before_it_is_queued(cfg_name):
+    """A command whose successor cannot be fetched (the last of a program without END, or the
+    last inside the window) is refused before it is queued, with the RTL's cause and index
+    (rtl/cmdproc.py PUSH: EMPTY_PROGRAM at its index, DDR_WINDOW at the successor's): nothing
+    of it moves in the SoC model or in zynqnn.machine, and the SoC model does not wait for room
+    in a full queue to refuse it. A command that is itself bad reports its own cause."""
+    cfg = get_config(cfg_name)
+    bb = cfg.axi_data_bits // 8
+    window = (BASE, BASE + SIZE)
+    src, dst = BASE + 0x4000, BASE + 0x8000
+    ib = isa.bank_bit(B.IBUF, 0)
+    n = 8
+    nbytes = n * buffer_word_bits(cfg, B.OBUF) // 8
+
+    def tile():
+        return (Program().load(B.IBUF, 0, 0, n, 1, src)
+                .compute(needs=ib, releases=ib, obuf_bank=0, count=n))
+
+    # The STORE last: its destination keeps its bytes.
+    _refused(cfg, tile().store(0, 0, n, 1, dst), window, E.EMPTY_PROGRAM, 2, dst, nbytes)
+    # The LOAD last: its bank is not written.
+    model, m = _refused(cfg, Program().nop().load(B.IBUF, 1, 0, n, 1, src), window,
+                        E.EMPTY_PROGRAM, 1)
+    assert model.banks[(B.IBUF, 1)][:n] == [0] * n
+    assert not m.buffers[B.IBUF].data[1, :n].any()
+    # The compute command last: no output.
+    model, _ = _refused(cfg, tile(), window, E.EMPTY_PROGRAM, 1)
+    assert model.banks[(B.OBUF, 0)][:n] == [0] * n
+    # The successor at the window's limit (the program has an END, beyond the window): the
+    # STORE is refused, DDR_WINDOW at the END's index.
+    prog = tile().store(0, 0, n, 1, dst).end()
+    for limit in (window[1], window[1] + bb):
+        _refused(cfg, prog, (BASE, limit), E.DDR_WINDOW, 3, dst, nbytes,
+                 at=window[1] - 3 * isa.COMMAND_BYTES)
+    # A full store queue (stores of a bank nothing fills): the last STORE is refused at once,
+    # not after a wait that never ends (WATCHDOG).
+    # (zynqnn.machine has no flags: it runs the first ones, into other bytes.)
+    stuck = Program()
+    for _ in range(QUEUE_DEPTH + 1):
+        stuck.store(1, 0, n, 1, src)
+    stuck.store(1, 0, n, 1, dst)
+    _refused(cfg, stuck, window, E.EMPTY_PROGRAM, QUEUE_DEPTH + 1, dst, nbytes)
+    assert SocModel(cfg).run(_Window(BASE, bytes(SIZE)), BASE, 0, *window) == \
+        Outcome("error", E.EMPTY_PROGRAM, 0)
+    # The command's own cause first.
+    _refused(cfg, tile().store(0, 0, n, 1, dst + 4), window, E.BAD_ALIGN, 2)
+    _refused(cfg, tile().store(0, 0, n, 1, window[1] - bb), window, E.DDR_WINDOW, 2)
+    _refused(cfg, tile().raw(7), window, E.BAD_OPCODE, 2)

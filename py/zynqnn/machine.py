@@ -12,7 +12,11 @@ After an error the model ends as the RTL does (``rtl/cmdproc.py``, ``rtl/engine.
 LOAD / STORE is checked whole at dispatch, in the RTL's order and with its causes (buffer,
 alignment, SRAM range, then the DDR window counted in the whole beats the DMA moves) before a
 byte moves, so a refused STORE writes nothing; a compute command with an undefined ``mode`` is
-``BAD_COMPUTE``; a LOAD of zero lines or zero words is ``EMPTY_LOAD``, as in the RTL. Not
+``BAD_COMPUTE``; a LOAD of zero lines or zero words is ``EMPTY_LOAD``, as in the RTL. A command
+whose successor cannot be fetched (the last command not ``END``: ``EMPTY_PROGRAM`` at its index;
+the next command outside the window: ``DDR_WINDOW`` at the next one's) is refused after its own
+dispatcher checks and before it runs, as the RTL refuses it before queueing it: nothing of it
+moves. (The engine checks a compute command after dispatch, so this comes before them.) Not
 modelled: the bank flags (commands run one after the other).
 """
 
@@ -123,17 +127,35 @@ class Machine:
             op = bits & 0xF
             if op == isa.Opcode.END:
                 return i + 1
-            if op == isa.Opcode.NOP:
-                continue
+            # The dispatcher's checks of the command itself (rtl/cmdproc.py, FETCH to CHECK) ...
             if op in (isa.Opcode.LOAD, isa.Opcode.STORE):
-                self._load_store(i, isa.LoadStore.from_bits(bits))
+                ls = isa.LoadStore.from_bits(bits)
+                self._check_transfer(i, ls)
+            elif op not in (isa.Opcode.NOP, isa.Opcode.CONV, isa.Opcode.ELTWISE):
+                raise MachineError(isa.ErrorCause.BAD_OPCODE, i, f"opcode {op}")
+            # ... then its successor's (PUSH / PUSH_COMPUTE, DECODE for a NOP), before it runs.
+            self._check_next(cmd_base, count, i)
+            if op in (isa.Opcode.LOAD, isa.Opcode.STORE):
+                self._move(i, ls)
             elif op == isa.Opcode.CONV:
                 self._conv(i, isa.ConvCommand.from_bits(bits))
             elif op == isa.Opcode.ELTWISE:
                 self._eltwise(i, isa.EltwiseCommand.from_bits(bits))
-            else:
-                raise MachineError(isa.ErrorCause.BAD_OPCODE, i, f"opcode {op}")
-        raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, count - 1, "no END command")
+        raise AssertionError("unreachable: _check_next refuses a last command that is not END")
+
+    def _check_next(self, cmd_base, count, index):
+        """Refuse command ``index`` (not END) if its successor cannot be fetched: there is none
+        (``EMPTY_PROGRAM`` at ``index``), or it is outside the window (``DDR_WINDOW`` at
+        ``index + 1``), as the RTL's dispatcher does before queueing the command."""
+        if index == count - 1:
+            raise MachineError(isa.ErrorCause.EMPTY_PROGRAM, index,
+                               "no END command: the last command is refused")
+        addr = cmd_base + (index + 1) * isa.COMMAND_BYTES
+        lo, hi = self.window
+        if addr < lo or addr + isa.COMMAND_BYTES > hi:
+            raise MachineError(isa.ErrorCause.DDR_WINDOW, index + 1,
+                               f"command bytes [{addr:#x}, {addr + isa.COMMAND_BYTES:#x}) outside"
+                               f" [{lo:#x}, {hi:#x}): command {index} is refused")
 
     def _ddr_slice(self, index, addr, n):
         lo, hi = self.window
@@ -143,15 +165,16 @@ class Machine:
         off = addr - self.ddr_base
         return self.ddr[off:off + n]
 
-    def _load_store(self, index, c):
+    def _check_transfer(self, index, c):
+        """The dispatcher's checks of a LOAD / STORE ``c`` (rtl/cmdproc.py, states DECODE and
+        CHECK), in its order, all before any byte moves: a refused transfer reads and writes
+        nothing."""
         load = c.opcode == isa.Opcode.LOAD
         buf_id = isa.Buffer(int(c.buffer))
         if load == (buf_id == isa.Buffer.OBUF):
             raise MachineError(isa.ErrorCause.BAD_BUFFER, index,
                                f"{'LOAD into' if load else 'STORE from'} {buf_id.name}")
         buf = self.buffers[buf_id]
-        # The dispatcher's checks (rtl/cmdproc.py, states DECODE and CHECK), in its order, all
-        # before any byte moves: a refused transfer reads and writes nothing.
         beat = self.cfg.axi_data_bits // 8
         if c.ddr_addr % beat or (c.lines > 1 and c.ddr_stride % beat):
             raise MachineError(isa.ErrorCause.BAD_ALIGN, index, "DDR address or stride")
@@ -167,6 +190,11 @@ class Machine:
             raise MachineError(isa.ErrorCause.DDR_WINDOW, index,
                                f"bytes [{extent[0]:#x}, {extent[1]:#x}) outside "
                                f"[{lo:#x}, {hi:#x})")
+
+    def _move(self, index, c):
+        """The data movement of a checked LOAD / STORE ``c``."""
+        load = c.opcode == isa.Opcode.LOAD
+        buf = self.buffers[isa.Buffer(int(c.buffer))]
         lines, lw = int(c.lines), int(c.line_words)
         if lines == 0 or lw == 0:
             return  # nothing moves (0xFFFF lines of no words must not loop)

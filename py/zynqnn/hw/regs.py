@@ -372,6 +372,15 @@ def render_markdown() -> str:
     lines += ["## Error causes (STATUS.cause)", "", "| value | cause |", "| --- | --- |"]
     for c in isa.ErrorCause:
         lines.append(f"| {int(c)} | {c.name} |")
+    lines += [
+        "",
+        "STATUS.cmd_index is the index of the command the cause belongs to; a command refused at "
+        "dispatch moves nothing. Two causes refuse a command for its successor, which could not "
+        "be fetched: EMPTY_PROGRAM at index `CMD_COUNT - 1` (the last command is not END; it is "
+        "refused, not run) and DDR_WINDOW at the index of the first command outside the window "
+        "(the command before it is refused, not run). EMPTY_PROGRAM at index 0 with CMD_COUNT 0. "
+        "The order of the checks: docs/soc.md.",
+    ]
     return "\n".join(lines) + "\n"
 
 
