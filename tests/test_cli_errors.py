@@ -245,23 +245,28 @@ def test_onnx_errors_name_the_file(tmp_path, capsys):
 
     from zynqnn.zoo.ort import export_onnx, ort_quantize
 
-    class ConvSigmoid(nn.Module):
+    class ConvProduct(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(3, 4, 1)
 
         def forward(self, x):
-            y = self.conv(x)
-            return y * torch.sigmoid(y)     # SiLU: the multiply is not supported
+            return self.a(x) * self.b(x)    # a multiply of two activations: not supported
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 8, 8)
-    f = export_onnx(ConvSigmoid().eval(), x, tmp_path / "sig.onnx")
+    f = export_onnx(ConvProduct().eval(), x, tmp_path / "sig.onnx")
     q = ort_quantize(f, [x.numpy()], tmp_path / "sig_qdq.onnx")
     for argv in (["compile", q, "-o", tmp_path / "sig.zqp"], ["errors", q, "--png",
                                                                tmp_path / "e.png"]):
         msg = one_line(*run(capsys, *argv)[::2], argv[0])
         assert "sig_qdq.onnx" in msg and "<ModelProto>" not in msg and "not supported" in msg, msg
+    # A float model: `errors` quantizes it in a temporary folder; the message names the
+    # user's file, not the temporary one.
+    msg = one_line(*run(capsys, "errors", f, "--png", tmp_path / "e.png")[::2], "errors")
+    assert "sig.onnx (quantized by ONNX Runtime)" in msg and "qdq.onnx" not in msg, msg
+    assert "not supported" in msg, msg
 
 
 def test_run_reads_images(tmp_path, capsys, work):

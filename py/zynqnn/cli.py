@@ -232,6 +232,7 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
 
     from .analysis import attach_float_weights
     from .frontend import from_onnx
+    from .frontend.common import FrontendError
     from .frontend.onnx_import import load_onnx
     from .zoo.ort import ort_quantize
 
@@ -283,7 +284,11 @@ def _prepare_onnx(args) -> tuple[Any, Any, str]:
         n = shape[0]
         qpath = ort_quantize(fpath, [calib[i:i + n] for i in range(0, len(calib), n)],
                              Path(tmp) / "qdq.onnx")
-        graph = from_onnx(qpath)
+        try:
+            graph = from_onnx(qpath)
+        except FrontendError as exc:      # name the user's file, not the temporary one
+            raise UserError(str(exc).replace(
+                qpath.name, f"{path.name} (quantized by ONNX Runtime)")) from None
         attach_float_weights(graph, fpath)
     return graph, x, f"{path.stem}-onnxruntime"
 
