@@ -249,10 +249,11 @@ def test_onnx_errors_name_the_file(tmp_path, capsys):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.gate = nn.Conv2d(3, 4, 1)
 
         def forward(self, x):
-            y = self.conv(x)
-            return y * torch.sigmoid(y)     # SiLU: the multiply is not supported
+            # a multiply of two tensors is not supported (x * sigmoid(x) of one tensor is)
+            return self.conv(x) * torch.sigmoid(self.gate(x))
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 8, 8)
