@@ -794,6 +794,13 @@ def _ort_table(nodes, inits, opsets, x_dtype: str, y_dtype: str, what: str) -> l
 
 #: What a user can do about some unsupported operators (appended to the message).
 _HINTS = {
+    "ConvTranspose": (": ONNX Runtime's CPU provider has no integer ConvTranspose (neither a "
+                      "QDQ fusion nor a QOperator kernel): it runs the node in float between "
+                      "DequantizeLinear and QuantizeLinear, a float GEMM and col2im whose "
+                      "summation order zynqnn does not reproduce. Quantize the PyTorch model "
+                      "with torch.ao (qnnpack) instead, whose quantized ConvTranspose2d is "
+                      "integer and maps, or replace a ConvTranspose2d(k, stride=k) by "
+                      "nn.Upsample(scale_factor=k) and a Conv2d before exporting"),
     "ReduceMean": (": ONNX Runtime runs it in float between DequantizeLinear and QuantizeLinear "
                    "(a float sum whose order zynqnn does not reproduce); for a mean over the "
                    "spatial axes use GlobalAveragePool (nn.AdaptiveAvgPool2d(1) + flatten in "
