@@ -87,21 +87,110 @@ def _ort(name, fmt, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["qdq", "qop"])
-@pytest.mark.parametrize("name", [n for n in ACTS if n != "silu"])
+@pytest.mark.parametrize("name", list(ACTS))
 def test_onnxruntime(name, fmt, tmp_path):
+    """ONNX exports SiLU as ``Mul(x, Sigmoid(x))``: one table of x's code too."""
     path, reference, x = _ort(name, fmt, tmp_path)
     g = zynqnn.from_onnx(path)
     assert [n.attrs["function"] for n in g.nodes if n.op == "lut"] == [name]
     check_graph_on_golden(g, reference, x, "tiny")
 
 
+class _Swish(nn.Module):
+    """``sigmoid(y) * y`` (the sigmoid first) and ``y * sigmoid(y)`` on two branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+    def forward(self, x):
+        y = self.c1(x)
+        z = self.c2(torch.sigmoid(y) * y)
+        return self.dw(z * torch.sigmoid(z))
+
+
 @pytest.mark.parametrize("fmt", ["qdq", "qop"])
-def test_onnx_silu_is_refused(fmt, tmp_path):
-    """ONNX's SiLU is ``Mul(x, Sigmoid(x))``: the sigmoid is a table, the multiply of two
-    activations has no hardware; the message names the node and says so."""
-    path, _, _ = _ort("silu", fmt, tmp_path)
+def test_onnx_swish_either_operand_order(fmt, tmp_path):
+    """x * Sigmoid(x) with the sigmoid as the first and as the second operand: two tables,
+    equal to ONNX Runtime on the golden backend; what ONNX Runtime runs for the pair is
+    QLinearSigmoid and QLinearMul (its optimized model), in both formats."""
+    import onnx
+    import onnxruntime as ort
+
+    from zynqnn.zoo.ort import export_onnx, ort_quantize, ort_session
+
+    torch.manual_seed(0)
+    calib, x = _data()
+    f = export_onnx(_Swish().eval(), calib[:1], tmp_path / "m.onnx")
+    path = ort_quantize(f, [c[None] for c in calib.numpy()], tmp_path / f"m-{fmt}.onnx",
+                        fmt=fmt, per_channel=True, reduce_range=True)
+    m = onnx.load(str(path))
+    sig = {o for n in m.graph.node if "Sigmoid" in n.op_type for o in n.output}
+    muls = [n for n in m.graph.node if n.op_type in ("Mul", "QLinearMul")]
+    firsts = []
+    for n in muls:   # the multiply's operands as Q/DQ pairs: is the sigmoid first?
+        a = n.input[0]
+        prod = {o: p for p in m.graph.node for o in p.output}
+        while a in prod and prod[a].op_type in ("QuantizeLinear", "DequantizeLinear"):
+            a = prod[a].input[0]
+        firsts.append(a in sig)
+    assert sorted(firsts) == [False, True]
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ran.count("QLinearSigmoid") == 2 and ran.count("QLinearMul") == 2, ran
+    assert "Sigmoid" not in ran and "Mul" not in ran
+    sess = ort_session(path)
+
+    def reference(xs):
+        return [np.concatenate([sess.run(None, {"x": s[None].astype(np.float32)})[0]
+                                for s in xs])]
+
+    g = zynqnn.from_onnx(path)
+    assert [n.attrs["function"] for n in g.nodes if n.op == "lut"] == ["silu", "silu"]
+    assert not [n for n in g.nodes if n.attrs.get("function") == "sigmoid"]
+    check_graph_on_golden(g, reference, x, "tiny")
+
+
+class _Gates(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 8, 1)
+        self.c3 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.c1(x)
+        if self.kind == "two":        # two tensors (x * sigmoid(other)): no function of one code
+            g = torch.sigmoid(self.c2(x))
+        else:                         # a squeeze-and-excitation gate over channels
+            g = torch.sigmoid(nn.functional.adaptive_avg_pool2d(y, 1))
+        return self.c3(y * g)
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+@pytest.mark.parametrize("kind", ["two", "se"])
+def test_onnx_other_multiplies_are_refused(kind, fmt, tmp_path):
+    """A multiply of two activations that is not x * Sigmoid(x) of one tensor is refused naming
+    the node, saying why and what to do; the same for a channel-broadcast (SE) gate."""
+    from zynqnn.zoo.ort import export_onnx, ort_quantize
+
+    torch.manual_seed(0)
+    calib, _ = _data()
+    f = export_onnx(_Gates(kind).eval(), calib[:1], tmp_path / "m.onnx")
+    path = ort_quantize(f, [c[None] for c in calib.numpy()], tmp_path / f"m-{fmt}.onnx",
+                        fmt=fmt, per_channel=True, reduce_range=True)
     op = "Mul" if fmt == "qdq" else "QLinearMul"
-    with pytest.raises(FrontendError, match=rf"\({op}\).*multiply \(x \* Sigmoid\(x\): SiLU"):
+    what = ("element-wise multiply of two activations" if kind == "two"
+            else r"a broadcast multiply \[1, 8, 8, 8\] x \[1, 8, 1, 1\] \(a squeeze-and-excit")
+    with pytest.raises(FrontendError, match=rf"ONNX node '[^']*Mul[^']*' \({op}\) in "
+                                            rf"\S*m-{fmt}\.onnx: {what}.*no multiplier for two "
+                                            r"activations.*run the"):
         zynqnn.from_onnx(path)
 
 

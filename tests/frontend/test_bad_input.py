@@ -28,7 +28,8 @@ class _ConvSigmoid(nn.Module):
 
 
 class _ConvSwish(nn.Module):
-    """conv -> x * sigmoid(x) -> conv: the multiply of two activations has no hardware."""
+    """conv -> x * sigmoid(x) -> conv: torch.ao keeps the multiply of two quantized tensors,
+    which zynqnn has no arithmetic for (ONNX's x * Sigmoid(x) is a table of x's code)."""
 
     def __init__(self):
         super().__init__()
@@ -53,17 +54,40 @@ def test_torch_unsupported_op_names_the_node():
     assert e.value.node == "mul_1"
 
 
+class _ConvGate(nn.Module):
+    """conv -> y * sigmoid(another conv) -> conv: a multiply of two tensors, no hardware."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gate = nn.Conv2d(3, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv2(self.conv(x) * torch.sigmoid(self.gate(x)))
+
+
 def test_onnx_unsupported_op_names_the_node(tmp_path):
-    """The sigmoid imports (a lookup table); the multiply of x and sigmoid(x) is refused by
-    name, in both forms."""
+    """x * Sigmoid(x) imports (a lookup table of x's code); a multiply of two tensors is refused
+    by name, in both forms."""
     torch.manual_seed(0)
     f = export_onnx(_ConvSwish().eval(), _x(), tmp_path / "swish.onnx")
     q = ort_quantize(f, [_x().numpy()], tmp_path / "swish_qdq.onnx")
-    with pytest.raises(FrontendError, match=r"ONNX node '/Mul' \(Mul\).*multiply \(x \* "
-                                            r"Sigmoid\(x\): SiLU.*not supported"):
+    assert [n.attrs["function"] for n in zynqnn.from_onnx(q).nodes if n.op == "lut"] == ["silu"]
+    from zynqnn.frontend.onnx_import import unsupported_nodes
+
+    assert unsupported_nodes(f) == [] and unsupported_nodes(q) == []   # zynqnn check
+    f = export_onnx(_ConvGate().eval(), _x(), tmp_path / "gate.onnx")
+    assert unsupported_nodes(f) == [("/Mul", "Mul")]
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "gate_qdq.onnx")
+    with pytest.raises(FrontendError, match=r"ONNX node '/Mul' \(Mul\) in \S*gate_qdq\.onnx: "
+                                            r"element-wise multiply of two activations is "
+                                            r"not supported") as e:
         zynqnn.from_onnx(q)
-    q = ort_quantize(f, [_x().numpy()], tmp_path / "swish_qop.onnx", fmt="qop")
-    with pytest.raises(FrontendError, match=r"\(QLinearMul\).*SiLU.*not supported"):
+    assert e.value.node == "/Mul"
+    q = ort_quantize(f, [_x().numpy()], tmp_path / "gate_qop.onnx", fmt="qop")
+    with pytest.raises(FrontendError, match=r"\(QLinearMul\) in \S*gate_qop\.onnx: element-wise "
+                                            r"multiply.*not supported"):
         zynqnn.from_onnx(q)
 
 

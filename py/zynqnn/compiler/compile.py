@@ -44,6 +44,7 @@ from .layers import (
     HwAdd,
     HwConcat,
     HwConv,
+    HwConvTranspose,
     HwGlobalSumPool,
     HwLut,
     HwMaxPool,
@@ -213,6 +214,20 @@ def _check_geometry(cfg, name, k, stride, pad):
         raise CompileError(f"{name}: stride {stride} not supported (1 or 2)")
     if max(pad) > -_OFF_MIN or min(pad) < 0 or max(pad) >= k:
         raise CompileError(f"{name}: padding {pad} must be in 0..kernel-1 ({k - 1})")
+
+
+def _phase_taps(k: int, s: int, p: int, pad: int) -> tuple[list[int], int]:
+    """One axis of output phase ``p`` of a transposed convolution (kernel ``k``, stride ``s``,
+    ``pad`` positions cropped at the start): the taps that reach output positions ``p + s * r``,
+    in the order a stride-1 convolution applies them (tap ``u`` reads input ``r + off + u``),
+    and ``off``. Output ``o = i * s + kt - pad`` takes taps ``kt = o + pad (mod s)``; with
+    ``kt = k0 + s * m`` the input is ``i = q + r - m``, ``q = (p + pad - k0) / s``."""
+    k0 = (p + pad) % s
+    m = len(range(k0, k, s))
+    if m == 0:
+        return [], 0
+    q = (p + pad - k0) // s
+    return [k0 + s * (m - 1 - u) for u in range(m)], q - (m - 1)
 
 
 # -- compilation -----------------------------------------------------------------------------------
@@ -483,6 +498,149 @@ class _Compiler:
                     store = (self.addr(y, j) + oy0 * OW * self.wb, oh * OW, 1, 0)
                 self.steps.append(Step(la.name, op, loads, store, macs))
 
+    def conv_transpose(self, la: HwConvTranspose):
+        """A transposed convolution of stride ``s`` as ``s * s`` stride-1 convolutions, one per
+        output phase ``(oy mod s, ox mod s)`` (:func:`_phase_taps`): phase ``(py, px)`` is the
+        convolution of the input with the taps ``ky = py + top (mod s)``, ``kx = px + left (mod
+        s)`` (flipped), a square ``K x K`` kernel (zero taps where the phase has fewer), whose
+        output row ``r`` is output row ``py + s * r``. With ``s > 1`` one ``CONV`` command
+        computes one row of one phase for one output-channel block and its ``STORE`` writes
+        each output pixel as a line of one word, ``s`` words apart (so a word must be whole AXI
+        beats); the phases of one row read the same input tile, and every phase's weights of a
+        channel part are one WBUF load (each command's ``wbuf_addr`` picks its phase)."""
+        cfg, R, C = self.cfg, self.cfg.rows, self.cfg.cols
+        s = int(la.stride)
+        x, y = la.input, la.output
+        cout, cin, kh, kw = la.weights.shape
+        if cin != x.channels:
+            raise CompileError(f"{la.name}: weights have {cin} input channels, input has "
+                               f"{x.channels}")
+        if s < 1:
+            raise CompileError(f"{la.name}: stride {s}")
+        if s > 1 and self.wb % self.beat:
+            raise CompileError(
+                f"{la.name}: a transposed convolution of stride {s} stores every {s}th output "
+                f"pixel as a DDR line of its own, and config {cfg.name}'s {self.wb}-byte words "
+                f"are not whole {self.beat}-byte AXI beats (a line must start on a beat); "
+                "compile for a config whose words are whole beats, e.g. pynq_z2")
+        H, W, OH, OW = x.height, x.width, y.height, y.width
+        top, _, left, _ = norm_padding(la.padding)
+        ys = [_phase_taps(kh, s, p, top) for p in range(s)]
+        xs = [_phase_taps(kw, s, p, left) for p in range(s)]
+        phases = []
+        for py in range(s):
+            rows = len(range(py, OH, s))
+            for px in range(s):
+                cols = len(range(px, OW, s))
+                if rows == 0 or cols == 0:
+                    continue
+                (ty, yo), (tx, xo) = ys[py], xs[px]
+                k = max(len(ty), len(tx), 1)
+                if k > cfg.max_kernel:
+                    raise CompileError(f"{la.name}: output phase ({py}, {px}) is a {len(ty)}x"
+                                       f"{len(tx)} convolution, above max_kernel = "
+                                       f"{cfg.max_kernel}")
+                if cols > cfg.acc_buffer_depth:
+                    raise CompileError(f"{la.name}: a phase row of {cols} pixels exceeds "
+                                       f"acc_buffer_depth = {cfg.acc_buffer_depth}")
+                w = np.zeros((cout, cin, k, k), np.int64)
+                for u, ky in enumerate(ty):
+                    for v, kx in enumerate(tx):
+                        w[:, :, u, v] = la.weights[:, :, ky, kx]
+                taps = len(ty) * len(tx)
+                if taps == 0:   # no tap reaches this phase: the bias alone
+                    yo = xo = 0
+                if not _OFF_MIN <= xo <= _OFF_MAX:
+                    raise CompileError(f"{la.name}: output phase ({py}, {px}) starts {xo} input "
+                                       f"columns off, beyond the engine's {_OFF_MIN}..{_OFF_MAX}")
+                phases.append(dict(py=py, px=px, rows=rows, cols=cols, k=k, w=w, yo=yo, xo=xo,
+                                   my=len(ty) if taps else 0, taps=taps))
+        if not phases:
+            raise CompileError(f"{la.name}: empty output")
+
+        def span(rr):
+            """Input rows the phases of phase row ``rr`` read: (first, last), clipped."""
+            act = [ph for ph in phases if ph["rows"] > rr and ph["my"]]
+            if not act:
+                lo = hi = 0
+            else:
+                lo = rr + min(ph["yo"] for ph in act)
+                hi = rr + max(ph["yo"] + ph["my"] - 1 for ph in act)
+            y_lo, y_hi = max(0, lo), min(H - 1, hi)
+            if y_lo > y_hi:
+                y_lo = y_hi = min(max(lo, 0), H - 1)
+            return y_lo, y_hi
+
+        n_rows = max(ph["rows"] for ph in phases)
+        spans = [span(rr) for rr in range(n_rows)]
+        ih_max = max(b - a + 1 for a, b in spans)
+        tap_words = sum(ph["k"] ** 2 for ph in phases) * R     # one input-channel block
+        cb_total = cblocks(cin, R)
+        cbp = min(cb_total, cfg.weight_buffer_depth // tap_words,
+                  cfg.act_buffer_depth // (ih_max * W), _CB_MAX)
+        if cbp == 0:
+            raise CompileError(f"{la.name}: one input-channel block needs {tap_words} weight "
+                               f"words for its {len(phases)} phases and {ih_max} input rows of "
+                               f"{W} words: above weight_buffer_depth = "
+                               f"{cfg.weight_buffer_depth} or act_buffer_depth = "
+                               f"{cfg.act_buffer_depth}")
+        parts = cblocks(cb_total, cbp)
+        cbp = cblocks(cb_total, parts)
+        coblocks = cblocks(cout, C)
+        post, pwords = self.post_of(la, cout, C)
+        waddr, paddr = {}, {}
+        for j in range(coblocks):
+            c0, c1 = j * C, min(cout, (j + 1) * C)
+            for p in range(parts):
+                i0, i1 = p * cbp * R, min(cin, (p + 1) * cbp * R)
+                ncb = cblocks(i1 - i0, R)
+                offs, off, blob = [], 0, []
+                for ph in phases:
+                    offs.append(off)
+                    blob.append(weight_bytes(cfg, ph["w"][c0:c1, i0:i1]))
+                    off += ph["k"] ** 2 * ncb * R
+                waddr[j, p] = (self.add_const(np.concatenate(blob)), ncb, offs, off)
+            paddr[j] = self.add_const(param_bytes(cfg, post, c0, c1, C))
+        for j in range(coblocks):
+            c0, c1 = j * C, min(cout, (j + 1) * C)
+            for rr in range(n_rows):
+                y_lo, y_hi = spans[rr]
+                ih = y_hi - y_lo + 1
+                for n, ph in enumerate(phases):
+                    if rr >= ph["rows"]:
+                        continue
+                    y_off = rr + ph["yo"] - y_lo if ph["taps"] else 0
+                    if not _OFF_MIN <= y_off <= _OFF_MAX:
+                        raise CompileError(f"{la.name}: output phase ({ph['py']}, {ph['px']}) "
+                                           f"reads {y_off} rows into its input tile, beyond the "
+                                           f"engine's {_OFF_MIN}..{_OFF_MAX}")
+                    oy = ph["py"] + s * rr
+                    for p in range(parts):
+                        wa, ncb, offs, words = waddr[j, p]
+                        ci = min(cin - p * cbp * R, ncb * R)
+                        op = dict(mode=isa.Mode.CONV, kernel=ph["k"], stride=1, y_off=y_off,
+                                  x_off=ph["xo"], cin_blocks=ncb, in_h=ih, in_w=W, out_h=1,
+                                  out_w=ph["cols"], in_signed=int(x.signed),
+                                  zp_in=x.zero_point, zp_out=post.zp_out,
+                                  clamp_min=post.clamp_min, clamp_max=post.clamp_max,
+                                  scheme=post.scheme, act=int(has_act(post)),
+                                  acc_cont=int(p > 0), acc_keep=int(p < parts - 1), step=0,
+                                  wbuf_addr=offs[n])
+                        loads = {
+                            isa.Buffer.IBUF: Load((la.name, "in", rr, p),
+                                                  self.addr(x, p * cbp) + y_lo * W * self.wb,
+                                                  ih * W, ncb, H * W * self.wb),
+                            isa.Buffer.WBUF: Load((la.name, "w", j, p), wa, words),
+                        }
+                        store = None
+                        if p == parts - 1:
+                            loads[isa.Buffer.PBUF] = Load((la.name, "p", j), paddr[j], pwords)
+                            at = self.addr(y, j) + (oy * OW + ph["px"]) * self.wb
+                            store = ((at, 1, ph["cols"], s * self.wb) if s > 1
+                                     else (at, ph["cols"], 1, 0))
+                        self.steps.append(Step(la.name, op, loads, store,
+                                               ph["cols"] * ph["taps"] * ci * (c1 - c0)))
+
     def bypass(self, la):
         cfg, R = self.cfg, self.cfg.rows
         x, y = la.input, la.output
@@ -690,7 +848,9 @@ class _Compiler:
             if not first:
                 self.steps.append(Step("barrier", {}, {}, None, barrier=True))
             first = False
-            if isinstance(la, HwConv):
+            if isinstance(la, HwConvTranspose):
+                self.conv_transpose(la)
+            elif isinstance(la, HwConv):
                 self.conv(la)
             elif isinstance(la, (HwMaxPool, HwUpsample2x, HwGlobalSumPool)):
                 self.bypass(la)

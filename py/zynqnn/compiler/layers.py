@@ -27,6 +27,7 @@ __all__ = [
     "CompileError",
     "Tensor",
     "HwConv",
+    "HwConvTranspose",
     "HwMaxPool",
     "HwGlobalSumPool",
     "HwUpsample2x",
@@ -176,6 +177,41 @@ class HwConv:
         k, (t, b, left, r) = self.kernel, norm_padding(self.padding)
         return (self.weights.shape[0], _out_size(self.input.height, k, self.stride, t, b),
                 _out_size(self.input.width, k, self.stride, left, r))
+
+
+@dataclass(eq=False)
+class HwConvTranspose(HwConv):
+    """Transposed convolution + requantization (+ activation), an :class:`HwConv` whose output
+    pixel ``(oy, ox)`` sums ``x[c, i, j] * weights[o, c, ky, kx]`` over every input pixel and
+    tap with ``oy = i * stride + ky - top`` and ``ox = j * stride + kx - left``.
+
+    ``weights``: (cout, cin, kh, kw) signed codes (PyTorch's ``(cin, cout, kh, kw)`` transposed;
+    not necessarily square); ``padding``: ``(top, bottom, left, right)`` rows and columns removed
+    from the full ``((H - 1) * stride + kh) x ((W - 1) * stride + kw)`` output (``bottom`` and
+    ``right`` may be negative: PyTorch's ``output_padding`` adds rows that only the bias
+    reaches). ``groups`` is 1 (grouped layers come block-diagonal). The compiler runs it as
+    ``stride x stride`` stride-1 convolutions, one per output phase (see
+    ``compile._Compiler.conv_transpose``); ``macs``: the products of the transposed convolution
+    (default: every tap of every input pixel)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.groups != 1:
+            raise CompileError(f"{self.name}: a transposed convolution takes groups = 1 "
+                               "(block-diagonal weights for a grouped one)")
+        if self.macs is None:
+            cout, cin, kh, kw = self.weights.shape
+            self.macs = cout * cin * kh * kw * self.input.height * self.input.width
+
+    @property
+    def kernel(self) -> int:
+        return int(max(self.weights.shape[2:]))
+
+    def out_shape(self):
+        t, b, left, r = norm_padding(self.padding)
+        s, (kh, kw) = self.stride, self.weights.shape[2:]
+        return (self.weights.shape[0], (self.input.height - 1) * s + kh - t - b,
+                (self.input.width - 1) * s + kw - left - r)
 
 
 @dataclass(eq=False)

@@ -49,6 +49,10 @@ add                        :class:`HwAdd` in the flavour's add semantics (torch 
                            scalar tail (rounds differently) as commands of its own when it is
                            whole words (``scalar_from``, ``scalar_mask``)
 grouped conv2d             :class:`HwConv` with block-diagonal weights (zero between groups)
+conv_transpose2d           stride 1: :class:`HwConv` with the kernel flipped (padding
+                           ``k - 1 - p``); stride s > 1: :class:`HwConvTranspose`, run as s * s
+                           stride-1 convolutions, one per output phase, each row stored pixel
+                           by pixel into the interleaved output (groups block-diagonal)
 slice (channels),          views: the producer's tensor seen through some of its slots (a range,
 channel_shuffle            or permuted); a copy (1x1, 0/1 weights) only where a layout forces it:
                            a part alone in a concatenation, an add, a depthwise layer
@@ -80,6 +84,7 @@ from .layers import (
     HwAdd,
     HwConcat,
     HwConv,
+    HwConvTranspose,
     HwGlobalSumPool,
     HwLut,
     HwMaxPool,
@@ -945,6 +950,51 @@ class _Lowering:
             y, size = Tensor(y.name, y.channels, *v.hw.shape[1:], y.zero_point, y.signed), v.size
         self._conv_layer(node, v, wq, sh, pads, self.requant(node), y, groups=groups,
                          saturate_pairs=pairs, size=size)
+
+    def _op_conv_transpose2d(self, node):
+        """A transposed convolution: its weights ``(C, K/g, kh, kw)`` as ``(K, C, kh, kw)``
+        (block-diagonal for groups). Stride 1 is the ordinary convolution with the kernel
+        flipped and padding ``k - 1 - p`` (when that is not negative); other strides run as
+        :class:`HwConvTranspose` (``compile._Compiler.conv_transpose``: one stride-1
+        convolution per output phase)."""
+        a = node.attrs
+        v = self.map4(node, node.inputs[0])
+        self.only_maps(node, node.inputs[0], v)
+        if _pair(a.get("dilation"), 1) != (1, 1):
+            raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
+                              "(1 only)")
+        sh, sw = _pair(a.get("stride"), 1)
+        if sh != sw:
+            raise _fail(node, f"stride {[sh, sw]}: the hardware needs equal strides")
+        t, b, left, r = _pads(a.get("padding"))
+        oph, opw = _pair(a.get("output_padding"), 0)
+        wq = self.weights(node, self.g.tensors[node.inputs[1]])
+        groups = int(a.get("groups", 1))
+        c, kg, kh, kw = wq.shape
+        cg = c // groups
+        w = np.zeros((kg * groups, c, kh, kw), np.int64)
+        for g in range(groups):
+            w[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = \
+                wq[g * cg:(g + 1) * cg].transpose(1, 0, 2, 3)
+        rq = self.requant(node)
+        y = self.hw_tensor(node, node.outputs[0])
+        if y.zero_point != rq.zp_out:
+            raise _fail(node, f"output zero point {y.zero_point} differs from the "
+                              f"requantization's {rq.zp_out}")
+        b, r = b - oph, r - opw      # output_padding: rows/columns only the bias reaches
+        pads = (kh - 1 - t, kh - 1 - b, kw - 1 - left, kw - 1 - r)
+        if sh == 1 and min(pads) >= 0:
+            self._conv_layer(node, v, np.ascontiguousarray(w[:, :, ::-1, ::-1]), 1, pads, rq,
+                             y)
+            return
+        macs = kg * cg * kh * kw * v.map[1] * v.map[2] * groups
+        if v.slots is not None:
+            wide = np.zeros((w.shape[0], v.hw.channels, kh, kw), np.int64)
+            wide[:, v.slots] = w
+            w = wide
+        layer = HwConvTranspose(node.name, v.hw, y, w, stride=sh, padding=(t, b, left, r),
+                                requant=rq, macs=macs)
+        self.produce(layer, rq.lo, rq.hi)
 
     def _patches_on_host(self, node, v, wq, stride, pads, groups) -> bool:
         """The first convolution over few input channels (an RGB stem uses 3 of the array's R

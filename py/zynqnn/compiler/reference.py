@@ -13,6 +13,7 @@ from .layers import (
     HwAdd,
     HwConcat,
     HwConv,
+    HwConvTranspose,
     HwGlobalSumPool,
     HwLut,
     HwMaxPool,
@@ -102,7 +103,14 @@ def run_reference(net: Network, x: np.ndarray, bits: int = 8, all_outputs: bool 
             continue
         a, y = vals[id(la.input)], la.output
         lo, hi = getattr(la, "clamp", None) or code_range(y.signed, bits)
-        if isinstance(la, HwConv):
+        if isinstance(la, HwConvTranspose):
+            from zynqnn.ir.kernels import conv_transpose2d_acc
+
+            acc = conv_transpose2d_acc(a[None], la.weights.transpose(1, 0, 2, 3),
+                                       la.input.zero_point, 0, (la.stride, la.stride),
+                                       norm_padding(la.padding))[0]
+            out = _post(la, acc, lo, hi)
+        elif isinstance(la, HwConv):
             acc = ops.conv2d_acc(a[None], la.weights, zp_x=la.input.zero_point, zp_w=0,
                                  stride=la.stride, padding=norm_padding(la.padding),
                                  groups=la.groups, saturate_pairs=la.saturate_pairs)[0]

@@ -9,11 +9,12 @@ inference), and every node is translated into the neutral Q/DQ graph of :mod:`.q
   ``MatMul``, ``Add``, ``AveragePool``, ``GlobalAveragePool``, ``LeakyRelu``, ``Concat``,
   ``MaxPool``, ``Pad``, ``Resize`` (nearest), ``Flatten``, ``Reshape``, ``Relu``, ``Clip``,
   and the unary activations ``Sigmoid``, ``Tanh``, ``HardSigmoid``, ``HardSwish`` (lookup
-  tables, see :func:`ort_lut_table`);
+  tables, see :func:`ort_lut_table`); ``Mul`` when it is ``x * Sigmoid(x)`` of one tensor
+  (SiLU / Swish: a lookup table, see :func:`ort_silu_table`; any other multiply is refused);
 * QOperator form: ``QLinearConv``, ``QLinearMatMul``, and com.microsoft ``QGemm``,
   ``QLinearAdd``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearLeakyRelu``,
-  ``QLinearConcat``, ``QLinearSigmoid`` are expanded to DQ -> op -> Q, so both forms share the
-  pattern matcher;
+  ``QLinearConcat``, ``QLinearSigmoid``, ``QLinearMul`` are expanded to DQ -> op -> Q, so
+  both forms share the pattern matcher;
 * QCDQ (Brevitas): ``QuantizeLinear -> Clip -> DequantizeLinear`` narrows the code range.
 
 Every node gets the ``onnxruntime`` flavour: the arithmetic of ONNX Runtime's CPU kernels, which
@@ -31,7 +32,7 @@ from ..ir import Graph
 from .common import FrontendError, finish
 from .qdq import QDQGraph, QNode, lower
 
-__all__ = ["from_onnx", "load_onnx", "onnx_to_qdq", "ort_lut_table"]
+__all__ = ["from_onnx", "load_onnx", "onnx_to_qdq", "ort_lut_table", "ort_silu_table"]
 
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}
 
@@ -387,18 +388,15 @@ class _Adapter:
         self.add(name, "hardswish", ins[:1], out, {}, "HardSwish")
 
     def op_Mul(self, node, a, ins, out, name):
-        producers = {o: n for n in self.m.graph.node for o in n.output}
-        silu = (" (x * Sigmoid(x): SiLU / Swish as ONNX exports it)"
-                if len(ins) == 2 and self._is_silu(ins, producers) else "")
-        raise self.fail(node, f"element-wise multiply{silu} is not supported: the hardware has "
-                              "no multiplier for two activations")
+        # only x * Sigmoid(x) lowers (qdq._Lowering._mul); the rest is refused there by name
+        self.add(name, "mul", ins[:2], out, {}, "Mul")
 
     def op_QLinearMul(self, node, a, ins, out, name):
-        producers = {o: n for n in self.m.graph.node for o in n.output}
-        silu = (" (x * Sigmoid(x): SiLU / Swish as ONNX exports it)"
-                if len(ins) >= 4 and self._is_silu([ins[0], ins[3]], producers) else "")
-        raise self.fail(node, f"element-wise multiply{silu} is not supported: the hardware has "
-                              "no multiplier for two activations")
+        xa = self._dq(node, *ins[0:3])
+        xb = self._dq(node, *ins[3:6])
+        y = self.tmp(out)
+        self.add(name, "mul", [xa, xb], y, {}, "QLinearMul")
+        self._q(node, y, ins[6], ins[7] if len(ins) > 7 else "", out)
 
     @staticmethod
     def _is_silu(ins, producers) -> bool:
@@ -654,8 +652,8 @@ class _Adapter:
             if o in self.consts:
                 raise FrontendError(f"{self.label}: output {o!r} is a constant")
         return QDQGraph(self.nodes, self.consts, inputs, outputs,
-                        name=Path(self.label).stem or "onnx", kind="ONNX",
-                        lut_table=self.lut_table)
+                        name=Path(self.label).stem or "onnx", kind="ONNX", where=self.label,
+                        lut_table=self.lut_table, mul_table=self.mul_table)
 
     def lut_table(self, qnode, x, y):
         try:
@@ -663,6 +661,14 @@ class _Adapter:
         except ValueError as e:
             raise FrontendError(f"ONNX node {qnode.name!r} ({qnode.source}): {e}",
                                 node=qnode.name) from None
+
+    def mul_table(self, mul, sigmoid, x, s, y, s_first):
+        try:
+            return ort_silu_table(x, s, y, s_first, sigmoid.source == "QLinearSigmoid",
+                                  mul.source == "QLinearMul")
+        except ValueError as e:
+            raise FrontendError(f"ONNX node {mul.name!r} ({mul.source}): {e}",
+                                node=mul.name) from None
 
 
 _ONNX_ACT = {"sigmoid": "Sigmoid", "tanh": "Tanh", "hardsigmoid": "HardSigmoid",
@@ -678,12 +684,9 @@ def ort_lut_table(op: str, attrs: dict, source: str | None, x, y) -> list[int]:
     ``DequantizeLinear -> op -> QuantizeLinear`` (which ONNX Runtime's optimizer fuses as it
     does in the model, e.g. into QLinearSigmoid). It runs once on all 256 codes and once on
     each code alone; a result that depends on the element's position raises ValueError."""
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
-    npdt = {"uint8": np.uint8, "int8": np.int8}
     if x.dtype not in elem or y.dtype not in elem:
         raise ValueError(f"a lookup table needs 8-bit codes ({x.dtype} -> {y.dtype})")
     inits = [
@@ -702,9 +705,72 @@ def ort_lut_table(op: str, attrs: dict, source: str | None, x, y) -> list[int]:
         nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
                  helper.make_node(_ONNX_ACT[op], ["xf"], ["yf"], **extra),
                  helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info("x", elem[x.dtype],
+    return _ort_table(nodes, inits, opsets, x.dtype, y.dtype, _ONNX_ACT[op])
+
+
+def ort_silu_table(x, s, y, s_first: bool, sigmoid_qop: bool, mul_qop: bool) -> list[int]:
+    """The 256 output codes ONNX Runtime computes for every code of ``x`` (entry ``t``: the
+    code whose byte is ``t``) of ``x * Sigmoid(x)``: SiLU / Swish as ONNX exports it, a
+    Sigmoid whose output is quantized with ``s``'s qparams, times ``x``, quantized with ``y``'s
+    (IR tensors; ``s_first``: the sigmoid is the multiply's first operand).
+
+    A model of exactly that node pair runs in a one-thread CPU session: com.microsoft
+    ``QLinearSigmoid`` and ``QLinearMul`` where the model has them (``sigmoid_qop``,
+    ``mul_qop``), else ``DequantizeLinear -> Sigmoid -> QuantizeLinear`` and
+    ``DequantizeLinear``s -> ``Mul`` -> ``QuantizeLinear``, one DequantizeLinear of ``x`` feeding
+    both, as ``quantize_static`` writes them (ONNX Runtime's optimizer fuses these into
+    QLinearSigmoid and QLinearMul, as in the whole model). It runs on all 256 codes at once
+    and on each code alone; a result that depends on the element's position raises
+    ValueError."""
+    from onnx import TensorProto, helper
+
+    elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    for t in (x, s, y):
+        if t.dtype not in elem:
+            raise ValueError(f"a lookup table needs 8-bit codes ({x.dtype} * {s.dtype} -> "
+                             f"{y.dtype})")
+    inits = []
+    for tag, t in (("x", x), ("s", s), ("y", y)):
+        inits += [helper.make_tensor(tag + "s", TensorProto.FLOAT, [], [float(np.float32(
+                      t.scale))]),
+                  helper.make_tensor(tag + "z", elem[t.dtype], [], [int(t.zero_point)])]
+    opsets = [helper.make_opsetid("", 17)]
+    ms = "com.microsoft"
+    if sigmoid_qop or mul_qop:
+        opsets.append(helper.make_opsetid(ms, 1))
+    nodes = []
+    if not (sigmoid_qop and mul_qop):
+        nodes.append(helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]))
+    if sigmoid_qop:
+        nodes.append(helper.make_node("QLinearSigmoid", ["x", "xs", "xz", "ss", "sz"], ["sq"],
+                                      domain=ms))
+    else:
+        nodes += [helper.make_node("Sigmoid", ["xf"], ["sf"]),
+                  helper.make_node("QuantizeLinear", ["sf", "ss", "sz"], ["sq"])]
+    if mul_qop:
+        a, b = ["x", "xs", "xz"], ["sq", "ss", "sz"]
+        nodes.append(helper.make_node("QLinearMul", (b + a if s_first else a + b)
+                                      + ["ys", "yz"], ["y"], domain=ms))
+    else:
+        nodes += [helper.make_node("DequantizeLinear", ["sq", "ss", "sz"], ["sd"]),
+                  helper.make_node("Mul", ["sd", "xf"] if s_first else ["xf", "sd"], ["yf"]),
+                  helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    return _ort_table(nodes, inits, opsets, x.dtype, y.dtype, "x * Sigmoid(x)")
+
+
+def _ort_table(nodes, inits, opsets, x_dtype: str, y_dtype: str, what: str) -> list[int]:
+    """Run the model of ``nodes`` (input ``x``, output ``y``, 1-D) in a one-thread CPU session
+    on all 256 codes, and on each alone; the output codes, or ValueError when they depend on
+    the element's position."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    elem = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
+    npdt = {"uint8": np.uint8, "int8": np.int8}
+    graph = helper.make_graph(nodes, "lut", [helper.make_tensor_value_info("x", elem[x_dtype],
                                                                             ["n"])],
-                              [helper.make_tensor_value_info("y", elem[y.dtype], ["n"])], inits)
+                              [helper.make_tensor_value_info("y", elem[y_dtype], ["n"])], inits)
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8          # what ONNX Runtime reads (onnx may write a newer one)
     onnx.checker.check_model(model)
@@ -714,20 +780,27 @@ def ort_lut_table(op: str, attrs: dict, source: str | None, x, y) -> list[int]:
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
-    codes = np.arange(256, dtype=np.uint8).view(npdt[x.dtype])
+    codes = np.arange(256, dtype=np.uint8).view(npdt[x_dtype])
     table = sess.run(None, {"x": codes})[0].astype(np.int64)
     alone = np.array([sess.run(None, {"x": codes[i:i + 1]})[0][0] for i in range(256)],
                      dtype=np.int64)
     if not np.array_equal(table, alone):
         bad = np.flatnonzero(table != alone)
-        raise ValueError(f"ONNX Runtime's {_ONNX_ACT[op]} gives other codes for {bad.size} "
-                         f"inputs (e.g. code {int(codes[bad[0]])}) depending on their position "
-                         "in the tensor: no single table reproduces it")
+        raise ValueError(f"ONNX Runtime's {what} gives other codes for {bad.size} inputs (e.g. "
+                         f"code {int(codes[bad[0]])}) depending on their position in the "
+                         "tensor: no single table reproduces it")
     return [int(v) for v in table]
 
 
 #: What a user can do about some unsupported operators (appended to the message).
 _HINTS = {
+    "ConvTranspose": (": ONNX Runtime's CPU provider has no integer ConvTranspose (neither a "
+                      "QDQ fusion nor a QOperator kernel): it runs the node in float between "
+                      "DequantizeLinear and QuantizeLinear, a float GEMM and col2im whose "
+                      "summation order zynqnn does not reproduce. Quantize the PyTorch model "
+                      "with torch.ao (qnnpack) instead, whose quantized ConvTranspose2d is "
+                      "integer and maps, or replace a ConvTranspose2d(k, stride=k) by "
+                      "nn.Upsample(scale_factor=k) and a Conv2d before exporting"),
     "ReduceMean": (": ONNX Runtime runs it in float between DequantizeLinear and QuantizeLinear "
                    "(a float sum whose order zynqnn does not reproduce); for a mean over the "
                    "spatial axes use GlobalAveragePool (nn.AdaptiveAvgPool2d(1) + flatten in "
@@ -806,8 +879,11 @@ def measure_batch_norm(x_shape, x_dtype: str, s_in: float, zp_in: int, params: l
     lo, hi = (0, 255) if x_dtype == "uint8" else (-128, 127)
     return measure_channel_map(
         lambda xs: sess.run(None, {"x": xs.astype(npdt[x_dtype])})[0], x_shape, lo, hi)
-#: Operators whose translation exists only to refuse them with a precise message.
-_REFUSED = {"Mul", "QLinearMul"}
+
+
+#: Operators whose translation takes only one form: ``x * Sigmoid(x)`` (SiLU / Swish) of the
+#: multiplies; every other Mul is refused when the graph is lowered.
+_MULS = {"Mul": (0, 1), "QLinearMul": (0, 3)}
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
@@ -816,6 +892,7 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
     initializers, ``Constant`` or ``Shape``) are folded at import and do not count."""
     m, _ = load_onnx(model)
     const = {i.name for i in m.graph.initializer} | {""}
+    producers = {o: n for n in m.graph.node for o in n.output}
     out = []
     for node in m.graph.node:
         if node.op_type in ("Constant", "Shape") or (
@@ -825,8 +902,10 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
             continue
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
+        mul = _MULS.get(node.op_type)
         if (node.domain not in ("", "ai.onnx") or not hasattr(_Adapter, "op_" + node.op_type)
-                or node.op_type in _REFUSED):
+                or (mul is not None and not (len(node.input) > mul[1] and _Adapter._is_silu(
+                    [node.input[mul[0]], node.input[mul[1]]], producers)))):
             out.append((node.name or (node.output[0] if node.output else node.op_type),
                         node.op_type))
     return out

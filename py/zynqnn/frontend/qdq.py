@@ -20,6 +20,8 @@ Q -> clip(int bounds) -> DQ  (QCDQ)      ``clamp`` on codes (narrow ranges, Brev
 op on codes (MaxPool of uint8 ...)       the op on codes
 DQ(q) -> act -> Q                        ``lut`` (act: ``sigmoid``, ``tanh``, ``hardsigmoid``,
                                          ``hardswish``): the table from ``lut_table``
+DQ(q), DQ(sigmoid(q)) -> mul -> Q        ``lut`` (``silu``: SiLU / Swish as ONNX exports it,
+                                         either operand order): the table from ``mul_table``
 DQ(q) -> graph output                    ``dequantize``
 =======================================  ===================================================
 
@@ -37,7 +39,8 @@ Neutral ops (``QNode.op``) and attributes:
   ``transpose_w``: the weight is (C, K)), ``add``, ``avg_pool2d`` (``kernel``, ``stride``,
   ``padding``, ``ceil_mode``, ``count_include_pad``), ``global_avg_pool``, ``leaky_relu``
   (``negative_slope``), ``concat`` (``axis``), ``sigmoid``, ``tanh``, ``hardsigmoid``
-  (``alpha``, ``beta``), ``hardswish``;
+  (``alpha``, ``beta``), ``hardswish``, ``mul`` (two inputs; only ``x * sigmoid(x)`` of one
+  quantized tensor lowers, to a ``lut``; any other multiply is refused naming the node);
 * commuting: ``max_pool2d`` (``kernel``, ``stride``, ``padding``, ``dilation``, ``ceil_mode``),
   ``pad`` (``pads`` [t, b, l, r], ``value`` float or ``value_code`` on codes),
   ``upsample_nearest`` (``scale``, or ONNX ``scales``/``sizes`` + resize modes checked to be a
@@ -66,7 +69,7 @@ __all__ = ["QDQGraph", "QNode", "lower", "COMMUTING", "COMPUTE"]
 #: importer's ``QDQGraph.lut_table`` (the framework's own arithmetic on every code).
 LUT_OPS = ("sigmoid", "tanh", "hardsigmoid", "hardswish")
 COMPUTE = ("conv2d", "linear", "add", "avg_pool2d", "global_avg_pool", "leaky_relu", "concat",
-           "batch_norm", *LUT_OPS)
+           "batch_norm", "mul", *LUT_OPS)
 COMMUTING = ("max_pool2d", "pad", "upsample_nearest", "flatten", "reshape", "relu", "clip",
              "identity", "slice", "transpose")
 
@@ -93,10 +96,17 @@ class QDQGraph:
     outputs: list[str]
     name: str = "graph"
     kind: str = "model"  # for messages, e.g. "ONNX"
+    where: str | None = None  # the file, for messages ("... in m.onnx: ...")
     #: ``lut_table(node, x, y) -> 256 codes``: the table of a unary activation (``LUT_OPS``)
     #: from input tensor ``x`` to output qparams ``y`` (IR tensors), as the framework computes
     #: it; None: such activations are refused.
     lut_table: Any = None
+    #: ``mul_table(mul, sigmoid, x, s, y, s_first) -> 256 codes``: the table of ``x * s`` where
+    #: ``s`` is the output of the lookup table of ``sigmoid(x)`` (QNodes ``mul`` and
+    #: ``sigmoid``; IR tensors ``x``, ``s`` and the output ``y``; ``s_first``: ``s`` is the
+    #: multiply's first operand), as the framework computes the pair on every code of ``x``;
+    #: None: refused.
+    mul_table: Any = None
 
 
 # -- values during lowering ---------------------------------------------------------------------
@@ -160,6 +170,10 @@ class _Lowering:
         self.g = Graph(qg.name)
         self.vals: dict[str, Any] = {}
         self.uses: dict[str, int] = {}
+        #: IR tensor of a lookup table's output -> (its QNode, its input IR tensor)
+        self.lut_src: dict[str, tuple[QNode, str]] = {}
+        #: sigmoid tables a SiLU table replaced: dropped at the end when nothing else reads them
+        self.fused: list[str] = []
         for n in qg.nodes:
             for i in n.inputs:
                 if i:
@@ -167,7 +181,9 @@ class _Lowering:
 
     def fail(self, node: QNode, why: str) -> FrontendError:
         src = f" ({node.source})" if node.source and node.source != node.op else ""
-        return FrontendError(f"{self.qg.kind} node {node.name!r}{src}: {why}", node=node.name)
+        where = f" in {self.qg.where}" if self.qg.where else ""
+        return FrontendError(f"{self.qg.kind} node {node.name!r}{src}{where}: {why}",
+                             node=node.name, path=self.qg.where)
 
     # -- values ----------------------------------------------------------------------------------
     def val(self, node: QNode, name: str):
@@ -232,6 +248,11 @@ class _Lowering:
             self.vals[node.outputs[0]] = handler(node)
         for name in self.qg.outputs:
             self.output(name)
+        for name in self.fused:
+            if name not in self.g.outputs and not self.g.consumers(name):
+                self.g.nodes.remove(self.g.producer(name))
+                del self.g.tensors[name]
+                self.g.invalidate()
         return self.g
 
     def output(self, name: str) -> None:
@@ -463,6 +484,51 @@ class _Lowering:
                    "in_lo": int(xt.qmin), "relu": bool(node.attrs.get("relu", False))})
         return out
 
+    def _mul(self, qnode: QNode, p: _Pending, scale, zp, dtype) -> _Q:
+        """``DQ(x) * DQ(sigmoid table of x) -> Q`` (SiLU / Swish as ONNX exports it, either
+        operand order): both operands derive from x's code, so the product's code is a function
+        of that code alone, a ``lut`` whose table the framework computes (``mul_table``). Any
+        other multiply is refused: the hardware has no multiplier for two activations."""
+        node, args = p.node, p.args
+        what = ("the hardware has no multiplier for two activations (only x * Sigmoid(x) of "
+                "one tensor, SiLU / Swish, maps: to a lookup table); ")
+        if len(args) != 2:
+            raise self.fail(node, f"a multiply of {len(args)} inputs is not supported")
+        if any(isinstance(a, (_Const, _DQConst, _QConst)) for a in args):
+            raise self.fail(node, "a multiply by a constant is not supported: " + what
+                            + "fold the constant into the neighbouring convolution's weights "
+                              "before quantizing")
+        xs = [self._act(node, v, f"input {i}") for i, v in enumerate(args)]
+        ts = [self.tensor(x) for x in xs]
+        for i, j in ((0, 1), (1, 0)):
+            src = self.lut_src.get(xs[i].name)
+            if src is not None and src[0].op == "sigmoid" and src[1] == xs[j].name:
+                break
+        else:
+            if ts[0].shape != ts[1].shape:
+                raise self.fail(node, f"a broadcast multiply {list(ts[0].shape)} x "
+                                      f"{list(ts[1].shape)} (a squeeze-and-excitation or "
+                                      "attention gate) is not supported: " + what
+                                + "split the model before this node and run the gate on the "
+                                  "host")
+            raise self.fail(node, "element-wise multiply of two activations is not supported: "
+                            + what + "split the model before this node and run the multiply "
+                                     "on the host")
+        x, s = xs[j], xs[i]
+        xt, st = ts[j], ts[i]
+        if xt.dtype not in ("uint8", "int8") or dtype not in ("uint8", "int8"):
+            raise self.fail(node, f"x * Sigmoid(x) as a lookup table needs 8-bit codes "
+                                  f"({xt.dtype} -> {dtype})")
+        if self.qg.mul_table is None:
+            raise self.fail(node, "element-wise multiply is not supported: " + what
+                            + "no table builder for this framework's x * Sigmoid(x)")
+        out = self.new_tensor(qnode.outputs[0], xt.shape, dtype, scale, zp, layout=xt.layout)
+        table = self.qg.mul_table(node, src[0], xt, st, self.tensor(out), i == 0)
+        self.emit(node, "lut", [x.name], out.name, {"table": [int(v) for v in table],
+                                                    "function": "silu"})
+        self.fused.append(s.name)
+        return out
+
     def compute(self, node: QNode):
         args = [self.val(node, i) for i in node.inputs]
         for i, a in enumerate(args):
@@ -543,7 +609,10 @@ class _Lowering:
             table = self.qg.lut_table(node, xt, self.tensor(out))
             self.emit(node, "lut", [x.name], out.name, {"table": [int(v) for v in table],
                                                         "function": op})
+            self.lut_src[out.name] = (node, x.name)
             return out
+        if op == "mul":
+            return self._mul(qnode, p, scale, zp, dtype)
         if op == "concat":
             xs = [self._act(node, v, f"input {i}") for i, v in enumerate(args)]
             ts = [self.tensor(x) for x in xs]

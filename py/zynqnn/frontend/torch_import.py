@@ -526,6 +526,8 @@ class TorchImporter:
         if _is(m, "Linear", "LinearReLU") and mod.startswith(("torch.ao.nn.quantized",
                                                               "torch.ao.nn.intrinsic.quantized")):
             return self.linear(node, m, relu=_is(m, "LinearReLU"))
+        if _is(m, "ConvTranspose2d") and mod.startswith("torch.ao.nn.quantized"):
+            return self.conv_transpose(node, m)
         if mod.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
             if _is(m, "LeakyReLU"):
                 return self.unary(node, "leaky_relu", {"negative_slope": float(m.negative_slope),
@@ -630,6 +632,53 @@ class TorchImporter:
                  "activation": "relu" if relu else "none", "clamp": None}
         ins = [x.name, w] + ([b] if b else [])
         self.emit(node.name, "conv2d", ins, q.name, attrs=attrs, source=node.target)
+        return q
+
+    def conv_transpose(self, node, m):
+        """A quantized ``ConvTranspose2d``: PyTorch requantizes its exact integer sums as its
+        conv does (fbgemm, qnnpack), so the IR's ``conv_transpose2d`` with the engine's
+        requantization is the framework's arithmetic; except fbgemm's direct transposed kernel
+        (below), which is refused."""
+        torch = _torch()
+        x = self.qin(node)
+        if m.padding_mode != "zeros":
+            raise self.fail(node, f"padding_mode {m.padding_mode!r} is not supported")
+        if len(m.kernel_size) != 2:
+            raise self.fail(node, "only 2-D transposed convolutions are supported")
+        w = m.weight()
+        if w.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise self.fail(node, f"ConvTranspose2d weights quantized {w.qscheme()} are not "
+                                  "supported (per-tensor only, torch.ao's default for "
+                                  "ConvTranspose2d)")
+        cin, cout = m.in_channels, m.out_channels
+        kh, kw = m.kernel_size
+        if (self.engine == "fbgemm" and m.groups == 1 and cin % 8 == 0 and cout % 8 == 0
+                and all(s in (1, 2) for s in m.stride) and kh == 2 and kw <= 6
+                and all(d == 1 for d in m.dilation) and all(p == 0 for p in m.padding)):
+            # fbgemm's takeDirectConvPath: its AVX2 direct transposed-convolution kernel
+            version = torch.__version__.split("+")[0]
+            why = (f"steps the input rows by 1 instead of {m.stride[0]} (torch {version}: its "
+                   "output is not the layer's transposed convolution, and its last rows hold "
+                   "the bias alone)" if m.stride[0] != 1 else
+                   f"computes with weights that the module's weight() does not return (torch "
+                   f"{version}: unpacking that kernel's packed weights gives other values), so "
+                   "they cannot be read")
+            raise self.fail(node, f"PyTorch's fbgemm engine runs this ConvTranspose2d (kernel "
+                                  f"{kh}x{kw}, stride {list(m.stride)}, {cin} -> {cout} "
+                                  "channels, no padding) in fbgemm's direct transposed-"
+                                  f"convolution kernel, which {why}; zynqnn does not reproduce "
+                                  "it. Quantize with the qnnpack engine, which computes the "
+                                  "layer as defined")
+        out_t = self.recorded(node)
+        q = self.new_q(node, out_t)
+        wname, b = self._weights(node, m, self.graph.unique_name(f"{node.target}.weight"))
+        ph, pw = m.padding
+        attrs = {"stride": list(m.stride), "padding": [ph, ph, pw, pw],
+                 "output_padding": list(m.output_padding), "dilation": list(m.dilation),
+                 "groups": int(m.groups), "requant": {"scheme": self.flavour},
+                 "activation": "none", "clamp": None}
+        self.emit(node.name, "conv_transpose2d", [x.name, wname] + ([b] if b else []), q.name,
+                  attrs=attrs, source=node.target)
         return q
 
     def linear(self, node, m, relu: bool):
@@ -1062,7 +1111,8 @@ def _is_quantized_model(gm) -> bool:
 
 
 def packing_engine(m) -> str | None:
-    """The engine a quantized Conv2d/Linear's weights were packed under (None: undecidable).
+    """The engine a quantized Conv2d/Linear/ConvTranspose2d's weights were packed under (None:
+    undecidable).
 
     The packed kernels are probed with an input at the zero point (zero accumulators) and an
     input scale that brings the bias to a few accumulator units, with a small output scale:
@@ -1079,8 +1129,11 @@ def packing_engine(m) -> str | None:
     if b is None or not torch.any(b != 0):
         return None
     per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    transposed = _is(m, "ConvTranspose2d")
+    if transposed and per_channel:
+        return None
     sw = (w.q_per_channel_scales().numpy() if per_channel
-          else np.full(w.shape[0], w.q_scale()))
+          else np.full(b.shape[0], w.q_scale()))
     if not (np.all(np.isfinite(sw)) and np.all(sw > 0)):
         return None  # the weight's own check names it (a probe scale from the bias would not)
     bias = b.detach().float().numpy()
@@ -1090,7 +1143,12 @@ def packing_engine(m) -> str | None:
     s_out = float((s_in * sw).min() / 16)
     try:
         with torch.no_grad():
-            if w.dim() == 4:
+            if transposed:
+                x = torch.quantize_per_tensor(torch.zeros(1, w.shape[0], 1, 1), s_in, 0,
+                                              torch.quint8)
+                y = torch.ops.quantized.conv_transpose2d(x, m._packed_params, s_out, 128)
+                axis = 1
+            elif w.dim() == 4:
                 x = torch.quantize_per_tensor(
                     torch.zeros(1, w.shape[1] * m.groups, *m.kernel_size), s_in, 0, torch.quint8)
                 y = torch.ops.quantized.conv2d(x, m._packed_params, s_out, 128)
@@ -1115,7 +1173,8 @@ def packing_engine(m) -> str | None:
 def _check_packing(gm, engine: str) -> None:
     """Raise when a conv/linear was packed under another engine than the one selected."""
     for name, m in gm.named_modules():
-        if not (_is(m, "Conv2d", "ConvReLU2d", "Linear", "LinearReLU") and type(m).__module__
+        if not (_is(m, "Conv2d", "ConvReLU2d", "Linear", "LinearReLU", "ConvTranspose2d")
+                and type(m).__module__
                 .startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))):
             continue
         packed = packing_engine(m)

@@ -143,6 +143,14 @@ def _conv2d(g, n, v, ins, out, hw):
     return _clip(n, _requantize_acc(node_requant(g, n), acc, 1, hw))
 
 
+def _conv_transpose2d(g, n, v, ins, out, hw):
+    a, w = n.attrs, ins[1]
+    acc = K.conv_transpose2d_acc(v[0], w.data, ins[0].zero_point, int(w.zero_point),
+                                 a["stride"], a["padding"], a.get("output_padding", [0, 0]),
+                                 a.get("dilation", [1, 1]), int(a.get("groups", 1)))
+    return _clip(n, _requantize_acc(node_requant(g, n), acc, 1, hw))
+
+
 def _linear(g, n, v, ins, out, hw):
     acc = ops.linear_acc(v[0], _packed(g, n), ins[0].zero_point)
     return _clip(n, _requantize_acc(node_requant(g, n), acc, -1, hw))
@@ -368,6 +376,7 @@ KERNELS = {
     "dequantize": _dequantize,
     "requantize": _requantize,
     "conv2d": _conv2d,
+    "conv_transpose2d": _conv_transpose2d,
     "linear": _linear,
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _avg_pool2d,

@@ -7,7 +7,9 @@
 * :func:`torch_elementwise`: PyTorch's vectorized element-wise loop (vector body + scalar tail in
   the tensor's memory order), to call ``ops.add_torch`` / ``ops.leaky_relu_torch`` with the
   right ``path`` for every element;
-* :func:`quantize` / :func:`dequantize` / :func:`requantize`: one entry per flavour.
+* :func:`quantize` / :func:`dequantize` / :func:`requantize`: one entry per flavour;
+* :func:`conv_transpose2d_acc`: the exact integer accumulators of a transposed convolution
+  (PyTorch's quantized ``ConvTranspose2d`` requantizes them as its conv does).
 
 These belong with the golden ops; they live here until :mod:`zynqnn.numerics` takes them over.
 """
@@ -24,6 +26,8 @@ from ..numerics.schemes import x86_cvt
 
 __all__ = [
     "avg_pool2d_qnnpack",
+    "conv_transpose2d_acc",
+    "conv_transpose_size",
     "dequantize",
     "fix_pos",
     "leaky_relu_onnxruntime",
@@ -187,3 +191,45 @@ def requantize(flavour: str, q, s_in, zp_in, s_out, zp_out, dtype: str, qmin: in
                ) -> np.ndarray:
     """Dequantize then quantize in ``flavour``'s arithmetic (a framework's DQ -> Q pair)."""
     return quantize(flavour, dequantize(flavour, q, s_in, zp_in), s_out, zp_out, dtype, qmin, qmax)
+
+
+def conv_transpose_size(n: int, k: int, s: int, d: int, lo: int, hi: int, extra: int) -> int:
+    """Output size of a transposed convolution along one axis: input ``n``, kernel ``k``,
+    stride ``s``, dilation ``d``, ``lo``/``hi`` positions removed from the start/end of the
+    full output (``padding``) and ``extra`` added at the end (``output_padding``)."""
+    return (n - 1) * s + d * (k - 1) + 1 - lo - hi + extra
+
+
+def conv_transpose2d_acc(x, w, zp_x=0, zp_w=0, stride=(1, 1), padding=(0, 0, 0, 0),
+                         output_padding=(0, 0), dilation=(1, 1), groups=1) -> np.ndarray:
+    """Exact int64 accumulators (N, K, OH, OW) of a transposed 2-D convolution.
+
+    ``x``: (N, C, H, W) codes; ``w``: (C, K / groups, kh, kw) codes (PyTorch's and ONNX's
+    layout); ``zp_w``: a scalar. Input pixel ``(i, j)`` through tap ``(ky, kx)`` adds
+    ``(x - zp_x)(w - zp_w)`` to output ``(i*sh + ky*dh - top, j*sw + kx*dw - left)``;
+    ``padding`` ``(top, bottom, left, right)`` removes rows/columns from the full output,
+    ``output_padding`` ``(h, w)`` adds them at the bottom/right (only padding reaches there)."""
+    x = np.asarray(x, dtype=np.int64) - int(zp_x)
+    w = np.asarray(w, dtype=np.int64) - int(zp_w)
+    n, c, h, wd = x.shape
+    cin, kg, kh, kw = w.shape
+    if cin != c or c % groups:
+        raise ValueError(f"conv_transpose2d: input has {c} channels, weight {list(w.shape)} "
+                         f"with groups={groups}")
+    sh, sw = stride
+    dh, dw = dilation
+    t, b, left, r = padding
+    oh = conv_transpose_size(h, kh, sh, dh, t, b, output_padding[0])
+    ow = conv_transpose_size(wd, kw, sw, dw, left, r, output_padding[1])
+    full_h = max((h - 1) * sh + dh * (kh - 1) + 1, t + oh)
+    full_w = max((wd - 1) * sw + dw * (kw - 1) + 1, left + ow)
+    full = np.zeros((n, kg * groups, full_h, full_w), np.int64)
+    cg = c // groups
+    for g in range(groups):
+        xg = x[:, g * cg:(g + 1) * cg]
+        for ky in range(kh):
+            for kx in range(kw):
+                v = np.einsum("nchw,ck->nkhw", xg, w[g * cg:(g + 1) * cg, :, ky, kx])
+                full[:, g * kg:(g + 1) * kg, ky * dh:ky * dh + (h - 1) * sh + 1:sh,
+                     kx * dw:kx * dw + (wd - 1) * sw + 1:sw] += v
+    return full[:, :, t:t + oh, left:left + ow]

@@ -9,6 +9,11 @@ requantize             q -> q' (dequantize then quantize, in the flavour's arith
 conv2d                 x, w(const), [b(const)] -> y. ``stride`` [sh, sw], ``padding`` [t, b, l, r],
                        ``dilation`` [dh, dw], ``groups``, ``requant`` {scheme, options},
                        ``activation`` none|relu|relu6|clamp|leaky, ``clamp`` [lo, hi] codes or None
+conv_transpose2d       x, w(const) (C, K/groups, kh, kw), [b] -> y: the transposed convolution
+                       (PyTorch's ConvTranspose2d). ``stride``, ``padding`` [t, b, l, r] (removed
+                       from the full output), ``output_padding`` [h, w] (added at the
+                       bottom/right), ``dilation``, ``groups``, ``requant``, ``activation``,
+                       ``clamp`` as conv2d; per-tensor weights
 linear                 x (N, C), w (K, C), [b] -> (N, K); ``requant``, ``activation``, ``clamp``
 max_pool2d             ``kernel``, ``stride``, ``padding`` [t, b, l, r], ``dilation``,
                        ``ceil_mode``, ``pad_value`` (None: padding ignored; a code: explicit pad)
@@ -82,6 +87,7 @@ OPS: dict[str, set[str | None]] = {
     "dequantize": _Q_FLAVOURS,
     "requantize": _Q_FLAVOURS,
     "conv2d": _Q_FLAVOURS,
+    "conv_transpose2d": _Q_FLAVOURS,
     "linear": _Q_FLAVOURS,
     "max_pool2d": _Q_FLAVOURS | {None},
     "avg_pool2d": _Q_FLAVOURS,
@@ -175,6 +181,30 @@ def _shape_conv(node, a, ins):
     t, b, l, r = _pads(node, a)
     return (x.shape[0], k, _out_size(node, x.shape[2], kh, sh, dh, t, b),
             _out_size(node, x.shape[3], kw, sw, dw, l, r))
+
+
+def _shape_conv_transpose(node, a, ins):
+    from .kernels import conv_transpose_size
+
+    x, w = ins[0], ins[1]
+    _four_d(node, x)
+    if len(w.shape) != 4:
+        raise _fail(node, f"weight {w.name!r} must be 4-D (C, K/groups, kh, kw), has "
+                          f"{list(w.shape)}")
+    g = int(a.get("groups", 1))
+    c, kg, kh, kw = w.shape
+    if g < 1 or c % g or x.shape[1] != c:
+        raise _fail(node, f"input has {x.shape[1]} channels, weight {list(w.shape)} with "
+                          f"groups={g} needs {c} (divisible by groups)")
+    sh, sw = _pair(node, a, "stride", 1)
+    dh, dw = _pair(node, a, "dilation", 1)
+    t, b, l, r = _pads(node, a)
+    oph, opw = _pair(node, a, "output_padding", 0, lo=0)
+    oh = conv_transpose_size(x.shape[2], kh, sh, dh, t, b, oph)
+    ow = conv_transpose_size(x.shape[3], kw, sw, dw, l, r, opw)
+    if oh < 1 or ow < 1:
+        raise _fail(node, f"output size {oh}x{ow} is empty")
+    return (x.shape[0], kg * g, oh, ow)
 
 
 def _shape_linear(node, a, ins):
@@ -327,6 +357,7 @@ _SHAPES: dict[str, Callable] = {
     "dequantize": _shape_same,
     "requantize": _shape_same,
     "conv2d": _shape_conv,
+    "conv_transpose2d": _shape_conv_transpose,
     "linear": _shape_linear,
     "max_pool2d": _shape_pool,
     "avg_pool2d": _shape_pool,
@@ -352,6 +383,7 @@ _SHAPES: dict[str, Callable] = {
 
 _ARITY: dict[str, tuple[int, int]] = {
     "conv2d": (2, 3),
+    "conv_transpose2d": (2, 3),
     "linear": (2, 3),
     "add": (2, 2),
     "concat": (1, 1 << 16),
@@ -407,11 +439,14 @@ def _check_quant(graph: Graph, node: Node, ins: list[Tensor], outs: list[Tensor]
         if not out.is_float:
             raise _fail(node, f"output {out.name!r} must be float32, is {out.describe()}")
         return
-    if op in ("conv2d", "linear"):
+    if op in ("conv2d", "linear", "conv_transpose2d"):
         _check_qtensor(node, ins[0], "input")
         w = ins[1]
         if not w.is_const or not w.is_quantized:
             raise _fail(node, f"weight {w.name!r} must be a quantized constant")
+        if op == "conv_transpose2d" and w.per_channel:
+            raise _fail(node, f"weight {w.name!r} is per-channel; a transposed convolution "
+                              "takes per-tensor weights")
         if len(ins) > 2 and not ins[2].is_const:
             raise _fail(node, f"bias {ins[2].name!r} must be a constant")
         if w.per_channel and (w.axis != 0 or len(w.scale) != w.shape[0]):
