@@ -186,8 +186,10 @@ class DepthwiseFIR(wiring.Component):
         m.d.sync += [wr_en.eq(ev), wr_addr.eq(wp)]
         # This cycle's read (address rp + ev) is of the entry being written: both sums compared
         # from registers, then ev picks one (comparing rd.addr itself puts the adder in front).
+        # (``ev`` from a copy of its own: ``walk_v`` drives the whole FIR's moves.)
+        ev_c = replica(m, before_ev, "fir_ev_collide") if pairs else ev
         collide = Signal()
-        m.d.comb += collide.eq(wr_en & Mux(ev, rp + 1 == wr_addr, rp == wr_addr))
+        m.d.comb += collide.eq(wr_en & Mux(ev_c, rp + 1 == wr_addr, rp == wr_addr))
         width3 = Signal()
         m.d.sync += width3.eq(self.width == 3)
 

@@ -39,8 +39,18 @@ oldest finished slot is answered, from a register. ``cancel`` (soft reset, or an
 returns every register to its reset state a cycle later.
 """
 
-from amaranth import (ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal,
-                      Signal, signed, unsigned)
+from amaranth import (
+    ClockDomain,
+    ClockSignal,
+    Const,
+    DomainRenamer,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, wiring
 
 from zynqnn.hw import isa
@@ -62,6 +72,9 @@ from .lut import EltwiseLUT
 from .pe_array import PEArray
 from .postproc import PostProc, postproc_in_layout
 from .steprequant import StepRequant
+
+#: Cycles from an IBUF read address to its word (the block RAM and its output register).
+IBUF_READ_LATENCY = 2
 
 __all__ = ["Engine"]
 
@@ -118,7 +131,10 @@ class Engine(wiring.Component):
         m = Module()
 
         # -- buffers -----------------------------------------------------------------------------
-        m.submodules.ibuf = ibuf = BankedBuffer(cfg.act_buffer_depth, cfg.act_word_bits)
+        # IBUF with an output register: its words feed the walker's zero-point subtraction and
+        # read FIFO, which do not fit after the block RAM's 2.45 ns clock-to-out.
+        m.submodules.ibuf = ibuf = BankedBuffer(cfg.act_buffer_depth, cfg.act_word_bits,
+                                                latency=IBUF_READ_LATENCY)
         m.submodules.wbuf = wbuf = BankedBuffer(cfg.weight_buffer_depth, cfg.out_word_bits)
         # PBUF rows hold LANES channels so a requantizer group reads its constants at once; the
         # DMA writes one channel (one granule) at a time.
@@ -186,8 +202,11 @@ class Engine(wiring.Component):
         op = cmd.op
         mode = decode.mode
         walk = decode.walk
-        bypass = mode.bypass
         dw_mode = mode.dw
+        # The bypass modes' select as a register (the mode is loaded cycles before the walk
+        # starts): it reaches the array's input handshake, whose credit compare follows.
+        bypass = Signal()
+        m.d.sync += bypass.eq(mode.bypass)
         mac_bank = Signal()               # ABUF bank the MAC stage fills
         abuf_full = Signal(2)             # bank k waits for (or is in) the post stage
         mac_go = Signal()                 # pulse: the MAC FSM accepts a checked command
@@ -209,6 +228,8 @@ class Engine(wiring.Component):
         TW = isa.lut_table_words(C)       # ... that many WBUF words
         fill_n = Signal(range(TW * ADD_GROUPS + 1))   # lane groups written so far
         elt_p = Signal(16)                # pixel being read
+        elt_p1 = Signal(16, init=1)       # elt_p + 1, kept with it
+        elt_end = Signal()                # every pixel (table word) read: a register
         elt_g = Signal(range(ADD_GROUPS + 1))  # lane group being read
         # Output assembly (shared by the post stage and ELTWISE, which never overlap).
         out_g = Signal(range(max(GROUPS, ADD_GROUPS) + 1))
@@ -224,11 +245,19 @@ class Engine(wiring.Component):
         elt_start = Signal()
         m.d.sync += elt_start.eq(0)
         with m.If(elt_start):
-            m.d.sync += [elt_p.eq(0), elt_g.eq(0), out_g.eq(0), out_p.eq(0), out_p1.eq(1)]
+            m.d.sync += [elt_p.eq(0), elt_p1.eq(1), elt_g.eq(0), out_g.eq(0), out_p.eq(0),
+                         out_p1.eq(1), elt_end.eq(elt_run & (eop.pixels == 0))]
+        # The add constants' row is on the PBUF read port in the cycle after ELT_PARAMS: a
+        # register of its own enables their ~100 flip-flops (not the FSM's state decode).
+        elt_cap = Signal()
+        m.d.sync += elt_cap.eq(0)
+        with m.If(elt_cap):
+            m.d.sync += elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size])
         # The state IDLE as a register of its own: ``cmd.ready`` reaches the shell's compute
         # slots, and the state's decode would stand in front of it.
         mac_idle = Signal(init=1)
-        m.d.comb += self.cmd.ready.eq(mac_idle & ~abuf_full.bit_select(mac_bank, 1))
+        mac_bank_free = Signal(init=1)    # ~abuf_full[mac_bank], kept as a register (below)
+        m.d.comb += self.cmd.ready.eq(mac_idle & mac_bank_free)
 
         def to_idle():            # the FSM's every way back to IDLE sets the register too
             m.d.sync += mac_idle.eq(1)
@@ -282,10 +311,10 @@ class Engine(wiring.Component):
                     m.next = "ELT_RUN"
             with m.State("ELT_PARAMS"):
                 m.d.comb += elt_prm_read.eq(1)
+                m.d.sync += elt_cap.eq(1)
                 m.next = "ELT_CAPTURE"
             with m.State("ELT_CAPTURE"):
-                m.d.sync += [elt_prm.eq(pbuf.r.data[:add_params_layout(cfg).size]),
-                             elt_run.eq(1), elt_start.eq(1)]
+                m.d.sync += [elt_run.eq(1), elt_start.eq(1)]
                 m.next = "ELT_RUN"
             with m.State("ELT_RUN"):
                 with m.If(w_now & (out_p1 == eop.pixels)):
@@ -303,7 +332,7 @@ class Engine(wiring.Component):
         m.d.comb += [
             weight_feeder.start.eq(go_feeder),
             weight_feeder.base.eq(op.wbuf_addr),
-            weight_feeder.count.eq(Mux(bypass, 0, decode.passes * R)),
+            weight_feeder.count.eq(Mux(mode.bypass, 0, decode.passes * R)),
             weight_feeder.data.eq(wbuf.r.data),
             wbuf.r.en.eq(1),
             wbuf.r.bank.eq(Mux(elt_run | elt_fill, eop.wbuf_bank, op.wbuf_bank)),
@@ -312,7 +341,7 @@ class Engine(wiring.Component):
         wiring.connect(m, weight_feeder.weights, array.weights)
 
         # Window vectors from IBUF: to the array, or in the bypass modes to the accumulator.
-        m.submodules.walker = walker = WindowWalker(cfg)
+        m.submodules.walker = walker = WindowWalker(cfg, read_latency=ibuf.latency)
         m.d.comb += [
             walker.start.eq(go_walker),
             walker.op.eq(op),
@@ -377,6 +406,12 @@ class Engine(wiring.Component):
             m.d.comb += fin_mac.eq(1)
         with m.If(mac_done & ~op.acc_keep):
             m.d.sync += abuf_full.bit_select(mac_bank, 1).eq(1)
+        # ``mac_bank_free``: the next cycle's ~abuf_full[mac_bank], from the only writers of the
+        # two (a full command hands its bank over and moves to the other; the post stage frees
+        # its bank when it ends), so that the accept reaches the decode's loads from registers.
+        bank_next = Mux(mac_done & ~op.acc_keep, ~mac_bank, mac_bank)
+        m.d.sync += mac_bank_free.eq(
+            ~abuf_full.bit_select(bank_next, 1) | (fin_post & (post_bank == bank_next)))
 
         # -- post stage ----------------------------------------------------------------------------
         m.submodules.post = rq = PostProc(cfg)
@@ -388,7 +423,7 @@ class Engine(wiring.Component):
         q_early = Signal()                # ... and was handed over at its start
         # PostProc takes an input whenever its own output buffer has room (o.ready is tied
         # high), so a short read FIFO keeps one group per cycle flowing.
-        p_rd = MemoryReader(m, "p_reader", postproc_in_layout(cfg, LANES), depth=4)
+        p_rd = MemoryReader(m, "p_reader", postproc_in_layout(cfg, LANES))
         # The layer's activation word is the PBUF row after its channel constants; it is read
         # once, before the first group, and held for the whole command.
         actw_layout = act_params_layout(cfg)
@@ -421,6 +456,27 @@ class Engine(wiring.Component):
         early_go = Signal()
         if STEP:
             m.d.comb += early_go.eq(go_ctl & op.step & dw_mode & ~post_pending)
+        # The post stage takes a pending command in the cycle after it sees one (``post_take``, a
+        # register: the take loads ~130 registers, and the accumulator's last write would stand
+        # in front of them). A command handed over in the cycle of a take stays pending (the
+        # hand-over below comes later and wins).
+        post_take = Signal()
+        pre_n = Signal(range(GROUPS + 1))
+        cap_n = Signal.like(pre_n)
+        pp1 = Signal(24, init=1)          # pp + 1, kept with pp: the last-pixel flag
+        pp_end = Signal()                 # pp == q_pixels: every pixel read
+        m.d.sync += post_take.eq(~post_run & post_pending & ~post_take)
+        with m.If(post_take):
+            m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
+                         q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pp1.eq(1),
+                         pp2.eq(2), pp_end.eq(post_pixels == 0), pg.eq(0),
+                         out_g.eq(0), out_p.eq(0), out_p1.eq(1), pre.eq(1), pre_n.eq(0)]
+            if STEP:
+                m.d.sync += [q_step.eq(post_cmd.op.step), q_early.eq(post_early)]
+        with m.Elif(pre):
+            with m.If(~q_step | (pre_n + 1 == GROUPS)):
+                m.d.sync += pre.eq(0)
+            m.d.sync += pre_n.eq(pre_n + 1)
         with m.If(early_go | (mac_done & ~op.acc_keep & ~early)):
             m.d.sync += [post_pending.eq(1), post_cmd.eq(cmd), post_pixels.eq(decode.out_pixels),
                          post_src.eq(mac_bank), post_seq.eq(mac_seq), post_early.eq(early_go)]
@@ -429,25 +485,12 @@ class Engine(wiring.Component):
         with m.Elif(mac_done):
             m.d.sync += early.eq(0)
         # Before the first pixel, ``pre`` reads the activation row, or for the step lanes the
-        # GROUPS rows of the block's channel words (pre_n counts them).
-        pre_n = Signal(range(GROUPS + 1))
-        cap_n = Signal.like(pre_n)
-        with m.If(~post_run & post_pending & ~mac_done):
-            m.d.sync += [post_run.eq(1), post_pending.eq(0), q_cmd.eq(post_cmd), q_seq.eq(post_seq),
-                         q_pixels.eq(post_pixels), post_bank.eq(post_src), pp.eq(0), pp2.eq(2),
-                         pg.eq(0),
-                         out_g.eq(0), out_p.eq(0), out_p1.eq(1), pre.eq(1), pre_n.eq(0)]
-            if STEP:
-                m.d.sync += [q_step.eq(post_cmd.op.step), q_early.eq(post_early)]
-        with m.Elif(pre):
-            with m.If(~q_step | (pre_n + 1 == GROUPS)):
-                m.d.sync += pre.eq(0)
-            m.d.sync += pre_n.eq(pre_n + 1)
+        # GROUPS rows of the block's channel words (pre_n counts them; see the take above).
         m.d.sync += [act_cap.eq(pre), cap_n.eq(pre_n)]
         with m.If(act_cap & ~q_step):
             m.d.sync += act_reg.eq(Mux(q_op.act, pbuf.r.data[:actw_layout.size], 0))
 
-        more = post_run & ~pre & (pp != q_pixels)
+        more = post_run & ~pre & ~pp_end
         # An early step command reads pixel pp once pp + 1 is written (so pp is in the memory),
         # and everything once its MAC stage is a cycle past done.
         readable = Signal()
@@ -455,8 +498,7 @@ class Engine(wiring.Component):
                                 | (pp2 <= acc_written))
         # The step lanes' reader: one pixel's accumulators (their low dw_acc_bits) per issue.
         if STEP:
-            s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C),
-                                depth=4)
+            s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C))
             m.submodules.step = sq = StepRequant(cfg, C)
             s_issue = s_rd.issue
             m.d.comb += s_rd.issue.eq(more & q_step & readable & s_rd.can_issue)
@@ -465,11 +507,13 @@ class Engine(wiring.Component):
         m.d.comb += p_rd.issue.eq(more & ~q_step & p_rd.can_issue)
         with m.If(p_rd.issue):
             with m.If(pg + 1 == GROUPS):
-                m.d.sync += [pg.eq(0), pp.eq(pp + 1), pp2.eq(pp2 + 1)]
+                m.d.sync += [pg.eq(0), pp.eq(pp + 1), pp1.eq(pp1 + 1), pp2.eq(pp2 + 1),
+                             pp_end.eq(pp1 == q_pixels)]
             with m.Else():
                 m.d.sync += pg.eq(pg + 1)
         with m.If(s_issue):
-            m.d.sync += [pp.eq(pp + 1), pp2.eq(pp2 + 1)]
+            m.d.sync += [pp.eq(pp + 1), pp1.eq(pp1 + 1), pp2.eq(pp2 + 1),
+                         pp_end.eq(pp1 == q_pixels)]
         m.d.comb += [
             post_rd_addr.eq(pp),
             post_rd_en.eq(p_rd.issue | s_issue),
@@ -531,22 +575,30 @@ class Engine(wiring.Component):
         if LUT:
             m.submodules.lut = elut = EltwiseLUT(cfg, ADD_LANES)
         lane_codes = eltwise_in_layout(cfg, ADD_LANES)
+        # A from IBUF (its output register), B from WBUF a register later to match.
         e_rd = MemoryReader(m, "elt_reader", data.StructLayout({"a": lane_codes, "b": lane_codes}),
-                            depth=4)
-        m.d.comb += e_rd.issue.eq(((elt_run & (elt_p != eop.pixels)) | (elt_fill & (elt_p != TW)))
-                                  & ~elt_start
-                                  & e_rd.can_issue)
+                            latency=ibuf.latency)
+        m.d.comb += e_rd.issue.eq((elt_run | elt_fill) & ~elt_end & ~elt_start & e_rd.can_issue)
         with m.If(e_rd.issue):
             with m.If(elt_g + 1 == ADD_GROUPS):
-                m.d.sync += [elt_g.eq(0), elt_p.eq(elt_p + 1)]
+                m.d.sync += [elt_g.eq(0), elt_p.eq(elt_p + 1), elt_p1.eq(elt_p1 + 1),
+                             elt_end.eq(elt_p1 == Mux(elt_run, eop.pixels, TW))]
             with m.Else():
                 m.d.sync += elt_g.eq(elt_g + 1)
-        elt_rd_g = Signal.like(elt_g)     # group of the words on the read ports
-        m.d.sync += elt_rd_g.eq(elt_g)
+        elt_rd_g = elt_g                  # group of the words on the read ports
+        wbuf_word = wbuf.r.data
+        for i in range(ibuf.latency):
+            elt_rd_g_d = Signal.like(elt_g, name=f"elt_rd_g_d{i + 1}")
+            m.d.sync += elt_rd_g_d.eq(elt_rd_g)
+            elt_rd_g = elt_rd_g_d
+        for _ in range(ibuf.latency - wbuf.latency):
+            wbuf_word_d = Signal.like(wbuf.r.data, name="elt_wbuf_word_d", reset_less=True)
+            m.d.sync += wbuf_word_d.eq(wbuf_word)
+            wbuf_word = wbuf_word_d
         e_in = Signal(e_rd.buf.w_data.shape())
         for n in range(ADD_LANES):
             for word, flag, lane in ((ibuf.r.data, eop.a_signed, e_in.a[n]),
-                                     (wbuf.r.data, eop.b_signed, e_in.b[n])):
+                                     (wbuf_word, eop.b_signed, e_in.b[n])):
                 code = word.word_select(elt_rd_g * ADD_LANES + n, B)
                 m.d.comb += lane.eq(Mux(flag, code.as_signed(), code.as_unsigned()))
         m.d.comb += [
@@ -583,14 +635,18 @@ class Engine(wiring.Component):
         lut_valid = elut.o.valid if LUT else 0
         m.d.comb += res_valid.eq(rq.o.valid | eadd.o.valid | lut_valid | step_valid)
         n_groups = Mux(elt_run, ADD_GROUPS, Mux(q_step, 1, GROUPS))
+        # The output word's enables from copies of the mode flags (a cycle late: both are set
+        # long before the first result), not from the flags that also steer the readers.
+        elt_run_w = replica(m, elt_run, "elt_run_w")
+        q_step_w = replica(m, q_step, "q_step_w") if STEP else Const(0, 1)
         with m.If(res_valid):
             for c in range(C):
-                with m.If(elt_run & (out_g == c // ADD_LANES)):
+                with m.If(elt_run_w & (out_g == c // ADD_LANES)):
                     m.d.sync += out_word[c].eq(elt_o[c % ADD_LANES][:B])
-                with m.If(~elt_run & ~q_step & (out_g == c // LANES)):
+                with m.If(~elt_run_w & ~q_step_w & (out_g == c // LANES)):
                     m.d.sync += out_word[c].eq(rq.o.payload[c % LANES][:B])
                 if STEP:
-                    with m.If(~elt_run & q_step):
+                    with m.If(~elt_run_w & q_step_w):
                         m.d.sync += out_word[c].eq(sq.o.payload[c][:B])
             m.d.sync += out_g.eq(Mux(out_g + 1 == n_groups, 0, out_g + 1))
         m.d.sync += w_now.eq(res_valid & (out_g + 1 == n_groups))

@@ -40,7 +40,7 @@ class WeightFeeder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        reader = MemoryReader(m, "w_reader", weight_row_layout(self._cfg), depth=4)
+        reader = MemoryReader(m, "w_reader", weight_row_layout(self._cfg))
         left = Signal(24)                 # words still to read
         with m.If(self.start):
             m.d.sync += [self.addr.eq(self.base), left.eq(self.count)]

@@ -25,7 +25,7 @@ def components(cfg: HwConfig) -> dict:
     from .decode import CommandDecode
     from .depthwise import DepthwiseFIR
     from .eltwise import EltwiseAdd
-    from .engine import Engine
+    from .engine import IBUF_READ_LATENCY, Engine
     from .feeder import WeightFeeder
     from .im2col import WindowWalker
     from .lut import EltwiseLUT
@@ -48,7 +48,7 @@ def components(cfg: HwConfig) -> dict:
         # activation feeder (window walker over IBUF), the accumulator into ABUF.
         "zynqnn_decode": lambda: CommandDecode(cfg),
         "zynqnn_weight_feeder": lambda: WeightFeeder(cfg),
-        "zynqnn_window_walker": lambda: WindowWalker(cfg),
+        "zynqnn_window_walker": lambda: WindowWalker(cfg, IBUF_READ_LATENCY),
         "zynqnn_accumulator": lambda: Accumulator(cfg),
     }
     if cfg.dw_kernel == 3:

@@ -39,14 +39,16 @@ class WindowWalker(wiring.Component):
         Pulse: start the command's walk (``op``, ``mode`` and ``walk`` hold while it runs).
     op: In(ConvOp), mode: In(mode_layout), walk: In(walk_layout)
     addr: Out, data: In
-        The IBUF read port's address (bank: ``op.ibuf_bank``) and its word a cycle later.
+        The IBUF read port's address (bank: ``op.ibuf_bank``) and its word ``read_latency``
+        cycles later (2: the IBUF's output register).
     acts: Out(stream)
         The window vectors (``swap`` on a pass's first), to the PE array or, in the bypass
         modes, straight to the accumulator.
     """
 
-    def __init__(self, cfg: HwConfig):
+    def __init__(self, cfg: HwConfig, read_latency: int = 1):
         self._cfg = cfg
+        self._latency = read_latency
         super().__init__({
             "start": In(1),
             "op": In(isa.ConvOp),
@@ -76,7 +78,8 @@ class WindowWalker(wiring.Component):
 
         # The read FIFO's free slot gates the whole walk: three copies (``pre``, the control,
         # the datapath).
-        reader = MemoryReader(m, "a_reader", act_layout(cfg), depth=4, copies=3)
+        reader = MemoryReader(m, "a_reader", act_layout(cfg), copies=3,
+                              latency=self._latency)
 
         # The walk's constants as registers, loaded every cycle: the walk is set in the cycle of
         # ``start`` and first used a cycle later. Every decision below is then a register or an
@@ -98,32 +101,37 @@ class WindowWalker(wiring.Component):
         x_start = const("x_start", 2 - walk.kernel, signed(5))                  # kx + 2 - k
 
         # The walk's control registers (counters, flags, ``tr``, ``running``) are written as
-        # their next value ``*_n`` (a comb default of the current one), so that ``pre`` below
-        # can decode the next cycle's strobes from them a cycle early.
+        # their next value ``*_n``, so that ``pre`` below can decode the next cycle's strobes
+        # from them a cycle early. ``*_n`` is the value ``start`` loads, else ``*_s``: the
+        # walk's step (a comb default of the current value). ``pre`` decodes the two apart,
+        # so ``start`` (which fans out to every walk register) is its last select only.
         def reg(name, shape=1):
-            cur, nxt = Signal(shape, name=name), Signal(shape, name=f"{name}_n")
-            m.d.comb += nxt.eq(cur)
+            cur = Signal(shape, name=name)
+            nxt, stp = Signal(shape, name=f"{name}_n"), Signal(shape, name=f"{name}_s")
+            m.d.comb += [stp.eq(cur), nxt.eq(stp)]
             m.d.sync += cur.eq(nxt)
-            return cur, nxt
+            return cur, nxt, stp
 
         # Counters whose "at the limit" flag is a register: set from a compare of the value
         # before the step (``value == limit - 2``), so the walk's decisions see no comparator.
         def counter(name, width, limit):
-            value, value_n = reg(name, width)
-            end, end_n = reg(f"{name}_end")
+            value, value_n, value_s = reg(name, width)
+            end, end_n, end_s = reg(f"{name}_end")
             lim_m1 = const(f"{name}_lim_m1", limit - 1, width)
             lim_m2 = const(f"{name}_lim_m2", limit - 2, width)
 
             # The value's and the flag's updates, apart (each from its own copy of ``pre``).
             def clear(now=False):         # now: in the cycle of ``start`` (limit registers stale)
-                return [value_n.eq(0)], [end_n.eq((limit == 1) if now else (lim_m1 == 0))]
+                if now:
+                    return [value_n.eq(0)], [end_n.eq(limit == 1)]
+                return [value_s.eq(0)], [end_s.eq(lim_m1 == 0)]
 
             def step():
-                return [value_n.eq(value + 1)], [end_n.eq(value == lim_m2)]
-            return value, value_n, end, end_n, clear, step, lim_m2
+                return [value_s.eq(value + 1)], [end_s.eq(value == lim_m2)]
+            return value, value_s, end, end_s, clear, step, lim_m2
         # 13 bits: a DW walk spans up to 2 * out_h + 1 rows.
-        ox, _, ox_end, ox_end_n, ox_clear, ox_step, ox_lim_m2 = counter("ox", 13, walk.out_w)
-        oy, oy_n, oy_end, _, oy_clear, oy_step, oy_lim_m2 = counter("oy", 13, walk.out_h)
+        ox, _, ox_end, ox_end_s, ox_clear, ox_step, ox_lim_m2 = counter("ox", 13, walk.out_w)
+        oy, oy_s, oy_end, _, oy_clear, oy_step, oy_lim_m2 = counter("oy", 13, walk.out_h)
         cb = Signal(8)
         cb_m2 = const("cb_m2", op.cin_blocks - 2, 8)
         cb_is1 = const("cb_is1", op.cin_blocks == 1, 1)
@@ -134,13 +142,13 @@ class WindowWalker(wiring.Component):
         # tap column or tap row; PAIRS the second channel half or the next tap pair. Set for
         # the next pass when a pass ends, from the flags that pass will have, so that a pass of
         # one pixel (a 1x1 output) can follow another in the next cycle.
-        tr, tr_n = reg("tr", data.StructLayout({
+        tr, tr_n, tr_s = reg("tr", data.StructLayout({
             "cb": 1, "kx": 1, "ky": 1, "half": 1, "pfit": 1, "pwrap": 1, "done": 1}))
 
-        def nonpairs_tr(cb_end, kx_end, ky_end):
-            return [tr_n.eq(0), tr_n.cb.eq(~cb_end), tr_n.kx.eq(cb_end & ~kx_end),
-                    tr_n.ky.eq(cb_end & kx_end & ~ky_end),
-                    tr_n.done.eq(cb_end & kx_end & ky_end)]
+        def nonpairs_tr(cb_end, kx_end, ky_end, to=tr_s):
+            return [to.eq(0), to.cb.eq(~cb_end), to.kx.eq(cb_end & ~kx_end),
+                    to.ky.eq(cb_end & kx_end & ~ky_end),
+                    to.done.eq(cb_end & kx_end & ky_end)]
 
         # Addresses, kept incrementally. ``tap_addr`` is the IBUF address of the pass's first
         # pixel for channel block 0, ``cb_addr`` for the pass's channel block, ``row_addr`` of
@@ -161,7 +169,8 @@ class WindowWalker(wiring.Component):
         pix_addr2 = const("pix_addr2", pix_addr + Mux(wrap2, next_row_tap, 1), A)
         second = Signal()                 # this cycle reads tap t + 1
         m.d.comb += second.eq(pairs & (phase == PH_1))
-        # What the word on the read port (issued last cycle) is.
+        # What the read issued last cycle is (``rd_*``), and what the word on the read port is
+        # (the same, ``read_latency - 1`` cycles later).
         rd_pad = Signal()                 # the pixel lies outside the tile
         rd_first = Signal()
         rd_phase = Signal(2)
@@ -179,15 +188,21 @@ class WindowWalker(wiring.Component):
                      rd_first.eq(first), rd_valid.eq(advance)]
         with m.If(advance):
             m.d.sync += [rd_phase.eq(Mux(pairs | dw_pairs, phase, PH_1)), rd_half.eq(half)]
+        for _ in range(self._latency - 1):
+            now = (rd_pad, rd_first, rd_phase, rd_half, rd_valid)
+            later = [Signal.like(sig, name=f"{sig.name}_d") for sig in now]
+            m.d.sync += [new.eq(old) for new, old in zip(later, now, strict=True)]
+            rd_pad, rd_first, rd_phase, rd_half, rd_valid = later
 
         # Strobes: a registered "what the next read does" (``pre``, decoded from the control
         # registers' next values) and the read FIFO's registered free slot, so that each of
         # them is one LUT from registers. Every register below takes at most one of them
         # (they are exclusive), after ``start``.
         go = self.start
-        running, running_n = reg("running")
-        last_read, last_read_n = reg("last_read")   # this read ends a pixel (PAIRS: the 2nd)
-        last_pix, last_pix_n = reg("last_pix")      # ox_end & oy_end: the pass's last pixel
+        running, running_n, running_s = reg("running")
+        # this read ends a pixel (PAIRS: the 2nd); ox_end & oy_end: the pass's last pixel
+        last_read, last_read_n, last_read_s = reg("last_read")
+        last_pix, last_pix_n, last_pix_s = reg("last_pix")
         # Three copies of ``pre``: for the output counters' values, the other control
         # registers, and the addresses and coordinates (each copy's next state reads its own
         # output, so Yosys keeps them apart).
@@ -196,18 +211,29 @@ class WindowWalker(wiring.Component):
         pre_o, pre_c, pre_d = (Signal(pre_layout, name=f"pre_{s}") for s in "ocd")
         free, free_c, free_d = reader.can_issue_copies
         m.d.comb += advance.eq(running & free)
-        pix_n = running_n & last_read_n
-        with m.If(go | free):
-            for pre in (pre_o, pre_c, pre_d):
-                m.d.sync += [
-                    pre.ph.eq(running_n & ~last_read_n),
-                    pre.x.eq(pix_n & ~ox_end_n),
-                    pre.y.eq(pix_n & ox_end_n & ~last_pix_n),
-                    # the next row moves the input row (upsampling repeats each row twice)
-                    pre.y_in.eq(pix_n & ox_end_n & ~last_pix_n & (~op.upsample | oy_n[0])),
-                    pre.pass_.eq(pix_n & last_pix_n & ~tr_n.done),
-                    pre.stop.eq(pix_n & last_pix_n & tr_n.done),
-                ]
+
+        def pre_of(pre, running, last_read, ox_end, last_pix, tr_done, oy0):
+            pix = running & last_read
+            return [
+                pre.ph.eq(running & ~last_read),
+                pre.x.eq(pix & ~ox_end),
+                pre.y.eq(pix & ox_end & ~last_pix),
+                # the next row moves the input row (upsampling repeats each row twice)
+                pre.y_in.eq(pix & ox_end & ~last_pix & (~op.upsample | oy0)),
+                pre.pass_.eq(pix & last_pix & ~tr_done),
+                pre.stop.eq(pix & last_pix & tr_done),
+            ]
+        # What ``start`` loads (below), from the walk alone.
+        go_last_read = ~pairs & ~dw_pairs
+        go_ox_end = walk.out_w == 1
+        go_last_pix = (walk.out_w == 1) & (walk.out_h == 1)
+        go_done = ~pairs & (op.cin_blocks == 1) & (walk.kernel == 1)
+        for pre in (pre_o, pre_c, pre_d):
+            with m.If(go):
+                m.d.sync += pre_of(pre, 1, go_last_read, go_ox_end, go_last_pix, go_done, 0)
+            with m.Elif(free):
+                m.d.sync += pre_of(pre, running_s, last_read_s, ox_end_s, last_pix_s,
+                                   tr_s.done, oy_s[0])
         # Within ``m.If(go | free_*)`` below:
         # ``ph``: PAIRS K -> P0 -> P1, DW_PAIRS K -> P0; ``x``: the next pixel of the row;
         # ``y``: the first pixel of the next row, ``y_in`` of the next input row; ``pass_``:
@@ -229,24 +255,26 @@ class WindowWalker(wiring.Component):
 
         ow_is1 = const("ow_is1", walk.out_w == 1, 1)
         oh_is1 = const("oh_is1", walk.out_h == 1, 1)
-        with m.If(go | free_c):
+        # Each control block: the walk's step (``*_s`` and the registers' step), then what
+        # ``start`` loads (``*_n``; its register writes come later and win).
+        with m.If(free_c):
             for part, pre in ((0, pre_o), (1, pre_c)):     # counter values; their flags
-                with m.If(go):
-                    m.d.comb += ox_clear(now=True)[part] + oy_clear(now=True)[part]
-                with m.Elif(pre.x):
+                with m.If(pre.x):
                     m.d.comb += ox_step()[part]
                 with m.Elif(pre.y):
                     m.d.comb += ox_clear()[part] + oy_step()[part]
                 with m.Elif(pre.pass_):
                     m.d.comb += ox_clear()[part] + oy_clear()[part]
-            with m.If(go):
-                m.d.comb += last_pix_n.eq((walk.out_w == 1) & (walk.out_h == 1))
-            with m.Elif(pre_c.x):
-                m.d.comb += last_pix_n.eq((ox == ox_lim_m2) & oy_end)
+            with m.If(pre_c.x):
+                m.d.comb += last_pix_s.eq((ox == ox_lim_m2) & oy_end)
             with m.Elif(pre_c.y):
-                m.d.comb += last_pix_n.eq(ow_is1 & (oy == oy_lim_m2))
+                m.d.comb += last_pix_s.eq(ow_is1 & (oy == oy_lim_m2))
             with m.Elif(pre_c.pass_):
-                m.d.comb += last_pix_n.eq(ow_is1 & oh_is1)
+                m.d.comb += last_pix_s.eq(ow_is1 & oh_is1)
+        with m.If(go):
+            for part in (0, 1):
+                m.d.comb += ox_clear(now=True)[part] + oy_clear(now=True)[part]
+            m.d.comb += last_pix_n.eq(go_last_pix)
 
         with m.If(go | free_d):
             with m.If(go):
@@ -281,27 +309,20 @@ class WindowWalker(wiring.Component):
                              tap_addr.eq(n_tap)]
 
         # Tap and channel-block counters, and what ends the next pass.
-        with m.If(go | free_c):
-            with m.If(go):
-                m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0)]
-                with m.If(pairs):
-                    m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
-                with m.Else():
-                    single_tap = walk.kernel == 1
-                    m.d.comb += nonpairs_tr(op.cin_blocks == 1, single_tap, single_tap)
-            with m.Elif(pre_c.pass_):
+        with m.If(free_c):
+            with m.If(pre_c.pass_):
                 # PAIRS: passes (tap pair, half), half inner; the next pair is two taps on
                 # (``kx_pair_fits`` and ``pairs_done`` are a cycle old: a PAIRS pass takes three
                 # reads at least).
                 with m.If(tr.half):
                     m.d.sync += half.eq(1)
-                    m.d.comb += [tr_n.eq(0), tr_n.done.eq(pairs_done),
-                                 tr_n.pfit.eq(~pairs_done & kx_pair_fits),
-                                 tr_n.pwrap.eq(~pairs_done & ~kx_pair_fits)]
+                    m.d.comb += [tr_s.eq(0), tr_s.done.eq(pairs_done),
+                                 tr_s.pfit.eq(~pairs_done & kx_pair_fits),
+                                 tr_s.pwrap.eq(~pairs_done & ~kx_pair_fits)]
                 with m.If(tr.pfit | tr.pwrap):
                     m.d.sync += [half.eq(0), tap.eq(tap + 2),
                                  kx.eq(Mux(tr.pfit, kx + 2, kx + x_start))]
-                    m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
+                    m.d.comb += [tr_s.eq(0), tr_s.half.eq(1)]
                 with m.If(tr.pwrap):
                     m.d.sync += ky.eq(ky + 1)
                 with m.If(tr.cb):
@@ -313,23 +334,30 @@ class WindowWalker(wiring.Component):
                 with m.If(tr.ky):
                     m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(ky + 1)]
                     m.d.comb += nonpairs_tr(cb_is1, k_is1, ky == k_m2)
+        with m.If(go):
+            m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0)]
+            with m.If(pairs):
+                m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
+            with m.Else():
+                single_tap = walk.kernel == 1
+                m.d.comb += nonpairs_tr(op.cin_blocks == 1, single_tap, single_tap, to=tr_n)
 
         # ``last_read`` follows the phase it describes.
-        with m.If(go | free_c):
-            with m.If(go):
-                m.d.sync += [first.eq(1), phase.eq(PH_K)]
-                m.d.comb += [running_n.eq(1), last_read_n.eq(~pairs & ~dw_pairs)]
-            with m.Elif(pre_c.ph):
+        with m.If(free_c):
+            with m.If(pre_c.ph):
                 m.d.sync += [phase.eq(phase + 1), first.eq(0)]
-                m.d.comb += last_read_n.eq(~pairs | (phase == PH_0))
+                m.d.comb += last_read_s.eq(~pairs | (phase == PH_0))
             with m.Elif(pre_c.pass_):
                 m.d.sync += [first.eq(1), phase.eq(Mux(pairs, PH_K, PH_0))]
-                m.d.comb += last_read_n.eq(~pairs)
+                m.d.comb += last_read_s.eq(~pairs)
             with m.Elif(pre_c.x | pre_c.y | pre_c.stop):
                 m.d.sync += [first.eq(0), phase.eq(PH_0)]
-                m.d.comb += last_read_n.eq(~pairs)
+                m.d.comb += last_read_s.eq(~pairs)
                 with m.If(pre_c.stop):
-                    m.d.comb += running_n.eq(0)
+                    m.d.comb += running_s.eq(0)
+        with m.If(go):
+            m.d.sync += [first.eq(1), phase.eq(PH_K)]
+            m.d.comb += [running_n.eq(1), last_read_n.eq(go_last_read)]
 
         # Input codes are unsigned or signed B-bit; the array gets (q - zp_in), zero outside.
         raw = data.ArrayLayout(unsigned(B), R)(self.data)
