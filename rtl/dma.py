@@ -419,18 +419,21 @@ class AxiReadPort(wiring.Component):
         with m.Elif(ar_done):
             m.d.sync += ar_valid.eq(0)
 
-        # The R channel goes through a three-beat queue: `rready` is its write side's ready (a
-        # LUT over registers) and the beats leave it from registers, with their tag; one cycle
-        # of latency, a beat per cycle. Only the registered state gates the data: a request or
-        # beat taken in the abort cycle is completed (or dropped) like the others, and no path
-        # runs from abort back to a source. Draining, queued beats are dropped too.
+        # The R channel goes through a four-beat queue: `rready` is a register (room for two
+        # beats last cycle is room for one now) or draining, and the beats leave it from
+        # registers, with their tag; one cycle of latency, a beat per cycle. Only the
+        # registered state gates the data: a request or beat taken in the abort cycle is
+        # completed (or dropped) like the others, and no path runs from abort back to a
+        # source. Draining, queued beats are dropped too.
         dw, tw = self._dw, self._tag_bits
-        m.submodules.r_q = r_q = fifo.SyncFIFOBuffered(width=dw + 3 + tw, depth=3)
+        m.submodules.r_q = r_q = fifo.SyncFIFOBuffered(width=dw + 3 + tw, depth=4)
         dropping = Signal()
+        r_room = Signal()
+        m.d.sync += r_room.eq(r_q.level < r_q.depth - 1)
         m.d.comb += [
             dropping.eq(draining),
-            axi.rready.eq(r_q.w_rdy | dropping),
-            r_q.w_en.eq(axi.rvalid & ~dropping),
+            axi.rready.eq(r_room | dropping),
+            r_q.w_en.eq(axi.rvalid & r_room & ~dropping),
             r_q.w_data.eq(Cat(axi.rdata, axi.rresp, axi.rlast, tags.r_data)),
             tags.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
             self.beats.valid.eq(r_q.r_rdy & ~dropping),
@@ -581,8 +584,11 @@ class AxiWritePort(wiring.Component):
         dw = self._dw
         depth = self._data_depth
         clear = Signal()
+        # Unbuffered (the word read from LUT RAM, the level a register): the W handshake pops
+        # it, and a buffered FIFO's refill enable (its output register, fanout ~80) and inner
+        # level would follow `wready` in the same cycle.
         m.submodules.data_q = data_q = ResetInserter(clear)(
-            fifo.SyncFIFOBuffered(width=dw + dw // 8, depth=depth))
+            fifo.SyncFIFO(width=dw + dw // 8, depth=depth))
         # AxLEN of the issued bursts whose data is not yet all sent (buffered: `wvalid` is an
         # AND of two registers).
         m.submodules.lens = lens = fifo.SyncFIFOBuffered(width=4, depth=self._max_outstanding)

@@ -185,7 +185,7 @@ def test_window_guard_passes_inside_and_refuses_outside():
     log = []
 
     async def bench(ctx):
-        for n, ((lo, hi), bursts, bad) in enumerate(cases):
+        for n, ((lo, hi), bursts, _bad) in enumerate(cases):
             ctx.set(dut.window_base, lo)
             ctx.set(dut.window_limit, hi)
             ctx.set(dut.abort, 1)
