@@ -734,6 +734,8 @@ class Pipeline(wiring.Component):
             new_misaligned.eq((new_ls.ddr_addr[:bb_log] != 0)
                               | ((new_ls.lines > 1) & (new_ls.ddr_stride[:bb_log] != 0))),
         ]
+        finished = Signal()          # END, every unit idle (a cycle ago)
+        m.d.comb += self.finished.eq(finished)
         next_fail = Signal()         # moving on from this command fails ...
         next_cause = Signal(E)       # ... with this cause and index
         next_index = Signal(IDX)
@@ -921,7 +923,10 @@ class Pipeline(wiring.Component):
             with m.State("END"):
                 all_idle = (load_q.empty & ~load.busy & store_q.empty & ~store.busy
                             & compute_q.empty & ~c_busy)
-                m.d.comb += self.finished.eq(all_idle)
+                # A register (a cycle later): the units' state, through the queues' and the
+                # compute slots' flags, would reach the run state's ~60 enables in one cycle.
+                # Nothing is issued in END, so idle stays idle.
+                m.d.sync += finished.eq(all_idle)
             with m.State("HALT"):
                 pass
 
