@@ -186,6 +186,27 @@ def float_shadow(graph: Graph, x: Any, quantized: frozenset = frozenset()
                 b = _float_bias(graph, n)
                 y = F.conv2d(pad4(v, a["padding"]), w, None if b is None else torch.from_numpy(b),
                              a["stride"], 0, a.get("dilation", 1), a.get("groups", 1))
+            elif op == "conv_transpose2d":
+                w = torch.from_numpy(_float_weight(graph, n, n.name in quantized))
+                b = _float_bias(graph, n)
+                top, bottom, left, right = a["padding"]
+                oph, opw = a.get("output_padding", [0, 0])
+                full = F.conv_transpose2d(v, w, None, a["stride"], 0, 0, a.get("groups", 1),
+                                          a.get("dilation", 1))
+                oh = full.shape[2] - top - bottom + oph
+                ow = full.shape[3] - left - right + opw
+                # rows/columns past the full output (output_padding) hold the bias alone
+                full = F.pad(full, (0, max(0, left + ow - full.shape[3]),
+                                    0, max(0, top + oh - full.shape[2])))
+                y = full[:, :, top:top + oh, left:left + ow]
+                if b is not None:
+                    y = y + torch.from_numpy(b).reshape(1, -1, 1, 1)
+            elif op == "lut":
+                # no float function is kept: the table on the input's grid
+                t = graph.tensors[n.inputs[0]]
+                table = torch.as_tensor(np.asarray(a["table"], dtype=np.float32))
+                qv = torch.clamp(torch.round(v / t.scale) + t.zero_point, t.qmin, t.qmax)
+                y = (table[(qv.long() & 0xFF)] - out_t.zero_point) * out_t.scale
             elif op == "linear":
                 b = _float_bias(graph, n)
                 y = F.linear(v, torch.from_numpy(_float_weight(graph, n, n.name in quantized)),

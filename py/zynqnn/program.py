@@ -186,6 +186,7 @@ def _kind(la) -> str:
     from zynqnn.compiler.layers import (
         HwConcat,
         HwConv,
+        HwConvTranspose,
         HwGlobalSumPool,
         HwLut,
         HwMaxPool,
@@ -193,6 +194,9 @@ def _kind(la) -> str:
     )
 
     stride = f" /{la.stride}" if getattr(la, "stride", 1) > 1 else ""
+    if isinstance(la, HwConvTranspose):
+        kh, kw = la.weights.shape[2:]
+        return f"convT {kh}x{kw}{stride}"
     if isinstance(la, HwConv):
         return f"conv {la.kernel}x{la.kernel}{stride}"
     if isinstance(la, HwMaxPool):

@@ -88,6 +88,9 @@ def test_compiled_equals_framework(case, flow):
     model, n = check_graph_on_golden(g, reference, x, "pynq_z2")
     up = next(la for la in model.program.net.layers if la.name == "up")
     assert type(up) is (HwConvTranspose if s > 1 else HwConv)
+    k = CASES[case][2]
+    kind = next(r["kind"] for r in model.layers if r["name"] == "up")
+    assert kind == (f"convT {k}x{k} /{s}" if s > 1 else f"conv {k}x{k}"), kind
     assert n == x.shape[0] * 4 * g.tensors[g.outputs[0]].shape[2] * g.tensors[
         g.outputs[0]].shape[3]
 

@@ -115,3 +115,38 @@ def test_cli_structure():
     with pytest.raises(SystemExit) as e:
         main([])
     assert e.value.code == 2
+
+
+def test_float_shadow_transposed_conv_and_tables():
+    """A transposed convolution and a lookup table (sigmoid) have float forms: the shadow of a
+    torch.ao qnnpack model is its float model within the quantization step of the table's
+    grids, and the per-layer report runs."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from zynqnn.analysis import layer_errors
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.t = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.t(torch.relu(self.c(x))))
+
+    torch.manual_seed(0)
+    m = Net().eval()
+    x = torch.rand(2, 3, 8, 8)
+    torch.backends.quantized.engine = "qnnpack"
+    p = prepare_fx(m, get_default_qconfig_mapping("qnnpack"), (x,))
+    p(x)
+    g = zynqnn.from_torch(convert_fx(p), x)
+    assert {"conv_transpose2d", "lut"} <= {n.op for n in g.nodes}
+    out = float_shadow(g, x.numpy())[g.outputs[0]]
+    with torch.no_grad():
+        ref = m(x).numpy()
+    assert out.shape == ref.shape == (2, 6, 16, 16)
+    assert np.abs(out - ref).max() < 2 / 256   # the sigmoid table's output step is 1/256
+    rows = layer_errors(g, x.numpy())
+    assert {r.op for r in rows} >= {"conv_transpose2d", "lut"}
