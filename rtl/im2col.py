@@ -114,24 +114,28 @@ class WindowWalker(wiring.Component):
 
         # Counters whose "at the limit" flag is a register: set from a compare of the value
         # before the step (``value == limit - 2``), so the walk's decisions see no comparator.
+        # ``near`` (``value == limit - 2``, the step before the last) is a register too, set
+        # from ``value == limit - 3`` a step before.
         def counter(name, width, limit):
             value, value_n, value_s = reg(name, width)
             end, end_n, end_s = reg(f"{name}_end")
+            near, near_n, near_s = reg(f"{name}_near")
             lim_m1 = const(f"{name}_lim_m1", limit - 1, width)
             lim_m2 = const(f"{name}_lim_m2", limit - 2, width)
+            lim_m3 = const(f"{name}_lim_m3", limit - 3, width)
 
-            # The value's and the flag's updates, apart (each from its own copy of ``pre``).
+            # The value's and the flags' updates, apart (each from its own copy of ``pre``).
             def clear(now=False):         # now: in the cycle of ``start`` (limit registers stale)
                 if now:
-                    return [value_n.eq(0)], [end_n.eq(limit == 1)]
-                return [value_s.eq(0)], [end_s.eq(lim_m1 == 0)]
+                    return [value_n.eq(0)], [end_n.eq(limit == 1), near_n.eq(limit == 2)]
+                return [value_s.eq(0)], [end_s.eq(lim_m1 == 0), near_s.eq(lim_m2 == 0)]
 
             def step():
-                return [value_s.eq(value + 1)], [end_s.eq(value == lim_m2)]
-            return value, value_s, end, end_s, clear, step, lim_m2
+                return [value_s.eq(value + 1)], [end_s.eq(near), near_s.eq(value == lim_m3)]
+            return value, value_s, end, end_s, near, clear, step
         # 13 bits: a DW walk spans up to 2 * out_h + 1 rows.
-        ox, _, ox_end, ox_end_s, ox_clear, ox_step, ox_lim_m2 = counter("ox", 13, walk.out_w)
-        oy, oy_s, oy_end, _, oy_clear, oy_step, oy_lim_m2 = counter("oy", 13, walk.out_h)
+        ox, _, ox_end, ox_end_s, ox_near, ox_clear, ox_step = counter("ox", 13, walk.out_w)
+        oy, oy_s, oy_end, _, oy_near, oy_clear, oy_step = counter("oy", 13, walk.out_h)
         cb = Signal(8)
         cb_m2 = const("cb_m2", op.cin_blocks - 2, 8)
         cb_is1 = const("cb_is1", op.cin_blocks == 1, 1)
@@ -266,9 +270,9 @@ class WindowWalker(wiring.Component):
                 with m.Elif(pre.pass_):
                     m.d.comb += ox_clear()[part] + oy_clear()[part]
             with m.If(pre_c.x):
-                m.d.comb += last_pix_s.eq((ox == ox_lim_m2) & oy_end)
+                m.d.comb += last_pix_s.eq(ox_near & oy_end)
             with m.Elif(pre_c.y):
-                m.d.comb += last_pix_s.eq(ow_is1 & (oy == oy_lim_m2))
+                m.d.comb += last_pix_s.eq(ow_is1 & oy_near)
             with m.Elif(pre_c.pass_):
                 m.d.comb += last_pix_s.eq(ow_is1 & oh_is1)
         with m.If(go):
