@@ -932,21 +932,23 @@ class Pipeline(wiring.Component):
 
         # -- errors, progress, indices -----------------------------------------------------------
         # A read error straight from the port's beat (the fetcher's or the load unit's, by its
-        # tag), not through the arbiter and the units: the same beats, fewer LUTs.
+        # tag), not through the arbiter and the units: the same beats, fewer LUTs. Registered
+        # (a cycle later): the beat's valid and tag would reach the error index's capture
+        # through the units' index selects.
         rd_error = Signal()
-        rd_resp = Signal(Resp)
-        rd_tag = Signal()
-        m.d.comb += [
+        rd_cause = Signal(E)
+        rd_index = Signal(IDX)
+        m.d.sync += [
             rd_error.eq(self.rd_beats.valid & (self.rd_beats.payload.resp != Resp.OKAY)),
-            rd_resp.eq(self.rd_beats.payload.resp),
-            rd_tag.eq(self.rd_beats.payload.tag),
+            rd_cause.eq(_resp_cause(self.rd_beats.payload.resp)),
+            rd_index.eq(Mux(self.rd_beats.payload.tag == 0, fetch.error_index, load.index)),
         ]
         with m.If(d_err):
             m.d.comb += [self.error.eq(1), self.error_cause.eq(d_cause),
                          self.error_index.eq(d_index)]
         with m.Elif(rd_error):
-            m.d.comb += [self.error.eq(1), self.error_cause.eq(_resp_cause(rd_resp)),
-                         self.error_index.eq(Mux(rd_tag == 0, fetch.error_index, load.index))]
+            m.d.comb += [self.error.eq(1), self.error_cause.eq(rd_cause),
+                         self.error_index.eq(rd_index)]
         with m.Elif(c_error):
             m.d.comb += [self.error.eq(1), self.error_cause.eq(self.compute.error_cause),
                          self.error_index.eq(slots[0].index)]

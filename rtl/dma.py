@@ -584,11 +584,8 @@ class AxiWritePort(wiring.Component):
         dw = self._dw
         depth = self._data_depth
         clear = Signal()
-        # Unbuffered (the word read from LUT RAM, the level a register): the W handshake pops
-        # it, and a buffered FIFO's refill enable (its output register, fanout ~80) and inner
-        # level would follow `wready` in the same cycle.
         m.submodules.data_q = data_q = ResetInserter(clear)(
-            fifo.SyncFIFO(width=dw + dw // 8, depth=depth))
+            fifo.SyncFIFOBuffered(width=dw + dw // 8, depth=depth))
         # AxLEN of the issued bursts whose data is not yet all sent (buffered: `wvalid` is an
         # AND of two registers).
         m.submodules.lens = lens = fifo.SyncFIFOBuffered(width=4, depth=self._max_outstanding)
