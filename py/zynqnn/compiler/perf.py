@@ -42,9 +42,9 @@ __all__ = ["DmaModel", "PerfReport", "ProtocolError", "conv_cycles", "eltwise_cy
            "network_report", "simulate", "useful_macs"]
 
 #: Post-processing pipeline depth after the last lane group (read, requantize, write back):
-#: PostProc.LATENCY (70) and the engine's read and write stages; fitted to the RTL figures in
-#: tests/compiler/test_perf.py.
-POST_LATENCY = 79
+#: PostProc.LATENCY (70), the engine's take of the command (a register) and its read and write
+#: stages; fitted to the RTL figures in tests/compiler/test_perf.py.
+POST_LATENCY = 80
 #: A DW / DW_PAIRS command's MAC stage besides its walk (check, registered start, weights, FIR
 #: and array pipeline; RTL: 934 cycles per 28x28 command of 900 walk pixels).
 DW_OVERHEAD = 34
