@@ -1147,9 +1147,10 @@ class CommandProcessor(wiring.Component):
             m.d.sync += no_progress.eq(0)
         with m.Elif(~no_progress[32]):
             m.d.sync += no_progress.eq(no_progress + 1)
+        # From registers only: ``~bus_clear`` says the bus waited (without progress) last
+        # cycle; the ports' waiting state itself sits behind their queues' levels.
         wd_fire = Signal()
-        m.d.comb += wd_fire.eq((bus_waiting & ~bus_clear & bus_over)
-                               | (running & ~np_clear & np_over))
+        m.d.comb += wd_fire.eq((~bus_clear & bus_over) | (running & ~np_clear & np_over))
 
         # -- errors ------------------------------------------------------------------------------
         err = Signal()

@@ -184,12 +184,17 @@ class DepthwiseFIR(wiring.Component):
         wr_en = Signal()
         wr_addr = Signal.like(wp)
         m.d.sync += [wr_en.eq(ev), wr_addr.eq(wp)]
-        # This cycle's read (address rp + ev) is of the entry being written: both sums compared
-        # from registers, then ev picks one (comparing rd.addr itself puts the adder in front).
-        # (``ev`` from a copy of its own: ``walk_v`` drives the whole FIR's moves.)
+        # This cycle's read (address rp + ev) is of the entry being written: both compares
+        # (rp == wr_addr, rp + 1 == wr_addr) registered a cycle ahead from rp's and wr_addr's
+        # next values, then ev picks one. (``ev`` from a copy of its own: ``walk_v`` drives
+        # the whole FIR's moves.)
+        aw = len(wp)
+        rd_eq0, rd_eq1 = Signal(), Signal()
+        m.d.sync += [rd_eq0.eq(Mux(ev, (rp + 1)[:aw] == wp, back == 0)),
+                     rd_eq1.eq(Mux(ev, (rp + 2)[:aw] == wp, back == 1))]
         ev_c = replica(m, before_ev, "fir_ev_collide") if pairs else ev
         collide = Signal()
-        m.d.comb += collide.eq(wr_en & Mux(ev_c, rp + 1 == wr_addr, rp == wr_addr))
+        m.d.comb += collide.eq(wr_en & Mux(ev_c, rd_eq1, rd_eq0))
         width3 = Signal()
         m.d.sync += width3.eq(self.width == 3)
 

@@ -491,6 +491,9 @@ class Engine(wiring.Component):
             m.d.sync += act_reg.eq(Mux(q_op.act, pbuf.r.data[:actw_layout.size], 0))
 
         more = post_run & ~pre & ~pp_end
+        # The readers' mode flag, a copy (a cycle late: ``pre`` holds the reads back for at
+        # least a cycle after the take).
+        q_step_rd = replica(m, q_step, "q_step_rd") if STEP else Const(0, 1)
         # An early step command reads pixel pp once pp + 1 is written (so pp is in the memory),
         # and everything once its MAC stage is a cycle past done.
         readable = Signal()
@@ -501,10 +504,10 @@ class Engine(wiring.Component):
             s_rd = MemoryReader(m, "s_reader", data.ArrayLayout(signed(cfg.dw_acc_bits), C))
             m.submodules.step = sq = StepRequant(cfg, C)
             s_issue = s_rd.issue
-            m.d.comb += s_rd.issue.eq(more & q_step & readable & s_rd.can_issue)
+            m.d.comb += s_rd.issue.eq(more & q_step_rd & readable & s_rd.can_issue)
         else:
             s_issue = 0
-        m.d.comb += p_rd.issue.eq(more & ~q_step & p_rd.can_issue)
+        m.d.comb += p_rd.issue.eq(more & ~q_step_rd & p_rd.can_issue)
         with m.If(p_rd.issue):
             with m.If(pg + 1 == GROUPS):
                 m.d.sync += [pg.eq(0), pp.eq(pp + 1), pp1.eq(pp1 + 1), pp2.eq(pp2 + 1),

@@ -13,7 +13,7 @@ sums are the raw codes' part ``zp_in x colsum(W)``); each output pixel then take
 walk with the zero-point vector.
 """
 
-from amaranth import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -137,7 +137,9 @@ class WindowWalker(wiring.Component):
         ox, _, ox_end, ox_end_s, ox_near, ox_clear, ox_step = counter("ox", 13, walk.out_w)
         oy, oy_s, oy_end, _, oy_near, oy_clear, oy_step = counter("oy", 13, walk.out_h)
         cb = Signal(8)
+        cb_near = Signal()                # cb == cb_m2: kept a step ahead
         cb_m2 = const("cb_m2", op.cin_blocks - 2, 8)
+        cb_m3 = const("cb_m3", op.cin_blocks - 3, 8)
         cb_is1 = const("cb_is1", op.cin_blocks == 1, 1)
         k_m2 = const("k_m2", walk.kernel - 2, 3)
         k_is1 = const("k_is1", walk.kernel == 1, 1)
@@ -149,10 +151,9 @@ class WindowWalker(wiring.Component):
         tr, tr_n, tr_s = reg("tr", data.StructLayout({
             "cb": 1, "kx": 1, "ky": 1, "half": 1, "pfit": 1, "pwrap": 1, "done": 1}))
 
-        def nonpairs_tr(cb_end, kx_end, ky_end, to=tr_s):
-            return [to.eq(0), to.cb.eq(~cb_end), to.kx.eq(cb_end & ~kx_end),
-                    to.ky.eq(cb_end & kx_end & ~ky_end),
-                    to.done.eq(cb_end & kx_end & ky_end)]
+        def nonpairs_tr(cb_end, kx_end, ky_end):
+            return {"cb": ~cb_end, "kx": cb_end & ~kx_end, "ky": cb_end & kx_end & ~ky_end,
+                    "done": cb_end & kx_end & ky_end}
 
         # Addresses, kept incrementally. ``tap_addr`` is the IBUF address of the pass's first
         # pixel for channel block 0, ``cb_addr`` for the pass's channel block, ``row_addr`` of
@@ -320,31 +321,40 @@ class WindowWalker(wiring.Component):
                 # reads at least).
                 with m.If(tr.half):
                     m.d.sync += half.eq(1)
-                    m.d.comb += [tr_s.eq(0), tr_s.done.eq(pairs_done),
-                                 tr_s.pfit.eq(~pairs_done & kx_pair_fits),
-                                 tr_s.pwrap.eq(~pairs_done & ~kx_pair_fits)]
                 with m.If(tr.pfit | tr.pwrap):
                     m.d.sync += [half.eq(0), tap.eq(tap + 2),
                                  kx.eq(Mux(tr.pfit, kx + 2, kx + x_start))]
-                    m.d.comb += [tr_s.eq(0), tr_s.half.eq(1)]
                 with m.If(tr.pwrap):
                     m.d.sync += ky.eq(ky + 1)
                 with m.If(tr.cb):
-                    m.d.sync += cb.eq(cb + 1)
-                    m.d.comb += nonpairs_tr(cb == cb_m2, kx == k_last, ky == k_last)
+                    m.d.sync += [cb.eq(cb + 1), cb_near.eq(cb == cb_m3)]
                 with m.If(tr.kx):
-                    m.d.sync += [cb.eq(0), kx.eq(kx + 1)]
-                    m.d.comb += nonpairs_tr(cb_is1, kx == k_m2, ky == k_last)
+                    m.d.sync += [cb.eq(0), cb_near.eq(cb_m2 == 0), kx.eq(kx + 1)]
                 with m.If(tr.ky):
-                    m.d.sync += [cb.eq(0), kx.eq(0), ky.eq(ky + 1)]
-                    m.d.comb += nonpairs_tr(cb_is1, k_is1, ky == k_m2)
+                    m.d.sync += [cb.eq(0), cb_near.eq(cb_m2 == 0), kx.eq(0), ky.eq(ky + 1)]
+                # What ends the next pass, by what ends this one: ``tr`` is one-hot, so an
+                # AND-OR of the cases (not a chain of selects).
+                cases = [
+                    (tr.half, {"done": pairs_done, "pfit": ~pairs_done & kx_pair_fits,
+                               "pwrap": ~pairs_done & ~kx_pair_fits}),
+                    (tr.pfit | tr.pwrap, {"half": 1}),
+                    (tr.cb, nonpairs_tr(cb_near, kx == k_last, ky == k_last)),
+                    (tr.kx, nonpairs_tr(cb_is1, kx == k_m2, ky == k_last)),
+                    (tr.ky, nonpairs_tr(cb_is1, k_is1, ky == k_m2)),
+                ]
+                for f in ("cb", "kx", "ky", "half", "pfit", "pwrap", "done"):
+                    m.d.comb += getattr(tr_s, f).eq(
+                        Cat(*[sel & v[f] for sel, v in cases if f in v]).any())
         with m.If(go):
-            m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0)]
+            m.d.sync += [ky.eq(0), kx.eq(0), tap.eq(0), cb.eq(0), half.eq(0),
+                         cb_near.eq(cb_m2 == 0)]
             with m.If(pairs):
                 m.d.comb += [tr_n.eq(0), tr_n.half.eq(1)]
             with m.Else():
                 single_tap = walk.kernel == 1
-                m.d.comb += nonpairs_tr(op.cin_blocks == 1, single_tap, single_tap, to=tr_n)
+                m.d.comb += tr_n.eq(0)
+                for f, v in nonpairs_tr(op.cin_blocks == 1, single_tap, single_tap).items():
+                    m.d.comb += getattr(tr_n, f).eq(v)
 
         # ``last_read`` follows the phase it describes.
         with m.If(free_c):
