@@ -1,0 +1,192 @@
+"""The double-pumped PE array (issue 25) in Amaranth's simulator, with two clocks: every sum
+against numpy and against the 1x array, random tiles with the operand extremes, random idle
+cycles on both inputs and backpressure on the output."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from zynqnn.hw.config import HwConfig, get_config
+from zynqnn.rtl.pe_array import PEArray, act_layout, sum_layout, weight_row_layout
+from zynqnn.rtl.pe_array2x import (
+    PIXELS,
+    PEArray2x,
+    act2_layout,
+    carry_bits,
+    latency2x,
+    sum2_layout,
+)
+
+#: Fabric clock period (ns); the DSP clock has half of it, rising edges on the fabric clock's.
+SLOW_NS = 7.0
+
+
+def make_tiles(cfg: HwConfig, rng, n_tiles: int, max_pairs: int):
+    """Random tiles of an even number of vectors; the first ones hold the operand extremes in
+    every sign combination (the accumulator's and the packed carry's worst cases)."""
+    a_hi = 2 ** cfg.operand_bits - 1
+    w_lo, w_hi = -(2 ** (cfg.operand_bits - 1)), 2 ** (cfg.operand_bits - 1) - 1
+    tiles = []
+    for t in range(n_tiles):
+        n = 2 * int(rng.integers(1, max_pairs + 1))
+        w = rng.integers(w_lo, w_hi + 1, size=(cfg.rows, cfg.cols), dtype=np.int64)
+        a = rng.integers(-a_hi, a_hi + 1, size=(n, cfg.rows), dtype=np.int64)
+        if t < 4:
+            if t < 2:
+                w[:, :] = (w_lo, w_hi)[t]
+            w[:, 0], w[:, -1] = w_lo, w_hi
+            if cfg.cols > 2:
+                w[:, 1], w[:, 2] = w_hi, w_lo
+            ext = np.array([[-a_hi] * cfg.rows, [a_hi] * cfg.rows,
+                            [a_hi if r % 2 else -a_hi for r in range(cfg.rows)],
+                            [0] * cfg.rows])
+            a = np.concatenate([ext, a])
+        tiles.append((w, a))
+    return tiles
+
+
+def simulate(dut, cfg, w_rows, items, n_out, out_layout, *, idle=0.0, stall=0.0, seed=0,
+             two_clocks=True):
+    """Drive ``weights`` and ``acts`` (random idle cycles), take ``n_out`` transfers from
+    ``sums`` (random stalls); returns the transfers and the fabric cycles it took."""
+    w_lay = weight_row_layout(cfg)
+    a_lay = act2_layout(cfg) if isinstance(dut, PEArray2x) else act_layout(cfg)
+    got: list = []
+    cycles = [0]
+    sim = Simulator(dut)
+    sim.add_clock(SLOW_NS * 1e-9, phase=SLOW_NS * 1e-9 / 2, domain="sync")
+    if two_clocks:
+        sim.add_clock(SLOW_NS * 1e-9 / 2, phase=SLOW_NS * 1e-9 / 2, domain="fast")
+
+    async def source(ctx, port, layout, values, rng):
+        for v in values:
+            while rng.random() < idle:
+                ctx.set(port.valid, 0)
+                await ctx.tick()
+            ctx.set(port.payload, layout.const(v))
+            ctx.set(port.valid, 1)
+            await ctx.tick().until(port.ready)
+        ctx.set(port.valid, 0)
+
+    async def weights(ctx):
+        await source(ctx, dut.weights, w_lay, w_rows, random.Random(seed + 1))
+
+    async def acts(ctx):
+        await source(ctx, dut.acts, a_lay, items, random.Random(seed + 2))
+
+    async def sink(ctx):
+        rng = random.Random(seed + 3)
+        limit = 60 * len(items) + 500
+        while len(got) < n_out:
+            ctx.set(dut.sums.ready, int(rng.random() >= stall))
+            _, _, valid, ready, payload = await ctx.tick().sample(
+                dut.sums.valid, dut.sums.ready, dut.sums.payload.as_value())
+            cycles[0] += 1
+            assert cycles[0] < limit, f"{len(got)} of {n_out} results after {limit} cycles"
+            if valid and ready:
+                got.append(out_layout.from_bits(payload))
+
+    sim.add_testbench(weights, background=True)
+    sim.add_testbench(acts, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return got, cycles[0]
+
+
+def run_2x(cfg, tiles, **kw):
+    """The 2x array on ``tiles``; returns its sums as an (n, cols) array, pixel order."""
+    dut = PEArray2x(cfg)
+    rows = [[int(x) for x in row] for w, _ in tiles for row in w]
+    items = [{"data": [[int(x) for x in a[2 * i + p]] for p in range(PIXELS)],
+              "swap": int(i == 0)} for _, a in tiles for i in range(len(a) // 2)]
+    got, cycles = simulate(dut, cfg, rows, items, len(items), sum2_layout(cfg), **kw)
+    sums = np.array([[int(x) for x in t[p]] for t in got for p in range(PIXELS)],
+                    dtype=np.int64)
+    return sums, cycles
+
+
+def run_1x(cfg, tiles, **kw):
+    cfg1 = cfg.replace(dsp_clock_ratio=1)
+    dut = PEArray(cfg1)
+    rows = [[int(x) for x in row] for w, _ in tiles for row in w]
+    items = [{"data": [int(x) for x in v], "swap": int(i == 0)}
+             for _, a in tiles for i, v in enumerate(a)]
+    got, cycles = simulate(dut, cfg1, rows, items, len(items), sum_layout(cfg1),
+                           two_clocks=False, **kw)
+    return np.array([[int(x) for x in t] for t in got], dtype=np.int64), cycles
+
+
+def expected(tiles):
+    return np.concatenate([a @ w for w, a in tiles])
+
+
+CONFIGS = {
+    "tiny": get_config("tiny").replace(dsp_clock_ratio=2),        # packed, 4 x 4: g = 2
+    "tiny16": get_config("tiny16").replace(dsp_clock_ratio=2),    # int16, unpacked
+    "8x8": get_config("tiny").replace(rows=8, cols=8, requant_lanes=2, add_lanes=2,
+                                      dsp_clock_ratio=2),          # three side-sum levels
+    # 12 DSP columns: the shadow lockout matters (a new tile's row 0 is written while the
+    # previous swap still runs along row 0's PEs).
+    "2x12": get_config("tiny16").replace(rows=2, cols=12, dsp_clock_ratio=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_random_tiles_bit_exact(name):
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(25)
+    tiles = make_tiles(cfg, rng, 10, 12)
+    sums, _ = run_2x(cfg, tiles, idle=0.3, stall=0.3, seed=7)
+    want = expected(tiles)
+    assert sums.shape == want.shape
+    bad = int(np.sum(sums != want))
+    assert bad == 0, f"{bad} of {want.size} sums differ"
+
+
+def test_same_sums_as_the_1x_array():
+    cfg = CONFIGS["tiny"]
+    tiles = make_tiles(cfg, np.random.default_rng(3), 6, 8)
+    one, _ = run_1x(cfg, tiles, idle=0.2, stall=0.2, seed=11)
+    two, _ = run_2x(cfg, tiles, idle=0.2, stall=0.2, seed=11)
+    assert np.array_equal(one, expected(tiles))
+    assert np.array_equal(two, one)
+
+
+def test_one_pair_tiles_back_to_back():
+    """Each tile one pair: a new tile is loaded while the previous swap still runs through the
+    fast grid, so a lockout too short would show here; no stalls."""
+    for name in ("8x8", "2x12"):
+        cfg = CONFIGS[name]
+        rng = np.random.default_rng(9)
+        tiles = [(w, a[:2]) for w, a in make_tiles(cfg, rng, 12, 1)]
+        sums, _ = run_2x(cfg, tiles)
+        assert np.array_equal(sums, expected(tiles)), name
+
+
+def test_full_rate():
+    """Without idle cycles or stalls a pair goes in and a pair comes out every fabric cycle."""
+    cfg = CONFIGS["tiny"]
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, size=(cfg.rows, cfg.cols))
+    n = 64  # pairs
+    a = rng.integers(-255, 256, size=(2 * n, cfg.rows))
+    sums, cycles = run_2x(cfg, [(w, a)])
+    assert np.array_equal(sums, a @ w)
+    # rows cycles of weights, the pipeline, n transfers at one per cycle.
+    assert cycles <= cfg.rows + n + latency2x(cfg) + 6, f"{n} pairs took {cycles} cycles"
+
+
+def test_carry_bits():
+    assert carry_bits(get_config("pynq_z2").replace(dsp_clock_ratio=2)) == 4
+    assert carry_bits(CONFIGS["tiny"]) == 2
+    assert carry_bits(CONFIGS["tiny16"]) == 0
+
+
+def test_needs_ratio_two():
+    with pytest.raises(ValueError, match="dsp_clock_ratio = 2"):
+        PEArray2x(get_config("tiny"))
+
