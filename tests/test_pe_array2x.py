@@ -190,3 +190,14 @@ def test_needs_ratio_two():
     with pytest.raises(ValueError, match="dsp_clock_ratio = 2"):
         PEArray2x(get_config("tiny"))
 
+
+# -- the generated Verilog under cocotb, two clocks from one driver ---------------------------
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_two_clocks(sim, quick_cxx):
+    from zynqnn.sim.runner import run
+
+    cfg = CONFIGS["tiny"]
+    # run() raises unless every cocotb test of the module ran and passed.
+    run(lambda: PEArray2x(cfg), "zynqnn_pe_array_2x", "zynqnn.sim.tb_pe_array2x", sim, cfg)
+
