@@ -201,3 +201,129 @@ def test_cocotb_two_clocks(sim, quick_cxx):
     # run() raises unless every cocotb test of the module ran and passed.
     run(lambda: PEArray2x(cfg), "zynqnn_pe_array_2x", "zynqnn.sim.tb_pe_array2x", sim, cfg)
 
+
+# -- the static timing estimate of the two clock domains (tiny, Yosys netlist) ---------------
+
+#: Every fast-domain path must meet the fast clock (3.5 ns: twice 142.857 MHz) under these
+#: net models: measured on tiny 2.49 / 3.20 ns (pynq_z2 the same paths, docs/architecture.md).
+FAST_NS = 3.5
+MAX_NET_SINKS = 128
+
+
+@pytest.fixture(scope="module")
+def tiny_2x_netlist(tmp_path_factory):
+    import json
+
+    from zynqnn.synth import NETLIST_JSON, run_synth, work_dir
+
+    out = tmp_path_factory.mktemp("timing2x")
+    cfg = CONFIGS["tiny"]
+    r = run_synth(cfg, "zynqnn_pe_array_2x", out, netlist=True)
+    assert r.dsp == cfg.rows * cfg.cols // 2
+    return json.loads((work_dir(cfg, r.module, out) / NETLIST_JSON).read_text())
+
+
+def _top(netlist):
+    return next(m for m in netlist["modules"].values()
+                if int(m.get("attributes", {}).get("top", "0"), 2))
+
+
+@pytest.mark.parametrize("model", ["typical", "pessimistic"])
+def test_both_clocks_meet_their_periods(tiny_2x_netlist, model):
+    from zynqnn.timing import NET_MODELS, analyze, load_library
+
+    r = analyze(tiny_2x_netlist, load_library(), NET_MODELS[model],
+                {"clk": 2 * FAST_NS, "fast_clk": FAST_NS})
+    clocks = {c.name: c for c in r.clocks}
+    assert set(clocks) == {"clk", "fast_clk"}
+    fast = clocks["fast_clk"]
+    assert fast.period == FAST_NS and fast.passed, (
+        f"fast clock {fast.worst:.2f} ns: {fast.paths[0].start} -> {fast.paths[0].end}")
+    assert clocks["clk"].passed
+    # Paths between the domains are there and timed against the fast period.
+    crossing = [p for c in r.clocks for p in c.paths if p.launch != p.capture]
+    assert crossing and all(p.required == FAST_NS for p in crossing)
+
+
+def test_fast_domain_rules(tiny_2x_netlist):
+    """Every DSP48E1 fully registered (A, B, M, P), the column sums on the PCIN cascade, and no
+    fast-domain register or DSP input more than one LUT (the 2:1 mux, a phase copy's enable)
+    behind a register."""
+    mod = _top(tiny_2x_netlist)
+    fast_clk = mod["ports"]["fast_clk"]["bits"][0]
+    cfg = CONFIGS["tiny"]
+    seq = ("FD", "DSP48E1", "SRL", "RAM")
+    driver = {}
+    for name, c in mod["cells"].items():
+        for pin, bits in c["connections"].items():
+            if c["port_directions"].get(pin) == "output":
+                for b in bits:
+                    driver[b] = (name, c)
+
+    def depth(bit, seen=()):
+        if not isinstance(bit, int) or bit not in driver:
+            return 0  # a constant or a port
+        name, c = driver[bit]
+        if c["type"].startswith(seq):
+            return 0
+        assert name not in seen
+        return 1 + max((depth(b, (*seen, name)) for pin, bits in c["connections"].items()
+                        if c["port_directions"].get(pin) == "input" for b in bits), default=0)
+
+    dsps = [c for c in mod["cells"].values() if c["type"] == "DSP48E1"]
+    for c in dsps:
+        regs = {k: int(c["parameters"][k], 2) for k in ("AREG", "BREG", "MREG", "PREG")}
+        assert regs["AREG"] == regs["MREG"] == regs["PREG"] == 1 and regs["BREG"] >= 1, regs
+    cascaded = [c for c in dsps if any(isinstance(b, int) for b in c["connections"]["PCIN"])]
+    assert len(cascaded) == (cfg.rows - 1) * cfg.cols // 2
+    worst = {}
+    for name, c in mod["cells"].items():
+        clk = c["connections"].get("C") or c["connections"].get("CLK")
+        if not c["type"].startswith(("FD", "DSP48E1")) or clk != [fast_clk]:
+            continue
+        for pin, bits in c["connections"].items():
+            if c["port_directions"].get(pin) == "input" and pin not in ("C", "CLK"):
+                worst[(name, pin)] = max(depth(b) for b in bits)
+    assert worst and max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
+
+
+def test_no_wide_nets(tiny_2x_netlist):
+    from collections import Counter
+
+    mod = _top(tiny_2x_netlist)
+    exempt = {b for p in ("clk", "rst", "fast_clk") for b in mod["ports"][p]["bits"]}
+    sinks = Counter(b for c in mod["cells"].values() for pin, bits in c["connections"].items()
+                    if c["port_directions"].get(pin) == "input"
+                    for b in bits if isinstance(b, int) and b not in exempt)
+    assert max(sinks.values()) <= MAX_NET_SINKS
+
+
+def test_needed_period_of_a_slow_clock_counts_crossings_twice():
+    """A path from the 2x clock into the fabric clock must fit the fast period: the fabric
+    clock's "worst" (the period it needs, its Fmax) counts it at twice its delay."""
+    from zynqnn.timing import NET_MODELS, analyze, load_library
+
+    one = "00000000000000000000000000000001"
+
+    def ff(d, q, clk):
+        return {"type": "FDRE", "hide_name": 1, "parameters": {},
+                "port_directions": {"C": "input", "CE": "input", "D": "input", "Q": "output",
+                                    "R": "input"},
+                "connections": {"C": [clk], "CE": ["1"], "D": [d], "Q": [q], "R": ["0"]}}
+
+    fast, slow = 1, 2
+    cells = {"f": ff("0", 10, fast), "s": ff(10, 11, slow),   # fast -> slow, one net
+             "x": ff("0", 12, slow), "y": ff(12, 13, slow)}   # slow -> slow, one net
+    names = {"f_reg": [10], "s_reg": [11], "x_reg": [12], "y_reg": [13],
+             "fast_clk": [fast], "clk": [slow]}
+    d = {"modules": {"top": {
+        "attributes": {"top": one},
+        "ports": {"fast_clk": {"direction": "input", "bits": [fast]},
+                  "clk": {"direction": "input", "bits": [slow]}},
+        "cells": cells, "netnames": {n: {"hide_name": 0, "bits": b} for n, b in names.items()}}}}
+    r = analyze(d, load_library(), NET_MODELS["typical"], {"clk": 7.0, "fast_clk": 3.5})
+    (c,) = r.clocks
+    one_net = 0.303 + NET_MODELS["typical"].r
+    assert c.name == "clk" and c.worst == pytest.approx(2 * one_net)
+    assert c.fmax == pytest.approx(1000 / (2 * one_net))
+    assert c.slack == pytest.approx(3.5 - one_net)
