@@ -132,6 +132,8 @@ CONFIGS = {
     # 12 DSP columns: the shadow lockout matters (a new tile's row 0 is written while the
     # previous swap still runs along row 0's PEs).
     "2x12": get_config("tiny16").replace(rows=2, cols=12, dsp_clock_ratio=2),
+    # The board's array: 8 DSP columns of 16, g = 4 (fewer vectors: a few seconds).
+    "pynq_z2": get_config("pynq_z2_2x"),
 }
 
 
@@ -139,7 +141,7 @@ CONFIGS = {
 def test_random_tiles_bit_exact(name):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(25)
-    tiles = make_tiles(cfg, rng, 10, 12)
+    tiles = make_tiles(cfg, rng, *((5, 6) if name == "pynq_z2" else (10, 12)))
     sums, _ = run_2x(cfg, tiles, idle=0.3, stall=0.3, seed=7)
     want = expected(tiles)
     assert sums.shape == want.shape
