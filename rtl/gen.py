@@ -34,6 +34,9 @@ def components(cfg: HwConfig) -> dict:
     from .steprequant import StepRequant
     from .top import Top
 
+    if cfg.dsp_clock_ratio == 2:  # issue 25: the double-pumped array alone, not in the engine yet
+        from .pe_array2x import PEArray2x
+        return {"zynqnn_pe_array_2x": lambda: PEArray2x(cfg)}
     parts = {
         "zynqnn_pe_array": lambda: PEArray(cfg),
         # The engine's post-processing lanes (requantization, clamp, activation).

@@ -14,7 +14,9 @@ No Vivado and no routed database exist here, so this is an estimate, not a timin
   MUXF7, MUXF7 -> MUXF8 and LUT -> CARRY4 S (the LUT beside it in the slice).
 * Paths start at a clock-to-out arc (FF, DSP48E1 register, block RAM, LUTRAM/SRL write side) and
   end at a setup check, grouped by the clock net of the capturing cell. A path launched by
-  another clock is timed against the smaller of the two periods (related, integer-ratio clocks).
+  another clock is timed against the smaller of the two periods (related, integer-ratio clocks);
+  a clock's "worst" is the period it needs with its related clocks scaled alike (such a path
+  counts its delay times the clock's period over the smaller one).
   Component ports are not timed (no I/O constraints); their worst paths are listed for reference.
 
 What it does not model: placement, congestion, clock skew and jitter, the local (unrouted)
@@ -801,8 +803,9 @@ class ClockReport:
     period: float
     endpoints: int
     failing: int  # endpoints whose worst path exceeds the period
-    worst: float  # ns, the path with the least slack
-    deficit: float  # that path's delay minus its required time (-slack)
+    worst: float  # ns, the period the clock needs (the path with the least slack, when all
+    #               its paths share one requirement; see analyze)
+    deficit: float  # the least slack's path delay minus its required time (-slack)
     paths: list[TimingPath]
 
     @property
@@ -1157,9 +1160,14 @@ def analyze(netlist: dict, lib: CellLibrary, model: NetModel,
             if family not in names:
                 names.add(family)
                 listed.append(p)
+        # The period this clock needs with its related clocks scaled alike: a path from a
+        # related clock needs its delay times this clock's period over its requirement (a
+        # 3.0 ns path from a 2x clock into a 7.0 ns clock, required in 3.5 ns, needs 6.0 ns).
+        # With one requirement for all the paths it is the least-slack path's delay.
+        needed = max(r[1] * period_of(capture) / required(r[2], capture) for r in timed)
         clocks.append(ClockReport(
             capture, period_of(capture), len({r[3] for r in timed}),
-            len({r[3] for r in timed if r[0] > 0}), timed[0][1], timed[0][0], listed))
+            len({r[3] for r in timed if r[0] > 0}), needed, timed[0][0], listed))
     return TimingResult(modname, model, clocks, ports, len(g.cells), g.untimed, g.assumed,
                         g.loops)
 

@@ -45,6 +45,15 @@ class DeviceBudget:
 XC7Z020 = DeviceBudget(part="xc7z020clg400-1", lut=53_200, ff=106_400, dsp=220, bram36=140)
 
 
+#: Highest clock the design may ask of a global clock buffer: BUFG FMAX of the 7-series -1
+#: speed grade (DS189, Table 32, as cited in docs/timing.md).
+MAX_CLOCK_MHZ = 464
+
+#: Parameters left out of :meth:`HwConfig.params` (hence of ``config_id``, ``canonical_json``
+#: and ``to_dict``) while they hold their default: fields added after builds were recorded.
+_OMITTED_AT_DEFAULT = ("dsp_clock_ratio",)
+
+
 def _pow2(v: int) -> bool:
     return v > 0 and (v & (v - 1)) == 0
 
@@ -93,6 +102,12 @@ class HwConfig:
         Target clock of the programmable-logic design (FCLK_CLK0).
     dsp_packing:
         Pack two int8 products sharing an activation into one DSP48E1 (int8 builds only).
+    dsp_clock_ratio:
+        Clock of the PE array's DSP48E1 columns over the fabric clock: 1 (the array runs on the
+        fabric clock) or 2 (double-pumped: the DSPs run on a phase-aligned clock at twice
+        ``clock_mhz`` and do two pixels' work per fabric cycle, ``zynqnn.rtl.pe_array2x``). Left
+        out of :meth:`params` (and so of :attr:`config_id`) at its default, so that a 1x
+        config's id and artifacts are those of the builds before the field existed.
     name:
         A label (the preset's name); not part of :attr:`config_id`.
     """
@@ -113,6 +128,7 @@ class HwConfig:
     axi_addr_bits: int = 32
     clock_mhz: float = 150.0
     dsp_packing: bool = True
+    dsp_clock_ratio: int = 1
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -139,6 +155,7 @@ class HwConfig:
             "max_kernel",
             "axi_data_bits",
             "axi_addr_bits",
+            "dsp_clock_ratio",
         ):
             v = getattr(self, fname)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -182,6 +199,15 @@ class HwConfig:
             self._fail("axi_addr_bits", "must be 32 (the Zynq PS address map)")
         if not isinstance(self.clock_mhz, (int, float)) or not 10 <= self.clock_mhz <= 250:
             self._fail("clock_mhz", "must be a number between 10 and 250")
+        if self.dsp_clock_ratio not in (1, 2):
+            self._fail("dsp_clock_ratio",
+                       "must be 1 or 2: the DSP columns run on the fabric clock or on a "
+                       "phase-aligned clock at twice it, whose operands a 2:1 mux selects "
+                       "(other ratios need a wider mux and a phase counter in the fast domain)")
+        if self.clock_mhz * self.dsp_clock_ratio > MAX_CLOCK_MHZ:
+            self._fail("dsp_clock_ratio",
+                       f"the DSP clock ({self.clock_mhz * self.dsp_clock_ratio:g} MHz) must not "
+                       f"exceed {MAX_CLOCK_MHZ} MHz, the -1 global clock buffer's maximum")
         if self.dsp_packing and self.operand_bits != 8:
             self._fail("dsp_packing", "only applies to the 8-bit build")
         if self.dsp_packing and self.cols % 2:
@@ -267,7 +293,8 @@ class HwConfig:
 
     @property
     def macs_per_cycle(self) -> int:
-        return self.rows * self.cols
+        """MACs of the PE array per fabric cycle (twice ``rows x cols`` when double-pumped)."""
+        return self.rows * self.cols * self.dsp_clock_ratio
 
     @property
     def config_id(self) -> str:
@@ -283,8 +310,12 @@ class HwConfig:
     # -- serialization ---------------------------------------------------------------------------
 
     def params(self) -> dict:
-        """Every hardware parameter (not the label), in declaration order."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        """Every hardware parameter (not the label), in declaration order; fields added after
+        the first builds (:data:`_OMITTED_AT_DEFAULT`) only when they differ from their default,
+        so that the ids of the existing configs do not change."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name"
+                and not (f.name in _OMITTED_AT_DEFAULT and getattr(self, f.name) == f.default)}
 
     def canonical_json(self) -> str:
         p = self.params()
@@ -307,8 +338,12 @@ class HwConfig:
 
 
 #: Named builds. ``pynq_z2`` is the board build; ``tiny`` and ``tiny16`` keep simulations fast.
+#: ``pynq_z2_2x`` is ``pynq_z2`` with the double-pumped PE array: for now a component-only
+#: config (``zynqnn.rtl.gen`` generates only ``zynqnn_pe_array_2x`` for it; the engine does not
+#: use that array yet, docs/architecture.md).
 PRESETS: dict[str, HwConfig] = {
     "pynq_z2": HwConfig(name="pynq_z2"),
+    "pynq_z2_2x": HwConfig(name="pynq_z2_2x", dsp_clock_ratio=2),
     "pynq_z2_int16": HwConfig(
         name="pynq_z2_int16",
         rows=12,
