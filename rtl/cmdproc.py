@@ -953,9 +953,14 @@ class Pipeline(wiring.Component):
             m.d.comb += [self.error.eq(1), self.error_cause.eq(self.compute.error_cause),
                          self.error_index.eq(slots[0].index)]
 
-        # Registered: the watchdog needs it only to within a cycle.
-        m.d.sync += self.progress.eq(d_active | load.progress | store.progress | c_progress
-                                     | (fetch.cmd.valid & fetch.cmd.ready))
+        # Registered, the dispatcher's part apart (its state decode): the watchdog needs it
+        # only to within a cycle.
+        units_progress = Signal()
+        d_active_q = Signal()
+        m.d.sync += [units_progress.eq(load.progress | store.progress | c_progress
+                                       | (fetch.cmd.valid & fetch.cmd.ready)),
+                     d_active_q.eq(d_active)]
+        m.d.comb += self.progress.eq(units_progress | d_active_q)
 
         # The oldest command a unit holds, for the watchdog: two registered stages of one
         # compare each (the watchdog fires after hundreds of cycles without a change).

@@ -646,20 +646,42 @@ class AxiWritePort(wiring.Component):
         with m.Elif(aw_done):
             m.d.sync += aw_valid.eq(0)
 
-        # W: the beats of issued bursts, straight from the queue.
-        w_beat = Signal(4)
+        # W: the beats of issued bursts, through a two-beat output stage (`wvalid`, the data,
+        # `wlast` from registers). The queues are popped while the stage holds under two beats
+        # (a register), so the W handshake reaches no FIFO logic; a beat per cycle.
+        w_beat = Signal(4)       # beat of its burst of the next beat popped
         w_go = Signal()
+        pop = Signal()
+        pop_last = Signal()
+        w_held = Signal(range(3))
+        w_head = Signal(dw + dw // 8 + 1, reset_less=True)   # data, strobes, last: on the bus
+        w_tail = Signal.like(w_head)
+        popped = Signal.like(w_head)
         m.d.comb += [
-            axi.wvalid.eq(lens.r_rdy & data_q.r_rdy),
-            axi.wdata.eq(data_q.r_data[:dw]),
-            axi.wstrb.eq(data_q.r_data[dw:]),
-            axi.wlast.eq(w_beat == lens.r_data),
+            pop_last.eq(w_beat == lens.r_data),
+            pop.eq(data_q.r_rdy & lens.r_rdy & ~w_held[1]),
+            data_q.r_en.eq(pop),
+            lens.r_en.eq(pop & pop_last),
+            popped.eq(Cat(data_q.r_data, pop_last)),
+            axi.wvalid.eq(w_held != 0),
+            axi.wdata.eq(w_head[:dw]),
+            axi.wstrb.eq(w_head[dw:dw + dw // 8]),
+            axi.wlast.eq(w_head[-1]),
             w_go.eq(axi.wvalid & axi.wready),
-            data_q.r_en.eq(w_go),
-            lens.r_en.eq(w_go & axi.wlast),
         ]
+        with m.If(pop):
+            m.d.sync += w_beat.eq(Mux(pop_last, 0, w_beat + 1))
         with m.If(w_go):
-            m.d.sync += w_beat.eq(Mux(axi.wlast, 0, w_beat + 1))
+            with m.If(w_held[1]):
+                m.d.sync += w_head.eq(w_tail)
+            with m.Elif(pop):
+                m.d.sync += w_head.eq(popped)
+        with m.Elif(pop):
+            with m.If(w_held == 0):
+                m.d.sync += w_head.eq(popped)
+            with m.Else():
+                m.d.sync += w_tail.eq(popped)
+        m.d.sync += w_held.eq(w_held + pop - w_go)
         # The issued burst's beats leave `avail` a cycle later (`ready` waits for it), from
         # registers.
         m.d.sync += avail.eq(avail + data_q.w_en - Mux(issued, aw_len + 1, 0))
@@ -675,7 +697,7 @@ class AxiWritePort(wiring.Component):
         m.d.sync += b_pending.eq(b_pending + issue - b_go)
 
         in_flight = Signal()
-        m.d.comb += in_flight.eq(aw_valid | lens.r_rdy | (b_pending != 0))
+        m.d.comb += in_flight.eq(aw_valid | lens.r_rdy | (w_held != 0) | (b_pending != 0))
         with m.If(self.abort):
             m.d.sync += draining.eq(1)
         with m.Elif(draining & ~in_flight):
