@@ -53,14 +53,15 @@ STEP_POST_LATENCY = 19
 #: A step command's post stage trails its walk (handed over at the start): its last output
 #: this many cycles after the MAC stage's end.
 STEP_TAIL = 16
-#: Cycles of an ELTWISE command besides its lane groups (check, constants read, the adder's
-#: EltwiseAdd.LATENCY = 54-stage pipeline, output write; the reader's counters restart a cycle
-#: after the constants are in).
-ELT_LATENCY = 65
+#: Cycles of an ELTWISE command besides its lane groups (check, constants read, the reader's
+#: two-cycle IBUF read, the adder's EltwiseAdd.LATENCY = 54-stage pipeline, output write; the
+#: reader's counters restart a cycle after the constants are in).
+ELT_LATENCY = 66
 #: Cycles of an ELTWISE lookup (lut) besides its table fill and lane groups (check, the
-#: reader, EltwiseLUT.LATENCY = 3 stages, output write, a restart cycle before the table and
-#: before the codes): counted from the RTL pipeline.
-LUT_LATENCY = 14
+#: reader's two-cycle read for the table and for the codes, EltwiseLUT.LATENCY = 3 stages,
+#: output write, a restart cycle before the table and before the codes): counted from the
+#: RTL pipeline.
+LUT_LATENCY = 16
 #: Compute commands the engine holds at once (the shell's, zynqnn.hw.geometry).
 OUTSTANDING = COMPUTE_OUTSTANDING
 #: Cycles of a LOAD or STORE besides its bursts (decode, range checks, burst generator start);
