@@ -38,6 +38,11 @@ def _pe_array(cfg):
     return PEArray(cfg)
 
 
+def _pe_array2x(cfg):
+    from zynqnn.rtl.pe_array2x import PEArray2x
+    return PEArray2x(cfg)
+
+
 def _step(cfg):
     from zynqnn.rtl.steprequant import StepRequant
     return StepRequant(cfg)
@@ -83,6 +88,8 @@ def _soc(cfg):
 #: ``prog.run(x, backend="verilator")``).
 BENCHES: dict[str, Bench] = {
     "tb_pe_array": Bench("zynqnn_pe_array", _pe_array, "tiny", "the systolic PE array"),
+    "tb_pe_array2x": Bench("zynqnn_pe_array_2x", _pe_array2x, "pynq_z2_2x",
+                           "the double-pumped PE array (DSPs on a 2x clock)"),
     "tb_steprequant": Bench("zynqnn_step_requant", _step, "tiny", "the step requantizer lanes"),
     "tb_postproc": Bench("zynqnn_postproc", _postproc, "tiny", "the post-processing lanes"),
     "tb_eltwise": Bench("zynqnn_eltwise", _eltwise, "tiny", "the element-wise add lanes"),
