@@ -266,7 +266,15 @@ def _with_initializer(src, dst, name, value):
     ("conv2.weight_scale", float("inf"),
      r"ONNX node 'conv2.weight_DequantizeLinear' \(DequantizeLinear\) in nan\.onnx: scale "
      r"'conv2.weight_scale' is infinite"),
-], ids=["input", "activation", "weight", "weight-inf"])
+    # zero and negative scales: named like NaN ones (they used to read "ONNX import produced
+    # an invalid graph" naming neither the file nor the node)
+    ("x_scale", 0.0,
+     r"ONNX node 'x_QuantizeLinear' \(QuantizeLinear\) in nan\.onnx: scale 'x_scale' is zero; "
+     r"a scale must be finite and > 0"),
+    ("conv.weight_scale", -0.5,
+     r"ONNX node 'conv.weight_DequantizeLinear' \(DequantizeLinear\) in nan\.onnx: scale "
+     r"'conv.weight_scale' is negative \(4 of its 4 values are <= 0\)"),
+], ids=["input", "activation", "weight", "weight-inf", "input-zero", "weight-negative"])
 def test_onnx_nan_scale_names_node_and_scale(tmp_path, init, value, message):
     """A NaN scale used to read "other qparams (s=nan, ...) than it was quantized with
     (s=nan, ...)" (NaN is unequal to itself); now the Q/DQ node and its scale say so."""

@@ -301,6 +301,12 @@ class _Adapter:
             raise self.fail(node, f"scale {s!r} is {what}" + (
                 f" ({k} of its {sv.size} values are NaN or infinite)" if sv.size > 1 else "")
                 + "; a scale must be finite and > 0")
+        if np.any(sv <= 0):
+            k = int(np.count_nonzero(sv <= 0))
+            what = "zero" if np.all(sv[sv <= 0] == 0) else "negative"
+            raise self.fail(node, f"scale {s!r} is {what}" + (
+                f" ({k} of its {sv.size} values are <= 0)" if sv.size > 1 else "")
+                + "; a scale must be finite and > 0")
         if zp:
             zpv = self.const(node, zp, "zero point")
             dt = _np_name(zpv.dtype)

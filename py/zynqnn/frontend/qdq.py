@@ -282,6 +282,10 @@ class _Lowering:
             raise self.fail(node, f"the scale is {'NaN' if np.isnan(s).any() else 'infinite'} "
                                   f"({int(np.count_nonzero(~np.isfinite(s)))} of {s.size} "
                                   "values); a scale must be finite and > 0")
+        if np.any(s <= 0):
+            raise self.fail(node, f"the scale is {'zero' if np.all(s[s <= 0] == 0) else 'negative'}"
+                                  f" ({int(np.count_nonzero(s <= 0))} of {s.size} values); a "
+                                  "scale must be finite and > 0")
         return _scalar(a["scale"]), _scalar(a["zero_point"]), a["dtype"], a.get("axis")
 
     def op_quantize(self, node: QNode):
