@@ -54,9 +54,9 @@ async def start(dut, cycles=3):
     await RisingEdge(dut.clk)
 
 
-def make_tiles(cfg, rng, n_tiles, max_pairs):
-    """Random tiles of whole pairs; the first two tiles all-extreme weights and the first
-    vectors of each of the first four the activation extremes in every sign pattern."""
+def make_tiles(cfg, rng, n_tiles: int, max_pairs: int):
+    """Random tiles of an even number of vectors; the first ones hold the operand extremes in
+    every sign combination (the accumulator's and the packed carry's worst cases)."""
     a_hi = 2 ** cfg.operand_bits - 1
     w_lo, w_hi = -(2 ** (cfg.operand_bits - 1)), 2 ** (cfg.operand_bits - 1) - 1
     tiles = []
@@ -68,6 +68,8 @@ def make_tiles(cfg, rng, n_tiles, max_pairs):
             if t < 2:
                 w[:, :] = (w_lo, w_hi)[t]
             w[:, 0], w[:, -1] = w_lo, w_hi
+            if cfg.cols > 2:
+                w[:, 1], w[:, 2] = w_hi, w_lo
             ext = np.array([[-a_hi] * cfg.rows, [a_hi] * cfg.rows,
                             [a_hi if r % 2 else -a_hi for r in range(cfg.rows)],
                             [0] * cfg.rows])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from zynqnn.hw.config import HwConfig, get_config
+from zynqnn.hw.config import get_config
 from zynqnn.rtl.pe_array import PEArray, act_layout, sum_layout, weight_row_layout
 from zynqnn.rtl.pe_array2x import (
     PIXELS,
@@ -20,33 +20,10 @@ from zynqnn.rtl.pe_array2x import (
     latency2x,
     sum2_layout,
 )
+from zynqnn.sim.tb_pe_array2x import make_tiles
 
 #: Fabric clock period (ns); the DSP clock has half of it, rising edges on the fabric clock's.
 SLOW_NS = 7.0
-
-
-def make_tiles(cfg: HwConfig, rng, n_tiles: int, max_pairs: int):
-    """Random tiles of an even number of vectors; the first ones hold the operand extremes in
-    every sign combination (the accumulator's and the packed carry's worst cases)."""
-    a_hi = 2 ** cfg.operand_bits - 1
-    w_lo, w_hi = -(2 ** (cfg.operand_bits - 1)), 2 ** (cfg.operand_bits - 1) - 1
-    tiles = []
-    for t in range(n_tiles):
-        n = 2 * int(rng.integers(1, max_pairs + 1))
-        w = rng.integers(w_lo, w_hi + 1, size=(cfg.rows, cfg.cols), dtype=np.int64)
-        a = rng.integers(-a_hi, a_hi + 1, size=(n, cfg.rows), dtype=np.int64)
-        if t < 4:
-            if t < 2:
-                w[:, :] = (w_lo, w_hi)[t]
-            w[:, 0], w[:, -1] = w_lo, w_hi
-            if cfg.cols > 2:
-                w[:, 1], w[:, 2] = w_hi, w_lo
-            ext = np.array([[-a_hi] * cfg.rows, [a_hi] * cfg.rows,
-                            [a_hi if r % 2 else -a_hi for r in range(cfg.rows)],
-                            [0] * cfg.rows])
-            a = np.concatenate([ext, a])
-        tiles.append((w, a))
-    return tiles
 
 
 def simulate(dut, cfg, w_rows, items, n_out, out_layout, *, idle=0.0, stall=0.0, seed=0,

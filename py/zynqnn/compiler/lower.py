@@ -346,6 +346,17 @@ def _pair(v, default) -> tuple[int, int]:
     return (int(v), int(v)) if np.ndim(v) == 0 else (int(v[0]), int(v[1]))
 
 
+def _square_stride(node, a) -> int:
+    """The (equal) stride of a convolution without dilation; refuses anything else."""
+    if _pair(a.get("dilation"), 1) != (1, 1):
+        raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
+                          "(1 only)")
+    sh, sw = _pair(a.get("stride"), 1)
+    if sh != sw:
+        raise _fail(node, f"stride {[sh, sw]}: the hardware needs equal strides")
+    return sh
+
+
 def _pads(v) -> tuple[int, int, int, int]:
     if v is None:
         return (0, 0, 0, 0)
@@ -924,12 +935,7 @@ class _Lowering:
             # explicit pad stays pending)
             v = dataclasses.replace(self.relayout(node, v, what="packed"), pad=v.pad,
                                     pad_value=v.pad_value)
-        if _pair(a.get("dilation"), 1) != (1, 1):
-            raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
-                              "(1 only)")
-        sh, sw = _pair(a.get("stride"), 1)
-        if sh != sw:
-            raise _fail(node, f"stride {[sh, sw]}: the hardware needs equal strides")
+        sh = _square_stride(node, a)
         pads = _pads(a.get("padding"))
         if v.pad is not None:
             if v.pad_value != v.hw.zero_point:
@@ -960,12 +966,7 @@ class _Lowering:
         a = node.attrs
         v = self.map4(node, node.inputs[0])
         self.only_maps(node, node.inputs[0], v)
-        if _pair(a.get("dilation"), 1) != (1, 1):
-            raise _fail(node, f"dilation {list(_pair(a.get('dilation'), 1))} is not supported "
-                              "(1 only)")
-        sh, sw = _pair(a.get("stride"), 1)
-        if sh != sw:
-            raise _fail(node, f"stride {[sh, sw]}: the hardware needs equal strides")
+        sh = _square_stride(node, a)
         t, b, left, r = _pads(a.get("padding"))
         oph, opw = _pair(a.get("output_padding"), 0)
         wq = self.weights(node, self.g.tensors[node.inputs[1]])
